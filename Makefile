@@ -1,0 +1,53 @@
+# runwasm developer targets. `make setup` is idempotent; every other target assumes it ran.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+BIN     := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup system venv proto fixtures demo test test-unit check lint types bench clean
+
+setup: system venv proto fixtures
+
+system:
+	bash scripts/install-system.sh
+
+$(VENV)/.stamp: pyproject.toml setup.py
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+proto: venv
+	$(VPY) scripts/gen_proto.py
+
+fixtures: venv proto
+	$(VPY) -m fixtures.build
+
+# The main job: a Wasm module and an OCI image run through the real shim binary by the
+# standalone harness (no containerd involved).
+demo: setup
+	bash scripts/demo.sh
+
+# The whole suite: unit, privileged (real kernel) and integration (private containerd 1.6).
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/pytest -m "not privileged and not integration" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check shim wasm oci linux tests fixtures scripts
+
+types: venv proto
+	$(VPY) scripts/mypy_tree.py
+
+check: lint types test-unit
+
+bench: setup
+	$(VPY) -m tests.bench
+
+clean:
+	rm -rf build .mypy_cache .pytest_cache fixtures/build

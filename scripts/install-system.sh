@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages runwasm's tests and demo use: a real containerd 1.6 and runc to compare
+# against, busybox-static for OCI test images, erofs-utils (fsck.erofs, dump.erofs) and
+# cryptsetup-bin (veritysetup) to cross-check the EROFS and dm-verity writers, libseccomp2 for
+# pyseccomp, hyperfine for benchmarks. Idempotent: installs only what is missing.
+set -euo pipefail
+pkgs=(containerd runc busybox-static erofs-utils cryptsetup-bin libseccomp2 hyperfine util-linux iproute2 psmisc)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "install-system: need root to apt-get install ${missing[*]}" >&2; exit 1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
