@@ -1,0 +1,421 @@
+"""Typed model of the OCI runtime spec (``config.json``), parsed once at the boundary.
+
+``RuntimeSpec.from_json`` validates the shape of everything runwasm reads and raises
+``SpecError`` naming the JSON path (``process.args[0]: expected a string, got 3``) and the
+source (a file path or a label). Nothing past the parser touches raw dicts, except for the
+handful of opaque sub-documents kept as ``Mapping`` (seccomp, resources, hooks' env) whose
+typed parsing belongs to the module that applies them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SpecError(ValueError):
+    """config.json is malformed: the message names the source and the JSON path."""
+
+
+# --- small typed readers ------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, expected: str, got: object) -> SpecError:
+        shown = repr(got)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return SpecError(f"invalid runtime spec {self.source}: {path}: expected {expected}, got {shown}")
+
+    def obj(self, d: Any, path: str) -> Mapping[str, Any]:
+        if d is None:
+            return {}
+        if not isinstance(d, dict):
+            raise self.fail(path, "an object", d)
+        return d
+
+    def str_(self, d: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
+        v = d.get(key, default)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise self.fail(f"{path}.{key}" if path else key, "a string", v)
+        return v
+
+    def bool_(self, d: Mapping[str, Any], key: str, path: str) -> bool:
+        v = d.get(key, False)
+        if v is None:
+            return False
+        if not isinstance(v, bool):
+            raise self.fail(f"{path}.{key}", "a boolean", v)
+        return v
+
+    def int_(self, d: Mapping[str, Any], key: str, path: str, default: int | None = None) -> int | None:
+        v = d.get(key, default)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(f"{path}.{key}", "an integer", v)
+        return v
+
+    def strs(self, d: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        v = d.get(key)
+        if v is None:
+            return ()
+        if not isinstance(v, list):
+            raise self.fail(f"{path}.{key}", "an array of strings", v)
+        for i, item in enumerate(v):
+            if not isinstance(item, str):
+                raise self.fail(f"{path}.{key}[{i}]", "a string", item)
+        return tuple(v)
+
+    def list_(self, d: Mapping[str, Any], key: str, path: str) -> list[Any]:
+        v = d.get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise self.fail(f"{path}.{key}", "an array", v)
+        return v
+
+
+# --- model --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    uid: int = 0
+    gid: int = 0
+    umask: int | None = None
+    additional_gids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rlimit:
+    type: str
+    hard: int
+    soft: int
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    bounding: tuple[str, ...] = ()
+    effective: tuple[str, ...] = ()
+    permitted: tuple[str, ...] = ()
+    inheritable: tuple[str, ...] = ()
+    ambient: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSize:
+    height: int
+    width: int
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    terminal: bool = False
+    user: User = field(default_factory=User)
+    capabilities: Capabilities | None = None
+    rlimits: tuple[Rlimit, ...] = ()
+    no_new_privileges: bool = False
+    apparmor_profile: str = ""
+    oom_score_adj: int | None = None
+    selinux_label: str = ""
+    console_size: ConsoleSize | None = None
+
+    def env_map(self) -> dict[str, str]:
+        """The environment as a dict (later entries win, like execve consumers do)."""
+        out: dict[str, str] = {}
+        for item in self.env:
+            k, _, v = item.partition("=")
+            out[k] = v
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    path: str = "rootfs"
+    readonly: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    destination: str
+    type: str = ""
+    source: str = ""
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    path: str
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    timeout: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    prestart: tuple[Hook, ...] = ()
+    create_runtime: tuple[Hook, ...] = ()
+    create_container: tuple[Hook, ...] = ()
+    start_container: tuple[Hook, ...] = ()
+    poststart: tuple[Hook, ...] = ()
+    poststop: tuple[Hook, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    type: str
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IdMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    path: str
+    type: str
+    major: int = 0
+    minor: int = 0
+    file_mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+NAMESPACE_TYPES = frozenset({"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"})
+
+
+@dataclass(frozen=True, slots=True)
+class Linux:
+    namespaces: tuple[Namespace, ...] = ()
+    uid_mappings: tuple[IdMapping, ...] = ()
+    gid_mappings: tuple[IdMapping, ...] = ()
+    devices: tuple[Device, ...] = ()
+    cgroups_path: str = ""
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    sysctl: Mapping[str, str] = field(default_factory=dict)
+    seccomp: Mapping[str, Any] | None = None
+    masked_paths: tuple[str, ...] = ()
+    readonly_paths: tuple[str, ...] = ()
+    rootfs_propagation: str = ""
+    mount_label: str = ""
+
+    def namespace(self, kind: str) -> Namespace | None:
+        for ns in self.namespaces:
+            if ns.type == kind:
+                return ns
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSpec:
+    oci_version: str
+    process: Process | None
+    root: Root | None
+    hostname: str = ""
+    domainname: str = ""
+    mounts: tuple[Mount, ...] = ()
+    hooks: Hooks = field(default_factory=Hooks)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    linux: Linux | None = None
+
+    @classmethod
+    def load(cls, bundle: Path) -> RuntimeSpec:
+        """Read and parse ``<bundle>/config.json``."""
+        path = bundle / "config.json"
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise SpecError(f"failed to read runtime spec {str(path)!r}: {err.strerror}") from err
+        return cls.from_json(data, source=repr(str(path)))
+
+    @classmethod
+    def from_json(cls, data: bytes | str | Mapping[str, Any], *, source: str = "<config.json>") -> RuntimeSpec:
+        """Parse a runtime spec; raises SpecError naming ``source`` and the JSON path."""
+        if isinstance(data, bytes | str):
+            try:
+                doc = json.loads(data)
+            except ValueError as err:
+                raise SpecError(f"invalid runtime spec {source}: not JSON: {err}") from err
+        else:
+            doc = data
+        r = _Reader(source)
+        top = r.obj(doc, "$")
+        proc = _process(r, top.get("process"), "process") if top.get("process") is not None else None
+        root_d = top.get("root")
+        root = None
+        if root_d is not None:
+            rd = r.obj(root_d, "root")
+            root = Root(path=r.str_(rd, "path", "root", "rootfs"), readonly=r.bool_(rd, "readonly", "root"))
+        ann = r.obj(top.get("annotations"), "annotations")
+        for k, v in ann.items():
+            if not isinstance(v, str):
+                raise r.fail(f"annotations[{k!r}]", "a string", v)
+        mounts = tuple(_mount(r, m, f"mounts[{i}]") for i, m in enumerate(r.list_(top, "mounts", "")))
+        linux = _linux(r, top.get("linux"), "linux") if top.get("linux") is not None else None
+        return cls(
+            oci_version=r.str_(top, "ociVersion", ""),
+            process=proc,
+            root=root,
+            hostname=r.str_(top, "hostname", ""),
+            domainname=r.str_(top, "domainname", ""),
+            mounts=mounts,
+            hooks=_hooks(r, top.get("hooks"), "hooks"),
+            annotations=dict(ann),
+            linux=linux,
+        )
+
+
+def parse_process(data: bytes | str | Mapping[str, Any], *, source: str = "<process>") -> Process:
+    """Parse a bare OCI ``Process`` document (the spec of an Exec request)."""
+    if isinstance(data, bytes | str):
+        try:
+            doc = json.loads(data)
+        except ValueError as err:
+            raise SpecError(f"invalid process spec {source}: not JSON: {err}") from err
+    else:
+        doc = data
+    return _process(_Reader(source), doc, "process")
+
+
+def _process(r: _Reader, d: Any, path: str) -> Process:
+    p = r.obj(d, path)
+    args = r.strs(p, "args", path)
+    user_d = r.obj(p.get("user"), f"{path}.user")
+    gids = user_d.get("additionalGids") or []
+    if not isinstance(gids, list) or not all(isinstance(g, int) for g in gids):
+        raise r.fail(f"{path}.user.additionalGids", "an array of integers", gids)
+    user = User(
+        uid=r.int_(user_d, "uid", f"{path}.user", 0) or 0,
+        gid=r.int_(user_d, "gid", f"{path}.user", 0) or 0,
+        umask=r.int_(user_d, "umask", f"{path}.user"),
+        additional_gids=tuple(gids),
+    )
+    caps = None
+    if p.get("capabilities") is not None:
+        c = r.obj(p.get("capabilities"), f"{path}.capabilities")
+        cp = f"{path}.capabilities"
+        caps = Capabilities(*(r.strs(c, k, cp) for k in ("bounding", "effective", "permitted", "inheritable", "ambient")))
+    rlimits = []
+    for i, item in enumerate(r.list_(p, "rlimits", path)):
+        rp = f"{path}.rlimits[{i}]"
+        o = r.obj(item, rp)
+        rlimits.append(Rlimit(type=r.str_(o, "type", rp), hard=r.int_(o, "hard", rp, 0) or 0, soft=r.int_(o, "soft", rp, 0) or 0))
+    cs = None
+    if p.get("consoleSize") is not None:
+        o = r.obj(p.get("consoleSize"), f"{path}.consoleSize")
+        cs = ConsoleSize(height=r.int_(o, "height", f"{path}.consoleSize", 0) or 0, width=r.int_(o, "width", f"{path}.consoleSize", 0) or 0)
+    return Process(
+        args=args,
+        env=r.strs(p, "env", path),
+        cwd=r.str_(p, "cwd", path, "/") or "/",
+        terminal=r.bool_(p, "terminal", path),
+        user=user,
+        capabilities=caps,
+        rlimits=tuple(rlimits),
+        no_new_privileges=r.bool_(p, "noNewPrivileges", path),
+        apparmor_profile=r.str_(p, "apparmorProfile", path),
+        oom_score_adj=r.int_(p, "oomScoreAdj", path),
+        selinux_label=r.str_(p, "selinuxLabel", path),
+        console_size=cs,
+    )
+
+
+def _mount(r: _Reader, d: Any, path: str) -> Mount:
+    m = r.obj(d, path)
+    dest = r.str_(m, "destination", path)
+    if not dest:
+        raise r.fail(f"{path}.destination", "a non-empty path", m.get("destination"))
+    return Mount(destination=dest, type=r.str_(m, "type", path), source=r.str_(m, "source", path),
+                 options=r.strs(m, "options", path))
+
+
+def _hooks(r: _Reader, d: Any, path: str) -> Hooks:
+    h = r.obj(d, path)
+
+    def group(key: str) -> tuple[Hook, ...]:
+        out = []
+        for i, item in enumerate(r.list_(h, key, path)):
+            hp = f"{path}.{key}[{i}]"
+            o = r.obj(item, hp)
+            hook_path = r.str_(o, "path", hp)
+            if not hook_path:
+                raise r.fail(f"{hp}.path", "a non-empty path", o.get("path"))
+            out.append(Hook(path=hook_path, args=r.strs(o, "args", hp), env=r.strs(o, "env", hp),
+                            timeout=r.int_(o, "timeout", hp)))
+        return tuple(out)
+
+    return Hooks(prestart=group("prestart"), create_runtime=group("createRuntime"),
+                 create_container=group("createContainer"), start_container=group("startContainer"),
+                 poststart=group("poststart"), poststop=group("poststop"))
+
+
+def _idmaps(r: _Reader, lin: Mapping[str, Any], key: str, path: str) -> tuple[IdMapping, ...]:
+    out = []
+    for i, item in enumerate(r.list_(lin, key, path)):
+        ip = f"{path}.{key}[{i}]"
+        o = r.obj(item, ip)
+        out.append(IdMapping(container_id=r.int_(o, "containerID", ip, 0) or 0,
+                             host_id=r.int_(o, "hostID", ip, 0) or 0, size=r.int_(o, "size", ip, 0) or 0))
+    return tuple(out)
+
+
+def _linux(r: _Reader, d: Any, path: str) -> Linux:
+    lin = r.obj(d, path)
+    namespaces = []
+    for i, item in enumerate(r.list_(lin, "namespaces", path)):
+        np_ = f"{path}.namespaces[{i}]"
+        o = r.obj(item, np_)
+        kind = r.str_(o, "type", np_)
+        if kind not in NAMESPACE_TYPES:
+            raise r.fail(f"{np_}.type", f"one of {sorted(NAMESPACE_TYPES)}", kind)
+        namespaces.append(Namespace(type=kind, path=r.str_(o, "path", np_)))
+    devices = []
+    for i, item in enumerate(r.list_(lin, "devices", path)):
+        dp = f"{path}.devices[{i}]"
+        o = r.obj(item, dp)
+        devices.append(Device(path=r.str_(o, "path", dp), type=r.str_(o, "type", dp),
+                              major=r.int_(o, "major", dp, 0) or 0, minor=r.int_(o, "minor", dp, 0) or 0,
+                              file_mode=r.int_(o, "fileMode", dp), uid=r.int_(o, "uid", dp),
+                              gid=r.int_(o, "gid", dp)))
+    sysctl = r.obj(lin.get("sysctl"), f"{path}.sysctl")
+    for k, v in sysctl.items():
+        if not isinstance(v, str):
+            raise r.fail(f"{path}.sysctl[{k!r}]", "a string", v)
+    seccomp = lin.get("seccomp")
+    return Linux(
+        namespaces=tuple(namespaces),
+        uid_mappings=_idmaps(r, lin, "uidMappings", path),
+        gid_mappings=_idmaps(r, lin, "gidMappings", path),
+        devices=tuple(devices),
+        cgroups_path=r.str_(lin, "cgroupsPath", path),
+        resources=dict(r.obj(lin.get("resources"), f"{path}.resources")),
+        sysctl=dict(sysctl),
+        seccomp=dict(r.obj(seccomp, f"{path}.seccomp")) if seccomp is not None else None,
+        masked_paths=r.strs(lin, "maskedPaths", path),
+        readonly_paths=r.strs(lin, "readonlyPaths", path),
+        rootfs_propagation=r.str_(lin, "rootfsPropagation", path),
+        mount_label=r.str_(lin, "mountLabel", path),
+    )
+
+
+def args_of(spec: RuntimeSpec) -> Sequence[str]:
+    """``process.args``; raises SpecError when the spec has no process or empty args."""
+    if spec.process is None or not spec.process.args:
+        raise SpecError("invalid runtime spec: process.args: expected a non-empty array of strings, got none")
+    return spec.process.args
