@@ -1,0 +1,249 @@
+"""Set up and run one Wasm task inside its dedicated workload process (wasmtime side).
+
+``prepare`` does everything that can fail because of the image or the spec, before ``ready``:
+resolve ``args[0]`` in the rootfs, classify, compile/load through the cache, build the WASI
+context, link. It raises ``WasmError`` subclasses only. No guest code runs in ``prepare``:
+core modules are linked into an ``InstancePre`` (link errors surface here) and instantiated in
+``run``, because instantiation runs a module's ``start`` function.
+
+``run`` instantiates and calls the entry export and returns the process exit status:
+- normal return: 0;
+- ``proc_exit(n)``: ``n & 0xff``, i.e. exactly n for 0..255 (what a native process gets).
+  wasmtime-py turns n >= 126 into a plain WasmtimeError that loses the code, so
+  ``wasi_snapshot_preview1.proc_exit`` is shadowed by a host function that raises
+  ``GuestExit(n)``; wasmtime-py re-raises a host function's Python exception after unwinding
+  the guest, so nothing is left half-written (WASI stdout writes are flushed per call).
+- a component: ``wasi:cli/run`` returning ok -> 0, err -> 1; ``wasi:cli/exit`` -> its code
+  (0/1, preview 2 carries only ok/err);
+- a trap or any other runtime failure: logged with the trap message and code, ``EXIT_TRAP``.
+
+cwd: WASI preview 1 has no working directory. wasi-libc starts with cwd ``/`` and does not read
+``PWD``, so relative paths resolve against the rootfs root for wasi-libc programs. What runwasm
+does when ``cwd != "/"``: sets ``PWD=<cwd>`` in the guest env unless the spec sets PWD (runtimes
+that honour it, and wasi-libc programs that ``chdir(getenv("PWD"))``, get the spec's cwd), and
+preopens the cwd directory as ``.`` after ``/`` (older libcs resolve relative paths against a
+``.`` preopen; current wasi-libc prefers the longest matching prefix, ``/``, so it is harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import wasmtime
+import wasmtime.component as wc
+from runwasm.wasm.cache import CompileCache
+from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
+from runwasm.wasm.engine import make_engine
+from runwasm.wasm.errors import (
+    ExportNotFoundError,
+    InvalidModuleError,
+    LinkError,
+    WasiSetupError,
+    WasmError,
+)
+from runwasm.wasm.payload import WasmTaskPayload
+from runwasm.wasm.resolve import open_module, resolve_in_rootfs, resolve_module_path
+
+log = logging.getLogger(__name__)
+
+EXIT_TRAP = 134
+"""Exit status after a trap: 128+SIGABRT, what a native program that aborts reports. runwasi
+uses 137, which is indistinguishable from SIGKILL and the OOM killer."""
+
+WASI_P1 = "wasi_snapshot_preview1"
+CLI_RUN_PREFIX = "wasi:cli/run@"
+
+
+class GuestExit(BaseException):  # noqa: N818 - not an error: the guest asked to exit
+    """Raised by the shadowed ``proc_exit`` host function; ``code`` is the raw u32 status."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(slots=True)
+class PreparedTask:
+    """A task ready to run: everything linked, no guest code executed yet."""
+
+    flavour: Literal["module", "component"]
+    store: wasmtime.Store
+    export: str
+    module_path: str
+    pre: wasmtime.InstancePre | None = None
+    component: wc.Component | None = None
+    component_linker: wc.Linker | None = None
+    cli_run: str | None = None  # the exact wasi:cli/run@x.y.z export name, for commands
+    cache_source: str = ""
+
+
+def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
+    env = [(k, v) for k, _, v in (item.partition("=") for item in p.env)]
+    if p.cwd != "/" and not any(k == "PWD" for k, _ in env):
+        env.append(("PWD", p.cwd))
+    return env
+
+
+def build_wasi(p: WasmTaskPayload) -> wasmtime.WasiConfig:
+    """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc)."""
+    cfg = wasmtime.WasiConfig()
+    try:
+        cfg.argv = list(p.args)
+        cfg.env = _guest_env(p)
+    except wasmtime.WasmtimeError as err:
+        raise WasiSetupError(f"failed to set up WASI argv/env: {err}") from err
+    cfg.inherit_stdin()
+    cfg.inherit_stdout()
+    cfg.inherit_stderr()
+    preopens: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
+    preopens += [(host, guest, True) for host, guest in p.preopens]
+    if p.cwd != "/":
+        preopens.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
+    for host, guest, mutable in preopens:
+        if not os.path.isdir(host):
+            raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: expected a directory on the host")
+        try:
+            cfg.preopen_dir(host, guest, mutable)
+        except wasmtime.WasmtimeError as err:
+            raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: {err}") from err
+    return cfg
+
+
+def _check_module_export(module: wasmtime.Module, name: str, where: str) -> None:
+    for exp in module.exports:
+        if exp.name == name:
+            ty = exp.type
+            if not isinstance(ty, wasmtime.FuncType) or ty.params:
+                raise ExportNotFoundError(
+                    f"failed to find entry point in {where!r}: export {name!r} must be a function "
+                    f"without parameters, got {ty}"
+                )
+            return
+    funcs = sorted(e.name for e in module.exports if isinstance(e.type, wasmtime.FuncType))
+    raise ExportNotFoundError(
+        f"failed to find entry point in {where!r}: expected an exported function {name!r}, "
+        f"the module exports functions {funcs!r}"
+    )
+
+
+def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: str | None, where: str) -> wasmtime.InstancePre:
+    name = export or "_start"
+    _check_module_export(module, name, where)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    linker.allow_shadowing = True
+
+    def proc_exit(code: int) -> None:
+        raise GuestExit(code)
+
+    linker.define_func(WASI_P1, "proc_exit", wasmtime.FuncType([wasmtime.ValType.i32()], []), proc_exit)
+    try:
+        return linker.instantiate_pre(module)
+    except wasmtime.WasmtimeError as err:
+        wanted = sorted(f"{i.module}::{i.name}" for i in module.imports if i.module != WASI_P1)
+        raise LinkError(
+            f"failed to link {where!r}: {err} (only {WASI_P1} is provided; non-WASI imports: {wanted!r})"
+        ) from err
+
+
+def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str | None, where: str) -> tuple[wc.Linker, str | None]:
+    exports = comp.type.exports(engine)
+    cli_run: str | None = None
+    if export is None:
+        runs = sorted(n for n in exports if n.startswith(CLI_RUN_PREFIX))
+        if not runs:
+            raise ExportNotFoundError(
+                f"failed to find entry point in component {where!r}: expected an export "
+                f"'{CLI_RUN_PREFIX}0.2.x' (a WASI command), got exports {sorted(exports)!r}"
+            )
+        cli_run = runs[-1]
+    else:
+        item = exports.get(export)
+        if item is None or not isinstance(item.ty, wc.FuncType) or item.ty.params:
+            raise ExportNotFoundError(
+                f"failed to find entry point in component {where!r}: expected a function export "
+                f"{export!r} without parameters, got exports {sorted(exports)!r}"
+            )
+    foreign = sorted(n for n in comp.type.imports(engine) if not n.startswith("wasi:"))
+    if foreign:
+        raise LinkError(f"failed to link component {where!r}: only WASI 0.2 imports are provided, it also imports {foreign!r}")
+    linker = wc.Linker(engine)
+    linker.add_wasip2()
+    return linker, cli_run
+
+
+def prepare(p: WasmTaskPayload) -> PreparedTask:
+    """Everything before ``ready`` (see module doc). Raises ``WasmError`` subclasses only."""
+    path, export = parse_entrypoint(p.args[0])
+    host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
+    where = f"{path} (host {host})"
+    data = open_module(p.rootfs, host)
+    kind = classify_bytes(data[:SNIFF_BYTES])
+    if kind is None:
+        raise InvalidModuleError(
+            f"failed to load module {where!r}: expected a wasm binary (\\0asm magic) or WAT text "
+            f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
+        )
+    engine = make_engine()
+    try:
+        loaded = CompileCache(engine, p.cache_dir).load(data, kind)
+    except InvalidModuleError as err:
+        raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
+    log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
+    store = wasmtime.Store(engine)
+    store.set_wasi(build_wasi(p))
+    task = PreparedTask(loaded.flavour, store, export or "", path, cache_source=loaded.source)
+    if isinstance(loaded.artifact, wasmtime.Module):
+        task.pre = _prepare_module(engine, loaded.artifact, export, where)
+        task.export = export or "_start"
+    else:
+        task.component = loaded.artifact
+        task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where)
+    return task
+
+
+def describe_trap(err: BaseException) -> str:
+    """One log line for a guest failure: message, trap code and (multi-line) wasm backtrace."""
+    if isinstance(err, wasmtime.Trap):
+        code = err.trap_code.name if err.trap_code is not None else "none"
+        return f"wasm trap: {err.message} (trap code {code})\n{err}"
+    return f"wasm runtime error: {type(err).__name__}: {err}"
+
+
+def _variant_status(value: Any) -> int:
+    tag = getattr(value, "tag", None)
+    return 1 if tag == "err" else 0
+
+
+def run(task: PreparedTask) -> int:
+    """Instantiate and run the entry point; return the exit status (see module doc)."""
+    store = task.store
+    try:
+        if task.pre is not None:
+            instance = task.pre.instantiate(store)
+            func = instance.exports(store)[task.export]
+            assert isinstance(func, wasmtime.Func)
+            func(store)
+            return 0
+        assert task.component is not None
+        assert task.component_linker is not None
+        inst = task.component_linker.instantiate(store, task.component)
+        if task.cli_run is not None:
+            idx = inst.get_export_index(store, task.cli_run)
+            fidx = inst.get_export_index(store, "run", idx) if idx is not None else None
+            cfunc = inst.get_func(store, fidx) if fidx is not None else None
+        else:
+            cfunc = inst.get_func(store, task.export)
+        if cfunc is None:
+            raise WasmError(f"failed to find {task.cli_run or task.export!r} after instantiation")
+        return _variant_status(cfunc(store))
+    except GuestExit as ex:
+        return ex.code & 0xFF
+    except wasmtime.ExitTrap as ex:
+        return ex.code & 0xFF
+    except (wasmtime.Trap, wasmtime.WasmtimeError, WasmError) as err:
+        log.error("%s: %s", task.module_path, describe_trap(err))
+        return EXIT_TRAP
