@@ -1,0 +1,252 @@
+"""Run ``runwasm.wasm.child.main`` for real, playing the shim side of the control channel."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.wasm import harness
+
+
+def payload(rootfs: Path, cache_dir: Path, *args: str, **kw: Any) -> dict[str, Any]:
+    return {"rootfs": str(rootfs), "args": list(args), "cache_dir": str(cache_dir), **kw}
+
+
+def expect_error(p: dict[str, Any]) -> dict[str, Any]:
+    child = harness.spawn(p)
+    msg = child.handshake()
+    rc, out, _err, _log = child.finish()
+    assert msg["type"] == "error", msg
+    assert rc == 1
+    assert out == ""
+    return msg
+
+
+def test_hello_prints_and_exits_zero(rootfs: Path, cache_dir: Path) -> None:
+    child = harness.spawn(payload(rootfs, cache_dir, "/hello.wasm"))
+    msg = child.handshake()
+    assert msg == {"type": "ready", "pid": child.proc.pid}
+    child.start()
+    rc, out, err, _log = child.finish()
+    assert (rc, out, err) == (0, "hello from wasm\n", "")
+    assert child.outcome["helper_stdout"] == ""  # nothing leaks to the workload's own stdout
+
+
+def test_export_syntax_calls_named_export(rootfs: Path, cache_dir: Path) -> None:
+    rc, out, _, _ = harness.run(payload(rootfs, cache_dir, "/hello.wasm#greet"))
+    assert (rc, out) == (0, "greetings from wasm\n")
+
+
+def test_wat_text_module_runs(rootfs: Path, cache_dir: Path) -> None:
+    rc, out, _, _ = harness.run(payload(rootfs, cache_dir, "/hello.wat"))
+    assert (rc, out) == (0, "hello from wasm\n")
+
+
+def test_bare_name_is_searched_in_guest_path(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "bin").mkdir()
+    os.rename(rootfs / "hello.wasm", rootfs / "bin" / "hello")
+    rc, out, _, _ = harness.run(payload(rootfs, cache_dir, "hello", env=["PATH=/nowhere:/bin"]))
+    assert (rc, out) == (0, "hello from wasm\n")
+
+
+@pytest.mark.parametrize("code", [0, 7, 125, 255])
+def test_fixed_exit_codes(rootfs: Path, cache_dir: Path, code: int) -> None:
+    rc, out, _, log = harness.run(payload(rootfs, cache_dir, f"/exit{code}.wasm"))
+    assert rc == code, log
+
+
+@pytest.mark.parametrize(("arg", "code"), [("1", 1), ("126", 126), ("127", 127), ("200", 200), ("256", 0), ("257", 1)])
+def test_proc_exit_code_is_exact(rootfs: Path, cache_dir: Path, arg: str, code: int) -> None:
+    rc, _, _, log = harness.run(payload(rootfs, cache_dir, "/exit_arg.wasm", arg))
+    assert rc == code, log
+
+
+def test_trap_exits_134_and_is_logged(rootfs: Path, cache_dir: Path) -> None:
+    rc, out, err, log = harness.run(payload(rootfs, cache_dir, "/trap.wasm"))
+    assert rc == 134
+    assert out == "about to trap\n"
+    assert err == ""
+    assert "wasm trap" in log
+    assert "UNREACHABLE" in log
+    assert "/trap.wasm" in log
+
+
+def test_trap_without_log_fd_goes_to_original_stderr(rootfs: Path, cache_dir: Path) -> None:
+    child = harness.spawn(payload(rootfs, cache_dir, "/trap.wasm"), log=False)
+    assert child.handshake()["type"] == "ready"
+    child.start()
+    rc, _out, err, _ = child.finish()
+    assert rc == 134
+    assert err == ""  # the container's stderr stays the guest's
+    assert "UNREACHABLE" in child.outcome["helper_stderr"]
+
+
+def test_args_and_env_reach_the_guest(rootfs: Path, cache_dir: Path) -> None:
+    p = payload(rootfs, cache_dir, "/argsenv.wasm", "a b", "", "c=d", env=["FOO=bar", "EMPTY=", "X=1=2"])
+    rc, out, _, _ = harness.run(p)
+    assert rc == 0
+    assert out == (
+        "arg: /argsenv.wasm\narg: a b\narg: \narg: c=d\n"
+        "env: FOO=bar\nenv: EMPTY=\nenv: X=1=2\n"
+    )
+
+
+def test_cwd_sets_pwd_unless_given(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "work").mkdir()
+    rc, out, _, _ = harness.run(payload(rootfs, cache_dir, "/argsenv.wasm", env=["A=1"], cwd="/work"))
+    assert (rc, out) == (0, "arg: /argsenv.wasm\nenv: A=1\nenv: PWD=/work\n")
+    rc, out, _, _ = harness.run(payload(rootfs, cache_dir, "/argsenv.wasm", env=["PWD=/x"], cwd="/work"))
+    assert (rc, out) == (0, "arg: /argsenv.wasm\nenv: PWD=/x\n")
+
+
+def test_guest_reads_file_from_rootfs(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "data").mkdir()
+    (rootfs / "data" / "msg.txt").write_text("from the rootfs\n")
+    rc, out, _, _ = harness.run(payload(rootfs, cache_dir, "/readfile.wasm", "/data/msg.txt"))
+    assert (rc, out) == (0, "from the rootfs\n")
+
+
+def test_guest_cannot_read_outside_rootfs(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs.parent / "secret.txt").write_text("secret\n")
+    rc, out, _, _ = harness.run(payload(rootfs, cache_dir, "/readfile.wasm", "../secret.txt"))
+    assert rc in (100 + 63, 100 + 76)  # EPERM (what wasmtime 50 returns) or ENOTCAPABLE
+    assert out == ""
+
+
+def test_extra_preopen_is_visible(rootfs: Path, cache_dir: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "x.txt").write_text("bind mount\n")
+    p = payload(rootfs, cache_dir, "/readfile.wasm", "x.txt", "4", preopens=[[str(shared), "/mnt"]])
+    rc, out, _, _ = harness.run(p)
+    assert (rc, out) == (0, "bind mount\n")
+
+
+def test_stdin_is_copied_through(rootfs: Path, cache_dir: Path) -> None:
+    child = harness.spawn(payload(rootfs, cache_dir, "/cat.wasm"), stdin=True)
+    assert child.handshake()["type"] == "ready"
+    child.start()
+    child.write_stdin(b"line1\nline2\n")
+    rc, out, _, _ = child.finish()
+    assert (rc, out) == (0, "line1\nline2\n")
+
+
+def test_nonblocking_stdout_is_made_blocking(rootfs: Path, cache_dir: Path) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB, far more than a pipe buffer
+    child = harness.spawn(
+        payload(rootfs, cache_dir, "/cat.wasm"), stdin=True, stdout_nonblock=True, stdout_delay=0.5
+    )
+    assert child.handshake()["type"] == "ready"
+    child.start()
+    child.write_stdin(data)
+    rc, _, _, log = child.finish()
+    assert rc == 0, log
+    assert b"".join(child.stdout.chunks) == data
+
+
+@pytest.mark.parametrize(("module", "banner"), [("/spin.wasm", b"spinning\n"), ("/sleep.wasm", b"sleeping\n")])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_kill_stops_spinning_and_sleeping_guests(rootfs: Path, cache_dir: Path, module: str, banner: bytes, sig: int) -> None:
+    child = harness.spawn(payload(rootfs, cache_dir, module))
+    assert child.handshake()["type"] == "ready"
+    child.start()
+    child.wait_output(banner)
+    child.kill(sig)
+    rc, _, _, _ = child.finish(timeout=10)
+    assert rc == -sig  # the shim reports 128 + sig (137 for SIGKILL)
+
+
+def test_eof_before_start_exits_1_without_running(rootfs: Path, cache_dir: Path) -> None:
+    child = harness.spawn(payload(rootfs, cache_dir, "/hello.wasm"))
+    assert child.handshake()["type"] == "ready"
+    child.abort()
+    rc, out, _, _ = child.finish()
+    assert (rc, out) == (1, "")
+
+
+def test_start_section_does_not_run_before_start(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "start.wat").write_text(
+        '(module (import "wasi_snapshot_preview1" "proc_exit" (func $e (param i32)))'
+        ' (func $s (call $e (i32.const 9))) (start $s) (func (export "_start")))'
+    )
+    child = harness.spawn(payload(rootfs, cache_dir, "/start.wat"))
+    assert child.handshake()["type"] == "ready"
+    child.start()
+    rc, _, _, _ = child.finish()
+    assert rc == 9
+
+
+@pytest.mark.parametrize("name", ["component_run_ok", "component_run_err"])
+def test_component_command_exit_status(rootfs: Path, cache_dir: Path, name: str) -> None:
+    rc, _, _, log = harness.run(payload(rootfs, cache_dir, f"/{name}.wasm"))
+    assert rc == (0 if name.endswith("ok") else 1), log
+
+
+# Errors before ready ------------------------------------------------------------------------
+
+
+def test_missing_module(rootfs: Path, cache_dir: Path) -> None:
+    msg = expect_error(payload(rootfs, cache_dir, "/nope/app.wasm"))
+    assert msg["kind"] == "ModuleNotFoundInRootfsError"
+    assert "'/nope/app.wasm'" in msg["message"]
+    assert "'/nope' does not exist" in msg["message"]
+
+
+def test_non_wasm_file(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "app.wasm").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(64))
+    msg = expect_error(payload(rootfs, cache_dir, "/app.wasm"))
+    assert msg["kind"] == "InvalidModuleError"
+    assert "expected a wasm binary" in msg["message"]
+    assert "\\x7fELF" in msg["message"]
+    assert str(rootfs / "app.wasm") in msg["message"]
+
+
+def test_corrupt_module(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "app.wasm").write_bytes(b"\0asm\x01\x00\x00\x00\x01\xff\xff")
+    msg = expect_error(payload(rootfs, cache_dir, "/app.wasm"))
+    assert msg["kind"] == "InvalidModuleError"
+    assert "failed to compile wasm module" in msg["message"]
+    assert "/app.wasm" in msg["message"]
+
+
+def test_directory_instead_of_module(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "dir.wasm").mkdir()
+    msg = expect_error(payload(rootfs, cache_dir, "/dir.wasm"))
+    assert msg["kind"] == "InvalidModuleError"
+    assert "expected a regular file" in msg["message"]
+
+
+def test_missing_export(rootfs: Path, cache_dir: Path) -> None:
+    msg = expect_error(payload(rootfs, cache_dir, "/hello.wasm#nope"))
+    assert msg["kind"] == "ExportNotFoundError"
+    assert "'nope'" in msg["message"]
+    assert "'greet'" in msg["message"]
+
+
+def test_non_wasi_import_is_a_link_error(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "imp.wat").write_text('(module (import "env" "f" (func)) (func (export "_start")))')
+    msg = expect_error(payload(rootfs, cache_dir, "/imp.wat"))
+    assert msg["kind"] == "LinkError"
+    assert "env::f" in msg["message"]
+
+
+def test_symlink_escape_is_refused(rootfs: Path, cache_dir: Path) -> None:
+    (rootfs / "evil.wasm").symlink_to("../../../../../../../etc/passwd")
+    msg = expect_error(payload(rootfs, cache_dir, "/evil.wasm"))
+    assert msg["kind"] == "PathEscapeError"
+
+
+def test_bad_payload(rootfs: Path, cache_dir: Path) -> None:
+    msg = expect_error({"rootfs": str(rootfs), "args": []})
+    assert msg["kind"] == "InvalidPayloadError"
+
+
+def test_missing_preopen_dir(rootfs: Path, cache_dir: Path, tmp_path: Path) -> None:
+    p = payload(rootfs, cache_dir, "/hello.wasm", preopens=[[str(tmp_path / "absent"), "/mnt"]])
+    msg = expect_error(p)
+    assert msg["kind"] == "WasiSetupError"
+    assert "absent" in msg["message"]
