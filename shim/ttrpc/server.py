@@ -316,7 +316,10 @@ class _Connection:
         except Exception as err:
             self._fail(stream_id, ctx, err)
         else:
-            self._finish(stream_id, Code.OK, "", reply)
+            if isinstance(reply, bytes):
+                self._finish(stream_id, Code.OK, "", reply)
+            else:  # a handler bug must not take the connection down
+                self._fail(stream_id, ctx, TypeError(f"handler returned {type(reply).__name__}, expected bytes"))
         finally:
             self._calls.pop(stream_id, None)
             self._streams.finish(stream_id)

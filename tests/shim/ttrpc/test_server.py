@@ -148,6 +148,21 @@ def test_handler_exception_is_unknown_and_logged(caplog: pytest.LogCaptureFixtur
     assert isinstance(record.exc_info[1], KeyError)
 
 
+def test_handler_returning_non_bytes_is_unknown() -> None:
+    async def main() -> None:
+        async def wrong(payload: bytes, ctx: RequestContext) -> bytes:
+            return None  # type: ignore[return-value]
+
+        async with serving({(SVC, "Wrong"): wrong}) as (_, path), await Client.connect(path) as client:
+            with pytest.raises(RpcError) as info:
+                await client.call(SVC, "Wrong", b"")
+            assert (info.value.code, str(info.value)) == (Code.UNKNOWN, "handler returned NoneType, expected bytes")
+            with pytest.raises(RpcError, match="method Other"):
+                await client.call(SVC, "Other", b"")
+
+    run(main())
+
+
 def test_deadline_from_timeout_nano_cancels_handler() -> None:
     async def main() -> None:
         cancelled = asyncio.Event()
