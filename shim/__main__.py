@@ -1,0 +1,60 @@
+"""``containerd-shim-runwasm-v1``: dispatch on containerd's argv shapes.
+
+``start``, ``delete`` and ``-info`` run once per container, so this module imports only the
+stdlib and the small modules those paths need; the server (``_runwasm_serve``, an action word
+containerd never sends) imports the rest lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _write(data: bytes) -> None:
+    os.write(1, data) if len(data) < 65536 else sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runwasm.shim import flags as flagmod
+
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["_runwasm_serve"]:
+        from runwasm.shim.server_main import serve_main
+
+        return serve_main()
+    flags = flagmod.parse(args)
+    if flags.version:
+        from runwasm.shim.version import REVISION, VERSION
+
+        print(f"containerd-shim-runwasm-v1:\n  Version:  {VERSION}\n  Revision: {REVISION}\n  Runtime:  io.containerd.runwasm.v1")
+        return 0
+    if flags.info:
+        from runwasm.shim import bootstrap, info
+
+        _write(info.run(bootstrap.read_stdin()))
+        return 0
+    if flags.action == "start":
+        from runwasm.shim import bootstrap, start
+
+        try:
+            out, code = start.run(flags, bootstrap.read_stdin())
+        except (start.StartError, OSError) as err:
+            sys.stderr.write(f"runwasm: {err}\n")
+            return 1
+        _write(out)
+        return code
+    if flags.action == "delete":
+        from runwasm.shim import delete
+
+        _write(delete.run(flags))
+        return 0
+    sys.stderr.write(
+        f"runwasm: unknown action {flags.action!r}: expected start, delete, -info or -v "
+        "(this binary is meant to be run by containerd)\n")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""``runwasm``: the standalone harness and image tools.
+
+    runwasm run [--legacy] [--env K=V] [--dir HOST:GUEST] [--id ID] MODULE_OR_BUNDLE [-- ARGS...]
+    runwasm image pack-wasm|import|ls|rm|inspect|convert|mount|umount ...
+
+``run`` plays containerd's part around the real shim binary and exits with the task's status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+
+def _run(ns: argparse.Namespace) -> int:
+    from runwasm.shim import bundle as bundlemod
+    from runwasm.shim.errors import ShimError
+    from runwasm.shim.harness import Harness, run_task
+
+    target = Path(ns.target)
+    cid = ns.id or f"run-{uuid.uuid4().hex[:12]}"
+    env = list(ns.env or [])
+    try:
+        dirs = [bundlemod.parse_dir(d) for d in ns.dir or []]
+    except ShimError as err:
+        print(f"runwasm: {err}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        async with Harness(legacy=ns.legacy, keep=ns.keep) as h:
+            bundle = h.new_bundle(cid)
+            if target.is_dir():
+                bundlemod.adopt_bundle(bundle, target, ns.args, env)
+            else:
+                bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
+            try:
+                result = await run_task(h, cid, bundle)
+            except asyncio.CancelledError:
+                print(f"runwasm: interrupted; task {cid} killed", file=sys.stderr)
+                return 130
+            finally:
+                if ns.show_events:
+                    for env_ in h.events.envelopes:
+                        print(f"event {env_.topic} {env_.event.type_url}", file=sys.stderr)
+                if ns.keep:
+                    print(f"runwasm: state kept in {h.root}", file=sys.stderr)
+            return result.exit_status
+
+    try:
+        return asyncio.run(main())
+    except (ShimError, RuntimeError, OSError) as err:
+        print(f"runwasm: {err}", file=sys.stderr)
+        return 125
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runwasm", description="WebAssembly-first containerd shim: tools and harness")
+    p.add_argument("--debug", action="store_true", help="verbose logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a .wasm/.wat module or an OCI bundle through the real shim binary")
+    run.add_argument("--legacy", action="store_true", help="use the pre-2.3 start protocol (flags, plain address)")
+    run.add_argument("--env", "-e", action="append", metavar="K=V", help="environment for the task")
+    run.add_argument("--dir", action="append", metavar="HOST:GUEST", help="make a host directory visible")
+    run.add_argument("--id", help="container id (default: random)")
+    run.add_argument("--keep", action="store_true", help="keep the harness state directory")
+    run.add_argument("--show-events", action="store_true", help="print the events the shim published")
+    run.add_argument("target", help="a .wasm or .wat file, or a bundle directory with config.json")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
+    run.set_defaults(func=_run)
+    try:
+        from runwasm.oci.image_cli import add_image_commands
+    except ImportError:  # pragma: no cover - the oci package is part of the distribution
+        pass
+    else:
+        add_image_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if getattr(ns, "args", None) and ns.args[:1] == ["--"]:
+        ns.args = ns.args[1:]
+    logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING, format="runwasm: %(message)s")
+    code: int = ns.func(ns)
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,280 @@
+"""The standalone harness: plays containerd's part so the real shim binary runs on a bare machine.
+
+For each ``Harness`` (one private state directory): a ttrpc Events server that records every
+forwarded envelope, FIFOs for stdio, a ``log`` FIFO per bundle (held open like containerd
+does), and the real ``containerd-shim-runwasm-v1`` executable driven exactly as containerd
+drives it: ``start`` with ``BootstrapParams`` on stdin (2.3) or the legacy flags and env, then
+Create/Start/Wait/Delete/Shutdown over ttrpc, then ``delete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import empty_pb2
+from runwasm.shim.api.runtime.bootstrap.v1 import bootstrap_pb2
+from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
+from runwasm.shim.api.services.ttrpc.events.v1 import events_pb2
+from runwasm.shim.api.types import event_pb2
+from runwasm.shim.ttrpc.client import Client
+from runwasm.shim.ttrpc.server import RequestContext, Server
+
+SHIM_BINARY = "containerd-shim-runwasm-v1"
+NAMESPACE = "runwasm"
+
+
+def shim_command() -> list[str]:
+    """The shim binary next to this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / SHIM_BINARY
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which(SHIM_BINARY)
+    return [found] if found else [sys.executable, "-m", "runwasm.shim"]
+
+
+@dataclass
+class EventLog:
+    envelopes: list[event_pb2.Envelope] = field(default_factory=list)
+    metadata: list[dict[str, list[str]]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def topics(self, container_id: str | None = None) -> list[str]:
+        from runwasm.shim.api.events import task_pb2
+
+        out = []
+        for env in self.envelopes:
+            if container_id is not None:
+                name = env.event.type_url.rsplit(".", 1)[-1]
+                msg = getattr(task_pb2, name)()
+                msg.ParseFromString(env.event.value)
+                if msg.container_id != container_id:
+                    continue
+            out.append(env.topic)
+        return out
+
+    async def wait_for(self, topic: str, container_id: str, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while topic not in self.topics(container_id):
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class TaskResult:
+    id: str
+    pid: int
+    exit_status: int
+
+
+class Harness:
+    def __init__(self, *, legacy: bool = False, state_dir: Path | None = None, keep: bool = False) -> None:
+        self.legacy = legacy
+        self._own_dir = state_dir is None
+        self.root = Path(state_dir or tempfile.mkdtemp(prefix="runwasm-harness-", dir="/run"))
+        self.keep = keep
+        self.events = EventLog()
+        self.socket_dir = self.root / "s"
+        self.events_sock = self.root / "events.sock"
+        self.grpc_address = str(self.root / "containerd.sock")  # only hashed into socket names
+        self._server: Server | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._log_fds: list[int] = []
+        self.log_files: list[Path] = []
+
+    # --- containerd's side -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Harness:
+        import socket
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(self.events_sock))
+        sock.listen(64)
+
+        async def forward(payload: bytes, ctx: RequestContext) -> bytes:
+            req = events_pb2.ForwardRequest.FromString(payload)
+            self.events.envelopes.append(req.envelope)
+            self.events.metadata.append(ctx.metadata)
+            self.events.changed.set()
+            return b""
+
+        self._server = Server({("containerd.services.events.ttrpc.v1.Events", "Forward"): forward})
+        self._listener = sock
+        self._serve_task = asyncio.get_running_loop().create_task(self._server.serve(sock))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self._listener.close()
+        for fd in self._log_fds:
+            os.close(fd)
+        if self._own_dir and not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def new_bundle(self, container_id: str) -> Path:
+        bundle = self.root / "bundles" / container_id
+        bundle.mkdir(parents=True)
+        return bundle
+
+    def _log_fifo(self, bundle: Path) -> None:
+        """containerd creates ``log`` before start and holds it O_RDWR; copy it to a file."""
+        path = bundle / "log"
+        os.mkfifo(path)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self._log_fds.append(fd)
+        out = bundle / "shim.log"
+        self.log_files.append(out)
+        loop = asyncio.get_running_loop()
+
+        def drain() -> None:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            with open(out, "ab") as f:
+                f.write(data)
+
+        loop.add_reader(fd, drain)
+
+    async def shim_start(self, container_id: str, bundle: Path) -> tuple[str, int]:
+        """Run ``shim start`` as containerd would; returns (address, task API version)."""
+        self._log_fifo(bundle)
+        argv = [*shim_command(), "-namespace", NAMESPACE, "-address", self.grpc_address,
+                "-publish-binary", "/usr/bin/containerd", "-id", container_id, "start"]
+        env = dict(os.environ, TTRPC_ADDRESS=str(self.events_sock), GOMAXPROCS="2")
+        if self.legacy:
+            env["RUNWASM_SOCKET_DIR"] = str(self.socket_dir)
+            stdin = b""
+        else:
+            env.update(GRPC_ADDRESS=self.grpc_address, NAMESPACE=NAMESPACE, MAX_SHIM_VERSION="2")
+            stdin = bootstrap_pb2.BootstrapParams(
+                instance_id=container_id, namespace=NAMESPACE, log_level=bootstrap_pb2.LOG_LEVEL_INFO,
+                containerd_version="2.3.4+runwasm-harness", containerd_ttrpc_address=str(self.events_sock),
+                containerd_grpc_address=self.grpc_address, containerd_binary="/usr/bin/containerd",
+                socket_dir=str(self.socket_dir)).SerializeToString()
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=bundle, env=env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate(stdin)
+        if proc.returncode != 0:
+            raise RuntimeError(f"shim start failed (exit {proc.returncode}): {out.decode(errors='replace').strip()}")
+        if self.legacy:
+            return out.decode().strip(), 2
+        result = bootstrap_pb2.BootstrapResult.FromString(out)
+        if result.protocol != "ttrpc" or not result.address:
+            raise RuntimeError(f"unexpected bootstrap result: {result}")
+        return result.address, result.version
+
+    async def shim_delete(self, container_id: str, bundle: Path) -> pb.DeleteResponse:
+        argv = [*shim_command(), "-namespace", NAMESPACE, "-address", self.grpc_address,
+                "-publish-binary", "/usr/bin/containerd", "-id", container_id, "-bundle", str(bundle), "delete"]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=bundle, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"shim delete failed (exit {proc.returncode}): {err.decode(errors='replace')}")
+        return pb.DeleteResponse.FromString(out)
+
+    def fifos(self, container_id: str) -> tuple[str, str, str]:
+        d = self.root / "fifo" / container_id
+        d.mkdir(parents=True)
+        paths = tuple(str(d / f"{container_id}-{n}") for n in ("stdin", "stdout", "stderr"))
+        for p in paths:
+            os.mkfifo(p)
+        return paths  # type: ignore[return-value]
+
+
+class TaskClient:
+    """Task API calls on one shim connection (v2 or v3 service name)."""
+
+    def __init__(self, client: Client, version: int) -> None:
+        self.client = client
+        self.service = f"containerd.task.v{3 if version >= 3 else 2}.Task"
+
+    async def call(self, method: str, req: object, resp_cls: type, timeout: float | None = None) -> object:
+        md = {"containerd-namespace-ttrpc": NAMESPACE}
+        data = await self.client.call(self.service, method, req.SerializeToString(),  # type: ignore[attr-defined]
+                                      timeout=timeout, metadata=md)
+        return resp_cls.FromString(data)
+
+
+async def copy_fifo(path: str, sink: int, done: asyncio.Event) -> None:
+    """Copy a FIFO to ``sink`` until its writers have closed it (or never opened it by ``done``)."""
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        readable = asyncio.Event()
+        loop.add_reader(fd, readable.set)
+        try:
+            seen_writer = False
+            while True:
+                await readable.wait()
+                readable.clear()
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    seen_writer = True
+                    os.write(sink, data)
+                elif seen_writer or done.is_set():
+                    return
+                else:
+                    await asyncio.sleep(0.005)  # no writer yet: EOF until the workload opens it
+                    readable.set()
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def connected(address: str, version: int) -> AsyncIterator[TaskClient]:
+    client = await Client.connect(address)
+    try:
+        yield TaskClient(client, version)
+    finally:
+        await client.close()
+
+
+async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int = 1, stderr: int = 2,
+                   on_started: object = None, kill_after: float | None = None) -> TaskResult:
+    """Start the shim for ``bundle`` and run one task to completion, as ``ctr run --rm`` does."""
+    address, version = await h.shim_start(container_id, bundle)
+    stdin_p, stdout_p, stderr_p = h.fifos(container_id)
+    done = asyncio.Event()
+    copiers = [asyncio.create_task(copy_fifo(stdout_p, stdout, done)),
+               asyncio.create_task(copy_fifo(stderr_p, stderr, done))]
+    try:
+        async with connected(address, version) as t:
+            created = await t.call("Create", pb.CreateTaskRequest(
+                id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p), pb.CreateTaskResponse)
+            waiter = asyncio.create_task(t.call("Wait", pb.WaitRequest(id=container_id), pb.WaitResponse))
+            await t.call("Start", pb.StartRequest(id=container_id), pb.StartResponse)
+            if callable(on_started):
+                on_started(t)
+            if kill_after is not None:
+                await asyncio.sleep(kill_after)
+                await t.call("Kill", pb.KillRequest(id=container_id, signal=9), empty_pb2.Empty)
+            waited = await waiter
+            done.set()
+            await asyncio.wait(copiers, timeout=5)
+            await t.call("Delete", pb.DeleteRequest(id=container_id), pb.DeleteResponse)
+            await t.call("Shutdown", pb.ShutdownRequest(id=container_id), empty_pb2.Empty, timeout=3)
+    finally:
+        done.set()
+        for c in copiers:
+            c.cancel()
+        await h.shim_delete(container_id, bundle)
+    return TaskResult(container_id, created.pid, waited.exit_status)  # type: ignore[attr-defined]

@@ -1,0 +1,24 @@
+"""The ``-info`` flag: print a ``containerd.types.RuntimeInfo`` protobuf (shim-protocol.md §8).
+
+No ``containerd.io/runtime-allow-mounts`` annotation: runwasm mounts only what containerd hands
+it in CreateTaskRequest.rootfs, so containerd keeps activating special mount types itself.
+"""
+
+from __future__ import annotations
+
+from runwasm.shim import wire
+from runwasm.shim.naming import RUNTIME_NAME
+from runwasm.shim.version import REVISION, VERSION
+
+
+def run(stdin: bytes) -> bytes:
+    version = wire.enc_str(1, VERSION) + wire.enc_str(2, REVISION)
+    out = wire.enc_str(1, RUNTIME_NAME) + wire.enc_bytes(2, version, keep_empty=True)
+    if stdin:
+        try:
+            type_url, value = wire.dec_any(stdin)
+        except wire.WireError:
+            type_url = ""
+        if type_url:
+            out += wire.enc_any(3, type_url, value)
+    return out

@@ -1,0 +1,107 @@
+"""One workload process (a container's init or an exec) as the server sees it.
+
+A ``Proc`` is created when the zygote returns the workload's pid, holds the server's end of the
+control channel until Start, and records the exit the reaper delivers. ``exited`` is set once;
+waiters await it. Exit times are nanoseconds since the epoch; ``exited_at_ns`` is None until
+the process exits (the RPC layer sends Go's zero time then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass, field
+
+from runwasm.oci import control
+from runwasm.shim.errors import ShimError, UnavailableError
+from runwasm.shim.state import Op, State, transition
+from runwasm.shim.stdio import StdioPaths
+
+READY_TIMEOUT = 300.0  # a large module may take a while to compile on the first run
+
+
+class WorkloadSetupError(ShimError):
+    """The workload reported a set-up failure; ``status`` comes from the reported error kind."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]
+
+
+def _status_for_kind(kind: str) -> str:
+    from runwasm.wasm.errors import STATUS_BY_KIND
+
+    if kind in STATUS_BY_KIND:
+        return STATUS_BY_KIND[kind]
+    try:
+        from runwasm.linux import errors as linux_errors
+
+        cls = getattr(linux_errors, kind, None)
+        status = getattr(cls, "status", None)
+        if isinstance(status, str):
+            return status
+    except ImportError:
+        pass
+    if kind == "SpecError":
+        return "invalid_argument"
+    return "unknown"
+
+
+@dataclass(slots=True)
+class Proc:
+    container_id: str
+    exec_id: str
+    pid: int
+    stdio: StdioPaths
+    control: socket.socket | None
+    state: State = State.CREATED
+    exit_status: int = 0
+    exited_at_ns: int | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    announced: bool = False  # TaskCreate/TaskExecAdded published: exits are published too
+
+    @property
+    def what(self) -> str:
+        return f"container {self.container_id!r}" + (f" exec {self.exec_id!r}" if self.exec_id else "")
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait for the workload's ``ready``; raise WorkloadSetupError/UnavailableError otherwise."""
+        assert self.control is not None
+        loop = asyncio.get_running_loop()
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(self.control, control.MAX_PACKET), timeout)
+        except TimeoutError as err:
+            raise UnavailableError(f"{self.what}: workload set-up did not finish within {timeout:.0f}s") from err
+        try:
+            msg = control.decode(data)
+        except control.ControlChannelError as err:
+            raise UnavailableError(f"{self.what}: workload exited during set-up ({err})") from err
+        if msg["type"] == "error":
+            kind = str(msg.get("kind", ""))
+            raise WorkloadSetupError(f"{self.what}: {msg.get('message', 'set-up failed')}", _status_for_kind(kind))
+        if msg["type"] != "ready":
+            raise UnavailableError(f"{self.what}: unexpected control message {json.dumps(msg)[:100]}")
+
+    def send_start(self) -> None:
+        """Tell the workload to run user code, then drop the control channel."""
+        assert self.control is not None
+        try:
+            control.send(self.control, {"type": "start"})
+        finally:
+            self.close_control()
+
+    def close_control(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    def on_exit(self, status: int, when_ns: int) -> bool:
+        """Record the exit; returns False if it was already recorded."""
+        if self.exited.is_set():
+            return False
+        self.state = transition(self.state, Op.EXIT, self.what)
+        self.exit_status, self.exited_at_ns = status, when_ns
+        self.exited.set()
+        self.close_control()
+        return True

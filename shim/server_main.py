@@ -1,0 +1,120 @@
+"""The long-lived shim server process (``containerd-shim-runwasm-v1 _runwasm_serve``).
+
+Launched by ``start`` in its own session with /dev/null stdio, the listening socket inherited
+(fd number in ``RUNWASM_SHIM_LISTEN_FD``) and the start settings as JSON in
+``RUNWASM_SHIM_SETTINGS``. Order matters:
+
+1. log FIFO dup'ed onto fd 2, so tracebacks of last resort reach containerd's log;
+2. child subreaper, so every workload is re-parented here and reaped by ``Reaper``;
+3. the zygote is forked *before* anything can start a thread (OTel exporters, asyncio
+   ``to_thread``, wasmtime compile threads); it preloads wasmtime for the Wasm workloads;
+4. then the asyncio loop: ttrpc server, Task service, event publisher.
+
+It survives containerd restarts (a closed connection is not a reason to exit) and exits after
+``Shutdown`` when it hosts no containers, or on SIGTERM/SIGINT, draining queued events first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from runwasm.shim.bootstrap import Settings
+from runwasm.shim.start import ENV_LISTEN_FD, ENV_SETTINGS
+
+log = logging.getLogger(__name__)
+
+WASM_CACHE_ENV = "RUNWASM_WASM_CACHE"
+
+
+def _settings() -> tuple[Settings, str]:
+    doc = json.loads(os.environ.pop(ENV_SETTINGS))
+    socket_path = doc.pop("socket_path")
+    opts = doc.pop("options_hex")
+    doc["options"] = (opts[0], bytes.fromhex(opts[1])) if opts else None
+    return Settings(**doc), socket_path
+
+
+def serve_main() -> int:
+    from runwasm.shim import logs, nsutil, tracing
+    from runwasm.shim.zygote import Zygote
+
+    settings, socket_path = _settings()
+    listen_fd = int(os.environ.pop(ENV_LISTEN_FD))
+    log_fd = logs.open_log_fifo(settings.bundle)
+    if log_fd >= 0:
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+    logs.setup(2, debug=settings.debug, namespace=settings.namespace, container_id=settings.id)
+    os.chdir("/")
+    nsutil.set_child_subreaper()
+    zygote = Zygote()
+    zygote.start(preload=("wasmtime", "runwasm.wasm.child"))
+    tracing.setup(os.environ.get("OTEL_SERVICE_NAME", f"containerd-shim-runwasm-{settings.id}"))
+    log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
+             os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)
+    try:
+        asyncio.run(_serve(settings, socket.socket(fileno=listen_fd), zygote))
+    finally:
+        zygote.close()
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass
+        log.info("shim server exiting")
+    return 0
+
+
+async def _serve(settings: Settings, listener: socket.socket, zygote: object) -> None:
+    from runwasm.shim import tracing
+    from runwasm.shim.backends import Backend, WasmBackend
+    from runwasm.shim.errors import InvalidArgumentError
+    from runwasm.shim.events import EventPublisher
+    from runwasm.shim.reaper import Reaper
+    from runwasm.shim.task import TaskService
+    from runwasm.shim.task_rpc import TaskRpc, handlers
+    from runwasm.shim.ttrpc.server import Server
+    from runwasm.shim.zygote import Zygote
+
+    assert isinstance(zygote, Zygote)
+    loop = asyncio.get_running_loop()
+    reaper = Reaper()
+    reaper.install(loop)
+    publisher = EventPublisher(settings.ttrpc_address)
+    publisher.start()
+    cache_dir = os.environ.get(WASM_CACHE_ENV)
+
+    def backend_factory(kind: str, cid: str, spec: object, bundle: Path, rootfs: Path) -> Backend:
+        from runwasm.oci.runtime_spec import RuntimeSpec
+
+        assert isinstance(spec, RuntimeSpec)
+        if kind == "wasm":
+            return WasmBackend(cid, spec, rootfs, cache_dir)
+        if kind == "linux":
+            from runwasm.shim.linux_backend import LinuxBackend
+
+            return LinuxBackend.create(cid, settings.namespace, spec, bundle, rootfs)
+        raise InvalidArgumentError(f"no executor for kind {kind!r}")
+
+    service = TaskService(settings.namespace, zygote, reaper,
+                          lambda event: publisher.publish(settings.namespace, event, tracing.outgoing()),  # type: ignore[arg-type]
+                          backend_factory)
+    server: Server
+
+    def shutdown() -> None:
+        log.info("shutting down")
+        loop.call_soon(server.close)
+
+    server = Server(handlers(TaskRpc(service, shutdown), settings.namespace))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shutdown)
+    loop.add_signal_handler(signal.SIGPIPE, lambda: None)
+    try:
+        await server.serve(listener)
+    finally:
+        await publisher.close()

@@ -1,0 +1,100 @@
+"""The ``start`` action: find or launch the group's server and tell containerd its address.
+
+Steps (shim-protocol.md §4.5): decide the protocol, compute the group and socket path, bind
+and listen (or reuse a live server on EADDRINUSE), spawn the long-lived server with the
+listening socket inherited and stdio on /dev/null (containerd reads our output with
+CombinedOutput and waits for every holder of the pipe), write ``<bundle>/address``, reply.
+Nothing but the reply may reach stdout or stderr on success.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict
+
+from runwasm.shim import bootstrap, naming
+from runwasm.shim.bootstrap import Settings
+from runwasm.shim.flags import Flags
+
+SERVER_ACTION = "_runwasm_serve"  # never an action word containerd sends
+ENV_SETTINGS = "RUNWASM_SHIM_SETTINGS"
+ENV_LISTEN_FD = "RUNWASM_SHIM_LISTEN_FD"
+
+
+class StartError(Exception):
+    """start cannot proceed; the message goes to containerd's error for the user."""
+
+
+def _bind(path: str) -> socket.socket | None:
+    """Bind+listen on ``path``; None when a live server already owns it."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    for _ in range(2):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except OSError as err:
+            sock.close()
+            if err.errno != errno.EADDRINUSE:
+                raise StartError(f"failed to bind shim socket {path!r}: {err.strerror}") from err
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                return None  # a server for this group is alive: reuse it
+            except OSError:
+                os.unlink(path)  # stale socket: remove it and bind again
+            finally:
+                probe.close()
+            continue
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        return sock
+    raise StartError(f"failed to bind shim socket {path!r}: still in use after removing a stale socket")
+
+
+def spawn_server(settings: Settings, sock: socket.socket, sock_path: str) -> int:
+    """Launch the server in its own session with /dev/null stdio and the socket inherited."""
+    fd = sock.fileno()
+    os.set_inheritable(fd, True)
+    env = dict(os.environ)
+    env[ENV_SETTINGS] = json.dumps({**asdict(settings), "options": None, "socket_path": sock_path,
+                                    "options_hex": [settings.options[0], settings.options[1].hex()]
+                                    if settings.options else None})
+    env[ENV_LISTEN_FD] = str(fd)
+    env.setdefault("OTEL_SERVICE_NAME", f"containerd-shim-runwasm-{settings.id}")
+    null = os.devnull
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, null, os.O_WRONLY, 0),
+    ]
+    argv = [sys.executable, "-m", "runwasm.shim", SERVER_ACTION]
+    pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+    return pid
+
+
+def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
+    """Perform start; returns (stdout bytes, exit code)."""
+    settings = bootstrap.detect(flags, stdin, os.environ, os.getcwd())
+    if not settings.id or not settings.namespace:
+        raise StartError("start needs -id and -namespace (or containerd 2.3 bootstrap parameters on stdin)")
+    group = naming.group_id(naming.bundle_annotations(settings.bundle), settings.id)
+    path = naming.socket_path(settings.socket_dir, settings.grpc_address, settings.namespace, group)
+    address = "unix://" + path
+    sock = _bind(path)
+    if sock is not None:
+        try:
+            spawn_server(settings, sock, path)
+        except OSError as err:
+            os.unlink(path)
+            raise StartError(f"failed to launch shim server: {err}") from err
+        finally:
+            sock.close()
+    with open(os.path.join(settings.bundle, "address"), "w") as f:
+        f.write(address)  # no newline: 1.6/1.7 read it untrimmed on restart
+    if settings.mode == "bootstrap":
+        return bootstrap.encode_result(address), 0
+    return address.encode(), 0

@@ -1,0 +1,299 @@
+"""The Task service as plain methods: containers, their processes, state and events.
+
+RPC adapters (``shim/task_rpc.py``) decode protobuf, call these methods and encode the result;
+errors raised here are ShimError subclasses (or other packages' errors with a ``status``) and
+are mapped to status codes once, in the adapter. Contracts (shim-protocol.md §9, §11):
+
+- Create builds the container in the *created* state (workload set up, user code not running),
+  returns its real pid and publishes TaskCreate. It never raises UnimplementedError.
+- Events for one process go out create -> start -> exit -> delete, even for instant exits:
+  TaskStart is queued synchronously right after ``start`` is sent, before the loop can run the
+  reaper's exit callback.
+- Kill of a finished process is NotFound; Delete of a running one is FailedPrecondition.
+- A container stays in ``Pids`` until it is deleted (containerd's reload check).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runwasm.oci import control
+from runwasm.oci.runtime_spec import RuntimeSpec, parse_process
+from runwasm.shim import events_factory as ev
+from runwasm.shim import mounts
+from runwasm.shim.backends import Backend, Launch
+from runwasm.shim.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from runwasm.shim.ids import validate_id
+from runwasm.shim.process import Proc
+from runwasm.shim.reaper import Reaper
+from runwasm.shim.state import Op, State, transition
+from runwasm.shim.statefile import BundleState, process_start_time
+from runwasm.shim.stdio import StdioPaths, opened
+from runwasm.shim.zygote import Zygote
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[object], None]
+BackendFactory = Callable[[str, str, RuntimeSpec, Path, Path], Backend]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    id: str
+    bundle: str
+    rootfs: tuple[mounts.MountSpec, ...] = ()
+    stdio: StdioPaths = StdioPaths()
+    checkpoint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    pid: int
+    exit_status: int
+    exited_at_ns: int | None
+
+
+@dataclass(slots=True)
+class Container:
+    id: str
+    bundle: Path
+    spec: RuntimeSpec
+    backend: Backend
+    init: Proc
+    mounts: list[str]
+    state_file: BundleState
+    execs: dict[str, Proc] = field(default_factory=dict)
+
+
+class TaskService:
+    def __init__(self, namespace: str, zygote: Zygote, reaper: Reaper, publish: Publish,
+                 backend_factory: BackendFactory) -> None:
+        self.namespace = namespace
+        self._zygote = zygote
+        self._reaper = reaper
+        self._publish = publish
+        self._backend_factory = backend_factory
+        self.containers: dict[str, Container] = {}
+        self._creating: set[str] = set()
+
+    # --- lookup --------------------------------------------------------------------------------
+
+    def _container(self, cid: str) -> Container:
+        c = self.containers.get(cid)
+        if c is None:
+            raise NotFoundError(f"container {cid!r} not created")
+        return c
+
+    def _proc(self, cid: str, exec_id: str) -> tuple[Container, Proc]:
+        c = self._container(cid)
+        if not exec_id:
+            return c, c.init
+        p = c.execs.get(exec_id)
+        if p is None:
+            raise NotFoundError(f"exec {exec_id!r} of container {cid!r} not found")
+        return c, p
+
+    # --- spawning ------------------------------------------------------------------------------
+
+    async def _spawn(self, cid: str, exec_id: str, launch: Launch, stdio: StdioPaths) -> Proc:
+        ours, theirs = control.socketpair()
+        ours.setblocking(False)
+        try:
+            with opened(stdio) as fds:
+                named = {"control": theirs.fileno(), **fds, **launch.extra_fds}
+                pid = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return Proc(cid, exec_id, pid, stdio, ours)
+
+    def _abort(self, proc: Proc) -> None:
+        proc.close_control()  # EOF before start: the workload exits without running user code
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # --- RPCs ----------------------------------------------------------------------------------
+
+    async def create(self, req: CreateRequest) -> int:
+        validate_id(req.id, "container id")
+        if req.id in self.containers or req.id in self._creating:
+            raise AlreadyExistsError(f"container {req.id!r} already exists")
+        if req.checkpoint:
+            raise InvalidArgumentError(f"container {req.id!r}: restore from checkpoint is not supported")
+        self._creating.add(req.id)
+        try:
+            return await self._create(req)
+        finally:
+            self._creating.discard(req.id)
+
+    async def _create(self, req: CreateRequest) -> int:
+        from runwasm.shim import router
+
+        bundle = Path(req.bundle)
+        spec = RuntimeSpec.load(bundle)
+        made: list[str] = []
+        if req.rootfs:
+            target = bundle / "rootfs"
+            target.mkdir(exist_ok=True)
+            made = mounts.mount_rootfs(req.rootfs, str(target))
+            rootfs = target
+        else:
+            root = spec.root.path if spec.root else "rootfs"
+            rootfs = Path(root) if os.path.isabs(root) else bundle / root
+        state = BundleState(id=req.id, mounts=made)
+        try:
+            state.save(bundle)
+            route = router.route(spec, rootfs)
+            log.info("container %s routed to %s: %s", req.id, route.kind, route.reason)
+            backend = self._backend_factory(route.kind, req.id, spec, bundle, rootfs)
+            state.kind = route.kind
+            launch = backend.plan_init()
+            proc = await self._spawn(req.id, "", launch, req.stdio)
+        except BaseException:
+            mounts.unmount_all(made)
+            raise
+        container = Container(req.id, bundle, spec, backend, proc, made, state)
+        self.containers[req.id] = container
+        self._reaper.watch(proc.pid, lambda pid, st, when: self._on_exit(container, proc, st, when))
+        try:
+            backend.attach(proc.pid)
+            await proc.wait_ready()
+        except BaseException:
+            self._abort(proc)
+            await proc.exited.wait()
+            self._teardown(container)
+            raise
+        state.pid, state.pid_start_time = proc.pid, process_start_time(proc.pid)
+        state.save(bundle)
+        proc.announced = True
+        self._publish(ev.task_create(req, proc.pid))
+        return proc.pid
+
+    async def start(self, cid: str, exec_id: str) -> int:
+        c, p = self._proc(cid, exec_id)
+        p.state = transition(p.state, Op.START, p.what)
+        p.send_start()
+        # synchronously after sending start: TaskStart is queued before any TaskExit can be
+        self._publish(ev.task_exec_started(cid, exec_id, p.pid) if exec_id else ev.task_start(cid, p.pid))
+        return p.pid
+
+    def _on_exit(self, c: Container, p: Proc, status: int, when_ns: int) -> None:
+        if not p.on_exit(status, when_ns):
+            return
+        log.info("%s pid %d exited with status %d", p.what, p.pid, status)
+        if not p.exec_id:
+            c.state_file.exit_status = status
+            try:
+                c.state_file.save(c.bundle)
+            except OSError as err:
+                log.warning("failed to record exit of %s in %s: %s", p.what, c.bundle, err)
+        if p.announced:
+            self._publish(ev.task_exit(c.id, p.exec_id or c.id, p.pid, status, when_ns))
+
+    async def kill(self, cid: str, exec_id: str, sig: int, all_: bool) -> None:
+        c, p = self._proc(cid, exec_id)
+        transition(p.state, Op.KILL, p.what)
+        if all_ and not exec_id:
+            c.backend.kill_all(sig, self._live_pids(c))
+            return
+        try:
+            os.kill(p.pid, sig)
+        except ProcessLookupError as err:
+            raise NotFoundError(f"{p.what}: process already finished") from err
+
+    def _live_pids(self, c: Container) -> list[int]:
+        return [q.pid for q in (c.init, *c.execs.values()) if not q.exited.is_set()]
+
+    async def wait(self, cid: str, exec_id: str) -> ExitInfo:
+        _c, p = self._proc(cid, exec_id)
+        await p.exited.wait()
+        return ExitInfo(p.pid, p.exit_status, p.exited_at_ns)
+
+    async def delete(self, cid: str, exec_id: str) -> ExitInfo:
+        c, p = self._proc(cid, exec_id)
+        if p.state is State.CREATED and not p.exited.is_set():
+            self._abort(p)  # deleting a never-started process kills it, as runc does
+            await p.exited.wait()
+        p.state = transition(p.state, Op.DELETE, p.what)
+        info = ExitInfo(p.pid, p.exit_status, p.exited_at_ns)
+        if exec_id:
+            del c.execs[exec_id]
+            return info
+        for e in list(c.execs.values()):
+            if not e.exited.is_set():
+                self._abort(e)
+        self._teardown(c)
+        self._publish(ev.task_delete(cid, p.pid, p.exit_status, p.exited_at_ns))
+        return info
+
+    def _teardown(self, c: Container) -> None:
+        self.containers.pop(c.id, None)
+        try:
+            c.backend.destroy()
+        finally:
+            mounts.unmount_all(c.mounts)
+
+    def state(self, cid: str, exec_id: str) -> tuple[Container, Proc]:
+        return self._proc(cid, exec_id)
+
+    def pids(self, cid: str) -> list[tuple[int, str]]:
+        c = self._container(cid)
+        known = {q.pid: q.exec_id for q in (c.init, *c.execs.values())}
+        return [(pid, known.get(pid, "")) for pid in c.backend.pids(list(known))]
+
+    async def exec(self, cid: str, exec_id: str, spec_json: bytes, stdio: StdioPaths) -> None:
+        c = self._container(cid)
+        validate_id(exec_id, "exec id")
+        if exec_id in c.execs:
+            raise AlreadyExistsError(f"exec {exec_id!r} of container {cid!r} already exists")
+        transition(c.init.state, Op.EXEC, c.init.what)
+        process = parse_process(spec_json, source=f"exec {exec_id!r}")
+        launch = c.backend.plan_exec(exec_id, process, c.init.pid)
+        p = await self._spawn(cid, exec_id, launch, stdio)
+        c.execs[exec_id] = p
+        self._reaper.watch(p.pid, lambda pid, st, when: self._on_exit(c, p, st, when))
+        try:
+            c.backend.attach(p.pid)
+            await p.wait_ready()
+        except BaseException:
+            self._abort(p)
+            c.execs.pop(exec_id, None)
+            raise
+        p.announced = True
+        self._publish(ev.task_exec_added(cid, exec_id))
+
+    def pause(self, cid: str) -> None:
+        c = self._container(cid)
+        nxt = transition(c.init.state, Op.PAUSE, c.init.what)
+        c.backend.pause()
+        c.init.state = nxt
+        self._publish(ev.task_paused(cid))
+
+    def resume(self, cid: str) -> None:
+        c = self._container(cid)
+        nxt = transition(c.init.state, Op.RESUME, c.init.what)
+        c.backend.resume()
+        c.init.state = nxt
+        self._publish(ev.task_resumed(cid))
+
+    def update(self, cid: str, resources: bytes) -> None:
+        c = self._container(cid)
+        transition(c.init.state, Op.UPDATE, c.init.what)
+        c.backend.update(resources)
+
+    def stats(self, cid: str) -> tuple[str, bytes]:
+        return self._container(cid).backend.stats()
+
+    def close_io(self, cid: str, exec_id: str, stdin: bool) -> None:
+        """The workload holds the only server-side copy of its stdin FIFO (the server closed its
+        own after the spawn), so containerd closing its writer already gives the process EOF."""
+        self._proc(cid, exec_id)
