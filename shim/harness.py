@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import empty_pb2
 from runwasm.shim.api.runtime.bootstrap.v1 import bootstrap_pb2
@@ -202,7 +203,7 @@ class TaskClient:
         self.client = client
         self.service = f"containerd.task.v{3 if version >= 3 else 2}.Task"
 
-    async def call(self, method: str, req: object, resp_cls: type, timeout: float | None = None) -> object:
+    async def call(self, method: str, req: Any, resp_cls: Any, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         md = {"containerd-namespace-ttrpc": NAMESPACE}
         data = await self.client.call(self.service, method, req.SerializeToString(),  # type: ignore[attr-defined]
                                       timeout=timeout, metadata=md)

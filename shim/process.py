@@ -26,7 +26,7 @@ class WorkloadSetupError(ShimError):
 
     def __init__(self, message: str, status: str) -> None:
         super().__init__(message)
-        self.status = status  # type: ignore[misc]
+        self.status = status
 
 
 def _status_for_kind(kind: str) -> str:
@@ -65,7 +65,7 @@ class Proc:
     def what(self) -> str:
         return f"container {self.container_id!r}" + (f" exec {self.exec_id!r}" if self.exec_id else "")
 
-    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:  # noqa: ASYNC109
         """Wait for the workload's ``ready``; raise WorkloadSetupError/UnavailableError otherwise."""
         assert self.control is not None
         loop = asyncio.get_running_loop()

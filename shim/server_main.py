@@ -98,7 +98,8 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object) ->
         if kind == "linux":
             from runwasm.shim.linux_backend import LinuxBackend
 
-            return LinuxBackend.create(cid, settings.namespace, spec, bundle, rootfs)
+            backend: Backend = LinuxBackend.create(cid, settings.namespace, spec, bundle, rootfs)
+            return backend
         raise InvalidArgumentError(f"no executor for kind {kind!r}")
 
     service = TaskService(settings.namespace, zygote, reaper,

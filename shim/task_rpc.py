@@ -63,7 +63,7 @@ class TaskRpc:
     async def State(self, r: pb.StateRequest) -> Message:
         c, p = self.s.state(r.id, r.exec_id)
         return pb.StateResponse(
-            id=r.exec_id or r.id, bundle=str(c.bundle), pid=p.pid, status=int(p.state),
+            id=r.exec_id or r.id, bundle=str(c.bundle), pid=p.pid, status=int(p.state),  # type: ignore[arg-type]
             stdin=p.stdio.stdin, stdout=p.stdio.stdout, stderr=p.stdio.stderr, terminal=p.stdio.terminal,
             exit_status=p.exit_status, exited_at=ev.timestamp(p.exited_at_ns), exec_id=r.exec_id)
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
-_carrier_var: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("trace_carrier", default={})
+_carrier_var: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("trace_carrier", default=None)
 _tracer: Any = None
 _enabled: bool | None = None
 
@@ -99,7 +99,7 @@ def rpc_span(service: str, method: str, metadata: Mapping[str, Sequence[str]], t
 
 def outgoing() -> dict[str, str]:
     """Trace metadata to attach to calls made on behalf of the current RPC."""
-    return dict(_carrier_var.get())
+    return dict(_carrier_var.get() or {})
 
 
 class TraceIdFilter(logging.Filter):
