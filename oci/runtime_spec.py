@@ -419,3 +419,81 @@ def args_of(spec: RuntimeSpec) -> Sequence[str]:
     if spec.process is None or not spec.process.args:
         raise SpecError("invalid runtime spec: process.args: expected a non-empty array of strings, got none")
     return spec.process.args
+
+
+# --- serialization (inverse of the parsers; used to hand a parsed spec to a workload process) ---
+
+
+def _drop_empty(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v not in (None, "", [], {}, False)}
+
+
+def process_to_json(p: Process) -> dict[str, Any]:
+    """The OCI JSON of ``p``; ``parse_process(process_to_json(p)) == p``."""
+    user: dict[str, Any] = {"uid": p.user.uid, "gid": p.user.gid}
+    if p.user.umask is not None:
+        user["umask"] = p.user.umask
+    if p.user.additional_gids:
+        user["additionalGids"] = list(p.user.additional_gids)
+    out = _drop_empty({
+        "args": list(p.args), "env": list(p.env), "terminal": p.terminal,
+        "noNewPrivileges": p.no_new_privileges, "apparmorProfile": p.apparmor_profile,
+        "selinuxLabel": p.selinux_label, "oomScoreAdj": p.oom_score_adj,
+        "rlimits": [{"type": r.type, "hard": r.hard, "soft": r.soft} for r in p.rlimits],
+    })
+    out["cwd"] = p.cwd
+    out["user"] = user
+    if p.capabilities is not None:
+        c = p.capabilities
+        out["capabilities"] = {"bounding": list(c.bounding), "effective": list(c.effective),
+                               "permitted": list(c.permitted), "inheritable": list(c.inheritable),
+                               "ambient": list(c.ambient)}
+    if p.console_size is not None:
+        out["consoleSize"] = {"height": p.console_size.height, "width": p.console_size.width}
+    return out
+
+
+def _hook_json(h: Hook) -> dict[str, Any]:
+    return _drop_empty({"path": h.path, "args": list(h.args), "env": list(h.env), "timeout": h.timeout})
+
+
+def spec_to_json(spec: RuntimeSpec) -> dict[str, Any]:
+    """The OCI JSON of ``spec``; ``RuntimeSpec.from_json(spec_to_json(s)) == s``."""
+    out: dict[str, Any] = {"ociVersion": spec.oci_version}
+    if spec.process is not None:
+        out["process"] = process_to_json(spec.process)
+    if spec.root is not None:
+        out["root"] = {"path": spec.root.path, "readonly": spec.root.readonly}
+    out.update(_drop_empty({"hostname": spec.hostname, "domainname": spec.domainname,
+                            "annotations": dict(spec.annotations)}))
+    out["mounts"] = [_drop_empty({"destination": m.destination, "type": m.type, "source": m.source,
+                                  "options": list(m.options)}) for m in spec.mounts]
+    h = spec.hooks
+    hooks = _drop_empty({key: [_hook_json(x) for x in group] for key, group in (
+        ("prestart", h.prestart), ("createRuntime", h.create_runtime), ("createContainer", h.create_container),
+        ("startContainer", h.start_container), ("poststart", h.poststart), ("poststop", h.poststop))})
+    if hooks:
+        out["hooks"] = hooks
+    if spec.linux is not None:
+        lin = spec.linux
+
+        def maps(ms: tuple[IdMapping, ...]) -> list[dict[str, int]]:
+            return [{"containerID": m.container_id, "hostID": m.host_id, "size": m.size} for m in ms]
+
+        devices = []
+        for d in lin.devices:
+            dev: dict[str, Any] = {"path": d.path, "type": d.type, "major": d.major, "minor": d.minor}
+            dev.update({k: v for k, v in (("fileMode", d.file_mode), ("uid", d.uid), ("gid", d.gid)) if v is not None})
+            devices.append(dev)
+        lj = _drop_empty({
+            "namespaces": [_drop_empty({"type": n.type, "path": n.path}) for n in lin.namespaces],
+            "uidMappings": maps(lin.uid_mappings), "gidMappings": maps(lin.gid_mappings),
+            "devices": devices, "cgroupsPath": lin.cgroups_path, "resources": dict(lin.resources),
+            "sysctl": dict(lin.sysctl), "maskedPaths": list(lin.masked_paths),
+            "readonlyPaths": list(lin.readonly_paths), "rootfsPropagation": lin.rootfs_propagation,
+            "mountLabel": lin.mount_label,
+        })
+        if lin.seccomp is not None:
+            lj["seccomp"] = dict(lin.seccomp)
+        out["linux"] = lj
+    return out

@@ -1,0 +1,174 @@
+"""Spec mounts (``mounts[]``): option parsing and mounting inside the new rootfs.
+
+Runs in the workload after the rootfs is bound onto itself and before pivot_root, so sources
+are host paths and destinations are resolved inside the rootfs without following symlinks
+out of it (``secure_join``). Bind mounts with flags need a second ``MS_REMOUNT|MS_BIND`` call
+(the kernel ignores flags on the first bind); propagation options are a separate mount call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from runwasm.linux import syscalls as sc
+from runwasm.linux.errors import InvalidArgumentError, SetupError
+from runwasm.oci.runtime_spec import Mount
+
+# option -> (clear?, flag) — containerd core/mount/mount_linux.go parseMountOptions
+_FLAGS: dict[str, tuple[bool, int]] = {
+    "async": (True, sc.MS_SYNCHRONOUS), "atime": (True, sc.MS_NOATIME), "bind": (False, sc.MS_BIND),
+    "defaults": (False, 0), "dev": (True, sc.MS_NODEV), "diratime": (True, sc.MS_NODIRATIME),
+    "dirsync": (False, sc.MS_DIRSYNC), "exec": (True, sc.MS_NOEXEC), "mand": (False, sc.MS_MANDLOCK),
+    "noatime": (False, sc.MS_NOATIME), "nodev": (False, sc.MS_NODEV), "nodiratime": (False, sc.MS_NODIRATIME),
+    "noexec": (False, sc.MS_NOEXEC), "nomand": (True, sc.MS_MANDLOCK), "norelatime": (True, sc.MS_RELATIME),
+    "nostrictatime": (True, sc.MS_STRICTATIME), "nosuid": (False, sc.MS_NOSUID),
+    "rbind": (False, sc.MS_BIND | sc.MS_REC), "relatime": (False, sc.MS_RELATIME),
+    "remount": (False, sc.MS_REMOUNT), "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY),
+    "strictatime": (False, sc.MS_STRICTATIME), "suid": (True, sc.MS_NOSUID), "sync": (False, sc.MS_SYNCHRONOUS),
+    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "lazytime": (False, sc.MS_LAZYTIME),
+}
+PROPAGATION: dict[str, int] = {
+    "private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE, "unbindable": sc.MS_UNBINDABLE,
+    "rprivate": sc.MS_PRIVATE | sc.MS_REC, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "rslave": sc.MS_SLAVE | sc.MS_REC, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    flags: int
+    propagation: tuple[int, ...]
+    data: str
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & sc.MS_BIND)
+
+
+def parse_options(options: Sequence[str]) -> MountOptions:
+    """Split OCI mount options into mount(2) flags, propagation flags and the data string."""
+    flags = 0
+    prop: list[int] = []
+    data: list[str] = []
+    for opt in options:
+        if opt in _FLAGS:
+            clear, f = _FLAGS[opt]
+            flags = flags & ~f if clear else flags | f
+        elif opt in PROPAGATION:
+            prop.append(PROPAGATION[opt])
+        elif opt in ("tmpcopyup", "idmap", "ridmap"):
+            raise InvalidArgumentError(f"failed to parse mount option {opt!r}: not supported by runwasm")
+        else:
+            data.append(opt)
+    return MountOptions(flags=flags, propagation=tuple(prop), data=",".join(data))
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """Resolve ``unsafe`` under ``root`` as if ``root`` were ``/``: symlinks (absolute or with
+    ``..``) never escape it. Missing components are kept literally."""
+    parts = [p for p in unsafe.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 255:
+                raise SetupError(f"failed to resolve {unsafe!r} in {root!r}: too many symlinks")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _create_target(dest: str, source_is_file: bool) -> None:
+    try:
+        if source_is_file:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if not os.path.exists(dest):
+                os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        else:
+            os.makedirs(dest, exist_ok=True)
+    except OSError as err:
+        raise SetupError(f"failed to create mountpoint {dest!r}: [errno {err.errno}] {err.strerror}") from err
+
+
+def _mount(src: str | None, dest: str, fstype: str | None, flags: int, data: str | None, what: str) -> None:
+    try:
+        sc.mount(src, dest, fstype, flags, data)
+    except OSError as err:
+        raise SetupError(f"failed to mount {what} on {dest!r}: [errno {err.errno}] {os.strerror(err.errno or 0)}") from err
+
+
+def mount_one(rootfs: str, m: Mount, index: int, cgroup_dirs: Mapping[str, str]) -> None:
+    """Mount spec ``mounts[index]`` under ``rootfs``; errors name the index and destination."""
+    what = f"mounts[{index}] ({m.type or 'bind'} {m.source!r})"
+    opts = parse_options(m.options)
+    dest = secure_join(rootfs, m.destination)
+    if m.type == "cgroup":
+        _mount_cgroup(dest, opts, cgroup_dirs, what)
+    elif opts.is_bind or m.type in ("bind", "rbind"):
+        flags = opts.flags | sc.MS_BIND | (sc.MS_REC if m.type == "rbind" else 0)
+        if not os.path.exists(m.source):
+            raise SetupError(f"failed to mount {what} on {dest!r}: source {m.source!r} does not exist")
+        _create_target(dest, not os.path.isdir(m.source))
+        _mount(m.source, dest, None, flags & (sc.MS_BIND | sc.MS_REC), None, what)
+        extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+        if extra:
+            # flags on a bind take a remount; keep the locked flags the source already has
+            extra |= _locked_flags(dest)
+            _mount(None, dest, None, sc.MS_REMOUNT | sc.MS_BIND | extra, None, what + " remount")
+    else:
+        _create_target(dest, False)
+        _mount(m.source or m.type, dest, m.type, opts.flags & ~sc.MS_REMOUNT, opts.data or None, what)
+    for p in opts.propagation:
+        _mount(None, dest, None, p, None, what + " propagation")
+
+
+def _locked_flags(path: str) -> int:
+    st = os.statvfs(path)
+    out = 0
+    for bit, flag in ((os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC)):
+        if st.f_flag & bit:
+            out |= flag
+    return out
+
+
+def _mount_cgroup(dest: str, opts: MountOptions, cgroup_dirs: Mapping[str, str], what: str) -> None:
+    """Show the container's own cgroup: v2 binds its one directory; v1 mounts a tmpfs with one
+    bind per hierarchy (``memory``, ``cpu``, ...), like runc. Read-only when ``ro``."""
+    _create_target(dest, False)
+    ro = opts.flags & sc.MS_RDONLY
+    base = opts.flags & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    if list(cgroup_dirs) == [""]:
+        _mount(cgroup_dirs[""], dest, None, sc.MS_BIND | sc.MS_REC, None, what)
+        _mount(None, dest, None, sc.MS_REMOUNT | sc.MS_BIND | base | ro, None, what + " remount")
+        return
+    _mount("tmpfs", dest, "tmpfs", base, "mode=755", what + " tmpfs")
+    for name, host_dir in sorted(cgroup_dirs.items()):
+        sub = os.path.join(dest, name)
+        os.makedirs(sub, exist_ok=True)
+        _mount(host_dir, sub, None, sc.MS_BIND, None, f"{what} {name}")
+        _mount(None, sub, None, sc.MS_REMOUNT | sc.MS_BIND | base | ro, None, f"{what} {name} remount")
+    if ro:
+        _mount(None, dest, "tmpfs", sc.MS_REMOUNT | base | sc.MS_RDONLY, "mode=755", what + " tmpfs ro")
+
+
+def mount_all(rootfs: str, mounts: Sequence[Mount], cgroup_dirs: Mapping[str, str]) -> None:
+    for i, m in enumerate(mounts):
+        mount_one(rootfs, m, i, cgroup_dirs)
+
+
+def is_mountpoint(path: Path) -> bool:
+    return os.path.ismount(path)
