@@ -76,7 +76,8 @@ def run_child_subprocess(payload: dict[str, object]) -> None:
     from tests.wasm import harness
 
     rc, out, _, log = harness.run(payload, log=True)
-    assert rc == 0 and out == "hello from wasm\n", (rc, out, log)
+    if rc != 0 or out != "hello from wasm\n":
+        raise RuntimeError(f"hello failed: rc={rc} out={out!r} log={log!r}")
 
 
 def run_child_forked(payload: dict[str, object]) -> None:
@@ -100,7 +101,8 @@ def run_child_forked(payload: dict[str, object]) -> None:
     os.close(out_r)
     shim.close()
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0 and out == b"hello from wasm\n", (status, out)
+    if os.waitstatus_to_exitcode(status) != 0 or out != b"hello from wasm\n":
+        raise RuntimeError(f"hello failed: status={status} out={out!r}")
 
 
 def main() -> None:
