@@ -180,10 +180,11 @@ def test_start_section_does_not_run_before_start(rootfs: Path, cache_dir: Path) 
     assert rc == 9
 
 
-@pytest.mark.parametrize("name", ["component_run_ok", "component_run_err"])
-def test_component_command_exit_status(rootfs: Path, cache_dir: Path, name: str) -> None:
+@pytest.mark.parametrize(("name", "code"), [("component_run_ok", 0), ("component_run_err", 1), ("component_exit_err", 1)])
+def test_component_command_exit_status(rootfs: Path, cache_dir: Path, name: str, code: int) -> None:
     rc, _, _, log = harness.run(payload(rootfs, cache_dir, f"/{name}.wasm"))
-    assert rc == (0 if name.endswith("ok") else 1), log
+    assert rc == code, log
+    assert "wasm trap" not in log
 
 
 # Errors before ready ------------------------------------------------------------------------
