@@ -66,7 +66,8 @@ class Child:
     def handshake(self, timeout: float = 60) -> dict[str, Any]:
         """The workload's ready/error message."""
         self.ctl.settimeout(timeout)
-        return control.recv(self.ctl)
+        msg: dict[str, Any] = control.recv(self.ctl)
+        return msg
 
     def start(self) -> None:
         control.send(self.ctl, {"type": "start"})
