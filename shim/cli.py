@@ -21,6 +21,7 @@ def _run(ns: argparse.Namespace) -> int:
     from runwasm.shim import bundle as bundlemod
     from runwasm.shim.errors import ShimError
     from runwasm.shim.harness import Harness, run_task
+    from runwasm.shim.ttrpc.status import RpcError
 
     target = Path(ns.target)
     cid = ns.id or f"run-{uuid.uuid4().hex[:12]}"
@@ -57,7 +58,7 @@ def _run(ns: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
-    except (ShimError, RuntimeError, OSError) as err:
+    except (ShimError, RuntimeError, OSError, RpcError) as err:
         print(f"runwasm: {err}", file=sys.stderr)
         return 125
 

@@ -51,7 +51,7 @@ def cleanup_bundle(bundle: Path, container_id: str) -> tuple[int, int]:
                 pass
         for mnt in reversed(state.mounts):
             _umount(mnt)
-        if state.kind == "linux" and state.cgroup:
+        if state.kind == "linux":
             from runwasm.shim.linux_cleanup import destroy_recorded
 
             destroy_recorded(bundle, state)

@@ -15,6 +15,7 @@ are mapped to status codes once, in the adapter. Contracts (shim-protocol.md §9
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -68,6 +69,8 @@ class Container:
     mounts: list[str]
     state_file: BundleState
     execs: dict[str, Proc] = field(default_factory=dict)
+    on_teardown: list[Callable[[], object]] = field(default_factory=list)
+    check_oom: Callable[[], None] | None = None
 
 
 class TaskService:
@@ -156,10 +159,17 @@ class TaskService:
             log.info("container %s routed to %s: %s", req.id, route.kind, route.reason)
             backend = self._backend_factory(route.kind, req.id, spec, bundle, rootfs)
             state.kind = route.kind
+        except BaseException:
+            mounts.unmount_all(made)
+            raise
+        try:
             launch = backend.plan_init()
             proc = await self._spawn(req.id, "", launch, req.stdio)
         except BaseException:
-            mounts.unmount_all(made)
+            try:
+                backend.destroy()
+            finally:
+                mounts.unmount_all(made)
             raise
         container = Container(req.id, bundle, spec, backend, proc, made, state)
         self.containers[req.id] = container
@@ -176,12 +186,39 @@ class TaskService:
         state.save(bundle)
         proc.announced = True
         self._publish(ev.task_create(req, proc.pid))
+        self._watch_oom(container)
         return proc.pid
+
+    def _watch_oom(self, c: Container) -> None:
+        """Publish TaskOOM as soon as the memory cgroup kills something (before the TaskExit)."""
+        try:
+            watcher = c.backend.oom_watcher()
+        except Exception as err:  # no memory controller: the container runs without OOM events
+            log.warning("container %s: OOM events unavailable: %s", c.id, err)
+            return
+        if watcher is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_ready() -> None:
+            try:
+                kills = watcher.read()
+            except OSError:
+                kills = 0
+            if kills:
+                log.info("container %s: OOM kill", c.id)
+                self._publish(ev.task_oom(c.id))
+
+        loop.add_reader(watcher.fileno(), on_ready)
+        c.check_oom = on_ready
+        c.on_teardown.append(lambda: (loop.remove_reader(watcher.fileno()), watcher.close()))
 
     async def start(self, cid: str, exec_id: str) -> int:
         c, p = self._proc(cid, exec_id)
         p.state = transition(p.state, Op.START, p.what)
         p.send_start()
+        if not exec_id:
+            c.backend.started()
         # synchronously after sending start: TaskStart is queued before any TaskExit can be
         self._publish(ev.task_exec_started(cid, exec_id, p.pid) if exec_id else ev.task_start(cid, p.pid))
         return p.pid
@@ -196,6 +233,8 @@ class TaskService:
                 c.state_file.save(c.bundle)
             except OSError as err:
                 log.warning("failed to record exit of %s in %s: %s", p.what, c.bundle, err)
+        if c.check_oom is not None and not p.exec_id:
+            c.check_oom()  # an OOM kill is reported before the exit it caused (CRI's OOMKilled)
         if p.announced:
             self._publish(ev.task_exit(c.id, p.exec_id or c.id, p.pid, status, when_ns))
 
@@ -237,6 +276,11 @@ class TaskService:
 
     def _teardown(self, c: Container) -> None:
         self.containers.pop(c.id, None)
+        for undo in c.on_teardown:
+            try:
+                undo()
+            except Exception:
+                log.exception("teardown step of %s failed", c.id)
         try:
             c.backend.destroy()
         finally:
