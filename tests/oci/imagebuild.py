@@ -15,7 +15,6 @@ from runwasm.oci.image import Descriptor, ExecConfig, ImageConfig, Index, Manife
 from runwasm.oci.jsonparse import dumps_canonical
 from runwasm.oci.layout import write_layout_tar
 
-
 LINUX_AMD64 = Platform("linux", "amd64")
 
 
