@@ -8,7 +8,7 @@ import re
 from runwasm.shim.errors import InvalidArgumentError
 
 MAX_LENGTH = 76
-_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
+_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
 
 
 def validate_id(value: str, what: str = "identifier") -> None:
@@ -16,6 +16,6 @@ def validate_id(value: str, what: str = "identifier") -> None:
         raise InvalidArgumentError(f"invalid {what}: must not be empty")
     if len(value) > MAX_LENGTH:
         raise InvalidArgumentError(f"invalid {what} {value[:20]!r}...: longer than {MAX_LENGTH} characters")
-    if not _RE.match(value):
+    if not _RE.fullmatch(value):
         raise InvalidArgumentError(
             f"invalid {what} {value!r}: expected alphanumeric runs separated by single '.', '_' or '-'")
