@@ -61,6 +61,8 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
     control = fds["control"]
     try:
         p = ExecPayload.from_dict(payload)
+        # compiled before entering: pyseccomp/libseccomp are loaded from the host root
+        flt = seccomp_step.compile_filter(p.seccomp) if p.seccomp is not None else None
         _enter(p)
         master = slave = None
         if p.process.terminal:
@@ -68,7 +70,6 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
         if not p.process.args:
             raise SpecError("invalid process spec: process.args: expected a non-empty array of strings, got none")
         exe = process.resolve(p.process.args[0], p.process.env_map())
-        flt = seccomp_step.compile_filter(p.seccomp) if p.seccomp is not None else None
         late = apply_credentials(p.process, flt, in_user_ns="user" in p.namespaces)
     except BaseException as err:  # noqa: BLE001 - everything before ready is reported
         if not isinstance(err, LinuxError | SpecError):

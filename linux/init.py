@@ -192,6 +192,9 @@ STEPS: tuple[Step, ...] = (
     ("cwd.create", _make_cwd),
     # createContainer: container namespaces, before pivot_root (runtime spec)
     ("hooks.createContainer", _create_container_hooks),
+    # compile seccomp while the host root is still visible: pyseccomp and libseccomp.so are
+    # loaded from the host (after pivot_root they are not reachable); loading comes last
+    ("seccomp.compile", _seccomp_compile),
     ("rootfs.pivot", _pivot),
     # after pivot: /proc is the container's, so sysctls and masked/readonly paths name its files
     ("sysctl", _sysctl),
@@ -204,8 +207,6 @@ STEPS: tuple[Step, ...] = (
     # the pty comes from the container's /dev/ptmx (after pivot) and is opened as root
     ("terminal", _terminal),
     ("resolve", _resolve),
-    # compile (not load) seccomp while we can still report errors cleanly
-    ("seccomp.compile", _seccomp_compile),
     # rlimits, cwd, caps, user, no_new_privs (credentials.py states their internal order)
     ("credentials", _credentials),
 )

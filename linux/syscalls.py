@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import struct
+import termios
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -175,9 +177,6 @@ TIOCSWINSZ = 0x5414
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:
     """TIOCSWINSZ on a pty (master or slave)."""
-    import fcntl
-    import termios
-
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 

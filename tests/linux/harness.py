@@ -58,13 +58,10 @@ def spawn(entry: str, payload: dict[str, Any], fds: dict[str, int], pidns: str |
                 nfd = os.open(pidns, os.O_RDONLY)
                 sc.setns(nfd, sc.CLONE_NEWPID)
                 os.close(nfd)
-            if pidns:
-                child = os.fork()
-                if child:
-                    os.write(w, str(child).encode())
-                    os._exit(0)
-            else:
-                os.write(w, str(os.getpid()).encode())
+            child = os.fork()
+            if child:
+                os.write(w, str(child).encode())
+                os._exit(0)
             os.close(w)
             os.setsid()
             for s in range(1, signal.NSIG):
@@ -152,9 +149,15 @@ class Run:
 class Bundle:
     """A bundle dir with a private copy of the fixture rootfs and a config.json."""
 
-    def __init__(self, config: dict[str, Any], cid: str | None = None) -> None:
+    def __init__(self, config: dict[str, Any], cid: str | None = None, owner: int | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="rwlinux-"))
+        self.dir.chmod(0o755)  # a mapped (user namespace) root must be able to reach the rootfs
         shutil.copytree(ensure_fixture(), self.dir / "rootfs", symlinks=True)
+        if owner is not None:  # a user namespace rootfs belongs to the mapped root, as containerd makes it
+            for dirpath, dirnames, filenames in os.walk(self.dir / "rootfs"):
+                os.lchown(dirpath, owner, owner)
+                for n in dirnames + filenames:
+                    os.lchown(os.path.join(dirpath, n), owner, owner)
         self.config = copy.deepcopy(config)
         (self.dir / "config.json").write_text(json.dumps(self.config))
         self.cid = cid or f"t{os.getpid()}-{time.monotonic_ns() % 10**9}"
@@ -223,12 +226,12 @@ def wait_pid(pid: int, timeout: float = 20.0) -> int:
         time.sleep(0.005)
 
 
-def run_container(config: dict[str, Any]) -> Run:
-    b = Bundle(config)
+def run_container(config: dict[str, Any], owner: int | None = None) -> Run:
+    b = Bundle(config, owner=owner)
     try:
         s = Started(b.launch())
         if s.msg.get("type") != "ready":
-            os.waitpid(s.pid, 0)
+            wait_pid(s.pid)
             return Run(-1, "", str(s.msg), s.msg)
         b.container.attach(s.pid)
         s.start()
