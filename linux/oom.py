@@ -20,6 +20,7 @@ before publishing TaskExit, so a kill that raced the exit is still reported firs
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from runwasm.linux import syscalls
@@ -49,12 +50,22 @@ class OomWatcher:
         return self._fd
 
     def read(self) -> int:
+        events = 0
         try:
-            os.read(self._fd, 4096)
+            data = os.read(self._fd, 4096)
+            events = int.from_bytes(data[:8], "little") if self._extra >= 0 else 1
         except BlockingIOError:
             pass
         now = _oom_kills(self._counter)
-        new, self._seen = max(0, now - self._seen), max(now, self._seen)
+        # v1 signals when the OOM starts; the kill (and its counter) follows shortly after
+        deadline = time.monotonic() + 0.2
+        while events and now <= self._seen and self._counter.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+            now = _oom_kills(self._counter)
+        new = max(0, now - self._seen)
+        self._seen = max(now, self._seen)
+        if new == 0 and events and self._extra >= 0 and self._counter.exists():
+            new = 1  # an OOM without a kill yet (e.g. oom_kill_disable): still an OOM event
         return new
 
     def close(self) -> None:

@@ -64,7 +64,8 @@ def test_missing_executable_is_reported_before_ready() -> None:
         s = Started(b.launch())
         assert s.msg["type"] == "error"
         assert s.msg["kind"] == "NotFoundError"
-        assert "no-such-binary" in s.msg["message"] and "[resolve]" in s.msg["message"]
+        assert "no-such-binary" in s.msg["message"]
+        assert "[resolve]" in s.msg["message"]
         assert s.wait().status == 1
     finally:
         b.cleanup()
@@ -77,7 +78,8 @@ def test_bad_mount_names_the_mount_index() -> None:
     try:
         s = Started(b.launch())
         assert s.msg["type"] == "error"
-        assert f"mounts[{len(cfg['mounts']) - 1}]" in s.msg["message"] and "/nonexistent/src" in s.msg["message"]
+        assert f"mounts[{len(cfg['mounts']) - 1}]" in s.msg["message"]
+        assert "/nonexistent/src" in s.msg["message"]
         s.wait()
     finally:
         b.cleanup()
@@ -121,4 +123,5 @@ def test_bind_mount_and_user_namespace_mapping() -> None:
     lines = r.stdout.split()
     assert lines[0] == "hi"
     assert lines[1:4] == ["0", "100000", "65536"]
-    assert lines[4] == "0" and lines[5] == "ro"
+    assert lines[4] == "0"
+    assert lines[5] == "ro"
