@@ -203,8 +203,9 @@ class TaskClient:
         self.client = client
         self.service = f"containerd.task.v{3 if version >= 3 else 2}.Task"
 
-    async def call(self, method: str, req: Any, resp_cls: Any, timeout: float | None = None) -> Any:  # noqa: ASYNC109
-        md = {"containerd-namespace-ttrpc": NAMESPACE}
+    async def call(self, method: str, req: Any, resp_cls: Any, timeout: float | None = None,  # noqa: ASYNC109
+                   metadata: dict[str, str] | None = None) -> Any:
+        md = {"containerd-namespace-ttrpc": NAMESPACE, **(metadata or {})}
         data = await self.client.call(self.service, method, req.SerializeToString(),  # type: ignore[attr-defined]
                                       timeout=timeout, metadata=md)
         return resp_cls.FromString(data)

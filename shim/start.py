@@ -23,6 +23,7 @@ from runwasm.shim.flags import Flags
 SERVER_ACTION = "_runwasm_serve"  # never an action word containerd sends
 ENV_SETTINGS = "RUNWASM_SHIM_SETTINGS"
 ENV_LISTEN_FD = "RUNWASM_SHIM_LISTEN_FD"
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 
 
 class StartError(Exception):
@@ -31,6 +32,9 @@ class StartError(Exception):
 
 def _bind(path: str) -> socket.socket | None:
     """Bind+listen on ``path``; None when a live server already owns it."""
+    if len(path.encode()) > MAX_SOCKET_PATH:
+        raise StartError(f"shim socket path {path!r} is {len(path.encode())} bytes, over the {MAX_SOCKET_PATH}-byte "
+                         "limit of unix sockets: use a shorter socket_dir (containerd allows at most 42 characters)")
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     for _ in range(2):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -39,7 +43,7 @@ def _bind(path: str) -> socket.socket | None:
         except OSError as err:
             sock.close()
             if err.errno != errno.EADDRINUSE:
-                raise StartError(f"failed to bind shim socket {path!r}: {err.strerror}") from err
+                raise StartError(f"failed to bind shim socket {path!r}: {err.strerror or err}") from err
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 probe.connect(path)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-
 import pytest
 from google.protobuf import empty_pb2
 from runwasm.shim import tracing
@@ -37,11 +35,11 @@ def test_enabled_follows_otel_env() -> None:
 
 
 @pytest.mark.privileged
-def test_trace_context_reaches_log_and_events(tmp_path: Path) -> None:
+def test_trace_context_reaches_log_and_events() -> None:
     """A traceparent on Create shows up as trace_id= in the shim log and on the TaskCreate Forward."""
 
     async def main() -> tuple[str, list[dict[str, list[str]]], list[str]]:
-        async with Harness(state_dir=tmp_path / "h") as h:
+        async with Harness() as h:
             bundle = h.new_bundle("traced")
             make_wasm_bundle(bundle, built_fixture("wasm", "hello.wasm"), [], [])
             address, version = await h.shim_start("traced", bundle)
