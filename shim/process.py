@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from runwasm.oci import control
 from runwasm.shim.errors import ShimError, UnavailableError
@@ -48,6 +50,13 @@ def _status_for_kind(kind: str) -> str:
     return "unknown"
 
 
+def msg_has_pty(data: bytes) -> bool:
+    try:
+        return bool(json.loads(data).get("pty"))
+    except (ValueError, AttributeError):
+        return False
+
+
 @dataclass(slots=True)
 class Proc:
     container_id: str
@@ -59,6 +68,8 @@ class Proc:
     exit_status: int = 0
     exited_at_ns: int | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    pty: int | None = None  # pty master sent by the workload with its ready (terminal=true)
+    console: Any = None  # runwasm.shim.console.Console once the pty is being copied
     announced: bool = False  # TaskCreate/TaskExecAdded published: exits are published too
 
     @property
@@ -69,10 +80,19 @@ class Proc:
         """Wait for the workload's ``ready``; raise WorkloadSetupError/UnavailableError otherwise."""
         assert self.control is not None
         loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        loop.add_reader(self.control.fileno(), lambda: readable.done() or readable.set_result(None))
         try:
-            data = await asyncio.wait_for(loop.sock_recv(self.control, control.MAX_PACKET), timeout)
+            await asyncio.wait_for(readable, timeout)
+            data, fds, _flags, _addr = socket.recv_fds(self.control, control.MAX_PACKET, 4)
         except TimeoutError as err:
             raise UnavailableError(f"{self.what}: workload set-up did not finish within {timeout:.0f}s") from err
+        finally:
+            loop.remove_reader(self.control.fileno())
+        if fds and msg_has_pty(data):
+            self.pty = fds.pop(0)
+        for fd in fds:
+            os.close(fd)
         try:
             msg = control.decode(data)
         except control.ControlChannelError as err:

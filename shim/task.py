@@ -28,7 +28,12 @@ from runwasm.oci.runtime_spec import RuntimeSpec, parse_process
 from runwasm.shim import events_factory as ev
 from runwasm.shim import mounts
 from runwasm.shim.backends import Backend, Launch
-from runwasm.shim.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from runwasm.shim.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from runwasm.shim.ids import validate_id
 from runwasm.shim.process import Proc
 from runwasm.shim.reaper import Reaper
@@ -107,7 +112,8 @@ class TaskService:
         ours, theirs = control.socketpair()
         ours.setblocking(False)
         try:
-            with opened(stdio) as fds:
+            # with a terminal the workload gets the pty slave; the server copies the FIFOs
+            with opened(StdioPaths() if stdio.terminal else stdio) as fds:
                 named = {"control": theirs.fileno(), **fds, **launch.extra_fds}
                 pid = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:
@@ -116,6 +122,19 @@ class TaskService:
         finally:
             theirs.close()
         return Proc(cid, exec_id, pid, stdio, ours)
+
+    def _attach_console(self, p: Proc) -> None:
+        if p.pty is not None:
+            from runwasm.shim.console import Console
+
+            p.console = Console(p.pty, p.stdio)
+            p.pty = None
+
+    def resize_pty(self, cid: str, exec_id: str, width: int, height: int) -> None:
+        _c, p = self._proc(cid, exec_id)
+        if p.console is None:
+            raise FailedPreconditionError(f"{p.what}: has no terminal")
+        p.console.resize(width, height)
 
     def _abort(self, proc: Proc) -> None:
         proc.close_control()  # EOF before start: the workload exits without running user code
@@ -177,6 +196,7 @@ class TaskService:
         try:
             backend.attach(proc.pid)
             await proc.wait_ready()
+            self._attach_console(proc)
         except BaseException:
             self._abort(proc)
             await proc.exited.wait()
@@ -276,6 +296,9 @@ class TaskService:
 
     def _teardown(self, c: Container) -> None:
         self.containers.pop(c.id, None)
+        for q in (c.init, *c.execs.values()):
+            if q.console is not None:
+                q.console.close()
         for undo in c.on_teardown:
             try:
                 undo()
@@ -308,6 +331,7 @@ class TaskService:
         try:
             c.backend.attach(p.pid)
             await p.wait_ready()
+            self._attach_console(p)
         except BaseException:
             self._abort(p)
             c.execs.pop(exec_id, None)

@@ -114,7 +114,8 @@ class TaskRpc:
         return empty_pb2.Empty()
 
     async def ResizePty(self, r: pb.ResizePtyRequest) -> Message:
-        raise UnimplementedError(f"container {r.id!r}: no terminal to resize")
+        self.s.resize_pty(r.id, r.exec_id, r.width, r.height)
+        return empty_pb2.Empty()
 
     async def Checkpoint(self, r: pb.CheckpointTaskRequest) -> Message:
         raise UnimplementedError("checkpoint is not supported by runwasm")
