@@ -206,7 +206,7 @@ class TaskClient:
     async def call(self, method: str, req: Any, resp_cls: Any, timeout: float | None = None,  # noqa: ASYNC109
                    metadata: dict[str, str] | None = None) -> Any:
         md = {"containerd-namespace-ttrpc": NAMESPACE, **(metadata or {})}
-        data = await self.client.call(self.service, method, req.SerializeToString(),  # type: ignore[attr-defined]
+        data = await self.client.call(self.service, method, req.SerializeToString(),
                                       timeout=timeout, metadata=md)
         return resp_cls.FromString(data)
 
@@ -279,4 +279,4 @@ async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int =
         for c in copiers:
             c.cancel()
         await h.shim_delete(container_id, bundle)
-    return TaskResult(container_id, created.pid, waited.exit_status)  # type: ignore[attr-defined]
+    return TaskResult(container_id, created.pid, waited.exit_status)

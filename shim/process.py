@@ -80,8 +80,13 @@ class Proc:
         """Wait for the workload's ``ready``; raise WorkloadSetupError/UnavailableError otherwise."""
         assert self.control is not None
         loop = asyncio.get_running_loop()
-        readable = loop.create_future()
-        loop.add_reader(self.control.fileno(), lambda: readable.done() or readable.set_result(None))
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def on_readable() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(self.control.fileno(), on_readable)
         try:
             await asyncio.wait_for(readable, timeout)
             data, fds, _flags, _addr = socket.recv_fds(self.control, control.MAX_PACKET, 4)
