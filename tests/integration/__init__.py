@@ -1,0 +1,1 @@
+"""Integration tests against a private containerd 1.6 daemon (marker ``integration``)."""

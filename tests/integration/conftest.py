@@ -1,0 +1,56 @@
+"""Fixtures for integration tests: one private containerd 1.6 daemon per session.
+
+The daemon (``tests.integration.daemon.Containerd``) has its own root, state, sockets and
+opt path under a short /tmp dir and resolves ``io.containerd.runwasm.v1`` to the venv's shim.
+Every test runs against it in the daemon's own namespace; ``_clean_containers`` removes every
+task and container after each test, pass or fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import built_fixture
+from tests.integration.daemon import Containerd, containerd_binary
+from tests.integration.images import pack_wasm_image
+
+WASM_MODULES = ("hello", "exit7", "exit_arg", "argsenv", "spin", "sleep")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def containerd() -> Iterator[Containerd]:
+    if containerd_binary() is None:
+        pytest.skip("containerd binary not found on PATH (install Debian's containerd: scripts/install-system.sh)")
+    with Containerd() as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="session")
+def wasm_images(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Fixture modules packed with ``runwasm image pack-wasm`` and imported: {module stem: ref}."""
+    out = tmp_path_factory.mktemp("images")
+    refs: dict[str, str] = {}
+    for name in WASM_MODULES:
+        tar = out / f"{name}.tar"
+        ref = pack_wasm_image(built_fixture("wasm", f"{name}.wasm"), tar, f"runwasm.test/{name}:1")
+        containerd.ctr("images", "import", "--all-platforms", str(tar))
+        refs[name] = ref
+    return refs
+
+
+@pytest.fixture(autouse=True)
+def _clean_containers(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "containerd" in request.fixturenames:
+        daemon: Containerd = request.getfixturevalue("containerd")
+        daemon.remove_all_containers()
