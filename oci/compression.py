@@ -12,6 +12,7 @@ import io
 from typing import IO, Any
 
 from runwasm.oci.digest import Digest
+from runwasm.oci.errors import InvalidArgumentError, OciError
 from runwasm.oci.mediatypes import LayerKind
 
 
@@ -45,14 +46,38 @@ class HashingReader(io.RawIOBase):
         return Digest("sha256", self.hasher.hexdigest())
 
 
+class _CheckedReader(io.RawIOBase):
+    """Turn decompressor failures (zlib, gzip CRC, zstd) into InvalidArgumentError."""
+
+    def __init__(self, inner: Any, kind: LayerKind) -> None:
+        super().__init__()
+        self.inner = inner
+        self.kind = kind
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        try:
+            data = self.inner.read(len(buf))
+        except OciError:
+            raise
+        except Exception as err:  # zlib.error, gzip.BadGzipFile, EOFError, zstandard.ZstdError
+            raise InvalidArgumentError(f"failed to decompress {self.kind.value} layer: {err}") from err
+        buf[:len(data)] = data
+        return len(data)
+
+
 def decompressed(src: IO[bytes], kind: LayerKind) -> IO[bytes]:
-    """A stream of the uncompressed bytes of a layer blob of ``kind``."""
+    """A stream of the uncompressed bytes of a layer blob of ``kind``; decompression errors
+    surface as ``InvalidArgumentError``."""
     if kind in (LayerKind.TAR_GZIP,):
-        return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
+        return io.BufferedReader(_CheckedReader(gzip.GzipFile(fileobj=src, mode="rb"), kind), 1 << 16)
     if kind in (LayerKind.TAR_ZSTD, LayerKind.EROFS_ZSTD):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        return io.BufferedReader(_CheckedReader(reader, kind), 1 << 16)
     return src
 
 

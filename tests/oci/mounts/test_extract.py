@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from runwasm.oci.errors import InvalidArgumentError
+from runwasm.oci.mounts.extract import extract_tar
+
+from tests.oci.imagebuild import Entry, make_tar
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction keeps owners and makes device nodes: needs root")
+
+
+def _extract(dest: Path, entries: list[Entry], overlay: bool = True) -> None:
+    extract_tar(io.BytesIO(make_tar(entries)), dest, overlay_whiteouts=overlay)
+
+
+def test_extracts_everything(tmp_path: Path) -> None:
+    dest = tmp_path / "d"
+    _extract(dest, [Entry("etc/", "dir", mode=0o555), Entry("etc/f", data=b"x", uid=7, xattrs={"user.a": "b"}),
+                    Entry("etc/h", "hardlink", target="etc/f"), Entry("l", "symlink", target="/etc/f"),
+                    Entry("null", "char", major=1, minor=3), Entry("p", "fifo")])
+    st = os.lstat(dest / "etc/f")
+    assert (st.st_uid, st.st_nlink, st.st_mtime) == (7, 2, 1_700_000_000)
+    assert os.getxattr(dest / "etc/f", "user.a") == b"b"
+    assert os.lstat(dest / "etc").st_mode & 0o777 == 0o555
+    assert os.readlink(dest / "l") == "/etc/f"
+    assert os.major(os.lstat(dest / "null").st_rdev) == 1
+    assert stat.S_ISFIFO(os.lstat(dest / "p").st_mode)
+
+
+@pytest.mark.parametrize(("entries", "needle"), [
+    ([Entry("../evil", data=b"x")], "contains '..'"),
+    ([Entry("l", "symlink", target="/tmp"), Entry("l/evil", data=b"x")], "not a directory"),
+    ([Entry("l", "symlink", target=".."), Entry("l/evil", data=b"x")], "not a directory"),
+    ([Entry("h", "hardlink", target="../../etc/passwd")], "contains '..'"),
+    ([Entry("h", "hardlink", target="/etc/passwd")], "not in the layer"),
+    ([Entry("l", "symlink", target="/etc/passwd"), Entry("h", "hardlink", target="l")], "not a regular file"),
+])
+def test_malicious_members_refused(tmp_path: Path, entries: list[Entry], needle: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "d"
+    with pytest.raises(InvalidArgumentError, match=needle):
+        _extract(dest, entries)
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "evil").exists()
+
+
+def test_whiteouts_overlay_and_flatten(tmp_path: Path) -> None:
+    base = [Entry("a/x", data=b"x"), Entry("a/y", data=b"y"), Entry("b/z", data=b"z")]
+    top = [Entry("a/.wh.x"), Entry("b/.wh..wh..opq"), Entry("b/n", data=b"n")]
+    ov = tmp_path / "ov"
+    _extract(ov, top, overlay=True)
+    assert stat.S_ISCHR(os.lstat(ov / "a/x").st_mode)
+    assert os.lstat(ov / "a/x").st_rdev == 0
+    assert os.getxattr(ov / "b", "trusted.overlay.opaque") == b"y"
+    flat = tmp_path / "flat"
+    _extract(flat, base, overlay=False)
+    _extract(flat, top, overlay=False)
+    assert sorted(os.listdir(flat / "a")) == ["y"]
+    assert sorted(os.listdir(flat / "b")) == ["n"]
+
+
+def test_truncated(tmp_path: Path) -> None:
+    raw = make_tar([Entry("f", data=b"q" * 5000)])
+    with pytest.raises(InvalidArgumentError, match="failed to extract"):
+        extract_tar(io.BytesIO(raw[:2000]), tmp_path / "d", overlay_whiteouts=True)
