@@ -71,7 +71,7 @@ _SUFFIX = {NOT_FOUND: "not found", ALREADY_EXISTS: "already exists", INVALID_ARG
 
 def status_of(err: BaseException) -> str:
     """The status name of any exception: its ``status`` attribute, or a known class."""
-    status = getattr(type(err), "status", None)
+    status = getattr(err, "status", None)  # instance first: WorkloadSetupError sets it per error
     if isinstance(status, str) and status in STATUS_CODES:
         return status
     from runwasm.oci.runtime_spec import SpecError
