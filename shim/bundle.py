@@ -14,18 +14,44 @@ from runwasm.shim.errors import InvalidArgumentError
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
 
 
+# containerd's default capability set for containers (pkg/oci defaults)
+DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+                "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+DEFAULT_MOUNTS = [
+    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+]
+MASKED = ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
+READONLY = ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
 def base_spec(args: Sequence[str], env: Sequence[str] = (), *, cwd: str = "/", terminal: bool = False,
-              annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    """A minimal runtime spec; ``root.path`` is "rootfs" relative to the bundle."""
+              annotations: dict[str, str] | None = None, uid: int = 0, gid: int = 0) -> dict[str, Any]:
+    """A runtime spec like containerd's defaults; ``root.path`` is "rootfs" in the bundle.
+
+    The Linux-only parts (proc/sysfs/dev mounts, capabilities, masked paths) are ignored by the
+    Wasm executor, so one spec serves both."""
+    caps = list(DEFAULT_CAPS)
     return {
         "ociVersion": "1.0.2",
-        "process": {"terminal": terminal, "user": {"uid": 0, "gid": 0}, "args": list(args),
-                    "env": [*DEFAULT_ENV, *env], "cwd": cwd},
+        "process": {"terminal": terminal, "user": {"uid": uid, "gid": gid}, "args": list(args),
+                    "env": [*DEFAULT_ENV, *env], "cwd": cwd or "/",
+                    "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                    "noNewPrivileges": True},
         "root": {"path": "rootfs", "readonly": False},
         "hostname": "runwasm",
-        "mounts": [],
+        "mounts": [dict(m) for m in DEFAULT_MOUNTS],
         "annotations": dict(annotations or {}),
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+                  "maskedPaths": list(MASKED), "readonlyPaths": list(READONLY)},
     }
 
 
@@ -47,7 +73,7 @@ def make_wasm_bundle(bundle: Path, module: Path, args: Sequence[str], env: Seque
     rootfs.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(module, rootfs / module.name)
     spec = base_spec([f"/{module.name}", *args], env, annotations=annotations)
-    spec["mounts"] = [{"destination": g, "type": "bind", "source": h, "options": ["rbind", "rw"]} for h, g in dirs]
+    spec["mounts"] += [{"destination": g, "type": "bind", "source": h, "options": ["rbind", "rw"]} for h, g in dirs]
     (bundle / "config.json").write_text(json.dumps(spec, indent=2))
 
 
@@ -69,4 +95,33 @@ def adopt_bundle(bundle: Path, source: Path, args: Sequence[str], env: Sequence[
     if annotations:
         spec.setdefault("annotations", {}).update(annotations)
     bundle.mkdir(parents=True, exist_ok=True)
+    (bundle / "config.json").write_text(json.dumps(spec, indent=2))
+
+
+def image_process(entrypoint: Sequence[str], cmd: Sequence[str], args: Sequence[str]) -> list[str]:
+    """Docker/containerd semantics: Entrypoint + (args if given, else Cmd)."""
+    out = [*entrypoint, *(args or cmd)]
+    if not out:
+        raise InvalidArgumentError("the image has no Entrypoint or Cmd and no arguments were given")
+    return out
+
+
+def parse_user(user: str) -> tuple[int, int]:
+    """Numeric ``uid[:gid]`` from an image config; names would need the rootfs's /etc/passwd."""
+    if not user:
+        return 0, 0
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        raise InvalidArgumentError(f"image User {user!r} is not numeric uid[:gid]; only numeric users are supported")
+    return int(uid), int(gid or 0)
+
+
+def make_image_bundle(bundle: Path, process_args: Sequence[str], image_env: Sequence[str], env: Sequence[str],
+                      cwd: str, user: str, dirs: Sequence[tuple[str, str]] = (),
+                      annotations: dict[str, str] | None = None) -> None:
+    """config.json for a rootfs prepared at ``<bundle>/rootfs`` from an image."""
+    uid, gid = parse_user(user)
+    spec = base_spec(process_args, [*image_env, *env], cwd=cwd or "/", annotations=annotations, uid=uid, gid=gid)
+    spec["process"]["env"] = [*image_env, *env] if any(e.startswith("PATH=") for e in image_env) else spec["process"]["env"]
+    spec["mounts"] += [{"destination": g, "type": "bind", "source": h, "options": ["rbind", "rw"]} for h, g in dirs]
     (bundle / "config.json").write_text(json.dumps(spec, indent=2))

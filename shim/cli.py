@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -21,6 +22,7 @@ def _run(ns: argparse.Namespace) -> int:
     from runwasm.shim import bundle as bundlemod
     from runwasm.shim.errors import ShimError
     from runwasm.shim.harness import Harness, run_task
+    from runwasm.oci.errors import OciError
     from runwasm.shim.ttrpc.status import RpcError
 
     target = Path(ns.target)
@@ -35,10 +37,13 @@ def _run(ns: argparse.Namespace) -> int:
     async def main() -> int:
         async with Harness(legacy=ns.legacy, keep=ns.keep) as h:
             bundle = h.new_bundle(cid)
+            release = None
             if target.is_dir():
                 bundlemod.adopt_bundle(bundle, target, ns.args, env)
-            else:
+            elif target.exists():
                 bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
+            else:  # an image reference in runwasm's store
+                release = await asyncio.to_thread(_image_bundle, ns, bundle, cid, env, dirs)
             loop = asyncio.get_running_loop()
             task = asyncio.current_task()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -49,6 +54,8 @@ def _run(ns: argparse.Namespace) -> int:
                 print(f"runwasm: interrupted; task {cid} killed", file=sys.stderr)
                 return 130
             finally:
+                if release is not None:
+                    await asyncio.to_thread(release)
                 if ns.show_events:
                     for env_ in h.events.envelopes:
                         print(f"event {env_.topic} {env_.event.type_url}", file=sys.stderr)
@@ -58,9 +65,31 @@ def _run(ns: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
-    except (ShimError, RuntimeError, OSError, RpcError) as err:
+    except (ShimError, OciError, RuntimeError, OSError, RpcError) as err:
         print(f"runwasm: {err}", file=sys.stderr)
         return 125
+
+
+def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str],
+                  dirs: list[tuple[str, str]]) -> Callable[[], None]:
+    """Prepare the rootfs of image ``ns.target`` from the store at ``<bundle>/rootfs``; returns
+    the function that releases it (unmounts)."""
+    from runwasm.oci.image_cli import store_root
+    from runwasm.oci.mounts.rootfs import prepare_rootfs
+    from runwasm.oci.store import ContentStore
+    from runwasm.shim import bundle as bundlemod
+
+    root = store_root(ns)
+    handle = prepare_rootfs(ContentStore(root), ns.target, bundle / "rootfs", cid, mode=ns.rootfs_mode)
+    try:
+        cfg = handle.image.config.config
+        args = bundlemod.image_process(cfg.entrypoint, cfg.cmd, ns.args)
+        bundlemod.make_image_bundle(bundle, args, cfg.env, env, cfg.working_dir, cfg.user, dirs)
+    except BaseException:
+        handle.release()
+        raise
+    logging.getLogger(__name__).info("rootfs of %s prepared via %s", ns.target, handle.method)
+    return handle.release
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--id", help="container id (default: random)")
     run.add_argument("--keep", action="store_true", help="keep the harness state directory")
     run.add_argument("--show-events", action="store_true", help="print the events the shim published")
-    run.add_argument("target", help="a .wasm or .wat file, or a bundle directory with config.json")
+    run.add_argument("--root", help="image store root (default $RUNWASM_ROOT or /var/lib/runwasm)")
+    run.add_argument("--rootfs-mode", default="auto", choices=("auto", "erofs", "dirs", "flat"),
+                     help="how an image's rootfs is assembled (default: the best the kernel allows)")
+    run.add_argument("target", help="a .wasm or .wat file, a bundle directory with config.json, or an image "
+                                    "reference in the store (runwasm image import)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
     run.set_defaults(func=_run)
     try:
