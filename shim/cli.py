@@ -19,10 +19,10 @@ from pathlib import Path
 
 
 def _run(ns: argparse.Namespace) -> int:
+    from runwasm.oci.errors import OciError
     from runwasm.shim import bundle as bundlemod
     from runwasm.shim.errors import ShimError
     from runwasm.shim.harness import Harness, run_task
-    from runwasm.oci.errors import OciError
     from runwasm.shim.ttrpc.status import RpcError
 
     target = Path(ns.target)
