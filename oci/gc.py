@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from runwasm.oci import mediatypes as mt
 from runwasm.oci.digest import Digest
@@ -26,6 +27,7 @@ class GcResult:
     removed_ingest: int = 0
     live_blobs: set[Digest] = field(default_factory=set)
     live_layers: set[Digest] = field(default_factory=set)
+    removed_layers: list[Path] = field(default_factory=list)
 
 
 def mark(store: ContentStore, images: ImageStore) -> tuple[set[Digest], set[Digest]]:
@@ -55,7 +57,11 @@ def mark(store: ContentStore, images: ImageStore) -> tuple[set[Digest], set[Dige
 
 
 def collect_garbage(store: ContentStore, images: ImageStore) -> GcResult:
-    """Sweep unreferenced blobs and ingest leftovers. Caller holds ``store.lock()``."""
+    """Sweep unreferenced blobs, ingest leftovers and layer materialisations that neither an
+    image nor a recorded rootfs (``<root>/mounts``) uses. Caller holds ``store.lock()``."""
+    from runwasm.oci.layers import LayerStore
+    from runwasm.oci.mounts.rootfs import default_state_dir, in_use_layers
+
     result = GcResult()
     result.live_blobs, result.live_layers = mark(store, images)
     result.removed_ingest = store.clean_ingest()
@@ -63,4 +69,6 @@ def collect_garbage(store: ContentStore, images: ImageStore) -> GcResult:
         if digest not in result.live_blobs:
             store.delete(digest)
             result.removed_blobs.append(digest)
+    keep = result.live_layers | {Digest("sha256", h) for h in in_use_layers(default_state_dir(store.root))}
+    result.removed_layers = LayerStore(store.root).remove_unreferenced(keep)
     return result

@@ -143,7 +143,47 @@ def _gc(ns: argparse.Namespace) -> int:
     store, images = _open_stores(ns)
     with store.lock():
         result = collect_garbage(store, images)
-    print(f"removed {len(result.removed_blobs)} blobs, {result.removed_ingest} ingest leftovers")
+    print(f"removed {len(result.removed_blobs)} blobs, {len(result.removed_layers)} layers,"
+          f" {result.removed_ingest} ingest leftovers")
+    return 0
+
+
+def _convert(ns: argparse.Namespace) -> int:
+    from runwasm.oci.convert import convert_to_erofs
+
+    if not ns.erofs:
+        print("runwasm: image convert: only --erofs is supported", file=sys.stderr)
+        return 2
+    store, images = _open_stores(ns)
+    record = convert_to_erofs(store, images, ns.src, ns.dst, zstd=ns.zstd, platforms=_platforms(ns))
+    print(f"{record.name}\t{record.target.digest}")
+    return 0
+
+
+def _mount_id(target: Path) -> str:
+    import hashlib
+
+    return "mnt-" + hashlib.sha256(os.fsencode(os.path.realpath(target))).hexdigest()[:16]
+
+
+def _mount(ns: argparse.Namespace) -> int:
+    from runwasm.oci.mounts.rootfs import prepare_rootfs
+
+    store, _ = _open_stores(ns)
+    target = Path(ns.dir)
+    handle = prepare_rootfs(store, ns.name, target, _mount_id(target), mode=ns.mode, readonly=not ns.rw,
+                            platforms=_platforms(ns))
+    print(f"{handle.rootfs}\t{handle.method}")
+    return 0
+
+
+def _umount(ns: argparse.Namespace) -> int:
+    from runwasm.oci.errors import NotFoundError
+    from runwasm.oci.mounts.rootfs import cleanup_recorded, default_state_dir
+
+    cleaned = cleanup_recorded(default_state_dir(store_root(ns)), _mount_id(Path(ns.dir)))
+    if not cleaned:
+        raise NotFoundError(f"failed to unmount {ns.dir!r}: not mounted by 'runwasm image mount'")
     return 0
 
 
@@ -187,6 +227,30 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type:
     p.add_argument("--platform", action="append", help="os/arch[/variant] to resolve (repeatable)")
     _add_root(p)
     p.set_defaults(func=_guard(_inspect))
+
+    p = sub.add_parser("convert", help="convert an image's tar layers to native EROFS layers")
+    p.add_argument("--erofs", action="store_true", help="produce application/vnd.erofs.layer.v1 layers")
+    p.add_argument("--zstd", action="store_true", help="zstd-wrap the EROFS layers (…v1+zstd)")
+    p.add_argument("--platform", action="append", help="os/arch[/variant] to convert (repeatable)")
+    p.add_argument("src", metavar="SRC_REF")
+    p.add_argument("dst", metavar="DST_REF")
+    _add_root(p)
+    p.set_defaults(func=_guard(_convert))
+
+    p = sub.add_parser("mount", help="mount an image's rootfs at DIR (read-only unless --rw)")
+    p.add_argument("name", metavar="REF")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--rw", action="store_true", help="add a writable upper layer (discarded on umount)")
+    p.add_argument("--mode", default="auto", choices=["auto", "erofs", "dirs", "flat"],
+                   help="force a rung of the fallback ladder")
+    p.add_argument("--platform", action="append", help="os/arch[/variant] to resolve (repeatable)")
+    _add_root(p)
+    p.set_defaults(func=_guard(_mount))
+
+    p = sub.add_parser("umount", help="unmount a DIR mounted by 'image mount' and remove its scratch")
+    p.add_argument("dir", metavar="DIR")
+    _add_root(p)
+    p.set_defaults(func=_guard(_umount))
 
     p = sub.add_parser("gc", help="remove unreferenced blobs, layers and ingest leftovers")
     _add_root(p)

@@ -99,7 +99,8 @@ def prepare_rootfs(store: ContentStore | Path, image: str | Descriptor, target_d
     wasm = [cs.path(x.digest) for x in resolved.manifest.layers if mt.layer_kind(x.media_type) is mt.LayerKind.WASM]
     chosen = _choose(mode, layers)
     table = MountTable(table_path)
-    table.info = {"container_id": container_id, "method": chosen, "rootfs": str(target_dir)}
+    table.info = {"container_id": container_id, "method": chosen, "rootfs": str(target_dir),
+                  "layers": ",".join(diff.hex for _, diff in layers)}
     table.save()
     try:
         table.made_dir(target_dir)
@@ -126,20 +127,41 @@ def prepare_rootfs(store: ContentStore | Path, image: str | Descriptor, target_d
             if not lowers:
                 empty = table.made_dir(cdir / "empty")
                 lowers = [empty]
-            upper = work = None
-            if not readonly:
-                upper, work = table.made_dir(cdir / "upper"), table.made_dir(cdir / "work")
             table.will_mount(target_dir)
-            syscalls.mount_overlay(list(reversed(lowers)), target_dir, upper, work)
+            if readonly and len(lowers) == 1:  # overlayfs needs two lowers without an upper
+                syscalls.bind_mount(lowers[0], target_dir, readonly=True)
+            else:
+                upper = work = None
+                if not readonly:
+                    upper, work = table.made_dir(cdir / "upper"), table.made_dir(cdir / "work")
+                syscalls.mount_overlay(list(reversed(lowers)), target_dir, upper, work)
         table.save()
+    except OSError as err:
+        _undo_quietly(table, container_id)
+        raise UnavailableError(f"failed to prepare rootfs for {container_id!r} ({chosen}): {err}") from err
     except BaseException:
-        try:
-            table.undo()
-        except Exception:
-            log.exception("failed to undo partial rootfs for %s", container_id)
+        _undo_quietly(table, container_id)
         raise
     log.info("prepared rootfs for %s at %s via %s", container_id, target_dir, chosen)
     return RootfsHandle(container_id, target_dir, chosen, resolved, table_path, wasm)
+
+
+def _undo_quietly(table: MountTable, container_id: str) -> None:
+    try:
+        table.undo()
+    except Exception:
+        log.exception("failed to undo partial rootfs for %s", container_id)
+
+
+def in_use_layers(state_dir: Path) -> set[str]:
+    """Diff-ID hex strings of layers used by any recorded rootfs (GC must keep them)."""
+    used: set[str] = set()
+    for path in state_dir.glob("*.json"):
+        try:
+            used.update(x for x in MountTable.load(path).info.get("layers", "").split(",") if x)
+        except InvalidArgumentError:
+            log.warning("ignoring unreadable mount table %s", path)
+    return used
 
 
 def _fs_layers(resolved: ResolvedImage) -> list[tuple[Descriptor, Digest]]:
