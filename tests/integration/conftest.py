@@ -33,6 +33,10 @@ def containerd() -> Iterator[Containerd]:
         pytest.skip("containerd binary not found on PATH (install Debian's containerd: scripts/install-system.sh)")
     with Containerd() as daemon:
         yield daemon
+    # cleanup is part of the contract: shims must have exited on their own (Shutdown after the
+    # last container), and nothing of ours may remain in the global paths
+    assert daemon.killed_leftovers == [], f"shim processes had to be killed: {daemon.killed_leftovers}"
+    assert daemon.leftovers() == []
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,7 @@ class Containerd:
         self.log_path = self.dir / "containerd.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ids: set[str] = set()  # container ids this daemon ran, for socket cleanup
+        self.killed_leftovers: list[int] = []  # shim/workload pids close() had to SIGKILL
         self._created_global = {p: not p.exists() for p in (GLOBAL_RUN, SOCKET_DIR, FIFO_DIR)}
         self._runc_state = GLOBAL_RUN / "runc" / self.namespace
         self._runc_created = not self._runc_state.exists()
@@ -283,6 +284,17 @@ class Containerd:
             if res.returncode != 0:
                 print(f"[containerd cleanup] umount {point!r}: {res.stderr.strip()}", file=sys.stderr)
 
+    def leftovers(self) -> list[str]:
+        """What close() should have removed but is still there (empty when cleanup worked)."""
+        found = [f"process {p}" for p in self.our_processes()]
+        prefix = str(self.dir) + "/"
+        with open("/proc/self/mountinfo") as f:
+            found += [f"mount {ln.split()[4]}" for ln in f if ln.split()[4].startswith(prefix)]
+        found += [f"path {p}" for p in (self.dir, *self.socket_paths()) if p.exists()]
+        found += [f"cgroup {c / self.namespace}" for c in CGROUP_ROOT.iterdir() if (c / self.namespace).exists()] \
+            if CGROUP_ROOT.is_dir() else []
+        return found
+
     def socket_paths(self) -> list[Path]:
         """Shim socket paths containerd 1.6 and runwasm derive from our (address, ns, id)."""
         return [SOCKET_DIR / hashlib.sha256(posixpath.join(self.address, self.namespace, cid).encode()).hexdigest()
@@ -293,9 +305,9 @@ class Containerd:
         with contextlib.suppress(DaemonError):
             self.remove_all_containers()
         self.stop()
-        leftovers = self._kill_leftovers()
-        if leftovers:
-            print(f"[containerd cleanup] killed leftover shim processes {leftovers}", file=sys.stderr)
+        self.killed_leftovers = self._kill_leftovers()
+        if self.killed_leftovers:
+            print(f"[containerd cleanup] killed leftover shim processes {self.killed_leftovers}", file=sys.stderr)
         self._unmount_all()
         for sock in self.socket_paths():
             with contextlib.suppress(FileNotFoundError):

@@ -29,7 +29,7 @@ def wait_status(daemon: Containerd, cid: str, want: str, timeout: float = 10.0) 
     ("spin", signal.SIGKILL),
     ("spin", signal.SIGTERM),
     ("sleep", signal.SIGKILL),  # blocked in poll_oneoff, a host call
-])
+], ids=["spin-SIGKILL", "spin-SIGTERM", "sleep-SIGKILL"])
 def test_kill_running_task(containerd: Containerd, wasm_images: dict[str, str], image: str,
                            sig: signal.Signals) -> None:
     cid = f"kill-{image}-{sig.name.lower()}"

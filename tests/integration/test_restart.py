@@ -23,7 +23,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize(("image", "how"), [("spin", signal.SIGKILL), ("sleep", signal.SIGTERM)])
+@pytest.mark.parametrize(("image", "how"), [("spin", signal.SIGKILL), ("sleep", signal.SIGTERM)],
+                         ids=["spin-containerd-SIGKILL", "sleep-containerd-SIGTERM"])
 def test_task_survives_containerd_restart(containerd: Containerd, wasm_images: dict[str, str], image: str,
                                           how: signal.Signals) -> None:
     cid = f"restart-{image}-{how.name.lower()}"
