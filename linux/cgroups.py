@@ -87,6 +87,31 @@ def v1_hierarchies(mountinfo: str | None = None) -> dict[str, Path]:
     return out
 
 
+def _remove_created(created: list[str], leaf: str, deadline: float) -> None:
+    """rmdir what ``create`` made, deepest first, and drop the removed ones from ``created``.
+
+    The leaf (the container's own directory) is waited for until ``deadline``; an ancestor
+    ("/runwasm/<namespace>") gets one try, and when another container still has a cgroup
+    below it, it is no longer ours to remove: it is forgotten, not reported."""
+    suffix = "/" + leaf.strip("/")
+    for d in reversed(list(created)):
+        if d.endswith(suffix):
+            _rmdir_wait(Path(d), deadline)
+        else:
+            try:
+                Path(d).rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                if err.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    log.warning("failed to remove cgroup %r: %s", d, err)
+                    continue
+                log.debug("cgroup %r still has children: left for their owner", d)
+                created.remove(d)
+                continue
+    created[:] = [d for d in created if Path(d).exists()]
+
+
 def _rmdir_wait(path: Path, deadline: float) -> bool:
     """rmdir ``path``, retrying EBUSY until ``deadline``; True when it is gone."""
     while True:
@@ -201,9 +226,7 @@ class CgroupV1:
     def destroy(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
         kill_cgroup(self, deadline)
-        for d in reversed(self.created):
-            _rmdir_wait(Path(d), deadline)
-        self.created = [d for d in self.created if Path(d).exists()]
+        _remove_created(self.created, self.path, deadline)
 
 
 @dataclass
@@ -289,9 +312,7 @@ class CgroupV2:
     def destroy(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
         kill_cgroup(self, deadline)
-        for d in reversed(self.created):
-            _rmdir_wait(Path(d), deadline)
-        self.created = [d for d in self.created if Path(d).exists()]
+        _remove_created(self.created, self.path, deadline)
 
 
 Cgroup = CgroupV1 | CgroupV2

@@ -24,19 +24,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runwasm.linux import hooks, syscalls
-from runwasm.linux.cgroups import Cgroup, CgroupV1, CgroupV2, detect, validate_path
+from runwasm.linux.cgroups import Cgroup, detect
 from runwasm.linux.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, SetupError
-from runwasm.linux.oom import OomWatcher, open_oom_watcher
+from runwasm.linux.oom import OomWatcher
 from runwasm.linux.payload import ExecPayload, InitPayload
 from runwasm.linux.resources import parse_resources
-from runwasm.linux.stats import Metrics, read_metrics
+from runwasm.linux.stats import Metrics
+from runwasm.linux.task_cgroup import TaskCgroup, cgroup_from_dict, cgroup_to_dict, default_cgroup_path
 from runwasm.oci.runtime_spec import Hook, Process, RuntimeSpec, spec_to_json
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class LinuxContainer:
         self.bundle = ""
         self.rootfs = ""
         self.cgroup: Cgroup | None = None
+        self._task_cg: TaskCgroup | None = None
         self.init_pid = 0
         self.namespaces: tuple[str, ...] = ()
         self.has_mount_ns = True
@@ -90,7 +91,7 @@ class LinuxContainer:
         self.seccomp = lin.seccomp if lin else None
         self.poststart, self.poststop = spec.hooks.poststart, spec.hooks.poststop
         self.annotations = dict(spec.annotations)
-        path = validate_path(lin.cgroups_path if lin and lin.cgroups_path else f"/runwasm/{self.namespace}/{container_id}")
+        path = default_cgroup_path(self.namespace, container_id, lin)
         resources = parse_resources(lin.resources if lin else None)
         self.cgroup = detect(path, self.cgroup_root)
         self.cgroup.create()
@@ -119,18 +120,10 @@ class LinuxContainer:
 
     def attach(self, pid: int, *, init: bool = True) -> None:
         """Record ``pid`` as the init (``init=True``) and make sure it is in the cgroup."""
-        cg = self._cg()
         if init:
             self.init_pid = pid
             self._save()
-        if pid not in cg.pids():
-            for procs in cg.procs_files():
-                try:
-                    Path(procs).write_text(str(pid))
-                except ProcessLookupError:
-                    raise NotFoundError(f"failed to attach pid {pid} to cgroup {cg.path!r}: no such process") from None
-                except OSError as err:
-                    raise SetupError(f"failed to attach pid {pid} to {procs!r}: {err}") from err
+        self._tc().attach(pid)
 
     def run_poststart(self) -> None:
         """Run the spec's poststart hooks (after Start); failures are logged only."""
@@ -158,42 +151,32 @@ class LinuxContainer:
     def kill_all(self, sig: int) -> int:
         """Signal every process in the cgroup (frozen around SIGKILL so none forks away);
         returns how many were signalled."""
-        cg = self._cg()
-        frozen = False
-        if sig == signal.SIGKILL and not cg.frozen():
-            cg.freeze()
-            frozen = True
-        n = 0
-        try:
-            for pid in cg.pids():
-                try:
-                    os.kill(pid, sig)
-                    n += 1
-                except ProcessLookupError:
-                    pass
-        finally:
-            if frozen or (sig == signal.SIGKILL and cg.frozen()):
-                cg.thaw()
-        return n
+        return self._tc().kill_all(sig)
 
     def stats(self) -> Metrics:
-        return read_metrics(self._cg())
+        return self._tc().stats()
+
+    def sample_cpu(self) -> None:
+        """Take a CPU usage sample if the last one is >= 1 s old (cheap: one file read); the
+        shim calls it from a periodic timer, see ``runwasm.linux.task_cgroup``."""
+        self._tc().sample_cpu()
+
+    def cpu_nanocores(self) -> int | None:
+        """CPU usage in nanocores between the last two samples >= 1 s apart (None before)."""
+        return self._tc().cpu_nanocores()
 
     def update(self, resources_json: bytes | str | Mapping[str, Any]) -> None:
         """Apply an OCI LinuxResources document (Update RPC)."""
-        doc = json.loads(resources_json) if isinstance(resources_json, bytes | str) else resources_json
-        if not isinstance(doc, dict):
-            raise InvalidArgumentError(f"failed to update resources: expected a JSON object, got {doc!r}")
-        self._cg().apply(parse_resources(doc, "resources"), initial=False)
+        self._tc().update(resources_json)
 
     def pause(self) -> None:
-        self._cg().freeze()
+        self._tc().pause()
 
     def resume(self) -> None:
-        self._cg().thaw()
+        self._tc().resume()
 
     def oom_watcher(self) -> OomWatcher:
-        return open_oom_watcher(self._cg())
+        return self._tc().oom_watcher()
 
     # --- delete ---------------------------------------------------------------------------------
 
@@ -207,8 +190,7 @@ class LinuxContainer:
             return
         leftover: list[str] = []
         if self.cgroup is not None:
-            self.cgroup.destroy()
-            leftover = list(self.cgroup.created)
+            leftover = self._tc().destroy()
         if not self.has_mount_ns and self.rootfs:
             _unmount_under(self.rootfs)
         if state_path.exists():
@@ -235,12 +217,7 @@ class LinuxContainer:
         c.seccomp, c.annotations = d.get("seccomp"), d.get("annotations", {})
         hooks_doc = RuntimeSpec.from_json({"ociVersion": "", "hooks": d.get("hooks") or {}}).hooks
         c.poststart, c.poststop = hooks_doc.poststart, hooks_doc.poststop
-        cg = d["cgroup"]
-        if cg["version"] == 1:
-            c.cgroup = CgroupV1(path=cg["path"], hierarchies={k: Path(v) for k, v in cg["hierarchies"].items()},
-                                created=list(cg["created"]))
-        else:
-            c.cgroup = CgroupV2(path=cg["path"], root=Path(cg["root"]), created=list(cg["created"]))
+        c.cgroup = cgroup_from_dict(d["cgroup"])
         return c
 
     # --- internals ------------------------------------------------------------------------------
@@ -250,16 +227,17 @@ class LinuxContainer:
             raise FailedPreconditionError(f"failed to use container {self.container_id!r}: not prepared or destroyed")
         return self.cgroup
 
+    def _tc(self) -> TaskCgroup:
+        cg = self._cg()
+        if self._task_cg is None or self._task_cg.cgroup is not cg:
+            self._task_cg = TaskCgroup(cg)
+        return self._task_cg
+
     def _state_json(self, status: str) -> bytes:
         return hooks.state_json(self.container_id, status, self.init_pid, self.bundle, self.annotations)
 
     def _save(self) -> None:
-        cg = self._cg()
-        cgd: dict[str, Any] = {"version": cg.version, "path": cg.path, "created": cg.created}
-        if isinstance(cg, CgroupV1):
-            cgd["hierarchies"] = {k: str(v) for k, v in cg.hierarchies.items()}
-        else:
-            cgd["root"] = str(cg.root)
+        cgd = cgroup_to_dict(self._cg())
         spec_hooks = spec_to_json(RuntimeSpec(oci_version="", process=None, root=None,
                                               hooks=_hooks(self.poststart, self.poststop))).get("hooks", {})
         doc = {"container_id": self.container_id, "namespace": self.namespace, "bundle": self.bundle,

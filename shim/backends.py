@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runwasm.oci.runtime_spec import Process, RuntimeSpec
 from runwasm.shim.errors import UnimplementedError
+
+if TYPE_CHECKING:
+    from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +47,25 @@ class Backend(Protocol):
 
 @dataclass
 class WasmBackend:
-    """Wasm tasks: one workload process each, no namespaces of their own (yet)."""
+    """Wasm tasks: one workload process each, isolated in a cgroup of its own.
+
+    The cgroup is ``linux.cgroupsPath`` or ``/runwasm/<namespace>/<id>``, made by ``plan_init``
+    with ``linux.resources`` applied (``runwasm.linux.task_cgroup.CgroupSandbox``); ``attach``
+    moves the workload in before it runs user code. Its record lives in ``<bundle>/wasm-state.json``
+    (``bundle`` defaults to the rootfs' parent) so ``delete`` can remove it after a SIGKILLed
+    server with ``runwasm.linux.task_cgroup.destroy_recorded(bundle)``. Without any cgroup
+    support on the host (``cgroups=False``) the task runs unconfined, as before.
+    """
 
     container_id: str
     spec: RuntimeSpec
     rootfs: Path
     cache_dir: str | None = None
+    namespace: str = "default"
+    bundle: Path | None = None
+    cgroups: bool = True
     kind: str = "wasm"
+    sandbox: CgroupSandbox | None = None  # made by plan_init
 
     def plan_init(self) -> Launch:
         from runwasm.wasm.payload import WasmTaskPayload
@@ -63,24 +78,41 @@ class WasmBackend:
         payload = WasmTaskPayload(
             rootfs=str(self.rootfs), args=proc.args, env=proc.env, cwd=proc.cwd, preopens=preopens,
             cache_dir=self.cache_dir, rootfs_readonly=bool(self.spec.root and self.spec.root.readonly))
+        if self.cgroups and self.sandbox is None:
+            from runwasm.linux.task_cgroup import CgroupSandbox
+
+            state_dir = self.bundle if self.bundle is not None else self.rootfs.parent
+            self.sandbox = CgroupSandbox.create(state_dir, self.container_id, self.namespace, self.spec.linux)
         return Launch(entry="runwasm.wasm.child:main", payload=payload.to_json())
 
+    def _tc(self, what: str) -> TaskCgroup:
+        if self.sandbox is None:
+            raise UnimplementedError(f"{what} of Wasm container {self.container_id!r} needs its cgroup, "
+                                     "and it has none")
+        return self.sandbox.cg
+
     def attach(self, pid: int) -> None:
-        return None
+        if self.sandbox is not None:
+            self.sandbox.cg.attach(pid)
 
     def started(self) -> None:
         return None
 
     def oom_watcher(self) -> Any:
-        return None  # a Wasm task has no cgroup of its own (yet): no OOM events
+        return None if self.sandbox is None else self.sandbox.cg.oom_watcher()
 
     def plan_exec(self, exec_id: str, process: Process, init_pid: int) -> Launch:
         raise UnimplementedError(f"exec into Wasm container {self.container_id!r} is not supported")
 
     def pids(self, known: list[int]) -> list[int]:
-        return list(known)
+        if self.sandbox is None:
+            return list(known)
+        return self.sandbox.cg.pids()
 
     def kill_all(self, sig: int, known: list[int]) -> None:
+        if self.sandbox is not None:
+            self.sandbox.cg.kill_all(sig)
+            return
         for pid in known:
             try:
                 os.kill(pid, sig)
@@ -88,16 +120,30 @@ class WasmBackend:
                 pass
 
     def pause(self) -> None:
-        raise UnimplementedError(f"pause of Wasm container {self.container_id!r} is not supported")
+        self._tc("pause").pause()
 
     def resume(self) -> None:
-        raise UnimplementedError(f"resume of Wasm container {self.container_id!r} is not supported")
+        self._tc("resume").resume()
 
     def update(self, resources: bytes) -> None:
-        raise UnimplementedError(f"update of Wasm container {self.container_id!r} is not supported")
+        self._tc("update").update(resources)
 
     def stats(self) -> tuple[str, bytes]:
-        raise UnimplementedError(f"stats of Wasm container {self.container_id!r} are not supported")
+        from runwasm.shim.metrics import encode_metrics
+
+        return encode_metrics(self._tc("stats").stats())
+
+    def sample_cpu(self) -> None:
+        """Periodic CPU sample for ``cpu_nanocores`` (see ``runwasm.linux.task_cgroup``)."""
+        if self.sandbox is not None:
+            self.sandbox.cg.sample_cpu()
+
+    def cpu_nanocores(self) -> int | None:
+        if self.sandbox is None:
+            return None
+        return self.sandbox.cg.cpu_nanocores()
 
     def destroy(self) -> None:
-        return None
+        if self.sandbox is not None:
+            self.sandbox.destroy()
+            self.sandbox = None

@@ -1,0 +1,200 @@
+"""Wasm tasks in cgroups of their own, through the real shim binary and the standalone harness:
+the workload pid is in the cgroup, limits apply, Pids/Pause/Resume/Update/Stats work, the
+cgroup is gone after Delete (also after a SIGKILLed shim), and an OOM kill is reported as
+TaskOOM before TaskExit 137. Plus the CPU nanocores sampler and shared-parent removal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import empty_pb2
+from runwasm.linux.cgroups import CgroupV1, detect
+from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup, destroy_recorded
+from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
+from runwasm.shim.bundle import make_wasm_bundle
+from runwasm.shim.harness import Harness, TaskClient, connected, run_task
+
+from tests.conftest import built_fixture
+
+pytestmark = pytest.mark.privileged
+
+MEM = Path("/sys/fs/cgroup/memory")
+LIMIT = 64 << 20
+
+
+def _bundle(h: Harness, cid: str, module: Path, resources: dict[str, Any] | None, cgroups_path: str = "") -> Path:
+    bundle = h.new_bundle(cid)
+    make_wasm_bundle(bundle, module, [], [])
+    cfg = json.loads((bundle / "config.json").read_text())
+    if resources is not None:
+        cfg["linux"]["resources"] = resources
+    if cgroups_path:
+        cfg["linux"]["cgroupsPath"] = cgroups_path
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    return bundle
+
+
+def _procs(cg: Path) -> list[int]:
+    return [int(x) for x in (cg / "cgroup.procs").read_text().split()]
+
+
+async def _with_task(h: Harness, cid: str, bundle: Path, body: Callable[[TaskClient, int], Any]) -> None:
+    """Create the task, run ``body(client, pid)``, then kill/wait/delete/shutdown and ``delete``."""
+    address, version = await h.shim_start(cid, bundle)
+    try:
+        async with connected(address, version) as t:
+            created = await t.call("Create", pb.CreateTaskRequest(id=cid, bundle=str(bundle)), pb.CreateTaskResponse)
+            try:
+                await body(t, created.pid)
+            finally:
+                await t.call("Kill", pb.KillRequest(id=cid, signal=9, all=True), empty_pb2.Empty)
+                await t.call("Wait", pb.WaitRequest(id=cid), pb.WaitResponse)
+                await t.call("Delete", pb.DeleteRequest(id=cid), pb.DeleteResponse)
+                await t.call("Shutdown", pb.ShutdownRequest(id=cid), empty_pb2.Empty, timeout=3)
+    finally:
+        await h.shim_delete(cid, bundle)
+
+
+def test_wasm_task_runs_in_its_own_cgroup_with_limits() -> None:
+    cid = f"wcg-{os.getpid()}"
+    cg = MEM / "runwasm" / "wasmtest" / cid
+
+    async def body(t: TaskClient, pid: int) -> None:
+        assert _procs(cg) == [pid]
+        assert int((cg / "memory.limit_in_bytes").read_text()) == LIMIT
+        assert pid in _procs(Path("/sys/fs/cgroup/pids/runwasm/wasmtest") / cid)
+        await t.call("Start", pb.StartRequest(id=cid), pb.StartResponse)
+        pids = await t.call("Pids", pb.PidsRequest(id=cid), pb.PidsResponse)
+        assert [p.pid for p in pids.processes] == [pid]
+        await t.call("Pause", pb.PauseRequest(id=cid), empty_pb2.Empty)
+        assert (Path("/sys/fs/cgroup/freezer/runwasm/wasmtest") / cid / "freezer.state").read_text().strip() == "FROZEN"
+        await t.call("Resume", pb.ResumeRequest(id=cid), empty_pb2.Empty)
+        update = pb.UpdateTaskRequest(id=cid)
+        update.resources.type_url = "runtime-spec/LinuxResources"
+        update.resources.value = json.dumps({"memory": {"limit": LIMIT * 2}}).encode()
+        await t.call("Update", update, empty_pb2.Empty)
+        assert int((cg / "memory.limit_in_bytes").read_text()) == LIMIT * 2
+        stats = await t.call("Stats", pb.StatsRequest(id=cid), pb.StatsResponse)
+        assert stats.stats.type_url.endswith("io.containerd.cgroups.v1.Metrics")
+        assert len(stats.stats.value) > 0
+
+    async def main() -> None:
+        async with Harness() as h:
+            bundle = _bundle(h, cid, built_fixture("wasm", "sleep.wasm"), {"memory": {"limit": LIMIT}},
+                             f"/runwasm/wasmtest/{cid}")
+            await _with_task(h, cid, bundle, body)
+            assert not (bundle / "wasm-state.json").exists()
+
+    asyncio.run(main())
+    assert not cg.exists()
+    assert not (MEM / "runwasm" / "wasmtest").exists()
+
+
+def test_wasm_task_growing_memory_is_oom_killed_and_reported_first() -> None:
+    cid = f"woom-{os.getpid()}"
+    limit = 48 << 20
+
+    async def main() -> tuple[int, list[str]]:
+        async with Harness() as h:
+            bundle = _bundle(h, cid, built_fixture("linux", "memhog.wasm"),
+                             {"memory": {"limit": limit, "swap": limit}})
+            r = await run_task(h, cid, bundle)
+            return r.exit_status, h.events.topics(cid)
+
+    status, topics = asyncio.run(main())
+    assert status == 137
+    assert "/tasks/oom" in topics, topics
+    assert topics.index("/tasks/oom") < topics.index("/tasks/exit"), topics
+    assert not list(MEM.glob(f"runwasm/*/{cid}"))
+
+
+@pytest.mark.xfail(strict=True, reason="shim/delete.py calls the cleanup only for kind 'linux' so far; "
+                   "it must call runwasm.linux.task_cgroup.destroy_recorded(bundle) for 'wasm'")
+def test_wasm_task_cgroup_is_removed_by_delete_after_shim_sigkill() -> None:
+    cid = f"wkill-{os.getpid()}"
+    cg = MEM / "runwasm" / "wasmtest" / cid
+
+    async def main() -> bool:
+        async with Harness() as h:
+            bundle = _bundle(h, cid, built_fixture("wasm", "sleep.wasm"), {"memory": {"limit": LIMIT}},
+                             f"/runwasm/wasmtest/{cid}")
+            address, version = await h.shim_start(cid, bundle)
+            async with connected(address, version) as t:
+                created = await t.call("Create", pb.CreateTaskRequest(id=cid, bundle=str(bundle)),
+                                       pb.CreateTaskResponse)
+                server = _ppid(created.pid)
+                assert _procs(cg) == [created.pid]
+                os.kill(server, signal.SIGKILL)
+            await h.shim_delete(cid, bundle)
+            gone = not cg.exists()
+            destroy_recorded(bundle)  # what delete should have done: leaves nothing behind either way
+            return gone
+
+    try:
+        assert asyncio.run(main()), "delete left the Wasm task's cgroup behind"
+    finally:
+        assert not cg.exists()
+
+
+def _ppid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no PPid for {pid}")
+
+
+def test_sandbox_record_destroys_after_owner_is_gone(tmp_path: Path) -> None:
+    sb = CgroupSandbox.create(tmp_path, "rec", "unit", None)
+    leaf = MEM / "runwasm" / "unit" / "rec"
+    assert leaf.is_dir()
+    assert (tmp_path / "wasm-state.json").exists()
+    assert destroy_recorded(tmp_path)
+    assert not leaf.exists()
+    assert not (MEM / "runwasm" / "unit").exists()
+    assert not destroy_recorded(tmp_path)
+    sb.destroy()  # idempotent
+
+
+def test_shared_parent_is_left_to_the_other_task() -> None:
+    a = TaskCgroup.create("/runwasm/shared/a", None)
+    b = TaskCgroup.create("/runwasm/shared/b", None)
+    try:
+        start = time.monotonic()
+        assert a.destroy() == []
+        assert time.monotonic() - start < 1.0, "waited for a parent another task still uses"
+        assert (MEM / "runwasm" / "shared" / "b").is_dir()
+    finally:
+        assert b.destroy() == []
+    assert not (MEM / "runwasm" / "shared").exists()
+
+
+def test_cpu_nanocores_from_samples_a_second_apart() -> None:
+    tc = TaskCgroup.create("/runwasm/unit/cpu", None)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            while True:  # busy child
+                pass
+        tc.attach(pid)
+        tc.sample_cpu()
+        assert tc.cpu_nanocores() is None
+        tc.sample_cpu()  # too soon: not kept
+        assert tc.cpu_nanocores() is None
+        time.sleep(1.05)
+        tc.sample_cpu()
+        cores = tc.cpu_nanocores()
+        assert cores is not None
+        assert 0.5e9 < cores < 1.2e9, cores  # one busy process: about one core
+        assert tc.kill_all(signal.SIGKILL) == 1
+        os.waitpid(pid, 0)
+    finally:
+        tc.destroy()
+    assert isinstance(detect("/x"), CgroupV1)
