@@ -79,6 +79,9 @@ class Proc:
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:  # noqa: ASYNC109
         """Wait for the workload's ``ready``; raise WorkloadSetupError/UnavailableError otherwise."""
         assert self.control is not None
+        # our own reference: a workload that reports an error exits at once, and the reaper's
+        # on_exit() closes self.control, possibly before the error message has been read here
+        sock = self.control.dup()
         loop = asyncio.get_running_loop()
         readable: asyncio.Future[None] = loop.create_future()
 
@@ -86,14 +89,15 @@ class Proc:
             if not readable.done():
                 readable.set_result(None)
 
-        loop.add_reader(self.control.fileno(), on_readable)
+        loop.add_reader(sock.fileno(), on_readable)
         try:
             await asyncio.wait_for(readable, timeout)
-            data, fds, _flags, _addr = socket.recv_fds(self.control, control.MAX_PACKET, 4)
+            data, fds, _flags, _addr = socket.recv_fds(sock, control.MAX_PACKET, 4)
         except TimeoutError as err:
             raise UnavailableError(f"{self.what}: workload set-up did not finish within {timeout:.0f}s") from err
         finally:
-            loop.remove_reader(self.control.fileno())
+            loop.remove_reader(sock.fileno())
+            sock.close()
         if fds and msg_has_pty(data):
             self.pty = fds.pop(0)
         for fd in fds:
