@@ -99,3 +99,16 @@ def test_linux_errors_map_to_known_code(cls: type[Exception]) -> None:
 
 def test_linux_errors_importable() -> None:
     assert len(_linux_classes()) >= 5
+
+
+@pytest.mark.parametrize(("kind", "code"), [
+    ("ExportNotFoundError", Code.INVALID_ARGUMENT), ("InvalidModuleError", Code.INVALID_ARGUMENT),
+    ("ModuleNotFoundInRootfsError", Code.NOT_FOUND), ("LinkError", Code.FAILED_PRECONDITION),
+    ("NotFoundError", Code.NOT_FOUND), ("SpecError", Code.INVALID_ARGUMENT), ("Whatever", Code.UNKNOWN),
+])
+def test_workload_reported_error_kinds(kind: str, code: int) -> None:
+    """A workload reports only its error's class name; the per-instance status must be honoured."""
+    from runwasm.shim.process import WorkloadSetupError, _status_for_kind
+
+    err = WorkloadSetupError("container 'c': set-up failed", _status_for_kind(kind))
+    assert se.to_status(err)[0] == code
