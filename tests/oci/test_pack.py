@@ -102,3 +102,21 @@ def test_containerd_imports_and_runs_packed_image(wasm_module: Path, tmp_path: P
     run = containerd.ctr("run", "--rm", "--runtime", "io.containerd.runc.v2",
                          "docker.io/library/hello:latest", "packtest", check=False)
     assert "exec /hello.wasm: exec format error" in run.stdout + run.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.privileged
+def test_import_of_ctr_export(wasm_module: Path, tmp_path: Path, containerd: Containerd) -> None:
+    """An image layout written by a real tool (containerd's exporter) imports into runwasm."""
+    from runwasm.oci.images import ImageStore
+    from runwasm.oci.layout_import import import_layout
+    from runwasm.oci.resolve import resolve
+    from runwasm.oci.store import ContentStore
+
+    pack_wasm(wasm_module, tmp_path / "img.tar", "docker.io/library/hello:v2")
+    containerd.ctr("images", "import", "--all-platforms", str(tmp_path / "img.tar"))
+    containerd.ctr("images", "export", "--all-platforms", str(tmp_path / "exported.tar"), "docker.io/library/hello:v2")
+    store = ContentStore(tmp_path / "root")
+    (record,) = import_layout(store, ImageStore(store.root), tmp_path / "exported.tar")
+    assert record.name == "docker.io/library/hello:v2"
+    assert resolve(store, record.target).config.config.entrypoint == ("/hello.wasm",)

@@ -101,3 +101,23 @@ def test_capabilities_probe_on_this_kernel() -> None:
         pytest.skip("kernel lacks EROFS")
     assert caps.erofs_file or caps.erofs_loop
     assert caps.overlay
+
+
+@pytest.mark.parametrize("mode", ["erofs", "dirs", "flat"])
+def test_multilayer_fixture(no_leaks: Path, mode: str) -> None:
+    from tests.conftest import built_fixture
+
+    cs = ContentStore(no_leaks / "root")
+    import_layout(cs, ImageStore(cs.root), built_fixture("oci", "multilayer.tar"))
+    target = no_leaks / "rootfs"
+    handle = prepare_rootfs(cs, "runwasm/multilayer", target, f"fx-{mode}", mode=mode)
+    try:
+        assert (target / "etc/os-release").read_text() == "ID=top\n"
+        assert not (target / "etc/motd").exists()
+        assert not (target / "etc/motd").is_symlink()
+        assert sorted(os.listdir(target / "var/cache")) == ["c"]
+        assert os.stat(target / "etc/hosts").st_ino == os.stat(target / "etc/hosts.link").st_ino
+        assert os.getxattr(target / "etc/hosts", "user.origin") == b"base"
+        assert os.major(os.lstat(target / "dev/null").st_rdev) == 1
+    finally:
+        handle.release()
