@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     from runwasm.shim import flags as flagmod
 
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["_runwasm_serve"]:
+    flags = flagmod.parse(args)
+    if flags.action == "_runwasm_serve":
         from runwasm.shim.server_main import serve_main
 
         return serve_main()
-    flags = flagmod.parse(args)
     if flags.version:
         from runwasm.shim.version import REVISION, VERSION
 

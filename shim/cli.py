@@ -51,7 +51,7 @@ def _run(ns: argparse.Namespace) -> int:
             try:
                 result = await run_task(h, cid, bundle)
             except asyncio.CancelledError:
-                print(f"runwasm: interrupted; task {cid} killed", file=sys.stderr)
+                print(f"runwasm: interrupted; task {cid} was killed and deleted", file=sys.stderr)
                 return 130
             finally:
                 if release is not None:

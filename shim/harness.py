@@ -250,30 +250,53 @@ async def connected(address: str, version: int) -> AsyncIterator[TaskClient]:
         await client.close()
 
 
+async def _teardown_task(t: TaskClient, container_id: str, created: bool) -> None:
+    """What containerd does after a failed or interrupted run: kill, delete, shutdown (best effort)."""
+    with contextlib.suppress(Exception):
+        if created:
+            with contextlib.suppress(Exception):
+                await t.call("Kill", pb.KillRequest(id=container_id, signal=9), empty_pb2.Empty, timeout=3)
+            with contextlib.suppress(Exception):
+                await t.call("Wait", pb.WaitRequest(id=container_id), pb.WaitResponse, timeout=5)
+            with contextlib.suppress(Exception):
+                await t.call("Delete", pb.DeleteRequest(id=container_id), pb.DeleteResponse, timeout=5)
+        await t.call("Shutdown", pb.ShutdownRequest(id=container_id), empty_pb2.Empty, timeout=3)
+
+
 async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int = 1, stderr: int = 2,
                    on_started: object = None, kill_after: float | None = None) -> TaskResult:
-    """Start the shim for ``bundle`` and run one task to completion, as ``ctr run --rm`` does."""
+    """Start the shim for ``bundle`` and run one task to completion, as ``ctr run --rm`` does.
+
+    On an error or cancellation the task is killed, deleted and the shim shut down (as containerd
+    does after a failed Create), then the binary's ``delete`` runs, and the error propagates.
+    """
     address, version = await h.shim_start(container_id, bundle)
     stdin_p, stdout_p, stderr_p = h.fifos(container_id)
     done = asyncio.Event()
     copiers = [asyncio.create_task(copy_fifo(stdout_p, stdout, done)),
                asyncio.create_task(copy_fifo(stderr_p, stderr, done))]
+    created_ok = False
     try:
         async with connected(address, version) as t:
-            created = await t.call("Create", pb.CreateTaskRequest(
-                id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p), pb.CreateTaskResponse)
-            waiter = asyncio.create_task(t.call("Wait", pb.WaitRequest(id=container_id), pb.WaitResponse))
-            await t.call("Start", pb.StartRequest(id=container_id), pb.StartResponse)
-            if callable(on_started):
-                on_started(t)
-            if kill_after is not None:
-                await asyncio.sleep(kill_after)
-                await t.call("Kill", pb.KillRequest(id=container_id, signal=9), empty_pb2.Empty)
-            waited = await waiter
-            done.set()
-            await asyncio.wait(copiers, timeout=5)
-            await t.call("Delete", pb.DeleteRequest(id=container_id), pb.DeleteResponse)
-            await t.call("Shutdown", pb.ShutdownRequest(id=container_id), empty_pb2.Empty, timeout=3)
+            try:
+                created = await t.call("Create", pb.CreateTaskRequest(
+                    id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p), pb.CreateTaskResponse)
+                created_ok = True
+                waiter = asyncio.create_task(t.call("Wait", pb.WaitRequest(id=container_id), pb.WaitResponse))
+                await t.call("Start", pb.StartRequest(id=container_id), pb.StartResponse)
+                if callable(on_started):
+                    on_started(t)
+                if kill_after is not None:
+                    await asyncio.sleep(kill_after)
+                    await t.call("Kill", pb.KillRequest(id=container_id, signal=9), empty_pb2.Empty)
+                waited = await waiter
+                done.set()
+                await asyncio.wait(copiers, timeout=5)
+                await t.call("Delete", pb.DeleteRequest(id=container_id), pb.DeleteResponse)
+                await t.call("Shutdown", pb.ShutdownRequest(id=container_id), empty_pb2.Empty, timeout=3)
+            except BaseException:
+                await _teardown_task(t, container_id, created_ok)
+                raise
     finally:
         done.set()
         for c in copiers:

@@ -75,9 +75,17 @@ def spawn_server(settings: Settings, sock: socket.socket, sock_path: str) -> int
         (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
         (os.POSIX_SPAWN_OPEN, 2, null, os.O_WRONLY, 0),
     ]
-    argv = [sys.executable, "-m", "runwasm.shim", SERVER_ACTION]
-    pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
-    return pid
+    # the server runs as this binary with -namespace/-id, like upstream shims, so `ps`/`pgrep -f
+    # containerd-shim-runwasm` show which container group it serves
+    ident = ["-namespace", settings.namespace, "-id", settings.id, SERVER_ACTION]
+    program = sys.argv[0]
+    if os.path.basename(program).startswith("containerd-shim-runwasm") and os.access(program, os.X_OK):
+        program = os.path.abspath(program)
+        argv = [program, *ident]
+    else:  # run as `python -m runwasm.shim`
+        program = sys.executable
+        argv = [program, "-m", "runwasm.shim", *ident]
+    return os.posix_spawn(program, argv, env, file_actions=actions, setsid=True)
 
 
 def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
