@@ -58,8 +58,9 @@ def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 # --- 1. ctr run --rm: runwasm vs runc ---------------------------------------------------------
 
 def bench_ctr(n: int, warmup: int) -> str:
+    from fixtures.images import busybox_image
     from tests.integration.daemon import RUNC_RUNTIME, RUNWASM_RUNTIME, Containerd, containerd_binary
-    from tests.integration.images import busybox_image, pack_wasm_image
+    from tests.integration.images import pack_wasm_image
 
     if containerd_binary() is None:
         return "ctr run: skipped (containerd binary not found on PATH)"
