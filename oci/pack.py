@@ -4,8 +4,9 @@ The image has one manifest, one config and one layer: a gzip'd tar holding the m
 ``/<stem>.wasm`` (so it lands in the rootfs containerd mounts), with ``Entrypoint`` set to
 ``["/<stem>.wasm"]``. The platform is ``wasip1/wasm`` (config and index descriptor), as
 runwasi's images use. containerd 1.6 ``ctr images import`` keeps only manifests matching the
-host platform unless told otherwise, so import with ``--all-platforms`` (or
-``--platform wasip1/wasm``); see ``docs`` in the package README for the tested command.
+host platform ("image might be filtered out"), so import with
+``ctr images import --all-platforms IMAGE.tar`` (or ``--platform wasip1/wasm``); after that
+``ctr run REF ID`` needs no ``--platform`` (tested with containerd 1.6.20).
 
 Output is deterministic: the same module, ref, args and env give the same bytes.
 """
