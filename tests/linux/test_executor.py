@@ -168,3 +168,20 @@ def test_destroy_after_parent_sigkill_leaves_nothing() -> None:
     import shutil
 
     shutil.rmtree(bundle)
+
+
+def test_cpu_nanocores_of_a_busy_container() -> None:
+    b = Bundle(base_config(["sh", "-c", "while :; do :; done"]))
+    try:
+        init = _start(b)
+        assert b.container.cpu_nanocores() is None
+        b.container.sample_cpu()
+        time.sleep(1.05)
+        b.container.sample_cpu()
+        cores = b.container.cpu_nanocores()
+        assert cores is not None
+        assert 0.5e9 < cores < 1.2e9, cores  # one busy shell: about one core
+        b.container.kill_all(signal.SIGKILL)
+        assert init.wait().status == 137
+    finally:
+        b.cleanup()
