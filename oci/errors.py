@@ -11,7 +11,8 @@ Tree::
     ├── FailedPreconditionError   the state does not allow the operation (e.g. image in use)
     └── UnavailableError          the kernel or a tool lacks a feature (EROFS, overlay, dm)
 
-``runwasm.shim.errors`` maps these classes to google.rpc codes; messages follow the form
+Each class carries ``status`` (its meaning, spelled like a google.rpc code); ``runwasm.shim.errors``
+maps that to the code; messages follow the form
 "failed to <verb> <object>: <cause>" with ids, paths and digests quoted with ``!r``.
 """
 
@@ -32,17 +33,25 @@ __all__ = [
 class OciError(Exception):
     """Base class of all errors raised by ``runwasm.oci``."""
 
+    status = "internal"
+
 
 class NotFoundError(OciError):
     """A blob, image, layer, mount or state record does not exist."""
+
+    status = "not_found"
 
 
 class AlreadyExistsError(OciError):
     """An image name, blob or mountpoint is already in use."""
 
+    status = "already_exists"
+
 
 class InvalidArgumentError(OciError):
     """Malformed input: JSON document, tar stream, digest, reference or path."""
+
+    status = "invalid_argument"
 
 
 class DigestMismatchError(InvalidArgumentError):
@@ -56,6 +65,10 @@ class UnsupportedMediaTypeError(InvalidArgumentError):
 class FailedPreconditionError(OciError):
     """The current state forbids the operation (image in use, target not empty, ...)."""
 
+    status = "failed_precondition"
+
 
 class UnavailableError(OciError):
     """A kernel feature or system tool needed for the operation is missing."""
+
+    status = "unavailable"
