@@ -28,7 +28,8 @@ def _params(**kw: object) -> bytes:
         containerd_grpc_address="/p/containerd.sock", containerd_binary="/p/bin/containerd",
         socket_dir="/p/s")
     base.update(kw)
-    return bootstrap_pb2.BootstrapParams(**base).SerializeToString()  # type: ignore[arg-type]
+    data: bytes = bootstrap_pb2.BootstrapParams(**base).SerializeToString()  # type: ignore[arg-type,unused-ignore]
+    return data
 
 
 def test_real_23_params() -> None:

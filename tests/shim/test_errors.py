@@ -22,8 +22,9 @@ SHIM_EXPECTED: dict[type[BaseException], int] = {
 
 
 def _subclasses(cls: type) -> list[type]:
-    out = [cls]
-    for sub in cls.__subclasses__():
+    out: list[type] = [cls]
+    subs: list[type] = cls.__subclasses__()
+    for sub in subs:
         out += _subclasses(sub)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 from google.protobuf import empty_pb2
 from runwasm.shim import tracing

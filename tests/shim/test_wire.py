@@ -20,7 +20,7 @@ def _params(**kw: object) -> bootstrap_pb2.BootstrapParams:
         containerd_grpc_address="/run/containerd/containerd.sock", containerd_binary="/usr/bin/containerd",
         socket_dir="/run/containerd/s")
     base.update(kw)
-    return bootstrap_pb2.BootstrapParams(**base)  # type: ignore[arg-type]
+    return bootstrap_pb2.BootstrapParams(**base)  # type: ignore[arg-type,unused-ignore]
 
 
 @pytest.mark.parametrize("level", [-8, -4, 0, 4, 8, 10, 12, -100, 1 << 30])
@@ -45,7 +45,7 @@ def test_decode_params_socket_dir_presence() -> None:
 def test_negative_varint_is_ten_bytes(value: int) -> None:
     enc = wire.enc_varint(value)
     assert len(enc) == 10
-    ref = bootstrap_pb2.BootstrapParams(log_level=value).SerializeToString()  # type: ignore[arg-type]
+    ref = bootstrap_pb2.BootstrapParams(log_level=value).SerializeToString()  # type: ignore[arg-type,unused-ignore]
     assert ref == b"\x18" + enc
     assert wire.expect_int(3, wire.VARINT, wire._varint(enc, 0)[0], signed=True) == value
 

@@ -27,18 +27,18 @@ GROUP_ANNOTATION = "io.containerd.runwasm.v1.group"
 
 
 def wasm(name: str) -> Path:
-    return built_fixture("wasm", name)
+    return Path(built_fixture("wasm", name))
 
 
 def make_bundle(h: Harness, cid: str, module: str, args: Sequence[str] = (), env: Sequence[str] = (),
                 annotations: dict[str, str] | None = None) -> Path:
-    bundle = h.new_bundle(cid)
+    bundle = Path(h.new_bundle(cid))
     bundlemod.make_wasm_bundle(bundle, wasm(module), list(args), list(env), annotations=annotations)
     return bundle
 
 
 def raw_bundle(h: Harness, cid: str, config: dict[str, Any] | str, files: dict[str, bytes] | None = None) -> Path:
-    bundle = h.new_bundle(cid)
+    bundle = Path(h.new_bundle(cid))
     rootfs = bundle / "rootfs"
     rootfs.mkdir()
     for name, data in (files or {}).items():
