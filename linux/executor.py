@@ -11,12 +11,18 @@ Lifecycle (shim side)::
     xl = c.prepare_exec(exec_id, process)                # Exec; spawn it the same way
     c.pids() / c.kill_all(sig) / c.stats() / c.update(resources_json) / c.pause() / c.resume()
     w = c.oom_watcher()                                  # fd for loop.add_reader (oom.py)
+    c.sample_cpu()                                       # from a periodic timer (>= 1 s apart kept)
+    c.cpu_nanocores()                                    # CRI usage_nano_cores; None before 2 samples
     c.destroy()                                          # idempotent; also from LinuxContainer.load()
 
 State: ``<state_dir>/linux-state.json`` records the cgroup directories prepare() created, the
 rootfs, whether the container had its own mount namespace, the init pid and the spec's
 poststop hooks, so ``LinuxContainer.load(state_dir).destroy()`` cleans up after a SIGKILLed
 shim. Processes left in the cgroup are SIGKILLed by destroy().
+
+The cgroup operations themselves live in ``task_cgroup.TaskCgroup``, shared with Wasm tasks.
+Out of scope: cgroup v2 device rules (``linux.resources.devices`` needs an eBPF program on v2;
+they are logged and ignored there; v1 applies them through ``devices.allow/deny``).
 """
 
 from __future__ import annotations
