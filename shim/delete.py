@@ -55,6 +55,10 @@ def cleanup_bundle(bundle: Path, container_id: str) -> tuple[int, int]:
             from runwasm.shim.linux_cleanup import destroy_recorded
 
             destroy_recorded(bundle, state)
+        elif state.kind == "wasm":
+            from runwasm.linux.task_cgroup import destroy_recorded as destroy_wasm_cgroup
+
+            destroy_wasm_cgroup(bundle)  # logs its errors, never raises
     _umount(str(bundle / "rootfs"))
     return pid, status
 

@@ -94,7 +94,7 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object) ->
 
         assert isinstance(spec, RuntimeSpec)
         if kind == "wasm":
-            return WasmBackend(cid, spec, rootfs, cache_dir)
+            return WasmBackend(cid, spec, rootfs, cache_dir, namespace=settings.namespace, bundle=bundle)
         if kind == "linux":
             from runwasm.shim.linux_backend import LinuxBackend
 

@@ -116,8 +116,7 @@ def test_wasm_task_growing_memory_is_oom_killed_and_reported_first() -> None:
     assert not list(MEM.glob(f"runwasm/*/{cid}"))
 
 
-@pytest.mark.xfail(strict=True, reason="shim/delete.py calls the cleanup only for kind 'linux' so far; "
-                   "it must call runwasm.linux.task_cgroup.destroy_recorded(bundle) for 'wasm'")
+@pytest.mark.privileged
 def test_wasm_task_cgroup_is_removed_by_delete_after_shim_sigkill() -> None:
     cid = f"wkill-{os.getpid()}"
     cg = MEM / "runwasm" / "wasmtest" / cid
