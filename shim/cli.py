@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _run(ns: argparse.Namespace) -> int:
@@ -44,6 +45,8 @@ def _run(ns: argparse.Namespace) -> int:
                 bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
             else:  # an image reference in runwasm's store
                 release = await asyncio.to_thread(_image_bundle, ns, bundle, cid, env, dirs)
+            # pyroute2's synchronous API runs its own event loop: keep it off ours
+            net = await asyncio.to_thread(_join_new_netns, bundle, cid) if ns.net else None
             loop = asyncio.get_running_loop()
             task = asyncio.current_task()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -54,6 +57,8 @@ def _run(ns: argparse.Namespace) -> int:
                 print(f"runwasm: interrupted; task {cid} was killed and deleted", file=sys.stderr)
                 return 130
             finally:
+                if net is not None:
+                    await asyncio.to_thread(net.close)
                 if release is not None:
                     await asyncio.to_thread(release)
                 if ns.show_events:
@@ -92,6 +97,27 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
     return handle.release
 
 
+def _join_new_netns(bundle: Path, cid: str) -> Any:
+    """Create a network namespace with a veth pair to the host and make the container join it.
+
+    Addresses are a random link-local /30 (169.254.x.y), on the veth pair only."""
+    import json
+    import random
+
+    from runwasm.linux.network import create_netns_with_veth
+
+    x, y = random.randint(1, 254), random.randrange(0, 256, 4)
+    handle = create_netns_with_veth(f"rw{uuid.uuid4().hex[:9]}", f"169.254.{x}.{y + 1}", f"169.254.{x}.{y + 2}", 30)
+    path = bundle / "config.json"
+    spec = json.loads(path.read_text())
+    lin = spec.setdefault("linux", {})
+    lin["namespaces"] = [n for n in lin.get("namespaces", []) if n.get("type") != "network"]
+    lin["namespaces"].append({"type": "network", "path": handle.path})
+    path.write_text(json.dumps(spec, indent=2))
+    print(f"runwasm: container {cid} network: {handle.ns_ip} (host side {handle.host_ip})", file=sys.stderr)
+    return handle
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwasm", description="WebAssembly-first containerd shim: tools and harness")
     p.add_argument("--debug", action="store_true", help="verbose logging")
@@ -102,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dir", action="append", metavar="HOST:GUEST", help="make a host directory visible")
     run.add_argument("--id", help="container id (default: random)")
     run.add_argument("--keep", action="store_true", help="keep the harness state directory")
+    run.add_argument("--net", action="store_true",
+                     help="give the container its own network namespace with a veth pair to the host")
     run.add_argument("--show-events", action="store_true", help="print the events the shim published")
     run.add_argument("--root", help="image store root (default $RUNWASM_ROOT or /var/lib/runwasm)")
     run.add_argument("--rootfs-mode", default="auto", choices=("auto", "erofs", "dirs", "flat"),
