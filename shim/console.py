@@ -67,6 +67,12 @@ class Console:
             log.warning("console input dropped: %s", err)
 
     def resize(self, width: int, height: int) -> None:
+        """Set the window size. After close() (the process hung up) it does nothing, as runc's
+        shim: ctr sends ResizePty right after Start, racing a short-lived process, and the
+        master's fd number may already belong to another file."""
+        if self.closed:
+            log.debug("console resize to %dx%d ignored: the pty is closed", width, height)
+            return
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
     def close(self) -> None:
