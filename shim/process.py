@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,8 @@ class Proc:
     pty: int | None = None  # pty master sent by the workload with its ready (terminal=true)
     console: Any = None  # runwasm.shim.console.Console once the pty is being copied
     announced: bool = False  # TaskCreate/TaskExecAdded published: exits are published too
+    _watched_fd: int = -1
+    _on_executed: Callable[[], None] | None = None
 
     @property
     def what(self) -> str:
@@ -112,18 +115,50 @@ class Proc:
         if msg["type"] != "ready":
             raise UnavailableError(f"{self.what}: unexpected control message {json.dumps(msg)[:100]}")
 
-    def send_start(self) -> None:
-        """Tell the workload to run user code, then drop the control channel."""
+    def send_start(self, on_executed: Callable[[], None] | None = None) -> None:
+        """Tell the workload to run user code.
+
+        Without ``on_executed`` the control channel is dropped at once. With it, the channel is
+        kept until the workload closes its end (a Linux workload's control fd is close-on-exec,
+        so that is the moment its user process has been executed) or exits, and then
+        ``on_executed`` is called once: that is when poststart hooks run.
+        """
         assert self.control is not None
         try:
             control.send(self.control, {"type": "start"})
-        finally:
+        except BaseException:
             self.close_control()
+            raise
+        if on_executed is None:
+            self.close_control()
+            return
+        loop = asyncio.get_running_loop()
+        fd = self.control.fileno()
+
+        def readable() -> None:
+            try:
+                data = self.control.recv(control.MAX_PACKET) if self.control is not None else b""
+            except OSError:
+                data = b""
+            if not data:
+                self.close_control()
+
+        loop.add_reader(fd, readable)
+        self._watched_fd = fd
+        self._on_executed = on_executed
 
     def close_control(self) -> None:
+        """Drop the control channel; a pending ``on_executed`` runs now (exec done, or the
+        workload already exited)."""
+        if self._watched_fd >= 0:
+            asyncio.get_running_loop().remove_reader(self._watched_fd)
+            self._watched_fd = -1
         if self.control is not None:
             self.control.close()
             self.control = None
+        callback, self._on_executed = self._on_executed, None
+        if callback is not None:
+            callback()
 
     def on_exit(self, status: int, when_ns: int) -> bool:
         """Record the exit; returns False if it was already recorded."""

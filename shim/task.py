@@ -236,9 +236,7 @@ class TaskService:
     async def start(self, cid: str, exec_id: str) -> int:
         c, p = self._proc(cid, exec_id)
         p.state = transition(p.state, Op.START, p.what)
-        p.send_start()
-        if not exec_id:
-            c.backend.started()
+        p.send_start(c.backend.started if not exec_id else None)
         # synchronously after sending start: TaskStart is queued before any TaskExit can be
         self._publish(ev.task_exec_started(cid, exec_id, p.pid) if exec_id else ev.task_start(cid, p.pid))
         return p.pid

@@ -248,3 +248,20 @@ def run_runc(config: dict[str, Any]) -> Run:
         return Run(p.returncode, p.stdout, p.stderr)
     finally:
         shutil.rmtree(b.dir, ignore_errors=True)
+
+
+def drop_subreaper() -> None:
+    """Undo ``spawn``'s subreaper setting and reap orphans it collected, so that later tests in
+    this pytest process (which start real shims whose servers must be re-parented to init, not to
+    pytest) see the process as it was."""
+    global _subreaper
+    if _subreaper:
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 0)
+        _subreaper = False
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
