@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from runwasm.shim import mounts as m
+from runwasm.linux import syscalls as m
+from runwasm.linux.mounts import MountOptions, parse_options
+from runwasm.shim import mounts
 from runwasm.shim.errors import InvalidArgumentError
 
 
@@ -40,7 +42,8 @@ from runwasm.shim.errors import InvalidArgumentError
      m.MS_SLAVE | m.MS_REC, "size=10m,mode=755"),
 ])
 def test_parse_options(options: list[str], flags: int, prop: int, data: str) -> None:
-    assert m.parse_options(options) == (flags, prop, data)
+    """The shim mounts containerd's rootfs with the Linux executor's parser."""
+    assert parse_options(options) == MountOptions(flags, (prop,) if prop else (), data)
 
 
 def test_flag_values_are_linux_constants() -> None:
@@ -60,16 +63,16 @@ def test_mount_rootfs_ro_bind_and_unmount(tmp_path: Path) -> None:
     src.mkdir()
     target.mkdir()
     (src / "f").write_text("x")
-    made = m.mount_rootfs([m.MountSpec("bind", str(src), ("rbind", "ro"))], str(target))
+    made = mounts.mount_rootfs([mounts.MountSpec("bind", str(src), ("rbind", "ro"))], str(target))
     try:
         assert made == [str(target)]
         assert (target / "f").read_text() == "x"
         with pytest.raises(OSError, match="Read-only"):
             (target / "g").write_text("y")
     finally:
-        m.unmount_all(made)
+        mounts.unmount_all(made)
     assert not _mounted(target)
-    m.unmount_all(made)  # idempotent
+    mounts.unmount_all(made)  # idempotent
 
 
 @pytest.mark.privileged
@@ -77,7 +80,7 @@ def test_mount_failure_is_invalid_argument_and_undone(tmp_path: Path) -> None:
     src, target = tmp_path / "src", tmp_path / "rootfs"
     src.mkdir()
     target.mkdir()
-    specs = [m.MountSpec("bind", str(src), ("bind",)), m.MountSpec("nosuchfs", "none", ())]
+    specs = [mounts.MountSpec("bind", str(src), ("bind",)), mounts.MountSpec("nosuchfs", "none", ())]
     with pytest.raises(InvalidArgumentError, match="failed to mount rootfs"):
-        m.mount_rootfs(specs, str(target))
+        mounts.mount_rootfs(specs, str(target))
     assert not _mounted(target)
