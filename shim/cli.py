@@ -88,13 +88,31 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
     handle = prepare_rootfs(ContentStore(root), ns.target, bundle / "rootfs", cid, mode=ns.rootfs_mode)
     try:
         cfg = handle.image.config.config
-        args = bundlemod.image_process(cfg.entrypoint, cfg.cmd, ns.args)
+        args = bundlemod.image_process(cfg.entrypoint, cfg.cmd, ns.args) if not handle.wasm_modules or \
+            cfg.entrypoint or cfg.cmd or ns.args else ["/module.wasm"]
+        if handle.wasm_modules:
+            _place_wasm_layer(handle.wasm_modules[-1], handle.rootfs, args[0])
         bundlemod.make_image_bundle(bundle, args, cfg.env, env, cfg.working_dir, cfg.user, dirs)
     except BaseException:
         handle.release()
         raise
     logging.getLogger(__name__).info("rootfs of %s prepared via %s", ns.target, handle.method)
     return handle.release
+
+
+def _place_wasm_layer(blob: Path, rootfs: Path, arg0: str) -> None:
+    """A Wasm-artifact image (module in an ``application/wasm`` layer, as runwasi's images are):
+    put the module where ``args[0]`` names it in the (writable) rootfs, unless a file is there."""
+    import shutil
+
+    from runwasm.wasm.detect import parse_entrypoint
+
+    path, _export = parse_entrypoint(arg0)
+    target = rootfs / path.lstrip("/")
+    if not path.startswith("/") or target.is_symlink() or target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(blob, target)
 
 
 def _join_new_netns(bundle: Path, cid: str) -> Any:
