@@ -57,4 +57,5 @@ def test_wasm_artifact_layer_image_runs(tmp_path: Path) -> None:
 def test_unknown_image_is_a_clear_error(tmp_path: Path) -> None:
     res = _runwasm(tmp_path / "store", "run", "no/such:image")
     assert res.returncode == 125
-    assert "'no/such:image'" in res.stderr and "not found" in res.stderr, res.stderr
+    assert "'no/such:image'" in res.stderr
+    assert "not found" in res.stderr
