@@ -32,14 +32,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runwasm.linux.cgroups import CGROUP_ROOT, Cgroup, CgroupV1, CgroupV2, detect, validate_path
 from runwasm.linux.errors import InvalidArgumentError, NotFoundError, SetupError
 from runwasm.linux.oom import OomWatcher, open_oom_watcher
 from runwasm.linux.resources import parse_resources
+
+if TYPE_CHECKING:  # types only: delete's cleanup path must not pay for the spec model import
+    from runwasm.oci.runtime_spec import Linux
 from runwasm.linux.stats import Metrics, read_metrics
-from runwasm.oci.runtime_spec import Linux
 
 log = logging.getLogger(__name__)
 
