@@ -123,6 +123,14 @@ class TaskService:
             theirs.close()
         return Proc(cid, exec_id, pid, stdio, ours)
 
+    @staticmethod
+    def _require_announced(p: Proc, op: str) -> None:
+        """Create/Exec of ``p`` is still awaiting the workload's ``ready``: Start would run user
+        code (and publish TaskStart) before TaskCreate/TaskExecAdded, and Delete would tear down
+        what Create is still building, so both are refused until it is done."""
+        if not p.announced:
+            raise FailedPreconditionError(f"{p.what}: cannot {op} while it is still being created")
+
     def _attach_console(self, p: Proc) -> None:
         if p.pty is not None:
             from runwasm.shim.console import Console
@@ -235,6 +243,7 @@ class TaskService:
 
     async def start(self, cid: str, exec_id: str) -> int:
         c, p = self._proc(cid, exec_id)
+        self._require_announced(p, "start")
         p.state = transition(p.state, Op.START, p.what)
         p.send_start(c.backend.started if not exec_id else None)
         # synchronously after sending start: TaskStart is queued before any TaskExit can be
@@ -277,6 +286,7 @@ class TaskService:
 
     async def delete(self, cid: str, exec_id: str) -> ExitInfo:
         c, p = self._proc(cid, exec_id)
+        self._require_announced(p, "delete")
         if p.state is State.CREATED and not p.exited.is_set():
             self._abort(p)  # deleting a never-started process kills it, as runc does
             await p.exited.wait()
@@ -318,6 +328,7 @@ class TaskService:
     async def exec(self, cid: str, exec_id: str, spec_json: bytes, stdio: StdioPaths) -> None:
         c = self._container(cid)
         validate_id(exec_id, "exec id")
+        self._require_announced(c.init, "exec into")
         if exec_id in c.execs:
             raise AlreadyExistsError(f"exec {exec_id!r} of container {cid!r} already exists")
         transition(c.init.state, Op.EXEC, c.init.what)
