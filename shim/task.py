@@ -89,6 +89,11 @@ class TaskService:
         self.containers: dict[str, Container] = {}
         self._creating: set[str] = set()
 
+    @property
+    def busy(self) -> bool:
+        """Containers are hosted or being created: the server must not exit (Shutdown)."""
+        return bool(self.containers or self._creating)
+
     # --- lookup --------------------------------------------------------------------------------
 
     def _container(self, cid: str) -> Container:

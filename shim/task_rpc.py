@@ -85,7 +85,7 @@ class TaskRpc:
         return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=task_pid, version=VERSION)
 
     async def Shutdown(self, r: pb.ShutdownRequest) -> Message:
-        if not self.s.containers:
+        if not self.s.busy:
             self._on_shutdown()
         return empty_pb2.Empty()
 

@@ -84,6 +84,7 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
     from runwasm.shim.errors import status_of
     from runwasm.shim.reaper import Reaper
     from runwasm.shim.task import CreateRequest, TaskService
+    from runwasm.shim.task_rpc import TaskRpc
     from runwasm.shim.zygote import Zygote
 
     nsutil.set_child_subreaper()
@@ -101,6 +102,8 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
         return backends[-1]
 
     service = TaskService("ns", zygote, reaper, lambda e: events.append(type(e).__name__), factory)
+    shutdowns: list[bool] = []
+    rpc = TaskRpc(service, lambda: shutdowns.append(True))
     bundle = _make_bundle(Path(tmp))
     out: dict[str, Any] = {}
 
@@ -117,6 +120,9 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
 
     try:
         create = asyncio.create_task(service.create(CreateRequest(id="c1", bundle=str(bundle))))
+        await asyncio.sleep(0)  # Create runs up to its first await: the zygote spawning the workload
+        await rpc.Shutdown(None)  # type: ignore[arg-type]
+        out["shutdown_while_spawning"] = bool(shutdowns)
         await settle()  # the workload is spawned and blocked on the gate
         if name == "start_during_create":
             out["start"] = await attempt(service.start("c1", ""))
@@ -130,6 +136,12 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
             out["create"] = await attempt(create)
             out["destroyed"] = backends[0].destroyed
             await attempt(service.kill("c1", "", 9, False))
+        elif name == "shutdown_during_create":
+            await rpc.Shutdown(None)  # type: ignore[arg-type]
+            out["shutdown_during_create"] = bool(shutdowns)
+            os.write(gate_w, b"xx")
+            out["create"] = await attempt(create)
+            await service.start("c1", "")
         elif name == "start_exec_during_exec":
             os.write(gate_w, b"x")
             await create
@@ -180,6 +192,14 @@ def test_delete_during_create_is_refused_and_create_completes(tmp_path: Path) ->
     assert res["create"] == "ok"
     assert res["destroyed"] == 0
     assert res["events"] == ["TaskCreate", "TaskExit", "TaskDelete"]
+
+
+def test_shutdown_waits_for_a_create_in_progress(tmp_path: Path) -> None:
+    res = _run("shutdown_during_create", tmp_path)
+    assert res["shutdown_while_spawning"] is False
+    assert res["shutdown_during_create"] is False
+    assert res["create"] == "ok"
+    assert res["events"] == ["TaskCreate", "TaskStart", "TaskExit", "TaskDelete"]
 
 
 def test_start_of_an_exec_being_added_is_refused(tmp_path: Path) -> None:
