@@ -13,7 +13,7 @@ from runwasm.oci.layout_import import import_layout
 from runwasm.oci.resolve import resolve
 from runwasm.oci.store import ContentStore
 
-from tests.oci.imagebuild import Entry, tar_layer, write_image
+from fixtures.oci.imagebuild import Entry, tar_layer, write_image
 
 
 @pytest.fixture

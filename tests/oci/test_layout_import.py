@@ -21,7 +21,7 @@ from runwasm.oci.pack import pack_wasm
 from runwasm.oci.resolve import resolve
 from runwasm.oci.store import ContentStore
 
-from tests.oci.imagebuild import Entry, Layer, tar_layer, write_image
+from fixtures.oci.imagebuild import Entry, Layer, tar_layer, write_image
 
 
 @pytest.fixture

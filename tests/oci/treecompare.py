@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from tests.oci.imagebuild import Entry
+from fixtures.oci.imagebuild import Entry
 
 
 def rich_entries(n_files: int = 2000) -> list[Entry]:

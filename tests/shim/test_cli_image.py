@@ -12,8 +12,8 @@ from runwasm.oci import mediatypes as mt
 from runwasm.oci.digest import Digest
 from runwasm.oci.image import Platform
 
+from fixtures.oci.imagebuild import Layer, write_image
 from tests.conftest import built_fixture
-from tests.oci.imagebuild import Layer, write_image
 
 RUNWASM = str(Path(sys.executable).parent / "runwasm")
 pytestmark = pytest.mark.privileged

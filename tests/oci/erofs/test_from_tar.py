@@ -14,7 +14,7 @@ from runwasm.oci.erofs.reader import ErofsImage
 from runwasm.oci.errors import DigestMismatchError, InvalidArgumentError
 from runwasm.oci.mounts.syscalls import mount_erofs_file, umount
 
-from tests.oci.imagebuild import Entry, make_tar
+from fixtures.oci.imagebuild import Entry, make_tar
 from tests.oci.treecompare import rich_entries, snapshot
 
 UUID = layer_uuid("sha256:" + "0" * 64)

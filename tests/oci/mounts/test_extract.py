@@ -9,7 +9,7 @@ import pytest
 from runwasm.oci.errors import InvalidArgumentError
 from runwasm.oci.mounts.extract import extract_tar
 
-from tests.oci.imagebuild import Entry, make_tar
+from fixtures.oci.imagebuild import Entry, make_tar
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction keeps owners and makes device nodes: needs root")
 

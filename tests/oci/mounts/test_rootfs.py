@@ -13,7 +13,7 @@ from runwasm.oci.mounts.syscalls import is_mountpoint
 from runwasm.oci.resolve import resolve
 from runwasm.oci.store import ContentStore
 
-from tests.oci.imagebuild import Entry, tar_layer, write_image
+from fixtures.oci.imagebuild import Entry, tar_layer, write_image
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")]
