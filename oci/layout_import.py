@@ -1,6 +1,9 @@
 """Import OCI image-layout tarballs (``docker save`` >= 25, ``skopeo copy oci-archive:``,
 ``pack-wasm``) into the content store and name the images they contain.
 
+Legacy ``docker save`` (< 25) / ``skopeo copy docker-archive:`` tarballs (only ``manifest.json``,
+no ``index.json``) are refused with an error that says how to convert them.
+
 Contract: every ``blobs/sha256/<hex>`` member is streamed into the store and verified against
 its name; then each ``index.json`` entry is resolved for the wanted platforms (blobs of other
 platforms may be absent) and its layers checked for presence, size and media type. Only then
@@ -125,7 +128,9 @@ def _import_locked(store: ContentStore, images: ImageStore, tar_path: Path, tota
             elif not member.isdir():
                 log.debug("import %s: ignoring member %r", tar_path, member.name)
     if "index.json" not in meta:
-        hint = " (legacy 'docker save' format; use docker >= 25 or skopeo)" if "manifest.json" in meta else ""
+        hint = (" (it has only manifest.json: a legacy 'docker save' / skopeo docker-archive tarball, which"
+                " runwasm does not import; re-save it with docker >= 25 or convert it with"
+                " 'skopeo copy docker-archive:FILE oci-archive:OUT.tar')") if "manifest.json" in meta else ""
         raise InvalidArgumentError(f"failed to import {str(tar_path)!r}: not an OCI image layout: no index.json{hint}")
     if "oci-layout" in meta:
         version = opt_str(loads_object(meta["oci-layout"]), "imageLayoutVersion", "oci-layout")

@@ -2,9 +2,13 @@
 # Debian packages runwasm's tests and demo use: a real containerd 1.6 and runc to compare
 # against, busybox-static for OCI test images, erofs-utils (fsck.erofs, dump.erofs) and
 # cryptsetup-bin (veritysetup) to cross-check the EROFS and dm-verity writers, libseccomp2 for
-# pyseccomp, hyperfine for benchmarks. Idempotent: installs only what is missing.
+# pyseccomp, hyperfine for benchmarks, skopeo and umoci (Debian 12: skopeo 1.9.3, umoci 0.4.7)
+# to build OCI image layouts and archives with real third-party tools, so tests/oci checks that
+# `runwasm image import` reads what they write and that skopeo reads what `pack-wasm` writes.
+# Idempotent: installs only what is missing.
 set -euo pipefail
-pkgs=(containerd runc busybox-static erofs-utils cryptsetup-bin libseccomp2 hyperfine util-linux iproute2 psmisc)
+pkgs=(containerd runc busybox-static erofs-utils cryptsetup-bin libseccomp2 hyperfine util-linux iproute2 psmisc
+      skopeo umoci)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
