@@ -210,13 +210,13 @@ class TaskService:
             backend.attach(proc.pid)
             await proc.wait_ready()
             self._attach_console(proc)
+            state.pid, state.pid_start_time = proc.pid, process_start_time(proc.pid)
+            state.save(bundle)
         except BaseException:
             self._abort(proc)
             await proc.exited.wait()
             self._teardown(container)
             raise
-        state.pid, state.pid_start_time = proc.pid, process_start_time(proc.pid)
-        state.save(bundle)
         proc.announced = True
         self._publish(ev.task_create(req, proc.pid))
         self._watch_oom(container)

@@ -41,6 +41,7 @@ class _Backend:
     def __init__(self, gates: dict[str, int]) -> None:
         self.gates = gates
         self.destroyed = 0
+        self.spawned = 0
 
     def plan_init(self) -> Any:
         from runwasm.shim.backends import Launch
@@ -54,7 +55,7 @@ class _Backend:
         return Launch(entry=ENTRY, payload={"code": 4}, extra_fds={"gate": self.gates["exec"]})
 
     def attach(self, pid: int) -> None:
-        pass
+        self.spawned = pid
 
     def started(self) -> None:
         pass
@@ -142,6 +143,14 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
             os.write(gate_w, b"xx")
             out["create"] = await attempt(create)
             await service.start("c1", "")
+        elif name == "state_save_fails_after_ready":
+            (bundle / "runwasm.json.tmp").mkdir()  # the post-ready save of the pid cannot write
+            os.write(gate_w, b"xx")
+            out["create"] = await attempt(create)
+            out["registered"] = "c1" in service.containers
+            out["destroyed"] = backends[0].destroyed
+            pid = backends[0].spawned
+            out["workload_gone"] = not Path(f"/proc/{pid}").exists()
         elif name == "start_exec_during_exec":
             os.write(gate_w, b"x")
             await create
@@ -157,7 +166,7 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
             await service.wait("c1", "e1")
             os.write(gate_w, b"x")
         if "c1" in service.containers:
-            await service.wait("c1", "")
+            await asyncio.wait_for(service.wait("c1", ""), 10)
             await service.delete("c1", "")
     finally:
         for fd in (gate_w, exec_w, init_r, exec_r):
@@ -208,3 +217,12 @@ def test_start_of_an_exec_being_added_is_refused(tmp_path: Path) -> None:
     assert res["exec"] == "ok"
     assert res["events"] == ["TaskCreate", "TaskStart", "TaskExecAdded", "TaskExecStarted", "TaskExit",
                              "TaskExit", "TaskDelete"]
+
+
+def test_create_failing_after_ready_releases_everything(tmp_path: Path) -> None:
+    res = _run("state_save_fails_after_ready", tmp_path)
+    assert res["create"] == "unknown"  # an I/O error of the server itself
+    assert res["registered"] is False
+    assert res["destroyed"] == 1
+    assert res["workload_gone"] is True
+    assert res["events"] == []
