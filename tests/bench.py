@@ -81,13 +81,14 @@ def bench_ctr(n: int, warmup: int) -> str:
         cases: list[tuple[str, str, str, tuple[str, ...], str]] = [
             ("runwasm  hello.wasm", wasm_ref, RUNWASM_RUNTIME, (), "hello from wasm\n"),
             ("runc     busybox /bin/true", bb_ref, RUNC_RUNTIME, ("/bin/true",), ""),
+            ("runwasm  busybox /bin/true", bb_ref, RUNWASM_RUNTIME, ("/bin/true",), ""),
         ]
         samples: dict[str, list[float]] = {c[0]: [] for c in cases}
         failures: dict[str, int] = {c[0]: 0 for c in cases}
         errors: list[str] = []
         for i in range(warmup + n):
             for label, ref, runtime, args, expect in cases:
-                cid = f"b{i}-{runtime.split('.')[-2]}"
+                cid = f"b{i}-{runtime.split('.')[-2]}-{'bb' if ref == bb_ref else 'w'}"
                 argv = d.ctr_argv(*d.run_args(ref, cid, *args, runtime=runtime))
                 t0 = time.perf_counter()
                 proc = subprocess.run(argv, capture_output=True, text=True, env=d.env(), timeout=60)
@@ -101,9 +102,11 @@ def bench_ctr(n: int, warmup: int) -> str:
     rows = [(t.label, f"{t.median * 1000:.1f}", f"{min(t.samples, default=float('nan')) * 1000:.1f}",
              f"{len(t.samples)}", f"{t.failures}") for t in timings]
     ratio = timings[0].median / timings[1].median
+    native = timings[2].median / timings[1].median
     out = [f"ctr run --rm through a private containerd 1.6 (n={n}, {warmup} warm-ups, interleaved)",
            _table(("case", "median ms", "min ms", "n", "fail"), rows),
-           f"ratio runwasm/runc (median): {ratio:.2f}x"]
+           f"ratio runwasm hello.wasm / runc busybox (median): {ratio:.2f}x",
+           f"ratio runwasm busybox / runc busybox, same image (median): {native:.2f}x"]
     out += [f"  error: {e}" for e in errors[:5]]
     return "\n".join(out)
 
