@@ -26,6 +26,8 @@ class Launch:
     payload: dict[str, Any]
     pidns: str | None = None
     extra_fds: dict[str, int] = field(default_factory=dict)
+    pty: bool = False  # the workload makes a pty and sends its master with ``ready``; the server
+    #                    then copies the stdio FIFOs itself instead of handing them over
 
 
 class Backend(Protocol):

@@ -15,8 +15,9 @@ from runwasm.oci.runtime_spec import Process, RuntimeSpec
 from runwasm.shim.backends import Launch
 
 
-def _launch(ll: LinuxLaunch) -> Launch:
-    return Launch(entry=ll.entry, payload=ll.payload, pidns=ll.pidns)
+def _launch(ll: LinuxLaunch, process: Process | None) -> Launch:
+    # the workload opens a pty exactly when the process asks for a terminal (runwasm.linux.terminal)
+    return Launch(entry=ll.entry, payload=ll.payload, pidns=ll.pidns, pty=bool(process and process.terminal))
 
 
 @dataclass
@@ -34,7 +35,7 @@ class LinuxBackend:
         return cls(cid, spec, bundle, rootfs, LinuxContainer(bundle, namespace=namespace))
 
     def plan_init(self) -> Launch:
-        return _launch(self.c.prepare(self.container_id, self.bundle, self.spec, self.rootfs))
+        return _launch(self.c.prepare(self.container_id, self.bundle, self.spec, self.rootfs), self.spec.process)
 
     def attach(self, pid: int) -> None:
         self.c.attach(pid, init=not self._init_attached)
@@ -44,7 +45,7 @@ class LinuxBackend:
         self.c.run_poststart()
 
     def plan_exec(self, exec_id: str, process: Process, init_pid: int) -> Launch:
-        return _launch(self.c.prepare_exec(exec_id, process))
+        return _launch(self.c.prepare_exec(exec_id, process), process)
 
     def pids(self, known: list[int]) -> list[int]:
         return self.c.pids()

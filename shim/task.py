@@ -117,8 +117,9 @@ class TaskService:
         ours, theirs = control.socketpair()
         ours.setblocking(False)
         try:
-            # with a terminal the workload gets the pty slave; the server copies the FIFOs
-            with opened(StdioPaths() if stdio.terminal else stdio) as fds:
+            # a workload that makes a pty gets its slave; the server copies the FIFOs. A Wasm task
+            # with terminal=true has no pty: it writes to the FIFOs itself.
+            with opened(StdioPaths() if launch.pty else stdio) as fds:
                 named = {"control": theirs.fileno(), **fds, **launch.extra_fds}
                 pid = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:

@@ -384,3 +384,21 @@ def test_distinct_groups_get_distinct_shims(legacy: bool) -> None:
         assert addrs[0] != addrs[1]
 
     run(legacy, body)
+
+
+def test_wasm_task_with_terminal_writes_to_the_stdout_fifo(legacy: bool) -> None:
+    """``ctr run -t`` of a Wasm image: no pty is made, the guest writes to the stdout FIFO."""
+    async def body(h: Harness) -> None:
+        bundle = e.make_bundle(h, "tty", "hello.wasm")
+        io = e.stdio(h, "tty")
+        async with e.shim(h, "tty", bundle) as t:
+            await t.call("Create", pb.CreateTaskRequest(id="tty", bundle=str(bundle), stdout=io.stdout,
+                                                        terminal=True), pb.CreateTaskResponse)
+            await e.start(t, "tty")
+            assert (await e.wait(t, "tty")).exit_status == 0
+            await e.delete(t, "tty")
+            await e.shutdown(t, "tty")
+        await io.finish()
+        assert io.output() == "hello from wasm\n"
+
+    run(legacy, body)
