@@ -22,10 +22,18 @@ log = logging.getLogger(__name__)
 
 class Console:
     def __init__(self, master: int, stdio: StdioPaths) -> None:
+        """Takes ownership of ``master``: if the FIFOs cannot be opened it is closed too."""
         self.master = master
         self._loop = asyncio.get_running_loop()
-        self._out = _open_out(stdio.stdout, "stdout") if stdio.stdout else -1
-        self._in = _open_in(stdio.stdin) if stdio.stdin else -1
+        self._out = self._in = -1
+        try:
+            self._out = _open_out(stdio.stdout, "stdout") if stdio.stdout else -1
+            self._in = _open_in(stdio.stdin) if stdio.stdin else -1
+        except BaseException:
+            for fd in (self._out, master):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         os.set_blocking(master, False)
         self._loop.add_reader(master, self._pump_out)
         if self._in >= 0:

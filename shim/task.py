@@ -141,8 +141,8 @@ class TaskService:
         if p.pty is not None:
             from runwasm.shim.console import Console
 
-            p.console = Console(p.pty, p.stdio)
-            p.pty = None
+            master, p.pty = p.pty, None  # the Console owns it now, also if it fails
+            p.console = Console(master, p.stdio)
 
     def resize_pty(self, cid: str, exec_id: str, width: int, height: int) -> None:
         _c, p = self._proc(cid, exec_id)
