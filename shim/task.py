@@ -250,8 +250,12 @@ class TaskService:
     async def start(self, cid: str, exec_id: str) -> int:
         c, p = self._proc(cid, exec_id)
         self._require_announced(p, "start")
-        p.state = transition(p.state, Op.START, p.what)
-        p.send_start(c.backend.started if not exec_id else None)
+        nxt = transition(p.state, Op.START, p.what)
+        try:
+            p.send_start(c.backend.started if not exec_id else None)
+        except control.ControlChannelError as err:  # died before start; the reaper has not run yet
+            raise FailedPreconditionError(f"{p.what}: workload exited before start") from err
+        p.state = nxt
         # synchronously after sending start: TaskStart is queued before any TaskExit can be
         self._publish(ev.task_exec_started(cid, exec_id, p.pid) if exec_id else ev.task_start(cid, p.pid))
         return p.pid

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,14 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
             out["destroyed"] = backends[0].destroyed
             pid = backends[0].spawned
             out["workload_gone"] = not Path(f"/proc/{pid}").exists()
+        elif name == "start_after_unreaped_death":
+            os.write(gate_w, b"xx")
+            pid = await create
+            os.kill(pid, 9)
+            while Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
+                time.sleep(0.005)  # noqa: ASYNC251 - not awaiting: the reaper must not run yet
+            out["start"] = await attempt(service.start("c1", ""))
+            out["state"] = service.containers["c1"].init.state.name
         elif name == "start_exec_during_exec":
             os.write(gate_w, b"x")
             await create
@@ -226,3 +235,10 @@ def test_create_failing_after_ready_releases_everything(tmp_path: Path) -> None:
     assert res["destroyed"] == 1
     assert res["workload_gone"] is True
     assert res["events"] == []
+
+
+def test_start_of_a_workload_dead_but_not_yet_reaped(tmp_path: Path) -> None:
+    res = _run("start_after_unreaped_death", tmp_path)
+    assert res["start"] == "failed_precondition"
+    assert res["state"] == "CREATED"
+    assert res["events"] == ["TaskCreate", "TaskExit", "TaskDelete"]
