@@ -147,6 +147,22 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
         sock.send(json.dumps(reply).encode())
 
 
+def _kill_abandoned(exchange: asyncio.Future[bytes]) -> None:
+    """The spawn was cancelled: SIGKILL the workload the zygote made anyway (the reaper collects it)."""
+    if exchange.cancelled() or exchange.exception() is not None:
+        return
+    try:
+        pid = int(json.loads(exchange.result()).get("pid", 0))
+    except (ValueError, AttributeError):
+        return
+    if pid > 0:
+        log.info("killing workload pid %d of a cancelled spawn", pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Zygote:
     """Server-side handle. ``start()`` before any thread exists; ``spawn()`` from the loop."""
 
@@ -179,19 +195,29 @@ class Zygote:
         req = json.dumps({"entry": entry, "payload": dict(payload), "names": list(fds),
                           "pidns": pidns}).encode()
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", list(fds.values())).tobytes())]
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            try:
-                self._sock.sendmsg([req], anc)
-                data = await loop.sock_recv(self._sock, 65536)
-            except OSError as err:
-                raise SpawnError(f"zygote unreachable: {err}") from err
+        # The exchange runs as a task of its own that keeps the lock until the reply is read:
+        # a caller cancelled mid-request (an RPC deadline) must not leave its reply queued for
+        # the next spawn, which would then take another workload's pid.
+        exchange = asyncio.ensure_future(self._exchange(self._sock, req, anc))
+        try:
+            data = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            exchange.add_done_callback(_kill_abandoned)
+            raise
         if not data:
             raise SpawnError("zygote exited")
         reply = json.loads(data)
         if "error" in reply:
             raise SpawnError(f"failed to create workload process: {reply['error']}")
         return int(reply["pid"])
+
+    async def _exchange(self, sock: socket.socket, req: bytes, anc: list[tuple[int, int, bytes]]) -> bytes:
+        async with self._lock:
+            try:
+                sock.sendmsg([req], anc)
+                return await asyncio.get_running_loop().sock_recv(sock, 65536)
+            except OSError as err:
+                raise SpawnError(f"zygote unreachable: {err}") from err
 
     def close(self) -> None:
         if self._sock is not None:

@@ -142,3 +142,51 @@ def test_new_pid_namespace_gives_pid_1() -> None:
     assert res["host_pid"] != 1
     assert res["watched_pid"] == res["host_pid"]
     assert res["status"] == 3
+
+
+async def _cancelled_spawn_scenario() -> dict[str, Any]:
+    """Cancel a spawn while the zygote is forking (an RPC deadline), then spawn again."""
+    from runwasm.shim import nsutil
+    from runwasm.shim.reaper import Reaper
+    from runwasm.shim.zygote import Zygote
+
+    nsutil.set_child_subreaper()
+    zygote = Zygote()
+    zygote.start()
+    loop = asyncio.get_running_loop()
+    reaper = Reaper()
+    reaper.install(loop)
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        first = asyncio.create_task(zygote.spawn(ENTRY, {"code": 0}, {"out": w1}))
+        await asyncio.sleep(0)  # the request is sent; the reply is not read yet
+        first.cancel()
+        try:
+            await first
+        except asyncio.CancelledError:
+            pass
+        os.close(w1)
+        pid = await asyncio.wait_for(zygote.spawn(ENTRY, {"code": 5}, {"out": w2}), 20)
+        os.close(w2)
+        exited: asyncio.Future[int] = loop.create_future()
+        reaper.watch(pid, lambda p, s, t: exited.set_result(s))
+        report = json.loads(os.read(r2, 65536))
+        status = await asyncio.wait_for(exited, 20)
+        return {"pid": pid, "report_pid": report["pid"], "status": status}
+    finally:
+        os.close(r1)
+        os.close(r2)
+        zygote.close()
+        await asyncio.sleep(0.05)
+        reaper.reap()
+
+
+def test_cancelled_spawn_does_not_hand_its_pid_to_the_next_spawn() -> None:
+    code = ("import asyncio, json; from tests.shim.test_zygote import _cancelled_spawn_scenario; "
+            "print(json.dumps(asyncio.run(_cancelled_spawn_scenario())))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert res["pid"] == res["report_pid"]
+    assert res["status"] == 5
