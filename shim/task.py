@@ -152,6 +152,8 @@ class TaskService:
 
     def _abort(self, proc: Proc) -> None:
         proc.close_control()  # EOF before start: the workload exits without running user code
+        if proc.exited.is_set():
+            return  # reaped: the pid may already belong to another process
         try:
             os.kill(proc.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from runwasm.shim.stdio import StdioPaths
+
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = "tests.shim.test_task:_entry"
 
@@ -242,3 +245,20 @@ def test_start_of_a_workload_dead_but_not_yet_reaped(tmp_path: Path) -> None:
     assert res["start"] == "failed_precondition"
     assert res["state"] == "CREATED"
     assert res["events"] == ["TaskCreate", "TaskExit", "TaskDelete"]
+
+
+def test_abort_of_a_reaped_process_signals_nobody() -> None:
+    """Once the reaper recorded an exit the pid may belong to another process: no SIGKILL."""
+    from runwasm.shim.process import Proc
+    from runwasm.shim.task import TaskService
+
+    other = subprocess.Popen(["sleep", "30"])  # stands in for a process that recycled the pid
+    try:
+        p = Proc("c1", "", other.pid, StdioPaths(), None)
+        p.on_exit(1, 0)
+        TaskService._abort(None, p)  # type: ignore[arg-type]
+        with pytest.raises(subprocess.TimeoutExpired):
+            other.wait(timeout=0.3)
+    finally:
+        other.kill()
+        other.wait()
