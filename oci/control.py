@@ -28,6 +28,8 @@ MAX_PACKET = 64 * 1024
 class ControlChannelError(Exception):
     """The peer sent something that is not a control message, or went away."""
 
+    status = "unavailable"
+
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
     """Return (shim end, workload end); both close-on-exec."""

@@ -326,8 +326,14 @@ class TaskService:
                 log.exception("teardown step of %s failed", c.id)
         try:
             c.backend.destroy()
-        finally:
+        except Exception:
+            # the container is gone for containerd either way; what is left stays recorded in the
+            # bundle, and the `delete` action containerd runs next tries the cleanup again
+            log.exception("failed to release the resources of container %s; `delete` will retry", c.id)
+        try:
             mounts.unmount_all(c.mounts)
+        except OSError:
+            log.exception("failed to unmount the rootfs of container %s; `delete` will retry", c.id)
 
     def state(self, cid: str, exec_id: str) -> tuple[Container, Proc]:
         return self._proc(cid, exec_id)

@@ -46,6 +46,7 @@ class _Backend:
         self.gates = gates
         self.destroyed = 0
         self.spawned = 0
+        self.fail_destroy = False
 
     def plan_init(self) -> Any:
         from runwasm.shim.backends import Launch
@@ -73,6 +74,8 @@ class _Backend:
 
     def destroy(self) -> None:
         self.destroyed += 1
+        if self.fail_destroy:
+            raise OSError(16, "cgroup busy (simulated)")
 
 
 def _make_bundle(root: Path) -> Path:
@@ -177,6 +180,14 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
                 await service.start("c1", "e1")
             await service.wait("c1", "e1")
             os.write(gate_w, b"x")
+        elif name == "destroy_fails_on_delete":
+            os.write(gate_w, b"xx")
+            await create
+            await service.start("c1", "")
+            await asyncio.wait_for(service.wait("c1", ""), 10)
+            backends[0].fail_destroy = True
+            out["delete"] = await attempt(service.delete("c1", ""))
+            out["registered"] = "c1" in service.containers
         if "c1" in service.containers:
             await asyncio.wait_for(service.wait("c1", ""), 10)
             await service.delete("c1", "")
@@ -262,3 +273,12 @@ def test_abort_of_a_reaped_process_signals_nobody() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_delete_reports_the_task_deleted_even_when_releasing_resources_fails(tmp_path: Path) -> None:
+    """containerd forgets the container after Delete; a failing cleanup is logged and retried by
+    the ``delete`` action, not turned into an error that leaves containerd and the shim disagreeing."""
+    out = _run("destroy_fails_on_delete", tmp_path)
+    assert out["delete"] == "ok"
+    assert out["registered"] is False
+    assert out["events"][-1] == "TaskDelete", out["events"]
