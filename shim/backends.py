@@ -66,6 +66,7 @@ class WasmBackend:
     namespace: str = "default"
     bundle: Path | None = None
     cgroups: bool = True
+    rootfs_readonly: bool = False  # runtime options WasmRootfsReadonly: on top of root.readonly
     kind: str = "wasm"
     sandbox: CgroupSandbox | None = None  # made by plan_init
 
@@ -79,7 +80,8 @@ class WasmBackend:
                          and os.path.isdir(m.source))
         payload = WasmTaskPayload(
             rootfs=str(self.rootfs), args=proc.args, env=proc.env, cwd=proc.cwd, preopens=preopens,
-            cache_dir=self.cache_dir, rootfs_readonly=bool(self.spec.root and self.spec.root.readonly))
+            cache_dir=self.cache_dir,
+            rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
         if self.cgroups and self.sandbox is None:
             from runwasm.linux.task_cgroup import CgroupSandbox
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -23,7 +24,7 @@ def _run(ns: argparse.Namespace) -> int:
     from runwasm.oci.errors import OciError
     from runwasm.shim import bundle as bundlemod
     from runwasm.shim.errors import ShimError
-    from runwasm.shim.harness import Harness, run_task
+    from runwasm.shim.harness import Harness, run_task, runtime_options
     from runwasm.shim.ttrpc.status import RpcError
 
     target = Path(ns.target)
@@ -52,7 +53,8 @@ def _run(ns: argparse.Namespace) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
             try:
-                result = await run_task(h, cid, bundle)
+                options = runtime_options(config_path=os.path.abspath(ns.runtime_config)) if ns.runtime_config else None
+                result = await run_task(h, cid, bundle, options=options)
             except asyncio.CancelledError:
                 print(f"runwasm: interrupted; task {cid} was killed and deleted", file=sys.stderr)
                 return 130
@@ -146,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dir", action="append", metavar="HOST:GUEST", help="make a host directory visible")
     run.add_argument("--id", help="container id (default: random)")
     run.add_argument("--keep", action="store_true", help="keep the harness state directory")
+    run.add_argument("--runtime-config", metavar="TOML",
+                     help="runtime options file, passed like ctr --runtime-config-path (see README)")
     run.add_argument("--net", action="store_true",
                      help="give the container its own network namespace with a veth pair to the host")
     run.add_argument("--show-events", action="store_true", help="print the events the shim published")

@@ -32,6 +32,16 @@ SHIM_BINARY = "containerd-shim-runwasm-v1"
 NAMESPACE = "runwasm"
 
 
+def runtime_options(config_path: str = "", config_body: str = "") -> Any:
+    """A ``runtimeoptions.v1.Options`` Any with containerd's bare type URL, as ``ctr
+    --runtime-config-path`` or a CRI options table produce it."""
+    from google.protobuf import any_pb2
+    from runwasm.shim.api.types.runtimeoptions.v1 import api_pb2
+
+    opts = api_pb2.Options(config_path=config_path, config_body=config_body)
+    return any_pb2.Any(type_url="runtimeoptions.v1.Options", value=opts.SerializeToString())
+
+
 def shim_command() -> list[str]:
     """The shim binary next to this interpreter (the venv's), else the one on PATH."""
     beside = Path(sys.executable).parent / SHIM_BINARY
@@ -147,22 +157,26 @@ class Harness:
 
         loop.add_reader(fd, drain)
 
-    async def shim_start(self, container_id: str, bundle: Path) -> tuple[str, int]:
-        """Run ``shim start`` as containerd would; returns (address, task API version)."""
+    async def shim_start(self, container_id: str, bundle: Path, options: Any = None) -> tuple[str, int]:
+        """Run ``shim start`` as containerd would; returns (address, task API version).
+
+        ``options`` (a google.protobuf.Any of runtime options) goes where containerd puts it: a
+        bootstrap extension (2.3), or the whole of stdin (legacy)."""
         self._log_fifo(bundle)
         argv = [*shim_command(), "-namespace", NAMESPACE, "-address", self.grpc_address,
                 "-publish-binary", "/usr/bin/containerd", "-id", container_id, "start"]
         env = dict(os.environ, TTRPC_ADDRESS=str(self.events_sock), GOMAXPROCS="2")
         if self.legacy:
             env["RUNWASM_SOCKET_DIR"] = str(self.socket_dir)
-            stdin = b""
+            stdin = options.SerializeToString() if options is not None else b""
         else:
             env.update(GRPC_ADDRESS=self.grpc_address, NAMESPACE=NAMESPACE, MAX_SHIM_VERSION="2")
             stdin = bootstrap_pb2.BootstrapParams(
                 instance_id=container_id, namespace=NAMESPACE, log_level=bootstrap_pb2.LOG_LEVEL_INFO,
                 containerd_version="2.3.4+runwasm-harness", containerd_ttrpc_address=str(self.events_sock),
                 containerd_grpc_address=self.grpc_address, containerd_binary="/usr/bin/containerd",
-                socket_dir=str(self.socket_dir)).SerializeToString()
+                socket_dir=str(self.socket_dir),
+                extensions=[bootstrap_pb2.Extension(value=options)] if options is not None else []).SerializeToString()
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=bundle, env=env, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -264,13 +278,14 @@ async def _teardown_task(t: TaskClient, container_id: str, created: bool) -> Non
 
 
 async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int = 1, stderr: int = 2,
-                   on_started: object = None, kill_after: float | None = None) -> TaskResult:
+                   on_started: object = None, kill_after: float | None = None,
+                   options: Any = None) -> TaskResult:
     """Start the shim for ``bundle`` and run one task to completion, as ``ctr run --rm`` does.
 
     On an error or cancellation the task is killed, deleted and the shim shut down (as containerd
     does after a failed Create), then the binary's ``delete`` runs, and the error propagates.
     """
-    address, version = await h.shim_start(container_id, bundle)
+    address, version = await h.shim_start(container_id, bundle, options)
     stdin_p, stdout_p, stderr_p = h.fifos(container_id)
     done = asyncio.Event()
     copiers = [asyncio.create_task(copy_fifo(stdout_p, stdout, done)),
@@ -280,7 +295,8 @@ async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int =
         async with connected(address, version) as t:
             try:
                 created = await t.call("Create", pb.CreateTaskRequest(
-                    id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p), pb.CreateTaskResponse)
+                    id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p, options=options),
+                    pb.CreateTaskResponse)
                 created_ok = True
                 waiter = asyncio.create_task(t.call("Wait", pb.WaitRequest(id=container_id), pb.WaitResponse))
                 await t.call("Start", pb.StartRequest(id=container_id), pb.StartResponse)

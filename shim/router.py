@@ -1,7 +1,8 @@
 """Decide, once per container, which executor runs it: wasmtime or the Linux executor.
 
 Rules, in order:
-1. The annotation ``io.containerd.runwasm.v1.executor`` = ``wasm`` | ``linux`` forces a choice.
+1. The annotation ``io.containerd.runwasm.v1.executor`` = ``wasm`` | ``linux`` forces a choice;
+   so does the runtime options' ``Executor`` (``shim/options.py``) when there is no annotation.
 2. ``process.args[0]`` (its path part: ``path#export`` names a Wasm export) is resolved inside
    the rootfs like execvp would (absolute, cwd-relative, or searched in the spec's PATH).
 3. A file starting with ``\\0asm`` (module or component) or WAT text goes to ``wasm``; an ELF
@@ -37,13 +38,16 @@ def _sniff(path: Path) -> bytes:
         return f.read(detect.SNIFF_BYTES)
 
 
-def route(spec: RuntimeSpec, rootfs: Path) -> Route:
+def route(spec: RuntimeSpec, rootfs: Path, default: str = "auto") -> Route:
+    """``default`` is the runtime options' ``Executor``; the per-container annotation wins over it."""
     forced = spec.annotations.get(EXECUTOR_ANNOTATION, "")
     if forced:
         if forced not in ("wasm", "linux"):
             raise InvalidArgumentError(
                 f"invalid annotation {EXECUTOR_ANNOTATION}={forced!r}: expected 'wasm' or 'linux'")
         return Route(forced, f"annotation {EXECUTOR_ANNOTATION}={forced}")  # type: ignore[arg-type]
+    if default in ("wasm", "linux"):
+        return Route(default, f"runtime options Executor={default}")  # type: ignore[arg-type]
     if spec.process is None or not spec.process.args:
         raise InvalidArgumentError("cannot choose an executor: process.args is empty in config.json")
     arg0 = spec.process.args[0]

@@ -50,7 +50,19 @@ def serve_main() -> int:
     if log_fd >= 0:
         os.dup2(log_fd, 2)
         os.close(log_fd)
-    logs.setup(2, debug=settings.debug, namespace=settings.namespace, container_id=settings.id)
+    from runwasm.shim.errors import InvalidArgumentError
+    from runwasm.shim.options import RuntimeOptions
+    from runwasm.shim.options import parse as parse_options
+
+    options_error = ""
+    try:
+        parsed = parse_options(settings.options, source="start options")
+    except InvalidArgumentError as err:  # start validated them already; never take the server down
+        parsed, options_error = None, str(err)
+    defaults = parsed.options if parsed is not None else RuntimeOptions()
+    logs.setup(2, debug=settings.debug or defaults.debug, namespace=settings.namespace, container_id=settings.id)
+    if options_error:
+        log.error("ignoring runtime options: %s", options_error)
     os.chdir("/")
     nsutil.set_child_subreaper()
     zygote = Zygote()
@@ -59,7 +71,7 @@ def serve_main() -> int:
     log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)
     try:
-        asyncio.run(_serve(settings, socket.socket(fileno=listen_fd), zygote))
+        asyncio.run(_serve(settings, socket.socket(fileno=listen_fd), zygote, defaults))
     finally:
         zygote.close()
         try:
@@ -70,11 +82,12 @@ def serve_main() -> int:
     return 0
 
 
-async def _serve(settings: Settings, listener: socket.socket, zygote: object) -> None:
+async def _serve(settings: Settings, listener: socket.socket, zygote: object, defaults: object) -> None:
     from runwasm.shim import tracing
     from runwasm.shim.backends import Backend, WasmBackend
     from runwasm.shim.errors import InvalidArgumentError
     from runwasm.shim.events import EventPublisher
+    from runwasm.shim.options import RuntimeOptions
     from runwasm.shim.reaper import Reaper
     from runwasm.shim.task import TaskService
     from runwasm.shim.task_rpc import TaskRpc, handlers
@@ -82,6 +95,7 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object) ->
     from runwasm.shim.zygote import Zygote
 
     assert isinstance(zygote, Zygote)
+    assert isinstance(defaults, RuntimeOptions)
     loop = asyncio.get_running_loop()
     reaper = Reaper()
     reaper.install(loop)
@@ -89,12 +103,14 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object) ->
     publisher.start()
     cache_dir = os.environ.get(WASM_CACHE_ENV)
 
-    def backend_factory(kind: str, cid: str, spec: object, bundle: Path, rootfs: Path) -> Backend:
+    def backend_factory(kind: str, cid: str, spec: object, bundle: Path, rootfs: Path,
+                        opts: RuntimeOptions) -> Backend:
         from runwasm.oci.runtime_spec import RuntimeSpec
 
         assert isinstance(spec, RuntimeSpec)
         if kind == "wasm":
-            return WasmBackend(cid, spec, rootfs, cache_dir, namespace=settings.namespace, bundle=bundle)
+            return WasmBackend(cid, spec, rootfs, opts.wasm_cache_dir or cache_dir, namespace=settings.namespace,
+                               bundle=bundle, rootfs_readonly=opts.wasm_rootfs_readonly)
         if kind == "linux":
             from runwasm.shim.linux_backend import LinuxBackend
 
@@ -104,7 +120,7 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object) ->
 
     service = TaskService(settings.namespace, zygote, reaper,
                           lambda event: publisher.publish(settings.namespace, event, tracing.outgoing()),  # type: ignore[arg-type]
-                          backend_factory)
+                          backend_factory, defaults)
     server: Server
 
     def shutdown() -> None:

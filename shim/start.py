@@ -93,6 +93,14 @@ def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
     settings = bootstrap.detect(flags, stdin, os.environ, os.getcwd())
     if not settings.id or not settings.namespace:
         raise StartError("start needs -id and -namespace (or containerd 2.3 bootstrap parameters on stdin)")
+    if settings.options is not None:  # a bad configuration fails here, where the user sees the message
+        from runwasm.shim import options
+        from runwasm.shim.errors import InvalidArgumentError
+
+        try:
+            options.parse(settings.options, source="runtime options")
+        except InvalidArgumentError as err:
+            raise StartError(str(err)) from err
     group = naming.group_id(naming.bundle_annotations(settings.bundle), settings.id)
     path = naming.socket_path(settings.socket_dir, settings.grpc_address, settings.namespace, group)
     address = "unix://" + path

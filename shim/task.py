@@ -35,6 +35,8 @@ from runwasm.shim.errors import (
     NotFoundError,
 )
 from runwasm.shim.ids import validate_id
+from runwasm.shim.options import RuntimeOptions
+from runwasm.shim.options import parse as parse_options
 from runwasm.shim.process import Proc
 from runwasm.shim.reaper import Reaper
 from runwasm.shim.state import Op, State, transition
@@ -45,7 +47,7 @@ from runwasm.shim.zygote import Zygote
 log = logging.getLogger(__name__)
 
 Publish = Callable[[object], None]
-BackendFactory = Callable[[str, str, RuntimeSpec, Path, Path], Backend]
+BackendFactory = Callable[[str, str, RuntimeSpec, Path, Path, RuntimeOptions], Backend]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class CreateRequest:
     rootfs: tuple[mounts.MountSpec, ...] = ()
     stdio: StdioPaths = StdioPaths()
     checkpoint: str = ""
+    options: tuple[str, bytes] | None = None  # CreateTaskRequest.options (type URL, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +83,13 @@ class Container:
 
 class TaskService:
     def __init__(self, namespace: str, zygote: Zygote, reaper: Reaper, publish: Publish,
-                 backend_factory: BackendFactory) -> None:
+                 backend_factory: BackendFactory, defaults: RuntimeOptions | None = None) -> None:
         self.namespace = namespace
         self._zygote = zygote
         self._reaper = reaper
         self._publish = publish
         self._backend_factory = backend_factory
+        self.defaults = defaults or RuntimeOptions()
         self.containers: dict[str, Container] = {}
         self._creating: set[str] = set()
 
@@ -177,6 +181,8 @@ class TaskService:
         from runwasm.shim import router
 
         bundle = Path(req.bundle)
+        parsed = parse_options(req.options, source=f"runtime options of container {req.id!r}")
+        opts = self.defaults.merged(parsed.options, parsed.given) if parsed else self.defaults
         spec = RuntimeSpec.load(bundle)
         made: list[str] = []
         if req.rootfs:
@@ -190,9 +196,9 @@ class TaskService:
         state = BundleState(id=req.id, mounts=made)
         try:
             state.save(bundle)
-            route = router.route(spec, rootfs)
+            route = router.route(spec, rootfs, opts.executor)
             log.info("container %s routed to %s: %s", req.id, route.kind, route.reason)
-            backend = self._backend_factory(route.kind, req.id, spec, bundle, rootfs)
+            backend = self._backend_factory(route.kind, req.id, spec, bundle, rootfs, opts)
             state.kind = route.kind
         except BaseException:
             mounts.unmount_all(made)

@@ -42,7 +42,8 @@ class TaskRpc:
         req = CreateRequest(
             id=r.id, bundle=r.bundle,
             rootfs=tuple(MountSpec(m.type, m.source, tuple(m.options)) for m in r.rootfs),
-            stdio=StdioPaths(r.stdin, r.stdout, r.stderr, r.terminal), checkpoint=r.checkpoint)
+            stdio=StdioPaths(r.stdin, r.stdout, r.stderr, r.terminal), checkpoint=r.checkpoint,
+            options=(r.options.type_url, r.options.value) if r.HasField("options") else None)
         return pb.CreateTaskResponse(pid=await self.s.create(req))
 
     async def Start(self, r: pb.StartRequest) -> Message:

@@ -1,0 +1,107 @@
+"""Runtime options: node-level configuration for runwasm, the way containerd passes it.
+
+containerd hands a runtime's options to the shim as a ``runtimeoptions.v1.Options`` ``Any``
+(shim-protocol.md §16): on ``start`` (2.3 bootstrap extension, or legacy stdin) and in every
+``CreateTaskRequest.options``. ``config_body`` holds the TOML of the CRI runtime's ``options``
+table; ``config_path`` names a TOML file (``ctr run --runtime-config-path``, or ``ConfigPath`` in
+the CRI table). Keys (all optional)::
+
+    Executor = "auto"            # "wasm" | "linux": route every container of this runtime there
+    WasmCacheDir = "/var/lib/runwasm/wasm-cache"   # compile cache directory
+    WasmRootfsReadonly = false   # preopen the rootfs read-only for Wasm guests
+    Debug = false                # debug logging in the shim server (start options only)
+
+Anything else is an error that names what was expected and what arrived: another options type
+(e.g. runc's ``containerd.runc.v1.Options``), a TOML syntax error, an unknown key or a wrong
+type. Parsed per container: Create's options override the server's start options.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from runwasm.shim import wire
+from runwasm.shim.errors import InvalidArgumentError
+
+TYPE_URL = "runtimeoptions.v1.Options"
+_KEYS = {"Executor": ("executor", str), "WasmCacheDir": ("wasm_cache_dir", str),
+         "WasmRootfsReadonly": ("wasm_rootfs_readonly", bool), "Debug": ("debug", bool)}
+EXECUTORS = ("auto", "wasm", "linux")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    executor: str = "auto"
+    wasm_cache_dir: str | None = None
+    wasm_rootfs_readonly: bool = False
+    debug: bool = False
+
+    def merged(self, other: RuntimeOptions | None, given: frozenset[str]) -> RuntimeOptions:
+        """``other``'s explicitly given fields over ours."""
+        if other is None:
+            return self
+        return replace(self, **{f.name: getattr(other, f.name) for f in fields(other) if f.name in given})
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedOptions:
+    options: RuntimeOptions
+    given: frozenset[str]  # field names the document set
+
+
+def _decode_any_options(value: bytes) -> tuple[str, str]:
+    config_path = config_body = ""
+    for num, wt, v in wire.fields(value):
+        if num == 2:
+            config_path = wire.expect_str(num, wt, v)
+        elif num == 3:
+            config_body = wire.expect_str(num, wt, v)
+    return config_path, config_body
+
+
+def parse(any_: tuple[str, bytes] | None, *, source: str = "runtime options") -> ParsedOptions | None:
+    """Parse an options ``Any`` (type URL, value); None when there are none."""
+    if any_ is None or not any_[0]:
+        return None
+    type_url, value = any_
+    if type_url.rsplit("/", 1)[-1] != TYPE_URL:
+        raise InvalidArgumentError(f"unsupported {source} type {type_url!r}: expected {TYPE_URL} "
+                                   "(configure runwasm with an options table or ConfigPath, not runc options)")
+    try:
+        config_path, body = _decode_any_options(value)
+    except wire.WireError as err:
+        raise InvalidArgumentError(f"invalid {source}: {TYPE_URL} does not decode: {err}") from err
+    where = f"{source} config_body"
+    if not body and config_path:
+        where = f"{source} config_path {config_path!r}"
+        try:
+            body = Path(config_path).read_text()
+        except OSError as err:
+            raise InvalidArgumentError(f"failed to read {where}: {err.strerror}") from err
+    return parse_toml(body, where)
+
+
+def parse_toml(text: str, where: str) -> ParsedOptions:
+    try:
+        doc: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InvalidArgumentError(f"invalid TOML in {where}: {err}") from err
+    unknown = sorted(set(doc) - set(_KEYS))
+    if unknown:
+        raise InvalidArgumentError(f"unknown keys in {where}: {unknown}; expected some of {sorted(_KEYS)}")
+    values: dict[str, Any] = {}
+    for key, raw in doc.items():
+        name, typ = _KEYS[key]
+        if not isinstance(raw, typ):
+            raise InvalidArgumentError(f"invalid {key} in {where}: expected a {typ.__name__}, got {raw!r}")
+        values[name] = raw
+    if values.get("executor", "auto") not in EXECUTORS:
+        raise InvalidArgumentError(f"invalid Executor in {where}: expected one of {list(EXECUTORS)}, "
+                                   f"got {values['executor']!r}")
+    if "wasm_cache_dir" in values and not values["wasm_cache_dir"].startswith("/"):
+        raise InvalidArgumentError(f"invalid WasmCacheDir in {where}: expected an absolute path, "
+                                   f"got {values['wasm_cache_dir']!r}")
+    return ParsedOptions(RuntimeOptions(**values), frozenset(values))

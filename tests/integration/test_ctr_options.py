@@ -1,0 +1,32 @@
+"""Runtime options from ``ctr run --runtime-config-path`` reach the shim (containerd 1.6: on start's
+stdin and in CreateTaskRequest.options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemon import Containerd
+
+pytestmark = pytest.mark.integration
+
+
+def test_config_file_selects_the_compile_cache(containerd: Containerd, wasm_images: dict[str, str],
+                                               tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cfg = tmp_path / "runwasm.toml"
+    cfg.write_text(f'WasmCacheDir = "{cache}"\n')
+    res = containerd.run(wasm_images["hello"], "opt1", extra=("--runtime-config-path", str(cfg)))
+    assert (res.returncode, res.stdout) == (0, "hello from wasm\n"), res.output
+    assert any(cache.rglob("*")), "the compile cache named in the runtime options stayed empty"
+
+
+def test_bad_config_file_is_reported_to_the_user(containerd: Containerd, wasm_images: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    cfg = tmp_path / "runwasm.toml"
+    cfg.write_text("Executor = 'native'\n")
+    res = containerd.run(wasm_images["hello"], "opt2", extra=("--runtime-config-path", str(cfg)))
+    assert res.returncode != 0
+    assert "invalid Executor" in res.output
+    assert "expected one of ['auto', 'wasm', 'linux']" in res.output
