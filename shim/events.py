@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
+
 from runwasm.shim.api.services.ttrpc.events.v1 import events_pb2
 from runwasm.shim.api.types import event_pb2
 from runwasm.shim.ttrpc.client import Client

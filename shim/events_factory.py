@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
+
 from runwasm.shim.api.events import task_pb2 as ev
 from runwasm.shim.api.types import mount_pb2
 

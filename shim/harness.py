@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import empty_pb2
+
 from runwasm.shim.api.runtime.bootstrap.v1 import bootstrap_pb2
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
 from runwasm.shim.api.services.ttrpc.events.v1 import events_pb2
@@ -36,6 +37,7 @@ def runtime_options(config_path: str = "", config_body: str = "") -> Any:
     """A ``runtimeoptions.v1.Options`` Any with containerd's bare type URL, as ``ctr
     --runtime-config-path`` or a CRI options table produce it."""
     from google.protobuf import any_pb2
+
     from runwasm.shim.api.types.runtimeoptions.v1 import api_pb2
 
     opts = api_pb2.Options(config_path=config_path, config_body=config_body)

@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
+
 from runwasm.shim import events_factory as ev
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
 from runwasm.shim.api.types.task import task_pb2

@@ -115,6 +115,7 @@ def bench_ctr(n: int, warmup: int) -> str:
 
 async def _harness_rates(tasks: int, inflight: int) -> list[tuple[str, int, int, float]]:
     from google.protobuf import empty_pb2
+
     from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
     from runwasm.shim.bundle import make_wasm_bundle
     from runwasm.shim.harness import Harness, connected, run_task
@@ -250,6 +251,7 @@ def runwasm_shim_pids(namespace: str, container_id: str) -> tuple[int, int | Non
 
 async def _harness_memory() -> list[Mem]:
     from google.protobuf import empty_pb2
+
     from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
     from runwasm.shim.bundle import make_wasm_bundle
     from runwasm.shim.harness import NAMESPACE, Harness, connected

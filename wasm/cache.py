@@ -32,6 +32,7 @@ from typing import Literal
 
 import wasmtime
 import wasmtime.component
+
 from runwasm.wasm.detect import Kind, classify_bytes, wat_flavour
 from runwasm.wasm.engine import ENGINE_FINGERPRINT, engine_identity, wasmtime_version
 from runwasm.wasm.errors import InvalidModuleError

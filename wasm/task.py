@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import wasmtime
 import wasmtime.component as wc
+
 from runwasm.wasm.cache import CompileCache
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
 from runwasm.wasm.engine import make_engine

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from google.protobuf.message import DecodeError
+
 from runwasm.shim.api.ttrpc import ttrpc_pb2
 from runwasm.shim.ttrpc.frame import Decoder, Event, MessageType, Oversized, encode_frame, oversized_text
 from runwasm.shim.ttrpc.status import Code, RpcError

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
+
 from runwasm.shim.api.ttrpc import ttrpc_pb2
 from runwasm.shim.ttrpc.frame import Decoder, MessageType, OversizedMessageError, encode_frame
 from runwasm.shim.ttrpc.status import Code, RpcError

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from runwasm.linux.executor import LinuxContainer
 from runwasm.oci.runtime_spec import parse_process
-
 from tests.linux.harness import Bundle, Started, base_config
 
 pytestmark = pytest.mark.privileged

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from runwasm.linux.errors import AlreadyExistsError, InvalidArgumentError
 from runwasm.linux.network import NETNS_DIR, create_netns_with_veth
-
 from tests.linux.harness import Bundle, Started, base_config
 
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from google.protobuf import empty_pb2
+
 from runwasm.linux.cgroups import CgroupV1, detect
 from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup, destroy_recorded
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
 from runwasm.shim.bundle import make_wasm_bundle
 from runwasm.shim.harness import Harness, TaskClient, connected, run_task
-
 from tests.conftest import built_fixture
 
 pytestmark = pytest.mark.privileged

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from runwasm.linux import syscalls as sc
 from runwasm.linux.cgroups import CgroupV2, validate_path
 from runwasm.linux.errors import InvalidArgumentError
@@ -13,7 +14,6 @@ from runwasm.linux.mounts import parse_options, secure_join
 from runwasm.linux.resources import parse_resources, v1_writes, v2_writes
 from runwasm.linux.stats import read_metrics
 from runwasm.oci.runtime_spec import RuntimeSpec, spec_to_json
-
 from tests.linux.harness import base_config
 
 

@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from fixtures.oci.imagebuild import Entry, tar_layer, write_image
 from runwasm.oci import mediatypes as mt
 from runwasm.oci.convert import convert_to_erofs
 from runwasm.oci.erofs.reader import ErofsImage
@@ -12,8 +14,6 @@ from runwasm.oci.images import ImageStore
 from runwasm.oci.layout_import import import_layout
 from runwasm.oci.resolve import resolve
 from runwasm.oci.store import ContentStore
-
-from fixtures.oci.imagebuild import Entry, tar_layer, write_image
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from runwasm.oci import mediatypes as mt
 from runwasm.oci.digest import Digest
 from runwasm.oci.errors import InvalidArgumentError

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from runwasm.oci.image_cli import add_image_commands
 
 

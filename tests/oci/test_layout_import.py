@@ -5,6 +5,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
+from fixtures.oci.imagebuild import Entry, Layer, tar_layer, write_image
 from runwasm.oci import mediatypes as mt
 from runwasm.oci.digest import Digest
 from runwasm.oci.errors import (
@@ -20,8 +22,6 @@ from runwasm.oci.layout_import import import_layout
 from runwasm.oci.pack import pack_wasm
 from runwasm.oci.resolve import resolve
 from runwasm.oci.store import ContentStore
-
-from fixtures.oci.imagebuild import Entry, Layer, tar_layer, write_image
 
 
 @pytest.fixture

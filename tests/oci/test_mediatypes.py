@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from runwasm.oci import mediatypes as mt
 from runwasm.oci.errors import UnsupportedMediaTypeError
 

@@ -8,11 +8,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from runwasm.oci import mediatypes as mt
 from runwasm.oci.errors import InvalidArgumentError, NotFoundError
 from runwasm.oci.image import ImageConfig, Index, Manifest
 from runwasm.oci.pack import pack_wasm
-
 from tests.oci.conftest import HELLO_WASM, Containerd
 
 

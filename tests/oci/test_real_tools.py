@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from runwasm.oci.mounts.rootfs import prepare_rootfs
 from runwasm.oci.mounts.syscalls import is_mountpoint
 from runwasm.oci.store import ContentStore

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from runwasm.oci.errors import InvalidArgumentError
 from runwasm.oci.reference import Reference
 

@@ -4,6 +4,7 @@ import io
 from pathlib import Path
 
 import pytest
+
 from runwasm.oci.digest import Digest
 from runwasm.oci.errors import DigestMismatchError, NotFoundError
 from runwasm.oci.store import ContentStore

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from runwasm.oci.errors import UnavailableError
 from runwasm.oci.verity import activation_available, format_verity, read_sidecar, require_activation
 

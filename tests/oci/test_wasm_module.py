@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from runwasm.oci.convert import convert_to_erofs
 from runwasm.oci.errors import NotFoundError
 from runwasm.oci.images import ImageStore
@@ -10,7 +11,6 @@ from runwasm.oci.layout_import import import_layout
 from runwasm.oci.pack import pack_wasm
 from runwasm.oci.store import ContentStore
 from runwasm.oci.wasm_module import module_bytes
-
 from tests.oci.conftest import HELLO_WASM
 
 

@@ -7,6 +7,7 @@ import os
 import pytest
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
+
 from runwasm.shim import bootstrap
 from runwasm.shim.api.runtime.bootstrap.v1 import bootstrap_pb2
 from runwasm.shim.api.types.runtimeoptions.v1 import api_pb2 as runtimeoptions_pb2

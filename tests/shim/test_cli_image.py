@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from fixtures.oci.imagebuild import Layer, write_image
 from runwasm.oci import mediatypes as mt
 from runwasm.oci.digest import Digest
 from runwasm.oci.image import Platform
-
-from fixtures.oci.imagebuild import Layer, write_image
 from tests.conftest import built_fixture
 
 RUNWASM = str(Path(sys.executable).parent / "runwasm")

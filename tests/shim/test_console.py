@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from runwasm.shim.console import Console
 from runwasm.shim.errors import InvalidArgumentError
 from runwasm.shim.stdio import StdioPaths

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+
 from runwasm.oci.runtime_spec import SpecError
 from runwasm.shim import errors as se
 from runwasm.shim.ttrpc.status import Code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from runwasm.shim.errors import InvalidArgumentError
 from runwasm.shim.ids import MAX_LENGTH, validate_id
 

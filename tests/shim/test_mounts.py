@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from runwasm.linux import syscalls as m
 from runwasm.linux.mounts import MountOptions, parse_options
 from runwasm.shim import mounts

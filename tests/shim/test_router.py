@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from runwasm.oci.runtime_spec import RuntimeSpec
 from runwasm.shim.errors import InvalidArgumentError, NotFoundError
 from runwasm.shim.router import EXECUTOR_ANNOTATION, route
-
 from tests.conftest import built_fixture
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import any_pb2
+
 from runwasm.shim.api.runtime.task.v3 import shim_pb2
 from runwasm.shim.api.types import introspection_pb2
 from runwasm.shim.api.types.runtimeoptions.v1 import api_pb2 as runtimeoptions_pb2

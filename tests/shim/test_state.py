@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from runwasm.shim.errors import FailedPreconditionError, NotFoundError
 from runwasm.shim.state import TRANSITIONS, Op, State, transition
 

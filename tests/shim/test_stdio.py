@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from runwasm.shim.errors import InvalidArgumentError
 from runwasm.shim.stdio import StdioPaths, opened
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from runwasm.shim.stdio import StdioPaths
 
 ROOT = Path(__file__).resolve().parents[2]

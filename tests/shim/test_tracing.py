@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 from google.protobuf import empty_pb2
+
 from runwasm.shim import tracing
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
 from runwasm.shim.bundle import make_wasm_bundle
 from runwasm.shim.harness import Harness, connected
-
 from tests.conftest import built_fixture
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

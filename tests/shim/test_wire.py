@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import any_pb2, timestamp_pb2
+
 from runwasm.shim import bootstrap, info, wire
 from runwasm.shim.api.runtime.bootstrap.v1 import bootstrap_pb2
 from runwasm.shim.api.runtime.task.v3 import shim_pb2

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import wasmtime
 import wasmtime.component
+
 from runwasm.wasm.cache import CACHE_ENV, DEFAULT_CACHE_DIR, CompileCache, cache_dir_from
 from runwasm.wasm.engine import make_engine
 from runwasm.wasm.errors import InvalidModuleError

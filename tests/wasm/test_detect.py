@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from runwasm.wasm.detect import classify, classify_bytes, parse_entrypoint, wat_flavour
 
 

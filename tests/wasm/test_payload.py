@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from runwasm.wasm.errors import STATUS_BY_KIND, InvalidPayloadError, WasmError
 from runwasm.wasm.payload import WasmTaskPayload
 

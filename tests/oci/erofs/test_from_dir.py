@@ -6,11 +6,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from fixtures.oci.imagebuild import make_tar
 from runwasm.oci.erofs.from_dir import dir_to_erofs
 from runwasm.oci.erofs.reader import ErofsImage
 from runwasm.oci.mounts.syscalls import mount_erofs_file, umount
-
-from fixtures.oci.imagebuild import make_tar
 from tests.oci.treecompare import rich_entries, snapshot
 
 pytestmark = [pytest.mark.privileged, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount")]

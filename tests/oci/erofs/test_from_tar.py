@@ -8,13 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from fixtures.oci.imagebuild import Entry, make_tar
 from runwasm.oci.digest import Digest
 from runwasm.oci.erofs.from_tar import layer_uuid, tar_to_erofs
 from runwasm.oci.erofs.reader import ErofsImage
 from runwasm.oci.errors import DigestMismatchError, InvalidArgumentError
 from runwasm.oci.mounts.syscalls import mount_erofs_file, umount
-
-from fixtures.oci.imagebuild import Entry, make_tar
 from tests.oci.treecompare import rich_entries, snapshot
 
 UUID = layer_uuid("sha256:" + "0" * 64)

@@ -6,10 +6,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from runwasm.oci.errors import InvalidArgumentError
-from runwasm.oci.mounts.extract import extract_tar
 
 from fixtures.oci.imagebuild import Entry, make_tar
+from runwasm.oci.errors import InvalidArgumentError
+from runwasm.oci.mounts.extract import extract_tar
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction keeps owners and makes device nodes: needs root")
 

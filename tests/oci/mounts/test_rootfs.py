@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from fixtures.oci.imagebuild import Entry, tar_layer, write_image
 from runwasm.oci.errors import FailedPreconditionError, InvalidArgumentError
 from runwasm.oci.images import ImageStore
 from runwasm.oci.layout_import import import_layout
@@ -12,8 +14,6 @@ from runwasm.oci.mounts.rootfs import cleanup_recorded, prepare_rootfs
 from runwasm.oci.mounts.syscalls import is_mountpoint
 from runwasm.oci.resolve import resolve
 from runwasm.oci.store import ContentStore
-
-from fixtures.oci.imagebuild import Entry, tar_layer, write_image
 
 pytestmark = [pytest.mark.privileged,
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import empty_pb2
+
 from runwasm.shim import bundle as bundlemod
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
 from runwasm.shim.harness import Harness, TaskClient, connected, copy_fifo

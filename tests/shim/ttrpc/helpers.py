@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from google.rpc import status_pb2
+
 from runwasm.shim.api.ttrpc import ttrpc_pb2
 from runwasm.shim.ttrpc.frame import Decoder, Event, Frame, MessageType, encode_frame
 from runwasm.shim.ttrpc.server import Handler, Server

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from google.rpc import status_pb2
+
 from runwasm.shim.api.ttrpc import ttrpc_pb2
 from runwasm.shim.ttrpc.client import Client, ClientClosedError
 from runwasm.shim.ttrpc.frame import MAX_MESSAGE, Decoder, Frame, MessageType, encode_frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from google.rpc import status_pb2
+
 from runwasm.shim.api.runtime.task.v3 import shim_pb2
 from runwasm.shim.api.ttrpc import ttrpc_pb2
 from runwasm.shim.ttrpc.frame import (

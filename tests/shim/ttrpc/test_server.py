@@ -11,6 +11,7 @@ import textwrap
 import uuid
 
 import pytest
+
 from runwasm.shim.ttrpc.client import Client, ClientClosedError
 from runwasm.shim.ttrpc.frame import MAX_MESSAGE, MessageType, encode_frame
 from runwasm.shim.ttrpc.server import Handler, Peer, RequestContext, Server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from runwasm.shim.ttrpc.frame import MAX_MESSAGE, Event, Frame, MessageType, Oversized
 from runwasm.shim.ttrpc.status import Code
 from runwasm.shim.ttrpc.streams import Dispatch, Reject, ServerStreams, Verdict
