@@ -339,3 +339,15 @@ class Containerd:
             for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: len(t[0]), reverse=True):
                 with contextlib.suppress(OSError):
                     os.rmdir(dirpath)
+
+
+def wait_status(daemon: Containerd, cid: str, want: str, timeout: float = 10.0) -> tuple[int, str]:
+    """Poll ``ctr task ls`` until task ``cid`` has status ``want``; returns (pid, status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = daemon.tasks().get(cid)
+        if got is not None and got[1] == want:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {cid!r} is {got}, expected {want} within {timeout}s")
+        time.sleep(0.05)

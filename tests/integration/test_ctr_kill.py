@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 
-from tests.integration.daemon import Containerd
+from tests.integration.daemon import Containerd, wait_status
 from tests.integration.watch import EventWatcher
 
 pytestmark = pytest.mark.integration
 
 
-def wait_status(daemon: Containerd, cid: str, want: str, timeout: float = 10.0) -> tuple[int, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = daemon.tasks().get(cid)
-        if got is not None and got[1] == want:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"task {cid!r} is {got}, expected {want} within {timeout}s")
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(("image", "sig"), [

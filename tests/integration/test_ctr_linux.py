@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.images import busybox_image
-from tests.integration.daemon import CGROUP_ROOT, SOCKET_DIR, Containerd, _alive, _env_of, _pids
+from tests.integration.daemon import CGROUP_ROOT, SOCKET_DIR, Containerd, _alive, _env_of, _pids, wait_status
 from tests.integration.watch import EventWatcher
 
 pytestmark = pytest.mark.integration
@@ -40,15 +40,6 @@ def busybox(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory) ->
     return BUSYBOX_REF
 
 
-def wait_status(daemon: Containerd, cid: str, want: str, timeout: float = 10.0) -> tuple[int, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = daemon.tasks().get(cid)
-        if got is not None and got[1] == want:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"task {cid!r} is {got}, expected {want} within {timeout}s")
-        time.sleep(0.05)
 
 
 def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
