@@ -23,6 +23,10 @@ from runwasm.shim.statefile import BundleState, process_start_time
 
 log = logging.getLogger(__name__)
 MNT_DETACH = 2
+# record files of runwasm.linux.executor (STATE_FILE) and runwasm.linux.task_cgroup (WASM_STATE_FILE),
+# named here so the common path imports neither (tests/shim/test_start_delete.py checks they agree)
+LINUX_RECORD = "linux-state.json"
+WASM_RECORD = "wasm-state.json"
 
 
 def _umount(path: str) -> None:
@@ -51,11 +55,13 @@ def cleanup_bundle(bundle: Path, container_id: str) -> tuple[int, int]:
                 pass
         for mnt in reversed(state.mounts):
             _umount(mnt)
-        if state.kind == "linux":
+        # the executors' records exist only while something is left to release: after a normal
+        # teardown they are gone, and delete need not pay for importing the cleanup code
+        if state.kind == "linux" and (bundle / LINUX_RECORD).exists():
             from runwasm.shim.linux_cleanup import destroy_recorded
 
             destroy_recorded(bundle, state)
-        elif state.kind == "wasm":
+        elif state.kind == "wasm" and (bundle / WASM_RECORD).exists():
             from runwasm.linux.task_cgroup import destroy_recorded as destroy_wasm_cgroup
 
             destroy_wasm_cgroup(bundle)  # logs its errors, never raises

@@ -100,3 +100,11 @@ def test_unknown_action(tmp_path: Path) -> None:
     p = _run(["-id", "c1", "frobnicate"], cwd=tmp_path)
     assert p.returncode == 2
     assert "'frobnicate'" in p.stderr.decode()
+
+
+def test_delete_knows_the_executors_record_files() -> None:
+    from runwasm.linux import executor, task_cgroup
+    from runwasm.shim import delete
+
+    assert delete.LINUX_RECORD == executor.STATE_FILE
+    assert delete.WASM_RECORD == task_cgroup.WASM_STATE_FILE
