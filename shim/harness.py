@@ -105,9 +105,16 @@ class Harness:
     # --- containerd's side -------------------------------------------------------------------
 
     async def __aenter__(self) -> Harness:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.start_events()
+        return self
+
+    def start_events(self) -> None:
+        """Serve ``Events.Forward`` on ``events_sock`` (containerd's ttrpc socket), recording envelopes."""
         import socket
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.events_sock.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(self.events_sock))
         sock.listen(64)
@@ -122,13 +129,19 @@ class Harness:
         self._server = Server({("containerd.services.events.ttrpc.v1.Events", "Forward"): forward})
         self._listener = sock
         self._serve_task = asyncio.get_running_loop().create_task(self._server.serve(sock))
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def stop_events(self) -> None:
+        """Stop the Events server and remove its socket, as a stopped containerd does."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        self._listener.close()
+            self._server = None
+            self._listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.events_sock.unlink()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_events()
         for fd in self._log_fds:
             os.close(fd)
         if self._own_dir and not self.keep:
