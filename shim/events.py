@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from runwasm.shim.api.services.ttrpc.events.v1 import events_pb2
 from runwasm.shim.api.types import event_pb2
 from runwasm.shim.ttrpc.client import Client
-from runwasm.shim.ttrpc.status import RpcError
+from runwasm.shim.ttrpc.status import Code, RpcError
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,20 @@ class EventPublisher:
                     self.sent += 1
                     break
                 except RpcError as err:
-                    log.error("containerd rejected event %s: %s", env.topic, err)
-                    break
+                    if err.code != Code.DEADLINE_EXCEEDED:
+                        log.error("containerd rejected event %s: %s", env.topic, err)
+                        break
+                    await self._retry_pause(env.topic, attempt := attempt + 1, err)
                 except (OSError, TimeoutError) as err:
-                    attempt += 1
-                    await self._drop_client()
-                    delay = min(0.05 * attempt, 1.0)
-                    if attempt == 1 or attempt % 20 == 0:
-                        log.warning("failed to publish %s (attempt %d): %s; retrying", env.topic, attempt, err)
-                    await asyncio.sleep(delay)
+                    await self._retry_pause(env.topic, attempt := attempt + 1, err)
             self._queue.task_done()
+
+    async def _retry_pause(self, topic: str, attempt: int, err: BaseException) -> None:
+        """After a failed send (containerd away or not answering): drop the connection, back off."""
+        await self._drop_client()
+        if attempt == 1 or attempt % 20 == 0:
+            log.warning("failed to publish %s (attempt %d): %s; retrying", topic, attempt, err)
+        await asyncio.sleep(min(0.05 * attempt, 1.0))
 
     async def close(self) -> None:
         """Drain the queue (bounded by drain_timeout), then stop the worker."""
