@@ -39,20 +39,20 @@ def _run(ns: argparse.Namespace) -> int:
     async def main() -> int:
         async with Harness(legacy=ns.legacy, keep=ns.keep) as h:
             bundle = h.new_bundle(cid)
-            release = None
-            if target.is_dir():
-                bundlemod.adopt_bundle(bundle, target, ns.args, env)
-            elif target.exists():
-                bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
-            else:  # an image reference in runwasm's store
-                release = await asyncio.to_thread(_image_bundle, ns, bundle, cid, env, dirs)
-            # pyroute2's synchronous API runs its own event loop: keep it off ours
-            net = await asyncio.to_thread(_join_new_netns, bundle, cid) if ns.net else None
+            release = net = None
             loop = asyncio.get_running_loop()
             task = asyncio.current_task()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
-            try:
+            try:  # everything prepared from here on is released in the finally, also on failure
+                if target.is_dir():
+                    bundlemod.adopt_bundle(bundle, target, ns.args, env)
+                elif target.exists():
+                    bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
+                else:  # an image reference in runwasm's store
+                    release = await asyncio.to_thread(_image_bundle, ns, bundle, cid, env, dirs)
+                # pyroute2's synchronous API runs its own event loop: keep it off ours
+                net = await asyncio.to_thread(_join_new_netns, bundle, cid) if ns.net else None
                 options = runtime_options(config_path=os.path.abspath(ns.runtime_config)) if ns.runtime_config else None
                 result = await run_task(h, cid, bundle, options=options)
             except asyncio.CancelledError:
@@ -128,12 +128,16 @@ def _join_new_netns(bundle: Path, cid: str) -> Any:
 
     x, y = random.randint(1, 254), random.randrange(0, 256, 4)
     handle = create_netns_with_veth(f"rw{uuid.uuid4().hex[:9]}", f"169.254.{x}.{y + 1}", f"169.254.{x}.{y + 2}", 30)
-    path = bundle / "config.json"
-    spec = json.loads(path.read_text())
-    lin = spec.setdefault("linux", {})
-    lin["namespaces"] = [n for n in lin.get("namespaces", []) if n.get("type") != "network"]
-    lin["namespaces"].append({"type": "network", "path": handle.path})
-    path.write_text(json.dumps(spec, indent=2))
+    try:
+        path = bundle / "config.json"
+        spec = json.loads(path.read_text())
+        lin = spec.setdefault("linux", {})
+        lin["namespaces"] = [n for n in lin.get("namespaces", []) if n.get("type") != "network"]
+        lin["namespaces"].append({"type": "network", "path": handle.path})
+        path.write_text(json.dumps(spec, indent=2))
+    except BaseException:
+        handle.close()
+        raise
     print(f"runwasm: container {cid} network: {handle.ns_ip} (host side {handle.host_ip})", file=sys.stderr)
     return handle
 

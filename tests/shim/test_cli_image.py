@@ -59,3 +59,23 @@ def test_unknown_image_is_a_clear_error(tmp_path: Path) -> None:
     assert res.returncode == 125
     assert "'no/such:image'" in res.stderr
     assert "not found" in res.stderr
+
+
+def test_image_rootfs_is_released_when_a_later_step_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``runwasm run --net IMAGE``: the network set-up failing after the rootfs was mounted
+    must not leave the rootfs mounted."""
+    from runwasm.shim import cli
+
+    root = tmp_path / "store"
+    tar = tmp_path / "hello.tar"
+    assert _runwasm(root, "image", "pack-wasm", str(built_fixture("wasm", "hello.wasm")), "-o", str(tar),
+                    "--name", "t/hello:2").returncode == 0
+    assert _runwasm(root, "image", "import", str(tar)).returncode == 0
+
+    def no_network(bundle: Path, cid: str) -> None:
+        raise OSError(1, "simulated: cannot create the network namespace")
+
+    monkeypatch.setattr(cli, "_join_new_netns", no_network)
+    monkeypatch.setenv("RUNWASM_ROOT", str(root))
+    assert cli.main(["run", "--net", "t/hello:2"]) == 125
+    assert _no_mounts_under(root)
