@@ -43,7 +43,7 @@ class HashingReader(io.RawIOBase):
 
     @property
     def digest(self) -> Digest:
-        return Digest("sha256", self.hasher.hexdigest())
+        return Digest.from_hasher(self.hasher)
 
 
 class _CheckedReader(io.RawIOBase):

@@ -34,7 +34,7 @@ def _sha256_file(path: os.PathLike[str]) -> Digest:
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
-    return Digest("sha256", h.hexdigest())
+    return Digest.from_hasher(h)
 
 
 def convert_to_erofs(store: ContentStore, images: ImageStore, src: str, dst: str, *, zstd: bool = False,

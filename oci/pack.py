@@ -14,7 +14,6 @@ Output is deterministic: the same module, ref, args and env give the same bytes.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import tarfile
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ def pack_wasm(module_path: Path, out_tar: Path, ref: str, *, args: list[str] | N
     name = module_path.stem + ".wasm"
     layer_tar = _layer_tar(name, module)
     layer_gz = _gzip(layer_tar)
-    diff_id = Digest("sha256", hashlib.sha256(layer_tar).hexdigest())
+    diff_id = Digest.of_bytes(layer_tar)
     layer = Descriptor(mt.OCI_LAYER_TAR_GZIP, Digest.of_bytes(layer_gz), len(layer_gz))
     config = ImageConfig(
         architecture=WASM_PLATFORM.architecture, os=WASM_PLATFORM.os, diff_ids=(diff_id,),

@@ -118,7 +118,7 @@ class ContentStore:
                         progress(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
-            got = Digest("sha256", h.hexdigest())
+            got = Digest.from_hasher(h)
             if expected_size is not None and size != expected_size:
                 raise DigestMismatchError(
                     f"failed to ingest blob {str(expected or got)!r}: size mismatch: expected"
