@@ -79,6 +79,7 @@ class Container:
     execs: dict[str, Proc] = field(default_factory=dict)
     on_teardown: list[Callable[[], object]] = field(default_factory=list)
     check_oom: Callable[[], None] | None = None
+    held_exit: object | None = None  # the init's TaskExit, waiting for its execs' exits
 
 
 class TaskService:
@@ -280,8 +281,25 @@ class TaskService:
                 log.warning("failed to record exit of %s in %s: %s", p.what, c.bundle, err)
         if c.check_oom is not None and not p.exec_id:
             c.check_oom()  # an OOM kill is reported before the exit it caused (CRI's OOMKilled)
-        if p.announced:
-            self._publish(ev.task_exit(c.id, p.exec_id or c.id, p.pid, status, when_ns))
+        if not p.announced:
+            return
+        exit_event = ev.task_exit(c.id, p.exec_id or c.id, p.pid, status, when_ns)
+        live_execs = [e.pid for e in c.execs.values() if not e.exited.is_set()]
+        if not p.exec_id and live_execs:
+            # like runc's shim: the init's TaskExit goes out after its execs' exits, and execs that
+            # outlive their init (no pid namespace of their own) are killed
+            c.held_exit = exit_event
+            try:
+                c.backend.kill_all(signal.SIGKILL, live_execs)
+            except Exception:
+                log.exception("container %s: failed to kill the execs that outlived the init", c.id)
+                c.held_exit = None
+                self._publish(exit_event)
+            return
+        self._publish(exit_event)
+        if p.exec_id and c.held_exit is not None and not live_execs:
+            self._publish(c.held_exit)
+            c.held_exit = None
 
     async def kill(self, cid: str, exec_id: str, sig: int, all_: bool) -> None:
         c, p = self._proc(cid, exec_id)
