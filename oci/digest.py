@@ -1,4 +1,4 @@
-"""Content digests (``sha256:<64 hex>``) and a hashing writer.
+"""Content digests (``sha256:<64 hex>``).
 
 Only sha256 is accepted for content this package stores or writes; sha512 digests parse (the
 image-spec allows them) so that error messages can name them, but ``hasher()`` supports both.
@@ -55,10 +55,6 @@ class Digest:
     def hasher(self) -> Any:
         """A fresh hashlib object of this digest's algorithm."""
         return hashlib.new(self.algorithm)
-
-    @property
-    def encoded(self) -> str:
-        return self.hex
 
     def short(self) -> str:
         return self.hex[:12]

@@ -77,12 +77,6 @@ def req_int(obj: JsonObject, key: str, path: str) -> int:
     return value
 
 
-def opt_int(obj: JsonObject, key: str, path: str, default: int = 0) -> int:
-    if obj.get(key) is None:
-        return default
-    return req_int(obj, key, path)
-
-
 def opt_object(obj: JsonObject, key: str, path: str) -> JsonObject:
     if obj.get(key) is None:
         return {}

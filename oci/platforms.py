@@ -41,10 +41,6 @@ def matches(want: Platform, have: Platform) -> bool:
     return not (want.variant and have.variant and want.variant != have.variant)
 
 
-def is_wasm(p: Platform) -> bool:
-    return p.os in WASM_OSES and p.architecture == "wasm"
-
-
 def select_manifest(index: Index, wanted: Sequence[Platform] = DEFAULT_PLATFORMS) -> Descriptor:
     """Choose the manifest (or nested index) descriptor for the first wanted platform.
 

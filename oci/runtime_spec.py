@@ -10,7 +10,7 @@ typed parsing belongs to the module that applies them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -412,13 +412,6 @@ def _linux(r: _Reader, d: Any, path: str) -> Linux:
         rootfs_propagation=r.str_(lin, "rootfsPropagation", path),
         mount_label=r.str_(lin, "mountLabel", path),
     )
-
-
-def args_of(spec: RuntimeSpec) -> Sequence[str]:
-    """``process.args``; raises SpecError when the spec has no process or empty args."""
-    if spec.process is None or not spec.process.args:
-        raise SpecError("invalid runtime spec: process.args: expected a non-empty array of strings, got none")
-    return spec.process.args
 
 
 # --- serialization (inverse of the parsers; used to hand a parsed spec to a workload process) ---
