@@ -163,8 +163,8 @@ class LinuxContainer:
         return self._tc().stats()
 
     def sample_cpu(self) -> None:
-        """Take a CPU usage sample if the last one is >= 1 s old (cheap: one file read); the
-        shim calls it from a periodic timer, see ``runwasm.linux.task_cgroup``."""
+        """Take a CPU usage sample if the last one is >= 1 s old (cheap: one file read); meant
+        for a periodic timer, see ``runwasm.linux.task_cgroup``."""
         self._tc().sample_cpu()
 
     def cpu_nanocores(self) -> int | None:

@@ -121,23 +121,3 @@ def _v2(d: Path) -> Metrics:
         pids=PidsStats(current=_int(d / "pids.current"), limit=_int(d / "pids.max")),
     )
 
-
-class CpuSampler:
-    """CPU usage in nanocores from two successive samples (what CRI's ``usage_nano_cores`` wants).
-
-    Call ``sample(metrics)`` periodically (containerd 2.3 collects every 10 s); ``nanocores``
-    is None until two samples exist.
-    """
-
-    def __init__(self) -> None:
-        self._last: tuple[int, int] | None = None
-        self.nanocores: int | None = None
-
-    def sample(self, metrics: Metrics, now_ns: int | None = None) -> int | None:
-        import time
-
-        t = time.monotonic_ns() if now_ns is None else now_ns
-        if self._last is not None and t > self._last[0]:
-            self.nanocores = (metrics.cpu.usage_ns - self._last[1]) * 10**9 // (t - self._last[0])
-        self._last = (t, metrics.cpu.usage_ns)
-        return self.nanocores

@@ -17,9 +17,9 @@ file ``<state_dir>/wasm-state.json``::
 
 CPU usage in nanocores: ``TaskCgroup.sample_cpu()`` reads one counter file and keeps it when
 the previous kept sample is at least ``CPU_SAMPLE_INTERVAL`` old; ``cpu_nanocores()`` is the
-rate between the last two kept samples (None until there are two). No thread: the shim calls
-``sample_cpu()`` from a periodic ``loop.call_later`` timer (every second is plenty; containerd
-2.3 collects every 10 s) and ``cpu_nanocores()`` whenever it needs the value.
+rate between the last two kept samples (None until there are two). No thread: a caller takes
+samples from a periodic timer (every second is plenty; containerd 2.3 collects every 10 s). The
+shim does not sample yet: its Stats report the cumulative counters only.
 """
 
 from __future__ import annotations

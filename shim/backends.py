@@ -137,16 +137,6 @@ class WasmBackend:
 
         return encode_metrics(self._tc("stats").stats())
 
-    def sample_cpu(self) -> None:
-        """Periodic CPU sample for ``cpu_nanocores`` (see ``runwasm.linux.task_cgroup``)."""
-        if self.sandbox is not None:
-            self.sandbox.cg.sample_cpu()
-
-    def cpu_nanocores(self) -> int | None:
-        if self.sandbox is None:
-            return None
-        return self.sandbox.cg.cpu_nanocores()
-
     def destroy(self) -> None:
         if self.sandbox is not None:
             self.sandbox.destroy()
