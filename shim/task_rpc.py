@@ -17,6 +17,7 @@ from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
 
 from runwasm.shim import events_factory as ev
+from runwasm.shim import wire
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
 from runwasm.shim.api.types.task import task_pb2
 from runwasm.shim.errors import UNKNOWN, InvalidArgumentError, UnimplementedError, to_status
@@ -74,8 +75,7 @@ class TaskRpc:
         for pid, exec_id in self.s.pids(r.id):
             info = None
             if exec_id:  # containerd.runc.v1.ProcessDetails{exec_id = 1}
-                info = any_pb2.Any(type_url="containerd.runc.v1.ProcessDetails",
-                                   value=b"\x0a" + bytes([len(exec_id)]) + exec_id.encode())
+                info = any_pb2.Any(type_url="containerd.runc.v1.ProcessDetails", value=wire.enc_str(1, exec_id))
             procs.append(task_pb2.ProcessInfo(pid=pid, info=info))
         return pb.PidsResponse(processes=procs)
 
