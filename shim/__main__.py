@@ -26,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_main()
     if flags.version:
+        from runwasm.shim.naming import RUNTIME_NAME
         from runwasm.shim.version import REVISION, VERSION
 
-        print(f"containerd-shim-runwasm-v1:\n  Version:  {VERSION}\n  Revision: {REVISION}\n  Runtime:  io.containerd.runwasm.v1")
+        print(f"containerd-shim-runwasm-v1:\n  Version:  {VERSION}\n  Revision: {REVISION}\n  Runtime:  {RUNTIME_NAME}")
         return 0
     if flags.info:
         from runwasm.shim import bootstrap, info

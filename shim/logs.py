@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 
+from runwasm.shim.naming import RUNTIME_NAME
 from runwasm.shim.tracing import TraceIdFilter
 
 
@@ -63,7 +64,7 @@ def setup(fd: int, *, debug: bool, namespace: str, container_id: str) -> None:
     root = logging.getLogger()
     root.handlers.clear()
     handler = FdHandler(fd)
-    handler.setFormatter(LogfmtFormatter({"runtime": "io.containerd.runwasm.v1", "namespace": namespace,
+    handler.setFormatter(LogfmtFormatter({"runtime": RUNTIME_NAME, "namespace": namespace,
                                           "id": container_id}))
     handler.addFilter(TraceIdFilter())
     root.addHandler(handler)
