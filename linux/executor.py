@@ -43,7 +43,7 @@ from runwasm.linux.payload import ExecPayload, InitPayload
 from runwasm.linux.resources import parse_resources
 from runwasm.linux.stats import Metrics
 from runwasm.linux.task_cgroup import TaskCgroup, cgroup_from_dict, cgroup_to_dict, default_cgroup_path
-from runwasm.oci.runtime_spec import Hook, Process, RuntimeSpec, spec_to_json
+from runwasm.oci.runtime_spec import Hook, Hooks, Process, RuntimeSpec, spec_to_json
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class LinuxContainer:
     def _save(self) -> None:
         cgd = cgroup_to_dict(self._cg())
         spec_hooks = spec_to_json(RuntimeSpec(oci_version="", process=None, root=None,
-                                              hooks=_hooks(self.poststart, self.poststop))).get("hooks", {})
+                                              hooks=Hooks(poststart=self.poststart, poststop=self.poststop))).get("hooks", {})
         doc = {"container_id": self.container_id, "namespace": self.namespace, "bundle": self.bundle,
                "rootfs": self.rootfs, "init_pid": self.init_pid, "namespaces": list(self.namespaces),
                "has_mount_ns": self.has_mount_ns, "seccomp": dict(self.seccomp) if self.seccomp is not None else None,
@@ -254,12 +254,6 @@ class LinuxContainer:
         tmp = self.state_dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, self.state_dir / STATE_FILE)
-
-
-def _hooks(poststart: tuple[Hook, ...], poststop: tuple[Hook, ...]) -> Any:
-    from runwasm.oci.runtime_spec import Hooks
-
-    return Hooks(poststart=poststart, poststop=poststop)
 
 
 def _unmount_under(rootfs: str) -> None:
