@@ -40,7 +40,7 @@ def _umount(path: str) -> None:
         return
 
 
-def cleanup_bundle(bundle: Path, container_id: str) -> tuple[int, int]:
+def cleanup_bundle(bundle: Path) -> tuple[int, int]:
     """Best-effort cleanup; returns (pid, exit_status) for the DeleteResponse."""
     state = BundleState.load(bundle)
     pid, status = 0, 137
@@ -71,7 +71,7 @@ def cleanup_bundle(bundle: Path, container_id: str) -> tuple[int, int]:
 
 def run(flags: Flags) -> bytes:
     bundle = Path(flags.bundle or os.getcwd())
-    pid, status = cleanup_bundle(bundle, flags.id)
+    pid, status = cleanup_bundle(bundle)
     now = time.time_ns()
     return (wire.enc_int(1, pid) + wire.enc_int(2, status)
             + wire.enc_timestamp(3, now // 1_000_000_000, now % 1_000_000_000))
