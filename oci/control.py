@@ -5,7 +5,7 @@ other to the workload (fd name ``control``). Each packet is one JSON object.
 
 Workload -> shim, exactly one of, after set-up:
     {"type": "ready", "pid": <pid inside the workload's own view>}
-    {"type": "error", "kind": "<error class name>", "message": "<text>"}
+    {"type": "error", "kind": "<error class name>", "status": "<its status>", "message": "<text>"}
 Shim -> workload:
     {"type": "start"}             run user code now
 EOF on either side means the peer is gone. A workload that sees EOF before ``start`` exits at
@@ -75,10 +75,15 @@ def report_ready(fd: int) -> None:
 
 
 def report_error(fd: int, err: BaseException) -> None:
-    """Tell the shim set-up failed, with the error's class name and message (workload side)."""
+    """Tell the shim set-up failed, with the error's class name, its ``status`` (the meaning every
+    runwasm error carries, e.g. ``"not_found"``) and message (workload side)."""
+    status = getattr(err, "status", None)
+    msg: dict[str, Any] = {"type": "error", "kind": type(err).__name__, "message": str(err)}
+    if isinstance(status, str):
+        msg["status"] = status
     with socket.socket(fileno=os.dup(fd)) as sock:
         try:
-            send(sock, {"type": "error", "kind": type(err).__name__, "message": str(err)})
+            send(sock, msg)
         except ControlChannelError:
             pass  # the shim is gone; nobody is left to tell
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runwasm.oci import control
-from runwasm.shim.errors import ShimError, UnavailableError
+from runwasm.shim.errors import STATUS_CODES, ShimError, UnavailableError
 from runwasm.shim.state import Op, State, transition
 from runwasm.shim.stdio import StdioPaths
 
@@ -110,8 +110,10 @@ class Proc:
         except control.ControlChannelError as err:
             raise UnavailableError(f"{self.what}: workload exited during set-up ({err})") from err
         if msg["type"] == "error":
-            kind = str(msg.get("kind", ""))
-            raise WorkloadSetupError(f"{self.what}: {msg.get('message', 'set-up failed')}", _status_for_kind(kind))
+            status = msg.get("status")
+            if not isinstance(status, str) or status not in STATUS_CODES:
+                status = _status_for_kind(str(msg.get("kind", "")))  # a workload that sent no status
+            raise WorkloadSetupError(f"{self.what}: {msg.get('message', 'set-up failed')}", status)
         if msg["type"] != "ready":
             raise UnavailableError(f"{self.what}: unexpected control message {json.dumps(msg)[:100]}")
 
