@@ -31,7 +31,10 @@ def _subclasses(cls: type) -> list[type]:
 
 
 def test_every_shim_error_class_is_listed() -> None:
-    assert set(_subclasses(se.ShimError)) == set(SHIM_EXPECTED)
+    from runwasm.shim.process import WorkloadSetupError  # imported here so the set never depends on test order
+
+    # a WorkloadSetupError's status is per instance (what the workload reported): tested in test_process.py
+    assert set(_subclasses(se.ShimError)) - {WorkloadSetupError} == set(SHIM_EXPECTED)
 
 
 @pytest.mark.parametrize(("cls", "code"), list(SHIM_EXPECTED.items()), ids=lambda v: getattr(v, "__name__", str(v)))
