@@ -10,6 +10,8 @@ the CRI table). Keys (all optional)::
     WasmCacheDir = "/var/lib/runwasm/wasm-cache"   # compile cache directory
     WasmRootfsReadonly = false   # preopen the rootfs read-only for Wasm guests
     Debug = false                # debug logging in the shim server (start options only)
+    StandbySeconds = 0           # keep an idle server this long for the next start to adopt
+                                 # (shim/standby.py; start options only)
 
 Anything else is an error that names what was expected and what arrived: another options type
 (e.g. runc's ``containerd.runc.v1.Options``), a TOML syntax error, an unknown key or a wrong
@@ -28,7 +30,9 @@ from runwasm.shim.errors import InvalidArgumentError
 
 TYPE_URL = "runtimeoptions.v1.Options"
 _KEYS = {"Executor": ("executor", str), "WasmCacheDir": ("wasm_cache_dir", str),
-         "WasmRootfsReadonly": ("wasm_rootfs_readonly", bool), "Debug": ("debug", bool)}
+         "WasmRootfsReadonly": ("wasm_rootfs_readonly", bool), "Debug": ("debug", bool),
+         "StandbySeconds": ("standby_seconds", int)}
+MAX_STANDBY_SECONDS = 3600
 EXECUTORS = ("auto", "wasm", "linux")
 
 
@@ -38,6 +42,7 @@ class RuntimeOptions:
     wasm_cache_dir: str | None = None
     wasm_rootfs_readonly: bool = False
     debug: bool = False
+    standby_seconds: int = 0
 
     def merged(self, other: RuntimeOptions | None, given: frozenset[str]) -> RuntimeOptions:
         """``other``'s explicitly given fields over ours."""
@@ -95,8 +100,8 @@ def parse_toml(text: str, where: str) -> ParsedOptions:
     values: dict[str, Any] = {}
     for key, raw in doc.items():
         name, typ = _KEYS[key]
-        if not isinstance(raw, typ):
-            raise InvalidArgumentError(f"invalid {key} in {where}: expected a {typ.__name__}, got {raw!r}")
+        if not isinstance(raw, typ) or (typ is int and isinstance(raw, bool)):
+            raise InvalidArgumentError(f"invalid {key} in {where}: expected {'an' if typ is int else 'a'} {typ.__name__}, got {raw!r}")
         values[name] = raw
     if values.get("executor", "auto") not in EXECUTORS:
         raise InvalidArgumentError(f"invalid Executor in {where}: expected one of {list(EXECUTORS)}, "
@@ -104,4 +109,7 @@ def parse_toml(text: str, where: str) -> ParsedOptions:
     if "wasm_cache_dir" in values and not values["wasm_cache_dir"].startswith("/"):
         raise InvalidArgumentError(f"invalid WasmCacheDir in {where}: expected an absolute path, "
                                    f"got {values['wasm_cache_dir']!r}")
+    if not 0 <= values.get("standby_seconds", 0) <= MAX_STANDBY_SECONDS:
+        raise InvalidArgumentError(f"invalid StandbySeconds in {where}: expected 0 to {MAX_STANDBY_SECONDS}, "
+                                   f"got {values['standby_seconds']!r}")
     return ParsedOptions(RuntimeOptions(**values), frozenset(values))

@@ -12,6 +12,8 @@ Launched by ``start`` in its own session with /dev/null stdio, the listening soc
 
 It survives containerd restarts (a closed connection is not a reason to exit) and exits after
 ``Shutdown`` when it hosts no containers, or on SIGTERM/SIGINT, draining queued events first.
+With the runtime option ``StandbySeconds`` it waits that long for a ``start`` to adopt it for
+another container group instead of exiting after Shutdown (``shim/standby.py``).
 """
 
 from __future__ import annotations
@@ -25,44 +27,47 @@ import socket
 from pathlib import Path
 
 from runwasm.shim.bootstrap import Settings
-from runwasm.shim.start import ENV_LISTEN_FD, ENV_SETTINGS
+from runwasm.shim.options import RuntimeOptions
+from runwasm.shim.start import ENV_LISTEN_FD, ENV_SETTINGS, settings_from_doc
 
 log = logging.getLogger(__name__)
 
 WASM_CACHE_ENV = "RUNWASM_WASM_CACHE"
 
 
-def _settings() -> tuple[Settings, str]:
-    doc = json.loads(os.environ.pop(ENV_SETTINGS))
-    socket_path = doc.pop("socket_path")
-    opts = doc.pop("options_hex")
-    doc["options"] = (opts[0], bytes.fromhex(opts[1])) if opts else None
-    return Settings(**doc), socket_path
+def _defaults(settings: Settings) -> tuple[RuntimeOptions, str]:
+    """The server's runtime options from its start options; (defaults, error text)."""
+    from runwasm.shim.errors import InvalidArgumentError
+    from runwasm.shim.options import parse as parse_options
+
+    try:
+        parsed = parse_options(settings.options, source="start options")
+    except InvalidArgumentError as err:  # start validated them already; never take the server down
+        return RuntimeOptions(), str(err)
+    return (parsed.options if parsed is not None else RuntimeOptions()), ""
 
 
-def serve_main() -> int:
-    from runwasm.shim import logs, nsutil, tracing
-    from runwasm.shim.zygote import Zygote
+def _attach_log(settings: Settings, defaults: RuntimeOptions, options_error: str) -> None:
+    """The group's ``log`` FIFO becomes fd 2 (workloads get it as their log too)."""
+    from runwasm.shim import logs
 
-    settings, socket_path = _settings()
-    listen_fd = int(os.environ.pop(ENV_LISTEN_FD))
     log_fd = logs.open_log_fifo(settings.bundle)
     if log_fd >= 0:
         os.dup2(log_fd, 2)
         os.close(log_fd)
-    from runwasm.shim.errors import InvalidArgumentError
-    from runwasm.shim.options import RuntimeOptions
-    from runwasm.shim.options import parse as parse_options
-
-    options_error = ""
-    try:
-        parsed = parse_options(settings.options, source="start options")
-    except InvalidArgumentError as err:  # start validated them already; never take the server down
-        parsed, options_error = None, str(err)
-    defaults = parsed.options if parsed is not None else RuntimeOptions()
     logs.setup(2, debug=settings.debug or defaults.debug, namespace=settings.namespace, container_id=settings.id)
     if options_error:
         log.error("ignoring runtime options: %s", options_error)
+
+
+def serve_main() -> int:
+    from runwasm.shim import nsutil, tracing
+    from runwasm.shim.zygote import Zygote
+
+    settings, socket_path = settings_from_doc(json.loads(os.environ.pop(ENV_SETTINGS)))
+    listen_fd = int(os.environ.pop(ENV_LISTEN_FD))
+    defaults, options_error = _defaults(settings)
+    _attach_log(settings, defaults, options_error)
     os.chdir("/")
     nsutil.set_child_subreaper()
     zygote = Zygote()
@@ -71,23 +76,96 @@ def serve_main() -> int:
     log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)
     try:
-        asyncio.run(_serve(settings, socket.socket(fileno=listen_fd), zygote, defaults))
+        asyncio.run(_main(settings, socket_path, socket.socket(fileno=listen_fd), zygote, defaults))
     finally:
         zygote.close()
-        try:
-            os.unlink(socket_path)
-        except OSError:
-            pass
         log.info("shim server exiting")
     return 0
 
 
-async def _serve(settings: Settings, listener: socket.socket, zygote: object, defaults: object) -> None:
+async def _main(settings: Settings, socket_path: str, listener: socket.socket, zygote: object,
+                defaults: RuntimeOptions) -> None:
+    """Serve one container group after another: the first, then each one a standby adoption brings."""
+    from runwasm.shim.reaper import Reaper
+
+    loop = asyncio.get_running_loop()
+    reaper = Reaper()
+    reaper.install(loop)
+    stop = asyncio.Event()  # SIGTERM/SIGINT: exit, no standby
+    while True:
+        try:
+            await _serve(settings, listener, zygote, defaults, reaper, stop)
+        finally:
+            listener.close()
+            try:
+                os.unlink(socket_path)
+            except OSError:
+                pass
+        if stop.is_set() or defaults.standby_seconds <= 0:
+            return
+        adopted = await _standby(settings, defaults.standby_seconds, stop)
+        if adopted is None:
+            return
+        settings, socket_path, listener = adopted
+        defaults, options_error = _defaults(settings)
+        _attach_log(settings, defaults, options_error)
+        log.info("standby shim server adopted for %s (pid %d), listening on %s", settings.id, os.getpid(),
+                 socket_path)
+
+
+async def _standby(settings: Settings, seconds: int, stop: asyncio.Event) -> tuple[Settings, str, socket.socket] | None:
+    """Wait up to ``seconds`` for a ``start`` to hand over a new group; None to exit."""
+    from runwasm.shim import standby
+
+    path = standby.standby_path(settings.socket_dir, settings.grpc_address, settings.namespace)
+    lst = standby.bind(path)
+    if lst is None:
+        log.info("another standby server exists; exiting")
+        return None
+    log.info("idle: standing by for %ds on %s", seconds, path)
+    lst.setblocking(False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        while not stop.is_set():
+            accept = asyncio.ensure_future(loop.sock_accept(lst))
+            stopped = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({accept, stopped}, timeout=max(0.0, deadline - loop.time()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if accept not in done:
+                accept.cancel()
+                return None  # timed out or stopped
+            conn, _addr = accept.result()
+            with conn:
+                if standby.peer_uid(conn) != os.geteuid():
+                    log.warning("standby offer from another user refused")
+                    continue
+                conn.setblocking(True)
+                conn.settimeout(1.0)
+                try:
+                    doc, new_listener = standby.receive(conn)
+                    new_settings, new_path = settings_from_doc(doc)
+                    conn.sendall(standby.OK)
+                except (OSError, ValueError, TypeError, KeyError) as err:
+                    log.warning("bad standby offer: %s", err)
+                    continue
+                return new_settings, new_path, new_listener
+        return None
+    finally:
+        lst.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+async def _serve(settings: Settings, listener: socket.socket, zygote: object, defaults: RuntimeOptions,
+                 reaper: object, stop: asyncio.Event) -> None:
     from runwasm.shim import tracing
     from runwasm.shim.backends import Backend, WasmBackend
     from runwasm.shim.errors import InvalidArgumentError
     from runwasm.shim.events import EventPublisher
-    from runwasm.shim.options import RuntimeOptions
     from runwasm.shim.reaper import Reaper
     from runwasm.shim.task import TaskService
     from runwasm.shim.task_rpc import TaskRpc, handlers
@@ -95,10 +173,8 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
     from runwasm.shim.zygote import Zygote
 
     assert isinstance(zygote, Zygote)
-    assert isinstance(defaults, RuntimeOptions)
+    assert isinstance(reaper, Reaper)
     loop = asyncio.get_running_loop()
-    reaper = Reaper()
-    reaper.install(loop)
     publisher = EventPublisher(settings.ttrpc_address)
     publisher.start()
     cache_dir = os.environ.get(WASM_CACHE_ENV)
@@ -127,9 +203,13 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
         log.info("shutting down")
         loop.call_soon(server.close)
 
+    def on_signal() -> None:
+        stop.set()
+        shutdown()
+
     server = Server(handlers(TaskRpc(service, shutdown), settings.namespace))
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, shutdown)
+        loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGPIPE, lambda: None)
     try:
         await server.serve(listener)

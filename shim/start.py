@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 from dataclasses import asdict
+from typing import Any
 
 from runwasm.shim import bootstrap, naming
 from runwasm.shim.bootstrap import Settings
@@ -59,14 +60,27 @@ def _bind(path: str) -> socket.socket | None:
     raise StartError(f"failed to bind shim socket {path!r}: still in use after removing a stale socket")
 
 
+def settings_doc(settings: Settings, sock_path: str) -> dict[str, Any]:
+    """The JSON document a server is started (or a standby adopted) with."""
+    return {**asdict(settings), "options": None, "socket_path": sock_path,
+            "options_hex": [settings.options[0], settings.options[1].hex()] if settings.options else None}
+
+
+def settings_from_doc(doc: dict[str, Any]) -> tuple[Settings, str]:
+    """Inverse of ``settings_doc``: (settings, socket path)."""
+    doc = dict(doc)
+    socket_path = doc.pop("socket_path")
+    opts = doc.pop("options_hex")
+    doc["options"] = (opts[0], bytes.fromhex(opts[1])) if opts else None
+    return Settings(**doc), socket_path
+
+
 def spawn_server(settings: Settings, sock: socket.socket, sock_path: str) -> int:
     """Launch the server in its own session with /dev/null stdio and the socket inherited."""
     fd = sock.fileno()
     os.set_inheritable(fd, True)
     env = dict(os.environ)
-    env[ENV_SETTINGS] = json.dumps({**asdict(settings), "options": None, "socket_path": sock_path,
-                                    "options_hex": [settings.options[0], settings.options[1].hex()]
-                                    if settings.options else None})
+    env[ENV_SETTINGS] = json.dumps(settings_doc(settings, sock_path))
     env[ENV_LISTEN_FD] = str(fd)
     env.setdefault("OTEL_SERVICE_NAME", f"containerd-shim-runwasm-{settings.id}")
     null = os.devnull
@@ -106,8 +120,12 @@ def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
     address = "unix://" + path
     sock = _bind(path)
     if sock is not None:
+        from runwasm.shim import standby
+
         try:
-            spawn_server(settings, sock, path)
+            spare = standby.standby_path(settings.socket_dir, settings.grpc_address, settings.namespace)
+            if not standby.offer(spare, settings_doc(settings, path), sock):  # else a warm server took it
+                spawn_server(settings, sock, path)
         except OSError as err:
             os.unlink(path)
             raise StartError(f"failed to launch shim server: {err}") from err

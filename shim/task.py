@@ -125,7 +125,9 @@ class TaskService:
             # a workload that makes a pty gets its slave; the server copies the FIFOs. A Wasm task
             # with terminal=true has no pty: it writes to the FIFOs itself.
             with opened(StdioPaths() if launch.pty else stdio) as fds:
-                named = {"control": theirs.fileno(), **fds, **launch.extra_fds}
+                # "log": the server's current stderr, i.e. this group's log FIFO (a zygote forked for
+                # an earlier group, e.g. by a standby server, would otherwise log to that group's)
+                named = {"control": theirs.fileno(), **fds, "log": 2, **launch.extra_fds}
                 pid = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:
             ours.close()

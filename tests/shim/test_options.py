@@ -24,10 +24,11 @@ def test_none_and_empty() -> None:
 
 
 def test_body_keys() -> None:
-    parsed = options.parse(_any('Executor = "wasm"\nWasmCacheDir = "/c"\nWasmRootfsReadonly = true\nDebug = true'))
+    parsed = options.parse(_any('Executor = "wasm"\nWasmCacheDir = "/c"\nWasmRootfsReadonly = true\nDebug = true\n'
+                                'StandbySeconds = 30'))
     assert parsed is not None
-    assert parsed.options == options.RuntimeOptions("wasm", "/c", True, True)
-    assert parsed.given == {"executor", "wasm_cache_dir", "wasm_rootfs_readonly", "debug"}
+    assert parsed.options == options.RuntimeOptions("wasm", "/c", True, True, 30)
+    assert parsed.given == {"executor", "wasm_cache_dir", "wasm_rootfs_readonly", "debug", "standby_seconds"}
 
 
 def test_config_path_file(tmp_path: Path) -> None:
@@ -50,6 +51,8 @@ def test_type_url_with_prefix_is_accepted() -> None:
     (_any('Debug = "yes"'), "invalid Debug in runtime options config_body: expected a bool, got 'yes'"),
     (_any('Executor = "native"'), "invalid Executor in runtime options config_body: expected one of"),
     (_any('WasmCacheDir = "relative"'), "expected an absolute path, got 'relative'"),
+    (_any('StandbySeconds = true'), "invalid StandbySeconds in runtime options config_body: expected an int, got True"),
+    (_any('StandbySeconds = 7200'), "invalid StandbySeconds in runtime options config_body: expected 0 to 3600, got 7200"),
     (_any(path="/nonexistent/runwasm.toml"), "failed to read runtime options config_path '/nonexistent/runwasm.toml'"),
     (("runtimeoptions.v1.Options", b"\x0a\x05ab"), "does not decode"),
 ])
