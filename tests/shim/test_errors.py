@@ -31,7 +31,9 @@ def _subclasses(cls: type) -> list[type]:
 
 
 def test_every_shim_error_class_is_listed() -> None:
-    from runwasm.shim.process import WorkloadSetupError  # imported here so the set never depends on test order
+    from runwasm.shim.process import (
+        WorkloadSetupError,  # imported here so the set never depends on test order
+    )
 
     # a WorkloadSetupError's status is per instance (what the workload reported): tested in test_process.py
     assert set(_subclasses(se.ShimError)) - {WorkloadSetupError} == set(SHIM_EXPECTED)
