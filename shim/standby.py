@@ -33,8 +33,11 @@ def standby_path(socket_dir: str, grpc_address: str, namespace: str) -> str:
     return posixpath.join(socket_dir, f"runwasm-standby-{digest}")
 
 
-def offer(path: str, settings_doc: dict[str, Any], listener: socket.socket, timeout: float = 1.0) -> bool:
-    """Hand the group's listening socket and settings to a standby server; True if it took them."""
+def offer(path: str, settings_doc: dict[str, Any], listener: socket.socket, timeout: float = 3.0) -> bool:
+    """Hand the group's listening socket and settings to a standby server; True if it took them.
+
+    An idle standby answers at once; the generous timeout only guards against a standby that
+    received the socket but could not answer in time, which would leave two servers on it."""
     if not os.path.exists(path):
         return False
     try:
