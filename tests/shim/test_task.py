@@ -89,18 +89,12 @@ def _make_bundle(root: Path) -> Path:
 
 
 async def _scenario(name: str, tmp: str) -> dict[str, Any]:
-    from runwasm.shim import nsutil
     from runwasm.shim.errors import status_of
-    from runwasm.shim.reaper import Reaper
     from runwasm.shim.task import CreateRequest, TaskService
     from runwasm.shim.task_rpc import TaskRpc
-    from runwasm.shim.zygote import Zygote
+    from tests.shim.serverside import server_side
 
-    nsutil.set_child_subreaper()
-    zygote = Zygote()
-    zygote.start()
-    reaper = Reaper()
-    reaper.install(asyncio.get_running_loop())
+    zygote, reaper = server_side()
     events: list[str] = []
     init_r, gate_w = os.pipe()  # the init's gate: one byte to get ready, one to exit after start
     exec_r, exec_w = os.pipe()

@@ -45,16 +45,11 @@ def _entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
 
 
 async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str) -> dict[str, Any]:
-    from runwasm.shim import nsutil
-    from runwasm.shim.reaper import Reaper
-    from runwasm.shim.zygote import SpawnError, Zygote
+    from runwasm.shim.zygote import SpawnError
+    from tests.shim.serverside import server_side
 
-    nsutil.set_child_subreaper()
-    zygote = Zygote()
-    zygote.start()
+    zygote, reaper = server_side()
     loop = asyncio.get_running_loop()
-    reaper = Reaper()
-    reaper.install(loop)
     r, w = os.pipe()
     er, ew = os.pipe()
     os.write(ew, b"extra-data")
@@ -146,16 +141,10 @@ def test_new_pid_namespace_gives_pid_1() -> None:
 
 async def _cancelled_spawn_scenario() -> dict[str, Any]:
     """Cancel a spawn while the zygote is forking (an RPC deadline), then spawn again."""
-    from runwasm.shim import nsutil
-    from runwasm.shim.reaper import Reaper
-    from runwasm.shim.zygote import Zygote
+    from tests.shim.serverside import server_side
 
-    nsutil.set_child_subreaper()
-    zygote = Zygote()
-    zygote.start()
+    zygote, reaper = server_side()
     loop = asyncio.get_running_loop()
-    reaper = Reaper()
-    reaper.install(loop)
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
     try:

@@ -1,0 +1,23 @@
+"""The shim server's process set-up for tests that drive a real zygote and reaper.
+
+Makes the calling process a child subreaper, so run it only in a process of its own (the tests
+use ``python -c``), never in the pytest process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from runwasm.shim import nsutil
+from runwasm.shim.reaper import Reaper
+from runwasm.shim.zygote import Zygote
+
+
+def server_side() -> tuple[Zygote, Reaper]:
+    """Subreaper + started zygote + a reaper installed on the running loop, as server_main does."""
+    nsutil.set_child_subreaper()
+    zygote = Zygote()
+    zygote.start()
+    reaper = Reaper()
+    reaper.install(asyncio.get_running_loop())
+    return zygote, reaper
