@@ -99,6 +99,12 @@ def spawn_server(settings: Settings, sock: socket.socket, sock_path: str) -> int
     else:  # run as `python -m runwasm.shim`
         program = sys.executable
         argv = [program, "-m", "runwasm.shim", *ident]
+    from runwasm.shim import template
+
+    if template.in_template_child:  # already a warm interpreter: fork the server (shim/template/)
+        from runwasm.shim.template.server import fork_server
+
+        return fork_server(argv, env, sock)
     return os.posix_spawn(program, argv, env, file_actions=actions, setsid=True)
 
 
