@@ -4,8 +4,8 @@ Launched in the background by the first ``start`` on a node that finds none (its
 /dev/null stdio). Life cycle:
 
 1. take ``template-<key>.lock`` (flock, held for life): a second template exits at once;
-2. bind ``template-<key>.sock`` (SOCK_SEQPACKET, 0600, directory 0700), write the pid file;
-3. import everything the actions, the server, the zygote and the workloads need, then
+2. import everything the actions, the server, the zygote and the workloads need;
+3. bind ``template-<key>.sock`` (SOCK_SEQPACKET, 0600, directory 0700), write the pid file,
    ``gc.freeze()`` so the children's garbage collections do not write to the shared pages;
 4. accept: check the peer's uid (SO_PEERCRED, must be ours: root), fork one child per
    connection and go back to ``accept`` at once (children are reaped by ``SIGCHLD=SIG_IGN``);
@@ -43,7 +43,7 @@ PRELOAD = (
     "runwasm.shim.server_main", "runwasm.shim.task", "runwasm.shim.task_rpc", "runwasm.shim.ttrpc.server",
     "runwasm.shim.events", "runwasm.shim.backends", "runwasm.shim.linux_backend", "runwasm.shim.reaper",
     "runwasm.shim.zygote", "runwasm.shim.tracing", "runwasm.shim.logs", "runwasm.shim.console",
-    "runwasm.shim.router", "runwasm.shim.standby", "runwasm.shim.template.server",
+    "runwasm.shim.router", "runwasm.shim.template.server",
     "runwasm.oci.runtime_spec", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.linux.init",
 )
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
@@ -153,15 +153,17 @@ def template_main() -> int:
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()
-    lst = _bind(sock_path)
-    ino = os.stat(sock_path).st_ino
-    with open(key.pid_path(sock_path), "w") as f:
-        f.write(str(os.getpid()))
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except ImportError as err:
             os.write(2, f"runwasm template: cannot preload {name}: {err}\n".encode())
+    # listen only once warm: until then execs find no socket and run the action themselves
+    # rather than queue behind the imports
+    lst = _bind(sock_path)
+    ino = os.stat(sock_path).st_ino
+    with open(key.pid_path(sock_path), "w") as f:
+        f.write(str(os.getpid()))
 
     def stop(_sig: int, _frame: object) -> None:
         raise _Stop

@@ -52,6 +52,23 @@ def containerd_binary() -> str | None:
     return shutil.which("containerd")
 
 
+CONTAINERD_23_ENV = "RUNWASM_CONTAINERD_23_BIN"
+
+
+def containerd_23_bin() -> Path | None:
+    """The containerd 2.3.4 bin dir (``$RUNWASM_CONTAINERD_23_BIN``, default
+    ``../shared/tools/containerd-2.3.4/bin`` beside the checkout, or beside its parent);
+    None when absent."""
+    checkout = Path(__file__).resolve().parents[2]
+    env = os.environ.get(CONTAINERD_23_ENV)
+    candidates = [Path(env)] if env else [p / "shared" / "tools" / "containerd-2.3.4" / "bin"
+                                          for p in (checkout.parent, checkout.parent.parent)]
+    for d in candidates:  # ../shared from a checkout, ../../shared from a worktree under wt/
+        if (d / "containerd").is_file() and (d / "ctr").is_file():
+            return d
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class CtrResult:
     args: tuple[str, ...]
@@ -93,7 +110,10 @@ def _alive(pid: int) -> bool:
 class Containerd:
     """One private containerd daemon; use ``start()``/``close()`` or as a context manager."""
 
-    def __init__(self, namespace: str | None = None) -> None:
+    def __init__(self, namespace: str | None = None, bin_dir: Path | None = None) -> None:
+        # bin_dir: another containerd's binaries (containerd, ctr, containerd-shim-runc-v2), e.g.
+        # containerd_23_bin(); None for Debian's containerd 1.6 on PATH
+        self.bin_dir = bin_dir
         self.dir = Path(tempfile.mkdtemp(prefix="rwcd-", dir="/tmp"))
         self.namespace = namespace or f"rwt{os.getpid()}"
         self.address = str(self.dir / "c.sock")
@@ -117,6 +137,17 @@ class Containerd:
     def _write_config(self) -> None:
         d = self.dir
         self.fifo_dir.mkdir()
+        if self.bin_dir is not None:  # containerd 2.x: config version 3, no CRI
+            self.config.write_text(
+                "version = 3\n"
+                f'root = "{d}/root"\n'
+                f'state = "{d}/state"\n'
+                'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", '
+                '"io.containerd.cri.v1.images"]\n'
+                f'[grpc]\n  address = "{self.address}"\n'
+                f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
+                f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
+            return
         self.config.write_text(
             "version = 2\n"
             f'root = "{d}/root"\n'
@@ -127,12 +158,13 @@ class Containerd:
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
 
     def env(self) -> dict[str, str]:
-        path = os.pathsep.join([str(venv_bin()), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+        dirs = [str(venv_bin()), *([str(self.bin_dir)] if self.bin_dir is not None else [])]
+        path = os.pathsep.join([*dirs, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         return dict(os.environ, PATH=path)
 
     def start(self, timeout: float = 15.0) -> None:
         """Launch the daemon (same config every time) and wait until ``ctr version`` answers."""
-        binary = containerd_binary()
+        binary = str(self.bin_dir / "containerd") if self.bin_dir is not None else containerd_binary()
         if binary is None:
             raise DaemonError("containerd binary not found on PATH")
         log = open(self.log_path, "ab")
@@ -194,7 +226,7 @@ class Containerd:
     def ctr(self, *args: str, check: bool = True, timeout: float = 60.0,
             namespace: str | None = None) -> CtrResult:
         """Run ``ctr --address <ours> --namespace <ours> ARGS``; raise DaemonError on failure if check."""
-        argv = ("ctr", "--address", self.address, "--namespace", namespace or self.namespace, *args)
+        argv = (self.ctr_binary(), "--address", self.address, "--namespace", namespace or self.namespace, *args)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env(),
                                   stdin=subprocess.DEVNULL)
@@ -222,8 +254,11 @@ class Containerd:
         return self.ctr(*self.run_args(image, container_id, *args, runtime=runtime, rm=rm, detach=detach,
                                        extra=extra), check=check, timeout=timeout)
 
+    def ctr_binary(self) -> str:
+        return str(self.bin_dir / "ctr") if self.bin_dir is not None else "ctr"
+
     def ctr_argv(self, *args: str) -> list[str]:
-        return ["ctr", "--address", self.address, "--namespace", self.namespace, *args]
+        return [self.ctr_binary(), "--address", self.address, "--namespace", self.namespace, *args]
 
     def tasks(self) -> dict[str, tuple[int, str]]:
         """``ctr task ls`` as {id: (pid, status)}."""

@@ -17,7 +17,17 @@ import pytest
 from runwasm.shim.harness import Harness, shim_command
 from runwasm.shim.template import client, key, process
 from tests.shim.e2e.helpers import (
-    GROUP_ANNOTATION, create, delete, kill, make_bundle, run, server_pids, shim, shutdown, start, wait,
+    GROUP_ANNOTATION,
+    create,
+    delete,
+    kill,
+    make_bundle,
+    run,
+    server_pids,
+    shim,
+    shutdown,
+    start,
+    wait,
 )
 
 
@@ -136,7 +146,8 @@ def test_delete_cleans_after_a_sigkilled_forked_server(private_template: Path) -
             await create(t, cid, bundle)
             await start(t, cid)
             servers = server_pids(h.root)
-            assert servers and all(_maps_wasmtime(p) for p in servers)
+            assert servers
+            assert all(_maps_wasmtime(p) for p in servers)
             for pid in servers:
                 os.kill(pid, signal.SIGKILL)
         resp = await h.shim_delete(cid, bundle)

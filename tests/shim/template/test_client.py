@@ -57,7 +57,9 @@ def test_forward_returns_the_template_exit_code(tmp_path: Path, monkeypatch: pyt
         assert client.forward(["/bin/shim", "-id", "c", "delete"]) == 3
         t.join(5)
     got = client.decode_request(seen[0])
-    assert got[0] == key.install_key() and got[1] == os.getcwd() and got[3][-1] == "delete"
+    assert got[0] == key.install_key()
+    assert got[1] == os.getcwd()
+    assert got[3][-1] == "delete"
     assert got[4][key.ENV_DIR] == str(tmp_path)
 
 
