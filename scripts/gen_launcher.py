@@ -41,12 +41,10 @@ def render(python: str, site_packages: str, package_path: list[str]) -> str:
         "sys.modules['runwasm'] = _pkg\n"
         "from runwasm.shim.template import client as _client\n"
         "if __name__ == '__main__':\n"
-        "    _code = _client.forward(sys.argv)  # run by the warm template (shim/template/)\n"
-        "    if _code is None:\n"
+        "    _code = _client.run(sys.argv)  # run by the warm template (shim/template/)\n"
+        "    if _code is None:  # no template (or it refused): run the action here\n"
         "        from runwasm.shim.__main__ import main\n"
         "        _code = main()\n"
-        "        if sys.argv[-1] == 'start':\n"
-        "            _client.launch(sys.argv[0])  # for the next container; start works without it\n"
         "    sys.exit(_code)\n"
     )
 

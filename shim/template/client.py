@@ -85,6 +85,62 @@ def forward(argv: list[str]) -> int | None:
     return None  # refused, or the template's child died before answering
 
 
+READY_TIMEOUT = 5.0  # how long the first start waits for a template it launched
+ENV_READY_TIMEOUT = "RUNWASM_TEMPLATE_READY_TIMEOUT"  # seconds, overrides READY_TIMEOUT
+LOCKED_EXIT = 3  # a template's exit code when another one (maybe still importing) holds the lock
+
+
+def run(argv: list[str]) -> int | None:
+    """``forward``; when no template listens, a ``start`` launches one and waits (up to
+    READY_TIMEOUT) for it to listen, then forwards: the first container on a node pays one warm-up
+    instead of an exec'd server's boot plus a template's boot competing for the CPUs. None: run
+    the action here (no template came up, or it refused)."""
+    from runwasm.shim.template import key as keymod
+
+    code = forward(argv)
+    if code is not None or not argv or argv[-1] != "start" or not keymod.enabled(os.environ):
+        return code
+    path = os.path.join(keymod.directory(os.environ), f"template-{keymod.install_key()}.sock")
+    if os.path.exists(path):
+        # a dead template's socket, or one that refused: run the action here, and launch a
+        # template for the next container (it takes over unless a live one holds the lock)
+        launch(argv[0])
+        return None
+    pid = launch_pid(argv[0])
+    if pid is None:
+        return None
+    import time
+
+    try:
+        timeout = float(os.environ.get(ENV_READY_TIMEOUT) or READY_TIMEOUT)
+    except ValueError:
+        timeout = READY_TIMEOUT
+    deadline = time.monotonic() + timeout
+    child_running = True
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        if child_running:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                child_running = False
+                if os.waitstatus_to_exitcode(status) != LOCKED_EXIT:
+                    return None  # it failed: run the action here
+        time.sleep(0.005)
+    return forward(argv)
+
+
+def launch_pid(program: str) -> int | None:
+    """``launch``, returning the template's pid (None if it could not be spawned)."""
+    from runwasm.shim.template import key as keymod
+
+    null = os.devnull
+    actions = [(os.POSIX_SPAWN_OPEN, fd, null, os.O_RDONLY if fd == 0 else os.O_WRONLY, 0) for fd in (0, 1, 2)]
+    try:
+        return os.posix_spawn(program, [program, keymod.TEMPLATE_ACTION], dict(os.environ), file_actions=actions,
+                              setsid=True)
+    except OSError:
+        return None
+
+
 def launch(program: str) -> OSError | None:
     """Start a template for this installation in the background (its own session, /dev/null
     stdio); it exits at once if another one is already listening. Returns the spawn error, if

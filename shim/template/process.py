@@ -125,18 +125,22 @@ def _child(conn: socket.socket, install: str) -> None:
 
 
 def _bind(sock_path: str) -> socket.socket:
+    """Listen on ``sock_path``, which appears only once it accepts (bound under a temporary
+    name, renamed over whatever a dead template left: we hold the lock)."""
+    tmp = f"{sock_path}.{os.getpid()}"
     try:
-        os.unlink(sock_path)  # we hold the lock: whatever is there is stale
+        os.unlink(tmp)
     except FileNotFoundError:
         pass
     lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     old = os.umask(0o177)
     try:
-        lst.bind(sock_path)
+        lst.bind(tmp)
     finally:
         os.umask(old)
-    os.chmod(sock_path, 0o600)
+    os.chmod(tmp, 0o600)
     lst.listen(128)
+    os.rename(tmp, sock_path)
     return lst
 
 
@@ -149,7 +153,7 @@ def template_main() -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return 0  # another template of this installation is alive
+        return client.LOCKED_EXIT  # another template of this installation is alive (or starting)
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()

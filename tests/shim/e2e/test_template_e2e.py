@@ -238,3 +238,34 @@ def test_a_refusing_template_is_bypassed_and_replaced(tmp_path: Path, monkeypatc
         for f in d.iterdir():
             f.unlink()
         d.rmdir()
+
+
+def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = Path("/run") / f"rwt-first-{os.getpid()}"
+    d.mkdir(mode=0o700)
+    monkeypatch.setenv(key.ENV_DIR, str(d))
+    monkeypatch.setenv(client.ENV_READY_TIMEOUT, "120")  # however busy the machine is
+    tag = _tag()
+    try:
+        async def body(h: Harness) -> None:
+            assert _template_pid(d) is None
+            cid = f"{tag}-f"
+            bundle = make_bundle(h, cid, "spin.wasm")
+            async with shim(h, cid, bundle) as t:
+                await create(t, cid, bundle)
+                await start(t, cid)
+                servers = server_pids(h.root)
+                assert servers
+                assert all(_maps_wasmtime(p) for p in servers), "the first server was not forked from a template"
+                await kill(t, cid, signal.SIGKILL)
+                assert (await wait(t, cid)).exit_status == 137
+                await delete(t, cid)
+                await shutdown(t, cid)
+
+        run(False, body)
+        assert _template_pid(d) is not None
+    finally:
+        process.stop_templates(str(d))
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
