@@ -176,6 +176,9 @@ class Containerd:
             return str(self.bin_dir / name)
         return shutil.which(name)
 
+    def _popen_argv(self, binary: str) -> list[str]:
+        return [binary, "--config", str(self.config)]
+
     def start(self, timeout: float = 15.0) -> None:
         """Launch the daemon (same config every time) and wait until ``ctr version`` answers."""
         binary = self.binary("containerd")
@@ -183,7 +186,7 @@ class Containerd:
             raise DaemonError("containerd binary not found on PATH")
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([binary, "--config", str(self.config)], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self._popen_argv(binary), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                                          start_new_session=True)
         finally:
