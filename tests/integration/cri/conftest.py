@@ -14,6 +14,8 @@ from tests.integration.daemon import CONTAINERD23_MISSING, containerd23_bin, con
 
 BUSYBOX_REF = "docker.io/library/busybox:latest"
 WASM_REF = "docker.io/library/wasmhello:latest"
+SPIN_REF = "docker.io/library/wasmspin:latest"
+MEMHOG_REF = "docker.io/library/wasmmemhog:latest"
 
 
 @pytest.fixture(scope="session", params=["1.6", "2.3"], ids=["cri16", "cri23"])
@@ -28,11 +30,14 @@ def cri(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     images = tmp_path_factory.mktemp(f"cri-images-{flavour}")
     with CriContainerd(flavour) as daemon:
         pause = built_fixture("linux", "pause")
-        wasm = built_fixture("wasm", "hello.wasm")
-        for tar in (single_file_image(images / "pause.tar", PAUSE_REF, "pause", pause.read_bytes(), ["/pause"]),
-                    busybox_image(images / "busybox.tar", BUSYBOX_REF),
-                    single_file_image(images / "wasm.tar", WASM_REF, "hello.wasm", wasm.read_bytes(),
-                                      ["/hello.wasm"])):
+        tars = [single_file_image(images / "pause.tar", PAUSE_REF, "pause", pause.read_bytes(), ["/pause"]),
+                busybox_image(images / "busybox.tar", BUSYBOX_REF)]
+        for ref, area, name in ((WASM_REF, "wasm", "hello"), (SPIN_REF, "wasm", "spin"),
+                                (MEMHOG_REF, "linux", "memhog")):
+            module = built_fixture(area, f"{name}.wasm")
+            tars.append(single_file_image(images / f"{name}.tar", ref, f"{name}.wasm", module.read_bytes(),
+                                          [f"/{name}.wasm"]))
+        for tar in tars:
             daemon.ctr("images", "import", str(tar))
         yield daemon
     assert daemon.killed_leftovers == [], f"shim processes had to be killed: {daemon.killed_leftovers}"

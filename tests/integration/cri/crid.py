@@ -58,6 +58,9 @@ class CriContainerd(Containerd):
         self.netns = f"rwcri-{tag}"
         self.bridge = f"rwcri{tag[:6]}"
         super().__init__(namespace=K8S_NS, flavour=flavour)
+        # pods get this cgroup parent, as the kubelet always gives one (CRI's pod stats need it);
+        # unique, so that close() removes only ours (other daemons use the k8s.io namespace too)
+        self.cgroup_name = f"rwcri-{tag}"
         self.crictl = crictl_binary()
         if self.crictl is None:
             raise DaemonError(CRICTL_MISSING)

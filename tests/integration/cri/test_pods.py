@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cri.conftest import BUSYBOX_REF, WASM_REF
+from tests.integration.cri.conftest import BUSYBOX_REF, MEMHOG_REF, SPIN_REF, WASM_REF
 from tests.integration.cri.crid import CriContainerd
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ CRI_LOG_LINE = re.compile(r"^\S+ (stdout|stderr) (F|P) (.*)$")
 
 def _pod_config(cri: CriContainerd, name: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}", "attempt": 0},
-            "log_directory": str(cri.log_dir / name), "linux": {}}
+            "log_directory": str(cri.log_dir / name), "linux": {"cgroup_parent": f"/{cri.cgroup_name}"}}
 
 
 def _wait_state(cri: CriContainerd, cid: str, want: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -80,3 +80,46 @@ def test_mixed_wasm_and_linux_pod(cri: CriContainerd) -> None:
         time.sleep(0.1)
     assert cri.our_processes() == [], "shim or workload processes outlived crictl rmp"
     assert cri.cri_leftovers() == []
+
+
+def test_wasm_containers_stats_oom_and_restart(cri: CriContainerd) -> None:
+    pod_cfg = cri.write_json("pod-wasm.json", _pod_config(cri, "wasmpod"))
+    pod = cri.crictl_run("runp", "--runtime", "runwasm", str(pod_cfg)).stdout.strip()
+    spin_cfg = cri.write_json("spin.json", {"metadata": {"name": "spin"}, "image": {"image": SPIN_REF},
+                                            "log_path": "spin.log", "linux": {}})
+    spin = cri.crictl_run("create", pod, str(spin_cfg), str(pod_cfg)).stdout.strip()
+    cri.crictl_run("start", spin)
+    _wait_state(cri, spin, "CONTAINER_RUNNING")
+
+    # a Wasm container has real cgroup figures, and so has its pod
+    deadline = time.monotonic() + 30
+    while True:
+        stats = json.loads(cri.crictl_run("stats", "-o", "json", "--id", spin).stdout)["stats"][0]
+        cpu = int(stats["cpu"].get("usageCoreNanoSeconds", {}).get("value", 0))
+        mem = int(stats["memory"].get("workingSetBytes", {}).get("value", 0))
+        if (cpu > 0 and mem > 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert cpu > 0, stats
+    assert mem > 0, stats
+    podstats = json.loads(cri.crictl_run("statsp", "-o", "json", "--id", pod).stdout)["stats"]
+    assert int(podstats[0]["linux"]["cpu"]["usageCoreNanoSeconds"]["value"]) > 0, podstats
+
+    # over its memory limit, a Wasm container is OOM-killed and CRI says so
+    for attempt in (0, 1):  # ... and it can be restarted in the pod, as the kubelet does
+        hog_cfg = cri.write_json(f"hog{attempt}.json", {
+            "metadata": {"name": "memhog", "attempt": attempt}, "image": {"image": MEMHOG_REF},
+            "log_path": f"memhog.{attempt}.log", "linux": {"resources": {"memory_limit_in_bytes": 64 << 20}}})
+        hog = cri.crictl_run("create", pod, str(hog_cfg), str(pod_cfg)).stdout.strip()
+        cri.crictl_run("start", hog)
+        done = _wait_state(cri, hog, "CONTAINER_EXITED")
+        assert (done["exitCode"], done["reason"]) == (137, "OOMKilled"), done
+        assert done["metadata"]["attempt"] == attempt
+    assert _wait_state(cri, spin, "CONTAINER_RUNNING")  # one container's OOM leaves the others alone
+
+    cri.crictl_run("stopp", pod)
+    cri.crictl_run("rmp", pod)
+    deadline = time.monotonic() + 30
+    while cri.our_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cri.our_processes() == [], "shim or workload processes outlived crictl rmp"
