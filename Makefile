@@ -16,6 +16,7 @@ $(VENV)/.stamp: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(VPY) scripts/gen_launcher.py
 	touch $@
 
 venv: $(VENV)/.stamp

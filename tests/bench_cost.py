@@ -1,7 +1,7 @@
 """Benchmark: cost per container (issue 8), runwasm vs the runc shim in the same run.
 
 Run: ``.venv/bin/python -m tests.bench_cost [N]`` (also part of ``make bench``). For containerd
-1.6 (Debian's, on PATH) and 2.3.4 (``$RUNWASM_CONTAINERD_23_BIN``, default
+1.6 (Debian's, on PATH) and 2.3.4 (``$RUNWASM_CONTAINERD23_BIN``, default
 ``../shared/tools/containerd-2.3.4/bin``; skipped with the reason when absent), each in a private
 daemon, with the shims using a private warm template (``shim/template/``) stopped at the end:
 
@@ -83,14 +83,14 @@ def _wait_for(pred: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def bench_daemon(label: str, bin_dir: Path | None, n: int, tpl_dir: str) -> list[str]:
+def bench_daemon(label: str, flavour: str, n: int, tpl_dir: str) -> list[str]:
     from fixtures.images import busybox_image
     from runwasm.shim.template import process
     from tests.integration.daemon import RUNC_RUNTIME, RUNWASM_RUNTIME, Containerd
     from tests.integration.images import pack_wasm_image
 
     out: list[str] = []
-    with Containerd(namespace=f"rwcost{os.getpid()}", bin_dir=bin_dir) as d, \
+    with Containerd(namespace=f"rwcost{os.getpid()}", flavour=flavour) as d, \
             tempfile.TemporaryDirectory() as tmp:
         wasm_ref = pack_wasm_image(WASM / "hello.wasm", Path(tmp) / "hello.tar", "runwasm.bench/hello:1")
         d.ctr("images", "import", "--all-platforms", str(Path(tmp) / "hello.tar"))
@@ -212,7 +212,7 @@ async def _extra_task_pss(more: int) -> str:
 
 def main() -> None:
     from runwasm.shim.template import key, process
-    from tests.integration.daemon import containerd_23_bin, containerd_binary
+    from tests.integration.daemon import CONTAINERD23_MISSING, containerd23_bin, containerd_binary
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     tpl_dir = tempfile.mkdtemp(prefix="rwb-", dir="/run")
@@ -220,19 +220,17 @@ def main() -> None:
     os.environ[key.ENV_DIR] = tpl_dir  # a private template, stopped at the end
     try:
         lines: list[str] = []
-        daemons: list[tuple[str, Path | None]] = []
+        daemons: list[tuple[str, str]] = []
         if containerd_binary() is not None:
-            daemons.append(("1.6", None))
+            daemons.append(("1.6", "1.6"))
         else:
             lines.append("containerd 1.6: skipped (containerd not on PATH)")
-        bin23 = containerd_23_bin()
-        if bin23 is not None:
-            daemons.append(("2.3.4", bin23))
+        if containerd23_bin() is not None:
+            daemons.append(("2.3.4", "2.3"))
         else:
-            lines.append("containerd 2.3.4: skipped (set $RUNWASM_CONTAINERD_23_BIN; "
-                         "../shared/tools/containerd-2.3.4/bin not found)")
-        for label, bin_dir in daemons:
-            lines += bench_daemon(label, bin_dir, n, tpl_dir)
+            lines.append(f"containerd 2.3.4: skipped: {CONTAINERD23_MISSING}")
+        for label, flavour in daemons:
+            lines += bench_daemon(label, flavour, n, tpl_dir)
             print("\n".join(lines), flush=True)
             lines = []
         print(asyncio.run(_extra_task_pss(5)), flush=True)
