@@ -70,10 +70,11 @@ def _recv(conn: socket.socket) -> tuple[bytes, list[int]]:
     return msg, fds
 
 
-def _child(conn: socket.socket, install: str) -> None:
+def _child(conn: socket.socket, install: str, lock: int) -> None:
     """One request, in a fresh fork of the template; never returns."""
     code = 1
     try:
+        os.close(lock)  # the flock must die with the template, not live on in forked servers
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -194,7 +195,7 @@ def template_main() -> int:
                         continue
                     if os.fork() == 0:
                         lst.close()
-                        _child(conn, install)
+                        _child(conn, install, lock)
             now = time.monotonic()
             if conn is None or now - checked >= IDENTITY_EVERY:
                 checked = now

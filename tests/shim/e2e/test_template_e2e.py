@@ -110,6 +110,9 @@ def test_a_sigkilled_template_loses_no_exit_status_and_is_replaced(private_templ
             await create(t, cid, bundle)
             await start(t, cid)
             os.kill(tpl, signal.SIGKILL)
+            # a new template can start while the servers the dead one forked still run
+            assert ensure_template(private_template, other_than=tpl) != tpl
+            os.kill(_template_pid(private_template) or 0, signal.SIGKILL)
             await kill(t, cid, signal.SIGTERM)
             assert (await wait(t, cid)).exit_status == 128 + signal.SIGTERM
             await delete(t, cid)
