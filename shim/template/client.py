@@ -128,6 +128,15 @@ def run(argv: list[str]) -> int | None:
     return forward(argv)
 
 
+KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+def template_env(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The template's own environment: node-wide, so none of the launching containerd's
+    variables (TTRPC_ADDRESS, NAMESPACE, ...); each child takes its caller's environment."""
+    return {k: v for k, v in env.items() if k in KEPT_ENV or k.startswith("RUNWASM_")}
+
+
 def launch_pid(program: str) -> int | None:
     """``launch``, returning the template's pid (None if it could not be spawned)."""
     from runwasm.shim.template import key as keymod
@@ -135,8 +144,8 @@ def launch_pid(program: str) -> int | None:
     null = os.devnull
     actions = [(os.POSIX_SPAWN_OPEN, fd, null, os.O_RDONLY if fd == 0 else os.O_WRONLY, 0) for fd in (0, 1, 2)]
     try:
-        return os.posix_spawn(program, [program, keymod.TEMPLATE_ACTION], dict(os.environ), file_actions=actions,
-                              setsid=True)
+        return os.posix_spawn(program, [program, keymod.TEMPLATE_ACTION], template_env(os.environ),
+                              file_actions=actions, setsid=True)
     except OSError:
         return None
 
@@ -153,7 +162,7 @@ def launch(program: str) -> OSError | None:
     null = os.devnull
     actions = [(os.POSIX_SPAWN_OPEN, fd, null, os.O_RDONLY if fd == 0 else os.O_WRONLY, 0) for fd in (0, 1, 2)]
     try:
-        os.posix_spawn(program, [program, keymod.TEMPLATE_ACTION], dict(os.environ), file_actions=actions,
+        os.posix_spawn(program, [program, keymod.TEMPLATE_ACTION], template_env(os.environ), file_actions=actions,
                        setsid=True)
     except OSError as err:
         return err

@@ -266,7 +266,11 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
                 await shutdown(t, cid)
 
         run(False, body)
-        assert _template_pid(d) is not None
+        tpl = _template_pid(d)
+        assert tpl is not None
+        # node-wide: it carries none of the variables of the containerd whose start launched it
+        environ = Path(f"/proc/{tpl}/environ").read_bytes().split(b"\0")
+        assert not [v for v in environ if v.startswith((b"TTRPC_ADDRESS=", b"GRPC_ADDRESS=", b"NAMESPACE="))]
     finally:
         process.stop_templates(str(d))
         for f in d.iterdir():
