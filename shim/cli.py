@@ -153,7 +153,7 @@ def _stress(ns: argparse.Namespace) -> int:
         return 2
     try:
         result = asyncio.run(stress.run_stress(module, ns.n, ns.p, full=ns.full))
-    except ValueError as err:
+    except (ValueError, stress.StressError) as err:
         print(f"runwasm: stress: {err}", file=sys.stderr)
         return 2
     print(stress.report(result))

@@ -12,6 +12,7 @@ compiled-module cache, so the module runs precompiled).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import time
@@ -19,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GROUP_ANNOTATION = "io.containerd.runwasm.v1.group"
+
+
+class StressError(Exception):
+    """The stress run could not start (its warm-up task failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +46,7 @@ def percentile(samples: tuple[float, ...], q: float) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -105,20 +110,25 @@ async def run_stress(module: Path, tasks: int, inflight: int, *, full: bool = Fa
                         raise RuntimeError(f"task {cid} exited {waited.exit_status}, expected {expect_status}")
                     return t1 - t0, t2 - t1
 
-                await one()  # warm-up: first spawn, module cache filled
-                sem = asyncio.Semaphore(inflight)
+                try:
+                    try:
+                        await one()  # warm-up: first spawn, module cache filled
+                    except (RuntimeError, OSError) as err:
+                        raise StressError(f"the warm-up task failed, nothing timed: {err}") from err
+                    sem = asyncio.Semaphore(inflight)
 
-                async def limited() -> tuple[float, float]:
-                    async with sem:
-                        return await one()
+                    async def limited() -> tuple[float, float]:
+                        async with sem:
+                            return await one()
 
-                t0 = time.perf_counter()
-                done = await asyncio.gather(*(limited() for _ in range(tasks)), return_exceptions=True)
-                seconds = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    done = await asyncio.gather(*(limited() for _ in range(tasks)), return_exceptions=True)
+                    seconds = time.perf_counter() - t0
+                finally:  # the anchor goes, so the server exits
+                    await t.call("Delete", pb.DeleteRequest(id=anchor), pb.DeleteResponse)
+                    await t.call("Shutdown", pb.ShutdownRequest(id=anchor), empty_pb2.Empty, timeout=5)
                 ok = [r for r in done if isinstance(r, tuple)]
                 errors = tuple(repr(r) for r in done if isinstance(r, BaseException))
-                await t.call("Delete", pb.DeleteRequest(id=anchor), pb.DeleteResponse)
-                await t.call("Shutdown", pb.ShutdownRequest(id=anchor), empty_pb2.Empty, timeout=5)
         finally:
             await h.shim_delete(anchor, anchor_bundle)
     return StressResult(tasks, inflight, tasks - len(ok), errors, seconds,
