@@ -24,6 +24,7 @@ DEFAULT_DIR = "/run/runwasm"
 ENV_DIR = "RUNWASM_TEMPLATE_DIR"
 ENV_SWITCH = "RUNWASM_TEMPLATE"  # "off": never use or launch a template
 TEMPLATE_ACTION = "_runwasm_template"  # never an action word containerd sends
+ENV_FORKED_BY = "RUNWASM_FORKED_BY_TEMPLATE"  # in a forked server's environment: the template's pid
 
 
 def enabled(env: dict[str, str] | os._Environ[str]) -> bool:

@@ -4,9 +4,12 @@ Launched in the background by the first ``start`` on a node that finds none (its
 /dev/null stdio). Life cycle:
 
 1. take ``template-<key>.lock`` (flock, held for life): a second template exits at once;
-2. import everything the actions, the server, the zygote and the workloads need;
+2. import everything the actions and the server need (``PRELOAD``);
 3. bind ``template-<key>.sock`` (SOCK_SEQPACKET, 0600, directory 0700), write the pid file,
    ``gc.freeze()`` so the children's garbage collections do not write to the shared pages;
+   then, between requests, import what the zygotes and workloads need (``PRELOAD_LATER``:
+   wasmtime, the Wasm and Linux workload entries) and freeze again, so the first container
+   on a node waits only for the server's imports;
 4. accept: check the peer's uid (SO_PEERCRED, must be ours: root), fork one child per
    connection and go back to ``accept`` at once (children are reaped by ``SIGCHLD=SIG_IGN``);
    between requests, exit when the installation's code changed on disk (``key.code_identity``).
@@ -36,16 +39,20 @@ import traceback
 
 from runwasm.shim.template import client, key
 
+# imported before the socket appears: what start/delete and a server need
 PRELOAD = (
-    "asyncio", "json", "logging", "ctypes", "ctypes.util", "wasmtime",
+    "asyncio", "json", "logging", "ctypes", "ctypes.util",
     "google.protobuf.empty_pb2", "google.protobuf.any_pb2", "google.protobuf.timestamp_pb2",
     "runwasm.shim.__main__", "runwasm.shim.start", "runwasm.shim.delete", "runwasm.shim.info",
     "runwasm.shim.server_main", "runwasm.shim.task", "runwasm.shim.task_rpc", "runwasm.shim.ttrpc.server",
     "runwasm.shim.events", "runwasm.shim.backends", "runwasm.shim.linux_backend", "runwasm.shim.reaper",
     "runwasm.shim.zygote", "runwasm.shim.tracing", "runwasm.shim.logs", "runwasm.shim.console",
     "runwasm.shim.router", "runwasm.shim.template.server",
-    "runwasm.oci.runtime_spec", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.linux.init",
+    "runwasm.oci.runtime_spec",
 )
+# imported one at a time between requests once listening: what the zygotes and workloads need
+# (a server forked before they are in gets a zygote that imports them itself, as before)
+PRELOAD_LATER = ("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.linux.init")
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
 IDLE_POLL = 2.0
 
@@ -145,6 +152,14 @@ def _bind(sock_path: str) -> socket.socket:
     return lst
 
 
+def _preload(names: tuple[str, ...] | list[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            os.write(2, f"runwasm template: cannot preload {name}: {err}\n".encode())
+
+
 def template_main() -> int:
     sock_path = key.socket_path(os.environ)
     directory = os.path.dirname(sock_path)
@@ -158,11 +173,7 @@ def template_main() -> int:
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            os.write(2, f"runwasm template: cannot preload {name}: {err}\n".encode())
+    _preload(PRELOAD)
     # listen only once warm: until then execs find no socket and run the action themselves
     # rather than queue behind the imports
     lst = _bind(sock_path)
@@ -179,12 +190,13 @@ def template_main() -> int:
     gc.collect()
     gc.freeze()
     checked = time.monotonic()
-    lst.settimeout(IDLE_POLL)
+    pending = list(PRELOAD_LATER)
     try:
         while True:
+            lst.settimeout(0.0 if pending else IDLE_POLL)
             try:
                 conn, _ = lst.accept()
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 conn = None
             except _Stop:
                 return 0
@@ -196,6 +208,13 @@ def template_main() -> int:
                     if os.fork() == 0:
                         lst.close()
                         _child(conn, install, lock)
+            if conn is None and pending:
+                _preload(pending[:1])
+                del pending[0]
+                if not pending:
+                    gc.collect()
+                    gc.freeze()
+                continue
             now = time.monotonic()
             if conn is None or now - checked >= IDENTITY_EVERY:
                 checked = now

@@ -8,7 +8,8 @@
   its own session (``setsid``), stdio on /dev/null (containerd waits for every holder of
   ``start``'s output pipe), default signal dispositions and an empty signal mask, cwd ``/``;
 - the environment ``start`` would have passed (containerd's, plus the settings and the
-  listening fd), in ``os.environ`` and in ``/proc/<pid>/environ``, and the command line
+  listening fd, plus ``RUNWASM_FORKED_BY_TEMPLATE=<template pid>``), in ``os.environ`` and in
+  ``/proc/<pid>/environ``, and the command line
   ``<shim binary> -namespace NS -id ID _runwasm_serve`` in ``/proc/<pid>/cmdline``
   (``PR_SET_MM``, root only; left as the template's when the kernel refuses);
 - then ``server_main.serve_main()``, which forks the zygote before any thread starts.
@@ -98,6 +99,9 @@ def _become_server(argv: Sequence[str], env: dict[str, str]) -> None:
 def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -> int:
     """Fork the detached server; returns its pid. ``env`` names ``sock``'s fd (which stays open
     in the server: no exec, so inheritability does not matter)."""
+    from runwasm.shim.template.key import ENV_FORKED_BY
+
+    env = {**env, ENV_FORKED_BY: str(os.getppid())}  # we are the template's child: its pid
     r, w = os.pipe()
     mid = os.fork()
     if mid == 0:  # intermediate: fork the server, report its pid, exit so init adopts it

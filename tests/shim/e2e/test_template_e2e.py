@@ -56,10 +56,20 @@ def ensure_template(directory: Path, *, other_than: int | None = None) -> int:
     raise AssertionError(f"no template came up in {directory}")
 
 
-def _maps_wasmtime(pid: int) -> bool:
-    """Only a server forked from the template has wasmtime mapped (an exec'd server leaves the
-    import to its zygote)."""
-    return "wasmtime" in Path(f"/proc/{pid}/maps").read_text()
+def _forked_by(pid: int) -> int | None:
+    """The template a server was forked from (its environment says so), None if exec'd."""
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        name, _, value = item.partition(b"=")
+        if name == key.ENV_FORKED_BY.encode():
+            return int(value)
+    return None
+
+
+def _shares_pages_with(pid: int, tpl: int) -> bool:
+    """Some of ``pid``'s anonymous (heap) pages are the template's, shared copy-on-write: the
+    kernel reports them as Shared_Dirty, which an exec'd process never has with the template."""
+    rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    return int(rollup["Shared_Dirty"].split()[0]) > 0 and _forked_by(pid) == tpl
 
 
 def _tag() -> str:
@@ -87,7 +97,8 @@ def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path
                 assert os.path.basename(argv[0].decode()) == "containerd-shim-runwasm-v1"
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
                 assert f"TTRPC_ADDRESS={h.events_sock}".encode() in environ
-                assert _maps_wasmtime(pid), f"server {pid} was not forked from the template {tpl}"
+                assert _forked_by(pid) == tpl, f"server {pid} was not forked from the template {tpl}"
+                assert _shares_pages_with(pid, tpl)
                 assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] != str(tpl)
             for t, cid in ((t0, ids[0]), (t1, ids[1])):
                 await kill(t, cid, signal.SIGKILL)
@@ -125,7 +136,7 @@ def test_a_sigkilled_template_loses_no_exit_status_and_is_replaced(private_templ
             await start(t, cid2)
             (server,) = [p for p in server_pids(h.root)
                          if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == "1"]
-            assert not _maps_wasmtime(server)
+            assert _forked_by(server) is None
             await kill(t, cid2, signal.SIGKILL)
             assert (await wait(t, cid2)).exit_status == 137
             await delete(t, cid2)
@@ -150,7 +161,7 @@ def test_delete_cleans_after_a_sigkilled_forked_server(private_template: Path) -
             await start(t, cid)
             servers = server_pids(h.root)
             assert servers
-            assert all(_maps_wasmtime(p) for p in servers)
+            assert all(_forked_by(p) is not None for p in servers)
             for pid in servers:
                 os.kill(pid, signal.SIGKILL)
         resp = await h.shim_delete(cid, bundle)
@@ -259,7 +270,7 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
                 await start(t, cid)
                 servers = server_pids(h.root)
                 assert servers
-                assert all(_maps_wasmtime(p) for p in servers), "the first server was not forked from a template"
+                assert all(_forked_by(p) is not None for p in servers), "the first server was not forked from a template"
                 await kill(t, cid, signal.SIGKILL)
                 assert (await wait(t, cid)).exit_status == 137
                 await delete(t, cid)
