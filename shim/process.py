@@ -65,6 +65,7 @@ class Proc:
     pid: int
     stdio: StdioPaths
     control: socket.socket | None
+    start_time: int = 0  # field 22 of /proc/<pid>/stat: with the pid, the process's identity
     state: State = State.CREATED
     exit_status: int = 0
     exited_at_ns: int | None = None
