@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from runwasm.shim.harness import Harness, run_task
@@ -31,20 +32,20 @@ def test_piped_stdin_reaches_the_task_and_its_eof_ends_it(legacy: bool) -> None:
 
     async def body(h: Harness) -> None:
         r, w = os.pipe()
+
+        def write() -> None:  # blocking, beside the loop; closing w is the EOF
+            try:
+                os.write(w, data)
+            finally:
+                os.close(w)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
         try:
-            writer = os.fork()
-            if writer == 0:
-                os.close(r)
-                os.write(w, data)  # blocking, in a process of its own
-                os._exit(0)
-            os.close(w)
-            w = -1
             status, out = await _cat(h, "cat-pipe", r)
         finally:
             os.close(r)
-            if w >= 0:
-                os.close(w)
-        os.waitpid(writer, 0)
+        writer.join(10)
         assert (status, len(out), out == data) == (0, len(data), True)
 
     run(legacy, body)
