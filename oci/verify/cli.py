@@ -103,15 +103,15 @@ def sign(ns: argparse.Namespace, root: Path) -> int:
     layer = signmod.sign_layer(key, ref, digest, annotations)
     what = f"{ref.name}@{digest}"
     if in_store and subject is not None and subject.digest == digest:
-        rec = signmod.to_store(store, images, ref, digest, layer)
+        rec = signmod.to_store(store, images, ref, digest, layer, key.public)
         print(f"signed {what}: store record {rec.name}")
     if ns.output_layout:
-        signmod.to_layout(Path(ns.output_layout), ref, digest, layer)
+        signmod.to_layout(Path(ns.output_layout), ref, digest, layer, key.public)
         print(f"signed {what}: layout {ns.output_layout}")
     if reg is not None:
         if subject is None:
             raise NotFoundError(f"failed to push signature of {what}: the image is not in its registry")
-        pushed = signmod.push(reg, ref, subject, layer, referrer=ns.referrer)
+        pushed = signmod.push(reg, ref, subject, layer, referrer=ns.referrer, signer=key.public)
         print(f"signed {what}: pushed {'referrer' if ns.referrer else 'signature image'} {pushed}")
     print(f"key {key.public.algorithm} sha256:{key.public.key_id[:16]}", file=sys.stderr)
     return 0

@@ -30,7 +30,7 @@ from runwasm.oci.images import ImageRecord, ImageStore
 from runwasm.oci.reference import Reference
 from runwasm.oci.store import ContentStore
 from runwasm.oci.verify import cosign
-from runwasm.oci.verify.keys import PrivateKey
+from runwasm.oci.verify.keys import PrivateKey, PublicKey
 from runwasm.oci.verify.registry import Registry
 
 
@@ -41,12 +41,24 @@ def sign_layer(key: PrivateKey, ref: Reference, digest: Digest,
     return cosign.SignatureLayer(payload, base64.b64encode(key.sign(payload)).decode())
 
 
-def _merge(old: list[cosign.SignatureLayer], new: cosign.SignatureLayer) -> list[cosign.SignatureLayer]:
-    return old if any(x.payload == new.payload and x.signature_b64 == new.signature_b64 for x in old) else [*old, new]
+def _merge(old: list[cosign.SignatureLayer], new: cosign.SignatureLayer,
+           key: PublicKey | None = None) -> list[cosign.SignatureLayer]:
+    """``old`` plus ``new``, minus earlier signatures of the same payload by the same key (ECDSA
+    signatures differ each time, so re-signing would otherwise pile up layers)."""
+    def same(x: cosign.SignatureLayer) -> bool:
+        if x.payload != new.payload:
+            return False
+        if x.signature_b64 == new.signature_b64:
+            return True
+        try:
+            return key is not None and key.verify(base64.b64decode(x.signature_b64), x.payload)
+        except ValueError:
+            return False
+    return [*(x for x in old if not same(x)), new]
 
 
 def to_store(store: ContentStore, images: ImageStore, ref: Reference, digest: Digest,
-             layer: cosign.SignatureLayer) -> ImageRecord:
+             layer: cosign.SignatureLayer, signer: PublicKey | None = None) -> ImageRecord:
     """Append ``layer`` to the store's signature image of ``digest``; returns its record."""
     name = f"{ref.name}:{cosign.sig_tag(digest)}"
     old: list[cosign.SignatureLayer] = []
@@ -56,7 +68,7 @@ def to_store(store: ContentStore, images: ImageStore, ref: Reference, digest: Di
             old = cosign.existing_layers(Manifest.from_json(store.read_bytes(rec.target.digest)), store.read_bytes)
         except NotFoundError:
             pass
-        built = cosign.build_sig_manifest(_merge(old, layer))
+        built = cosign.build_sig_manifest(_merge(old, layer, signer))
         for blob in (*built.blobs, built.manifest):
             store.put_bytes(blob.data)
         record = ImageRecord(name, built.manifest.descriptor())
@@ -64,7 +76,8 @@ def to_store(store: ContentStore, images: ImageStore, ref: Reference, digest: Di
     return record
 
 
-def to_layout(directory: Path, ref: Reference, digest: Digest, layer: cosign.SignatureLayer) -> Descriptor:
+def to_layout(directory: Path, ref: Reference, digest: Digest, layer: cosign.SignatureLayer,
+              signer: PublicKey | None = None) -> Descriptor:
     """Write (or add to) an OCI layout directory holding the ``.sig`` image of ``digest``."""
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
@@ -79,7 +92,7 @@ def to_layout(directory: Path, ref: Reference, digest: Digest, layer: cosign.Sig
                 old = cosign.existing_layers(m, lambda x: (blobs / x.hex).read_bytes())
             else:
                 entries.append(d)
-    built = cosign.build_sig_manifest(_merge(old, layer))
+    built = cosign.build_sig_manifest(_merge(old, layer, signer))
     for blob in (*built.blobs, built.manifest):
         (blobs / blob.digest.hex).write_bytes(blob.data)
     desc = built.manifest.descriptor({mt.ANNOTATION_REF_NAME: tag, mt.ANNOTATION_IMAGE_NAME: f"{ref.name}:{tag}"})
@@ -93,7 +106,7 @@ def to_layout(directory: Path, ref: Reference, digest: Digest, layer: cosign.Sig
 
 
 def push(reg: Registry, ref: Reference, subject: Descriptor, layer: cosign.SignatureLayer, *,
-         referrer: bool = False) -> Digest:
+         referrer: bool = False, signer: PublicKey | None = None) -> Digest:
     """Push the signature of ``subject`` to ``ref``'s repository; returns the signature manifest digest."""
     repo = ref.path
     if referrer:
@@ -109,7 +122,7 @@ def push(reg: Registry, ref: Reference, subject: Descriptor, layer: cosign.Signa
     existing = reg.get_manifest(repo, tag)
     if existing is not None:
         old = cosign.existing_layers(Manifest.from_json(existing.data), lambda d: reg.get_blob(repo, d))
-    built = cosign.build_sig_manifest(_merge(old, layer))
+    built = cosign.build_sig_manifest(_merge(old, layer, signer))
     for blob in built.blobs:
         reg.push_blob(repo, blob.data)
     return reg.push_manifest(repo, tag, built.manifest.data, mt.OCI_MANIFEST)
