@@ -174,6 +174,16 @@ def build_referrer_manifest(layers: list[SignatureLayer], subject: Descriptor) -
     return BuiltManifest(Blob(mt.OCI_MANIFEST, json.dumps(manifest, separators=(",", ":")).encode()), blobs)
 
 
+def build_bundle_manifest(bundle: bytes, subject: Descriptor) -> BuiltManifest:
+    """A Sigstore bundle as an OCI 1.1 referrer of ``subject``."""
+    empty = Blob(mt.OCI_EMPTY, b"{}")
+    layer = Blob(BUNDLE_V03, bundle)
+    manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": BUNDLE_V03,
+                "config": empty.descriptor().to_json(), "layers": [layer.descriptor().to_json()],
+                "subject": Descriptor(subject.media_type, subject.digest, subject.size).to_json()}
+    return BuiltManifest(Blob(mt.OCI_MANIFEST, json.dumps(manifest, separators=(",", ":")).encode()), (empty, layer))
+
+
 def existing_layers(manifest: Manifest, read: Any) -> list[SignatureLayer]:
     """The signatures already in a ``.sig`` manifest (``read(digest) -> bytes``), to append to."""
     out = []

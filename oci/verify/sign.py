@@ -128,6 +128,18 @@ def push(reg: Registry, ref: Reference, subject: Descriptor, layer: cosign.Signa
     return reg.push_manifest(repo, tag, built.manifest.data, mt.OCI_MANIFEST)
 
 
+def push_bundle(reg: Registry, ref: Reference, subject: Descriptor, bundle: bytes) -> Digest:
+    """Attach a Sigstore bundle to ``subject`` as an OCI 1.1 referrer (cosign's new-bundle layout:
+    artifact type and single layer ``application/vnd.dev.sigstore.bundle.v0.3+json``)."""
+    repo = ref.path
+    built = cosign.build_bundle_manifest(bundle, subject)
+    for blob in built.blobs:
+        reg.push_blob(repo, blob.data)
+    digest = reg.push_manifest(repo, str(built.manifest.digest), built.manifest.data, mt.OCI_MANIFEST)
+    _update_referrers_tag(reg, repo, subject.digest, built.manifest.descriptor(artifact_type=cosign.BUNDLE_V03))
+    return digest
+
+
 def _update_referrers_tag(reg: Registry, repo: str, subject: Digest, desc: Descriptor) -> None:
     """The referrers tag schema: index ``sha256-<hex>`` lists every referrer of ``subject``.
 

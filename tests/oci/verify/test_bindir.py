@@ -13,7 +13,7 @@ import pytest
 from runwasm.oci.reference import Reference
 from runwasm.oci.verify import cosign
 from runwasm.oci.verify.keys import load_private_key
-from runwasm.oci.verify.registry import Registry
+from runwasm.oci.verify.registry import Fetched, Registry
 from runwasm.oci.verify.sign import push, sign_layer
 from runwasm.oci.verify.sources import RegistrySource
 from tests.conftest import built_fixture
@@ -24,7 +24,7 @@ from tests.registry import LocalRegistry
 VERIFY = Path(sys.executable).parent / "runwasm-verify"
 
 
-def _push(registry: LocalRegistry, tmp_path: Path, module: str, repo_tag: str) -> tuple[str, Registry, object]:
+def _push(registry: LocalRegistry, tmp_path: Path, module: str, repo_tag: str) -> tuple[str, Registry, Fetched]:
     tar = tmp_path / f"{repo_tag.replace(':', '_').replace('/', '_')}.tar"
     ref = pack_wasm_image(built_fixture("wasm", f"{module}.wasm"), tar, f"{registry.host}/{repo_tag}")
     registry.push_archive(tar, repo_tag)
@@ -52,7 +52,7 @@ def test_accepts_signed_refuses_others(registry: LocalRegistry, tmp_path: Path, 
     ref, client, fetched = _push(registry, tmp_path, "hello", f"bindir-{form}:1")
     from runwasm.oci.image import Descriptor
 
-    subject = Descriptor(fetched.media_type, fetched.digest, len(fetched.data))  # type: ignore[attr-defined]
+    subject = Descriptor(fetched.media_type, fetched.digest, len(fetched.data))
     layer = sign_layer(load_private_key(keys["ed1"][0]), Reference.parse(ref), subject.digest)
     push(client, Reference.parse(ref), subject, layer, referrer=referrer)
     policy = write_policy(f"{registry.host}/*", ("ec1", "ed1"))
@@ -71,7 +71,7 @@ def test_accepts_signed_refuses_others(registry: LocalRegistry, tmp_path: Path, 
 
 def test_unsigned_and_bad_input(registry: LocalRegistry, tmp_path: Path, write_policy: PolicyWriter) -> None:
     ref, _, fetched = _push(registry, tmp_path, "exit7", "bindir-unsigned:1")
-    digest = str(fetched.digest)  # type: ignore[attr-defined]
+    digest = str(fetched.digest)
     policy = write_policy(f"{registry.host}/*")
     res = _call(ref, digest, policy)
     assert res.returncode == 1
@@ -109,7 +109,7 @@ def test_tag_scheme_signatures_accumulate(registry: LocalRegistry, tmp_path: Pat
     ref, client, fetched = _push(registry, tmp_path, "hello", "bindir-two:1")
     from runwasm.oci.image import Descriptor
 
-    subject = Descriptor(fetched.media_type, fetched.digest, len(fetched.data))  # type: ignore[attr-defined]
+    subject = Descriptor(fetched.media_type, fetched.digest, len(fetched.data))
     for k in ("ec1", "ec2", "ec2"):
         key = load_private_key(keys[k][0])
         push(client, Reference.parse(ref), subject, sign_layer(key, Reference.parse(ref), subject.digest),

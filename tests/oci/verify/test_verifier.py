@@ -16,10 +16,12 @@ from runwasm.oci.verify.keys import load_private_key
 from runwasm.oci.verify.policy import load_policy
 from runwasm.oci.verify.sign import sign_layer
 from runwasm.oci.verify.verifier import Candidate, Found, judge, require
+from tests.oci.verify.conftest import PolicyWriter
 
 NAME = "reg.example/app:1"
 D = Digest("sha256", "12" * 32)
 OTHER = Digest("sha256", "34" * 32)
+Keys = dict[str, tuple[Path, Path]]
 
 
 @dataclass
@@ -38,7 +40,7 @@ def _cand(keys: dict[str, tuple[Path, Path]], key: str, digest: Digest = D) -> C
     return Candidate(f"sig by {key}", layer.payload, layer.signature_b64)
 
 
-def test_signed_by_listed_key_is_accepted(write_policy, keys) -> None:  # type: ignore[no-untyped-def]
+def test_signed_by_listed_key_is_accepted(write_policy: PolicyWriter, keys: Keys) -> None:
     j = judge(load_policy(write_policy("reg.example/*", ("ec2", "ed1"))), NAME, D,
               FakeSource(Found((_cand(keys, "ed1"),))))
     assert j.ok
@@ -47,7 +49,7 @@ def test_signed_by_listed_key_is_accepted(write_policy, keys) -> None:  # type: 
     assert str(D) in j.reason
 
 
-def test_unsigned_is_refused_or_warned(write_policy) -> None:  # type: ignore[no-untyped-def]
+def test_unsigned_is_refused_or_warned(write_policy: PolicyWriter) -> None:
     j = judge(load_policy(write_policy()), NAME, D, FakeSource(Found(())))
     assert not j.ok
     assert "not signed" in j.reason
@@ -59,25 +61,25 @@ def test_unsigned_is_refused_or_warned(write_policy) -> None:  # type: ignore[no
     assert "WARNING" in j.reason
 
 
-def test_bad_signature_is_refused_even_when_unsigned_warns(write_policy, keys) -> None:  # type: ignore[no-untyped-def]
+def test_bad_signature_is_refused_even_when_unsigned_warns(write_policy: PolicyWriter, keys: Keys) -> None:
     j = judge(load_policy(write_policy(unsigned="warn")), NAME, D, FakeSource(Found((_cand(keys, "ec2"),))))
     assert not j.ok
     assert "sig by ec2: signature does not verify with key(s) ['ec1']" in j.reason
 
 
-def test_signature_of_another_digest_is_refused(write_policy, keys) -> None:  # type: ignore[no-untyped-def]
+def test_signature_of_another_digest_is_refused(write_policy: PolicyWriter, keys: Keys) -> None:
     j = judge(load_policy(write_policy()), NAME, D, FakeSource(Found((_cand(keys, "ec1", OTHER),))))
     assert not j.ok
     assert f"payload signs digest '{OTHER}', not this image's '{D}'" in j.reason
 
 
-def test_one_good_signature_among_bad_ones_is_enough(write_policy, keys) -> None:  # type: ignore[no-untyped-def]
+def test_one_good_signature_among_bad_ones_is_enough(write_policy: PolicyWriter, keys: Keys) -> None:
     found = Found((_cand(keys, "ec2"), _cand(keys, "ec1", OTHER), _cand(keys, "ec1")), ("broken artifact",))
     j = judge(load_policy(write_policy()), NAME, D, FakeSource(found))
     assert j.ok
 
 
-def test_malformed_candidates(write_policy, keys) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_candidates(write_policy: PolicyWriter, keys: Keys) -> None:
     good = _cand(keys, "ec1")
     bad_type = Candidate("t", good.payload.replace(cosign.PAYLOAD_TYPE.encode(), b"other type"), good.signature_b64)
     cands = (Candidate("b64", good.payload, "!!!"), Candidate("nosig", good.payload, ""), bad_type,
@@ -89,7 +91,7 @@ def test_malformed_candidates(write_policy, keys) -> None:  # type: ignore[no-un
         assert text in j.reason
 
 
-def test_rule_actions_and_default(write_policy, keys) -> None:  # type: ignore[no-untyped-def]
+def test_rule_actions_and_default(write_policy: PolicyWriter, keys: Keys) -> None:
     src = FakeSource(Found(()))
     assert not judge(load_policy(write_policy("other/*")), NAME, D, src).ok
     assert "default is reject" in judge(load_policy(write_policy("other/*")), NAME, D, src).reason
@@ -101,16 +103,16 @@ def test_rule_actions_and_default(write_policy, keys) -> None:  # type: ignore[n
     assert judge(load_policy(p), NAME, D, src).ok
 
 
-def test_lookup_failure_fails_closed(write_policy) -> None:  # type: ignore[no-untyped-def]
+def test_lookup_failure_fails_closed(write_policy: PolicyWriter) -> None:
     j = judge(load_policy(write_policy()), NAME, D, FakeSource(Found(()), UnavailableError("registry down")))
     assert not j.ok
     assert "cannot look up signatures: registry down" in j.reason
 
 
-def test_bad_reference_is_refused(write_policy) -> None:  # type: ignore[no-untyped-def]
+def test_bad_reference_is_refused(write_policy: PolicyWriter) -> None:
     assert not judge(load_policy(write_policy()), "UPPER/Case", D, FakeSource(Found(()))).ok
 
 
-def test_require_raises(write_policy) -> None:  # type: ignore[no-untyped-def]
+def test_require_raises(write_policy: PolicyWriter) -> None:
     with pytest.raises(VerificationError, match="not signed"):
         require(load_policy(write_policy()), NAME, D, FakeSource(Found(())))
