@@ -74,7 +74,8 @@ class Registry:
                 limit: int = MAX_MANIFEST, full_url: str | None = None) -> tuple[int, dict[str, str], bytes]:
         """One HTTP exchange; returns (status, headers, body). 404 is returned, not raised."""
         hdrs = dict(headers or {})
-        for attempt in range(3):
+        token_tried = False
+        for _attempt in range(3):
             url = full_url or self._url(path)
             if self._token:
                 hdrs["Authorization"] = f"Bearer {self._token}"
@@ -88,7 +89,8 @@ class Registry:
                     return resp.status, {k.lower(): v for k, v in resp.headers.items()}, body
             except urllib.error.HTTPError as err:
                 rh = {k.lower(): v for k, v in err.headers.items()}
-                if err.code == 401 and attempt == 0 and "bearer" in rh.get("www-authenticate", "").lower():
+                if err.code == 401 and not token_tried and "bearer" in rh.get("www-authenticate", "").lower():
+                    token_tried = True
                     self._token = self._fetch_token(rh["www-authenticate"])
                     continue
                 if err.code == 404:

@@ -120,3 +120,21 @@ def test_keygen(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "k.key").stat().st_mode & 0o777 == 0o600
     assert b"PUBLIC KEY" in (tmp_path / "k.pub").read_bytes()
+
+
+def test_unreadable_signature_record_is_refused(tmp_path: Path, keys: dict[str, tuple[Path, Path]],
+                                                write_policy: PolicyWriter) -> None:
+    """A signature record whose manifest is not a manifest is reported, and the image refused."""
+    from runwasm.oci import mediatypes as mt
+    from runwasm.oci.image import Descriptor
+    from runwasm.oci.images import ImageRecord
+
+    tar, digest = _packed(tmp_path, "hello", "reg.example/app:1")
+    root = tmp_path / "store"
+    assert _rw(root, "image", "import", str(tar)).returncode == 0
+    junk = ContentStore(root).put_bytes(b"not json")
+    ImageStore(root).put(ImageRecord(f"reg.example/app:{cosign.sig_tag(Digest.parse(digest))}",
+                                     Descriptor(mt.OCI_MANIFEST, junk, 8)))
+    res = _rw(root, "image", "verify", "--policy", str(write_policy("reg.example/*")), "reg.example/app:1")
+    assert res.returncode == 1
+    assert "unreadable signature image" in res.stdout
