@@ -120,6 +120,9 @@ def _ls(ns: argparse.Namespace) -> int:
         if ns.quiet:
             print(record.name)
             continue
+        if _is_signature_record(record.name):  # cosign signature image (runwasm image sign / import)
+            print(f"{record.name}\t{record.target.digest}\tsignature\t-\t{record.target.size}")
+            continue
         try:
             res = resolve(store, record.target, _platforms(ns))
             plat, nlayers = str(res.config.platform), str(len(res.manifest.layers))
@@ -136,10 +139,33 @@ def _rm(ns: argparse.Namespace) -> int:
     store, images = _open_stores(ns)
     with store.lock():
         for name in ns.names:
-            print(images.delete(name).name)
+            removed = images.delete(name)
+            print(removed.name)
+            _remove_orphan_signatures(images, removed)
         result = collect_garbage(store, images)
     log.info("gc removed %d blobs", len(result.removed_blobs))
     return 0
+
+
+def _is_signature_record(name: str) -> bool:
+    from runwasm.oci.verify.local import is_signature_record
+
+    return is_signature_record(name)
+
+
+def _remove_orphan_signatures(images: ImageStore, removed: ImageRecord) -> None:
+    """Remove the ``<repo>:sha256-<hex>.sig`` record of a removed image once no record of the
+    store targets that digest any more (it would only keep dead blobs alive)."""
+    from runwasm.oci.errors import NotFoundError
+    from runwasm.oci.reference import Reference
+    from runwasm.oci.verify.cosign import sig_tag
+
+    if _is_signature_record(removed.name) or any(r.target.digest == removed.target.digest for r in images.list()):
+        return
+    try:
+        print(images.delete(f"{Reference.parse(removed.name).name}:{sig_tag(removed.target.digest)}").name)
+    except NotFoundError:
+        pass
 
 
 def _inspect(ns: argparse.Namespace) -> int:

@@ -138,3 +138,20 @@ def test_unreadable_signature_record_is_refused(tmp_path: Path, keys: dict[str, 
     res = _rw(root, "image", "verify", "--policy", str(write_policy("reg.example/*")), "reg.example/app:1")
     assert res.returncode == 1
     assert "unreadable signature image" in res.stdout
+
+
+def test_ls_and_rm_know_signature_records(tmp_path: Path, keys: dict[str, tuple[Path, Path]]) -> None:
+    tar, digest = _packed(tmp_path, "hello", "reg.example/app:1")
+    root = tmp_path / "store"
+    assert _rw(root, "image", "import", str(tar)).returncode == 0
+    assert _rw(root, "image", "sign", "--key", str(keys["ec1"][0]), "reg.example/app:1").returncode == 0
+    sig_name = f"reg.example/app:{cosign.sig_tag(Digest.parse(digest))}"
+    ls = _rw(root, "image", "ls").stdout
+    assert f"{sig_name}\t" in ls
+    assert "\tsignature\t" in ls
+    assert "?" not in ls
+    res = _rw(root, "image", "rm", "reg.example/app:1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["reg.example/app:1", sig_name]
+    assert ImageStore(root).list() == []
+    assert ContentStore(root).list() == []
