@@ -71,15 +71,16 @@ class Registry:
         return f"{self._scheme}://{self.host}{path}"
 
     def request(self, method: str, path: str, *, data: bytes | None = None, headers: dict[str, str] | None = None,
-                limit: int = MAX_MANIFEST, full_url: str | None = None) -> tuple[int, dict[str, str], bytes]:
+                limit: int = MAX_MANIFEST, full_url: str | None = None,
+                auth: bool = True) -> tuple[int, dict[str, str], bytes]:
         """One HTTP exchange; returns (status, headers, body). 404 is returned, not raised."""
         hdrs = dict(headers or {})
         token_tried = False
         for _attempt in range(3):
             url = full_url or self._url(path)
-            if self._token:
-                hdrs["Authorization"] = f"Bearer {self._token}"
             req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+            if self._token and auth:  # not forwarded on redirects (blob storage rejects a second credential)
+                req.add_unredirected_header("Authorization", f"Bearer {self._token}")
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout,
                                             context=self._ctx if url.startswith("https") else None) as resp:
@@ -115,7 +116,7 @@ class Registry:
         if not realm:
             raise RegistryError(f"failed to authenticate to {self.host!r}: no realm in {header!r}")
         url = realm + "?" + urllib.parse.urlencode(params)
-        _, _, body = self.request("GET", "", full_url=url)
+        _, _, body = self.request("GET", "", full_url=url, auth=False)
         try:
             obj = json.loads(body)
             return str(obj.get("token") or obj.get("access_token"))

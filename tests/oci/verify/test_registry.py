@@ -39,12 +39,16 @@ class Handler(BaseHTTPRequestHandler):
         host = f"http://{self.headers['Host']}"
         if self.path.startswith("/token"):
             self._send(200, b'{"token":"t0k"}')
+        elif self.path == "/storage/blob":  # like S3 behind a redirect: a second credential is an error
+            self._send(400 if self.headers.get("Authorization") else 200, MANIFEST)
         elif self.headers.get("Authorization") != "Bearer t0k":
             self._send(401, headers={"WWW-Authenticate": f'Bearer realm="{host}/token",service="reg",scope="repository:app:pull"'})
         elif self.path == "/v2/app/manifests/1" or self.path == f"/v2/app/manifests/{GOOD}":
             self._send(200, MANIFEST, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
         elif self.path == "/v2/app/manifests/sha256:" + "0" * 64:
             self._send(200, MANIFEST)  # content that does not match the digest asked for
+        elif self.path == f"/v2/app/blobs/{GOOD}":
+            self._send(307, headers={"Location": f"{host}/storage/blob"})
         elif self.path == "/v2/app/manifests/broken":
             self._send(500, b"boom")
         else:
@@ -77,6 +81,7 @@ def test_bearer_token_digest_checks_and_errors(server: str) -> None:
     with pytest.raises(RegistryError, match=r"HTTP 500 boom"):
         reg.get_manifest("app", "broken")
     assert reg.referrers("app", Digest.parse(GOOD)) == []
+    assert reg.get_blob("app", Digest.parse(GOOD)) == MANIFEST  # the token is not sent to the redirect target
 
 
 def test_no_plain_http_fallback_for_other_hosts() -> None:
