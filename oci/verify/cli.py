@@ -1,7 +1,8 @@
 """``runwasm image sign|verify|keygen`` (wired into ``runwasm.oci.image_cli``).
 
 - ``sign --key KEY REF``: sign the image ``REF`` (its digest in the store, or ``--digest``, or
-  resolved from its registry with ``--push``) as cosign does; the signature goes to the store
+  the entry of ``--output-layout DIR`` naming it, or resolved from its registry with ``--push``)
+  as cosign does; the signature goes to the store
   (when the image is there), to ``--output-layout DIR`` and/or to the registry (``--push``, as
   the ``.sig`` tag, or as an OCI 1.1 referrer with ``--referrer``).
 - ``verify --policy POLICY REF``: print the judgement for a stored image (or ``--remote``: the
@@ -61,6 +62,28 @@ def _remote_target(name: str, registries: Any) -> Any:
     return ref, reg, Descriptor(fetched.media_type, fetched.digest, len(fetched.data))
 
 
+def _layout_target(directory: Path, ref: Any) -> Any:
+    """The descriptor an OCI layout directory's index.json names ``ref`` with (full name in
+    ``io.containerd.image.name`` / ``org.opencontainers.image.ref.name``, or just the tag)."""
+    from runwasm.oci import mediatypes as mt
+    from runwasm.oci.errors import InvalidArgumentError
+    from runwasm.oci.image import Index
+    from runwasm.oci.reference import Reference
+
+    path = directory / "index.json"
+    if not path.is_file():
+        return None
+    for desc in Index.from_json(path.read_bytes(), str(path)).manifests:
+        for key in (mt.ANNOTATION_IMAGE_NAME, mt.ANNOTATION_REF_NAME):
+            value = desc.annotations.get(key, "")
+            try:
+                if value and (value == ref.tag or str(Reference.parse(value)) == str(ref)):
+                    return desc
+            except InvalidArgumentError:
+                continue
+    return None
+
+
 def sign(ns: argparse.Namespace, root: Path) -> int:
     from runwasm.oci.digest import Digest
     from runwasm.oci.errors import NotFoundError
@@ -93,9 +116,11 @@ def sign(ns: argparse.Namespace, root: Path) -> int:
                 fetched = reg.get_manifest(ref.path, str(digest))
                 if fetched is not None:
                     subject = Descriptor(fetched.media_type, digest, len(fetched.data))
+    elif subject is None and ns.output_layout and (found := _layout_target(Path(ns.output_layout), ref)) is not None:
+        subject = found
     elif subject is None:
         if not ns.push:
-            raise NotFoundError(f"failed to sign {ns.name!r}: not in the store {str(root)!r}"
+            raise NotFoundError(f"failed to sign {ns.name!r}: not in the store {str(root)!r} nor in --output-layout"
                                 " (import it, pass --digest, or --push to sign it in its registry)")
         _, reg, subject = _remote_target(ns.name, registries)
     digest = Digest.parse(ns.digest) if ns.digest else subject.digest  # type: ignore[union-attr]

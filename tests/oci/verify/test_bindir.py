@@ -117,3 +117,29 @@ def test_tag_scheme_signatures_accumulate(registry: LocalRegistry, tmp_path: Pat
     sig = client.get_manifest("bindir-two", cosign.sig_tag(subject.digest))
     assert sig is not None
     assert len(json.loads(sig.data)["layers"]) == 2
+
+
+def test_layout_signature_pushed_by_skopeo(registry: LocalRegistry, tmp_path: Path,
+                                           keys: dict[str, tuple[Path, Path]], write_policy: PolicyWriter) -> None:
+    """``image sign --output-layout`` into the image's own layout, then skopeo (a third-party
+    tool) pushes the ``.sig`` image: the registry copy verifies."""
+    import tarfile
+
+    tar = tmp_path / "img.tar"
+    ref = pack_wasm_image(built_fixture("wasm", "hello.wasm"), tar, f"{registry.host}/skopeo-sig:1")
+    registry.push_archive(tar, "skopeo-sig:1")
+    layout = tmp_path / "layout"
+    with tarfile.open(tar) as t:
+        t.extractall(layout, filter="data")
+    res = subprocess.run([str(VERIFY.parent / "runwasm"), "image", "sign", "--key", str(keys["ec1"][0]),
+                          "--output-layout", str(layout), "--root", str(tmp_path / "store"), ref],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    fetched = Registry(registry.host).get_manifest("skopeo-sig", "1")
+    assert fetched is not None
+    tag = cosign.sig_tag(fetched.digest)
+    subprocess.run(["skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
+                    f"oci:{layout}:{tag}", f"docker://{registry.host}/skopeo-sig:{tag}"],
+                   check=True, capture_output=True, timeout=120)
+    res = _call(ref, str(fetched.digest), write_policy(f"{registry.host}/*"))
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -35,13 +35,13 @@ def _packed(tmp_path: Path, module: str, ref: str) -> tuple[Path, str]:
 
 
 def _signed_tarball(tmp_path: Path, key: Path, module: str = "hello", ref: str = "reg.example/app:1") -> tuple[Path, str]:
-    """pack-wasm's layout plus a ``.sig`` image written by ``image sign --output-layout``."""
+    """pack-wasm's layout plus a ``.sig`` image written by ``image sign --output-layout`` (the
+    image to sign is found in the layout by name)."""
     tar, digest = _packed(tmp_path, module, ref)
     layout = tmp_path / "layout"
     with tarfile.open(tar) as t:
         t.extractall(layout, filter="data")
-    res = _rw(tmp_path / "unused", "image", "sign", "--key", str(key), "--digest", digest,
-              "--output-layout", str(layout), ref)
+    res = _rw(tmp_path / "unused", "image", "sign", "--key", str(key), "--output-layout", str(layout), ref)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "signed.tar"
     with tarfile.open(out, "w") as t:
