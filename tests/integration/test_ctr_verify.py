@@ -1,7 +1,7 @@
 """containerd 2.3.4's image-verifier bindir plugin running ``runwasm-verify`` at pull time.
 
-A private containerd 2.3.4 (``$RUNWASM_CONTAINERD2_BIN``, default
-``../shared/tools/containerd-2.3.4/bin``) with ``[plugins."io.containerd.image-verifier.v1.bindir"]``
+A private containerd 2.3.4 (``$RUNWASM_CONTAINERD23_BIN``, default
+``../shared/tools/containerd-2.3.4/bin``; see ``tests.integration.daemon``) with ``[plugins."io.containerd.image-verifier.v1.bindir"]``
 pointing at a per-session bin dir, and a private ``docker-registry`` on 127.0.0.1. Images are
 pushed with skopeo (digests preserved), signed with ``runwasm image sign --push`` and pulled
 with ``ctr image pull`` (the transfer service, ctr 2.x's default), then run under runwasm.
@@ -9,7 +9,6 @@ with ``ctr image pull`` (the transfer service, ctr 2.x's default), then run unde
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -21,60 +20,28 @@ from fixtures.images import busybox_image
 from runwasm.oci.verify import cosign
 from runwasm.oci.verify.keys import generate_key_pair
 from runwasm.oci.verify.registry import Registry
-from tests.conftest import ROOT, built_fixture
-from tests.integration.daemon import Containerd, CtrResult, venv_bin
+from tests.conftest import built_fixture
+from tests.integration.daemon import CONTAINERD23_MISSING, Containerd, CtrResult, containerd23_bin, venv_bin
 from tests.integration.images import pack_wasm_image
 from tests.registry import LocalRegistry, registry_binary
 
-BIN_ENV = "RUNWASM_CONTAINERD2_BIN"
-DEFAULT_BIN = ROOT.parent / "shared" / "tools" / "containerd-2.3.4" / "bin"
 TIMEOUT_S = 10  # containerd's default; importing sigstore alone took 2.4-3.5 s at load ~12 here
 
 
-def containerd2_bin() -> Path:
-    return Path(os.environ.get(BIN_ENV) or DEFAULT_BIN)
-
-
 class Containerd2(Containerd):
-    """The private daemon of ``tests.integration.daemon`` on containerd 2.3.4, with a verifier dir."""
+    """The private 2.3.4 daemon of ``tests.integration.daemon`` plus an image-verifier bin dir."""
 
     def __init__(self) -> None:
-        self.verifier_dir = Path("/nonexistent")  # set before _write_config runs (below)
-        super().__init__()
+        super().__init__(flavour="2.3")
 
     def _write_config(self) -> None:
-        d = self.dir
-        self.verifier_dir = d / "verifiers"
+        super()._write_config()
+        self.verifier_dir = self.dir / "verifiers"
         self.verifier_dir.mkdir()
-        self.fifo_dir.mkdir()
-        self.config.write_text(
-            "version = 3\n"
-            f'root = "{d}/root"\n'
-            f'state = "{d}/state"\n'
-            'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images",'
-            ' "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox",'
-            ' "io.containerd.sandbox.controller.v1.shim"]\n'
-            f'[grpc]\n  address = "{self.address}"\n'
-            f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
-            f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n'
-            '[plugins."io.containerd.image-verifier.v1.bindir"]\n'
-            f'  bin_dir = "{self.verifier_dir}"\n  max_verifiers = 10\n'
-            f'  per_verifier_timeout = "{TIMEOUT_S}s"\n')
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env["PATH"] = os.pathsep.join([str(venv_bin()), str(containerd2_bin()), env["PATH"]])
-        return env
-
-    def start(self, timeout: float = 15.0) -> None:
-        import tests.integration.daemon as daemon_mod
-
-        original = daemon_mod.containerd_binary
-        daemon_mod.containerd_binary = lambda: str(containerd2_bin() / "containerd")
-        try:
-            super().start(timeout)
-        finally:
-            daemon_mod.containerd_binary = original
+        with open(self.config, "a") as f:
+            f.write('[plugins."io.containerd.image-verifier.v1.bindir"]\n'
+                    f'  bin_dir = "{self.verifier_dir}"\n  max_verifiers = 10\n'
+                    f'  per_verifier_timeout = "{TIMEOUT_S}s"\n')
 
     def set_verifier(self, script: str) -> None:
         """Make ``script`` (a shell script body) the only verifier in the bin dir."""
@@ -93,8 +60,8 @@ class Containerd2(Containerd):
 
 @pytest.fixture(scope="module")
 def cd2() -> Iterator[Containerd2]:
-    if not (containerd2_bin() / "containerd").exists():
-        pytest.skip(f"containerd 2.3.4 not found at {containerd2_bin()} (set ${BIN_ENV})")
+    if containerd23_bin() is None:
+        pytest.skip(CONTAINERD23_MISSING)
     if registry_binary() is None:
         pytest.skip("docker-registry not installed (Debian package docker-registry; scripts/install-system.sh)")
     with Containerd2() as daemon:
