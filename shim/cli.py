@@ -29,6 +29,10 @@ def _run(ns: argparse.Namespace) -> int:
     from runwasm.shim.ttrpc.status import RpcError
 
     target = Path(ns.target)
+    if ns.verify and target.exists():
+        print(f"runwasm: --verify applies to images in the store, and {ns.target!r} is a file or bundle"
+              " (signatures name image digests)", file=sys.stderr)
+        return 2
     cid = ns.id or f"run-{uuid.uuid4().hex[:12]}"
     env = list(ns.env or [])
     try:
@@ -88,7 +92,14 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
     from runwasm.shim import bundle as bundlemod
 
     root = store_root(ns)
-    handle = prepare_rootfs(ContentStore(root), ns.target, bundle / "rootfs", cid, mode=ns.rootfs_mode)
+    image: Any = ns.target
+    policy = _verify_policy(ns, root)
+    if policy is not None:  # verify, then use the verified descriptor (not the name) from here on
+        from runwasm.oci.images import ImageStore
+        from runwasm.oci.verify.local import verified_target
+
+        image = verified_target(policy, ContentStore(root), ImageStore(root), ns.target)
+    handle = prepare_rootfs(ContentStore(root), image, bundle / "rootfs", cid, mode=ns.rootfs_mode)
     try:
         cfg = handle.image.config.config
         args = bundlemod.image_process(cfg.entrypoint, cfg.cmd, ns.args) if not handle.wasm_modules or \
@@ -101,6 +112,13 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
         raise
     logging.getLogger(__name__).info("rootfs of %s prepared via %s", ns.target, handle.method)
     return handle.release
+
+
+def _verify_policy(ns: argparse.Namespace, root: Path) -> Any:
+    """The signature policy for an image run: ``--verify``, else ``<root>/verify-policy.toml``."""
+    from runwasm.oci.verify.local import policy_for
+
+    return policy_for(root, ns.verify)
 
 
 def _place_wasm_layer(blob: Path, rootfs: Path, arg0: str) -> None:
@@ -178,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--root", help="image store root (default $RUNWASM_ROOT or /var/lib/runwasm)")
     run.add_argument("--rootfs-mode", default="auto", choices=("auto", "erofs", "dirs", "flat"),
                      help="how an image's rootfs is assembled (default: the best the kernel allows)")
+    run.add_argument("--verify", metavar="POLICY",
+                     help="run an image only if this signature policy accepts it (default: the store's"
+                          " <root>/verify-policy.toml when present)")
     run.add_argument("target", help="a .wasm or .wat file, a bundle directory with config.json, or an image "
                                     "reference in the store (runwasm image import)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
