@@ -18,6 +18,7 @@ from runwasm.shim.errors import UnimplementedError
 
 if TYPE_CHECKING:
     from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup
+    from runwasm.shim.image_module import ImageModule
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class WasmBackend:
     bundle: Path | None = None
     cgroups: bool = True
     rootfs_readonly: bool = False  # runtime options WasmRootfsReadonly: on top of root.readonly
+    image_module: ImageModule | None = None  # the image's Wasm layer runs instead of args[0]'s path
     kind: str = "wasm"
     sandbox: CgroupSandbox | None = None  # made by plan_init
 
@@ -79,8 +81,11 @@ class WasmBackend:
                          if m.type in ("bind", "") and ("bind" in m.options or "rbind" in m.options)
                          and os.path.isdir(m.source))
         payload = WasmTaskPayload(
-            rootfs=str(self.rootfs), args=proc.args, env=proc.env, cwd=proc.cwd, preopens=preopens,
+            rootfs=str(self.rootfs),
+            args=proc.args or ((self.image_module.path.name,) if self.image_module else ()), env=proc.env, cwd=proc.cwd, preopens=preopens,
             cache_dir=self.cache_dir,
+            module_file=str(self.image_module.path) if self.image_module else None,
+            module_name=self.image_module.where if self.image_module else None,
             rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
         if self.cgroups and self.sandbox is None:
             from runwasm.linux.task_cgroup import CgroupSandbox

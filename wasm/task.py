@@ -176,12 +176,24 @@ def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str 
     return linker, cli_run
 
 
+def _read_module_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise InvalidModuleError(f"failed to read module {path!r}: {err.strerror}") from err
+
+
 def prepare(p: WasmTaskPayload) -> PreparedTask:
     """Everything before ``ready`` (see module doc). Raises ``WasmError`` subclasses only."""
     path, export = parse_entrypoint(p.args[0])
-    host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
-    where = f"{path} (host {host})"
-    data = open_module(p.rootfs, host)
+    if p.module_file is not None:  # the image's Wasm layer, written by the shim (outside the rootfs)
+        where = p.module_name or p.module_file
+        data = _read_module_file(p.module_file)
+    else:
+        host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
+        where = f"{path} (host {host})"
+        data = open_module(p.rootfs, host)
     kind = classify_bytes(data[:SNIFF_BYTES])
     if kind is None:
         raise InvalidModuleError(
@@ -196,7 +208,7 @@ def prepare(p: WasmTaskPayload) -> PreparedTask:
     log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
     store = wasmtime.Store(engine)
     store.set_wasi(build_wasi(p))
-    task = PreparedTask(loaded.flavour, store, export or "", path, cache_source=loaded.source)
+    task = PreparedTask(loaded.flavour, store, export or "", path or where, cache_source=loaded.source)
     if isinstance(loaded.artifact, wasmtime.Module):
         task.pre = _prepare_module(engine, loaded.artifact, export, where)
         task.export = export or "_start"
