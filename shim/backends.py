@@ -19,6 +19,7 @@ from runwasm.shim.errors import UnimplementedError
 if TYPE_CHECKING:
     from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup
     from runwasm.shim.image_module import ImageModule
+    from runwasm.wasm.sandbox import Sandbox as WasmSandbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +70,13 @@ class WasmBackend:
     cgroups: bool = True
     rootfs_readonly: bool = False  # runtime options WasmRootfsReadonly: on top of root.readonly
     image_module: ImageModule | None = None  # the image's Wasm layer runs instead of args[0]'s path
+    wasm_sandbox: WasmSandbox | None = None  # runtime options' Wasm* keys (annotations applied in plan_init)
     kind: str = "wasm"
     sandbox: CgroupSandbox | None = None  # made by plan_init
 
     def plan_init(self) -> Launch:
         from runwasm.wasm.payload import WasmTaskPayload
+        from runwasm.wasm.sandbox import Sandbox, with_annotations
 
         proc = self.spec.process
         assert proc is not None  # the router checked
@@ -86,6 +89,7 @@ class WasmBackend:
             cache_dir=self.cache_dir,
             module_file=str(self.image_module.path) if self.image_module else None,
             module_name=self.image_module.where if self.image_module else None,
+            sandbox=with_annotations(self.wasm_sandbox or Sandbox(), self.spec.annotations).to_json(),
             rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
         if self.cgroups and self.sandbox is None:
             from runwasm.linux.task_cgroup import CgroupSandbox

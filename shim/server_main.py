@@ -189,7 +189,7 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
         if kind == "wasm":
             return WasmBackend(cid, spec, rootfs, opts.wasm_cache_dir or cache_dir, namespace=settings.namespace,
                                bundle=bundle, rootfs_readonly=opts.wasm_rootfs_readonly,
-                               image_module=image_module)
+                               image_module=image_module, wasm_sandbox=opts.wasm_sandbox)
         if kind == "linux":
             from runwasm.shim.linux_backend import LinuxBackend
 

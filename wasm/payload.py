@@ -31,6 +31,8 @@ class WasmTaskPayload:
         path in the rootfs (a Wasm layer of the image, ``runwasm.shim.image_module``); the
         ``#export`` part of ``args[0]`` still applies.
     module_name: how to name ``module_file`` in messages (e.g. the layer digest and image).
+    sandbox: ``runwasm.wasm.sandbox.Sandbox.to_json()`` (engine features, limits, fuel, extra
+        preopens, unknown imports); None means the defaults.
     """
 
     rootfs: str
@@ -42,6 +44,7 @@ class WasmTaskPayload:
     rootfs_readonly: bool = False
     module_file: str | None = None
     module_name: str | None = None
+    sandbox: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.rootfs.startswith("/"):
@@ -73,6 +76,7 @@ class WasmTaskPayload:
             "rootfs_readonly": self.rootfs_readonly,
             "module_file": self.module_file,
             "module_name": self.module_name,
+            "sandbox": self.sandbox,
         }
 
     @classmethod
@@ -105,9 +109,12 @@ class WasmTaskPayload:
                 raise InvalidPayloadError(f"invalid wasm payload: rootfs_readonly must be a bool, got {readonly!r}")
             module_file = _opt_str(data, "module_file")
             module_name = _opt_str(data, "module_name")
+            sandbox = data.get("sandbox")
+            if sandbox is not None and not isinstance(sandbox, dict):
+                raise InvalidPayloadError(f"invalid wasm payload: sandbox must be an object, got {sandbox!r}")
         except KeyError as err:
             raise InvalidPayloadError(f"invalid wasm payload: missing key {err.args[0]!r}") from err
-        return cls(rootfs, args, env, cwd, preopens, cache_dir, readonly, module_file, module_name)
+        return cls(rootfs, args, env, cwd, preopens, cache_dir, readonly, module_file, module_name, sandbox)
 
 
 def _str(data: Mapping[str, Any], key: str, default: str | None = None) -> str:

@@ -37,7 +37,7 @@ import wasmtime.component as wc
 
 from runwasm.wasm.cache import CompileCache
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
-from runwasm.wasm.engine import make_engine
+from runwasm.wasm.engine import engine_fingerprint, make_engine
 from runwasm.wasm.errors import (
     ExportNotFoundError,
     InvalidModuleError,
@@ -47,6 +47,7 @@ from runwasm.wasm.errors import (
 )
 from runwasm.wasm.payload import WasmTaskPayload
 from runwasm.wasm.resolve import open_module, resolve_in_rootfs, resolve_module_path
+from runwasm.wasm.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
     return env
 
 
-def build_wasi(p: WasmTaskPayload) -> wasmtime.WasiConfig:
+def build_wasi(p: WasmTaskPayload, sandbox: Sandbox | None = None) -> wasmtime.WasiConfig:
     """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc)."""
     cfg = wasmtime.WasiConfig()
     try:
@@ -101,6 +102,7 @@ def build_wasi(p: WasmTaskPayload) -> wasmtime.WasiConfig:
     cfg.inherit_stderr()
     preopens: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
     preopens += [(host, guest, True) for host, guest in p.preopens]
+    preopens += [(x.host, x.guest, not x.readonly) for x in (sandbox.preopens if sandbox else ())]
     if p.cwd != "/":
         preopens.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
     for host, guest, mutable in preopens:
@@ -130,7 +132,8 @@ def _check_module_export(module: wasmtime.Module, name: str, where: str) -> None
     )
 
 
-def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: str | None, where: str) -> wasmtime.InstancePre:
+def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: str | None, where: str,
+                    unknown_imports: str = "error", store: wasmtime.Store | None = None) -> wasmtime.InstancePre:
     name = export or "_start"
     _check_module_export(module, name, where)
     linker = wasmtime.Linker(engine)
@@ -142,6 +145,10 @@ def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: st
 
     linker.define_func(WASI_P1, "proc_exit", wasmtime.FuncType([wasmtime.ValType.i32()], []), proc_exit)
     try:
+        if unknown_imports == "trap":  # sandbox WasmUnknownImports: like wasmtime run -W unknown-imports-trap=y
+            linker.define_unknown_imports_as_traps(module)
+        elif unknown_imports == "default":
+            linker.define_unknown_imports_as_default_values(store or wasmtime.Store(engine), module)
         return linker.instantiate_pre(module)
     except wasmtime.WasmtimeError as err:
         wanted = sorted(f"{i.module}::{i.name}" for i in module.imports if i.module != WASI_P1)
@@ -150,7 +157,8 @@ def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: st
         ) from err
 
 
-def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str | None, where: str) -> tuple[wc.Linker, str | None]:
+def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str | None, where: str,
+                       unknown_imports: str = "error") -> tuple[wc.Linker, str | None]:
     exports = comp.type.exports(engine)
     cli_run: str | None = None
     if export is None:
@@ -168,11 +176,19 @@ def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str 
                 f"failed to find entry point in component {where!r}: expected a function export "
                 f"{export!r} without parameters, got exports {sorted(exports)!r}"
             )
+    if unknown_imports == "default":
+        raise LinkError(f"failed to link component {where!r}: WasmUnknownImports = 'default' is for core modules "
+                        "(wasmtime-py 50's component Linker can only define unknown imports as traps)")
     foreign = sorted(n for n in comp.type.imports(engine) if not n.startswith("wasi:"))
-    if foreign:
+    if foreign and unknown_imports != "trap":
         raise LinkError(f"failed to link component {where!r}: only WASI 0.2 imports are provided, it also imports {foreign!r}")
     linker = wc.Linker(engine)
     linker.add_wasip2()
+    if unknown_imports == "trap":
+        try:
+            linker.define_unknown_imports_as_traps(comp)
+        except wasmtime.WasmtimeError as err:
+            raise LinkError(f"failed to link component {where!r}: {err}") from err
     return linker, cli_run
 
 
@@ -200,21 +216,28 @@ def prepare(p: WasmTaskPayload) -> PreparedTask:
             f"failed to load module {where!r}: expected a wasm binary (\\0asm magic) or WAT text "
             f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
         )
-    engine = make_engine()
+    sandbox = Sandbox.from_json(p.sandbox) if p.sandbox else Sandbox()
+    engine = make_engine(sandbox)
     try:
-        loaded = CompileCache(engine, p.cache_dir).load(data, kind)
+        loaded = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox)).load(data, kind)
     except InvalidModuleError as err:
         raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
     log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
     store = wasmtime.Store(engine)
-    store.set_wasi(build_wasi(p))
+    if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):
+        store.set_limits(memory_size=sandbox.max_memory or -1, table_elements=sandbox.max_table_elements or -1,
+                         instances=sandbox.max_instances or -1)
+    if sandbox.fuel is not None:
+        store.set_fuel(sandbox.fuel)
+    store.set_wasi(build_wasi(p, sandbox))
     task = PreparedTask(loaded.flavour, store, export or "", path or where, cache_source=loaded.source)
     if isinstance(loaded.artifact, wasmtime.Module):
-        task.pre = _prepare_module(engine, loaded.artifact, export, where)
+        task.pre = _prepare_module(engine, loaded.artifact, export, where, sandbox.unknown_imports, store)
         task.export = export or "_start"
     else:
         task.component = loaded.artifact
-        task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where)
+        task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where,
+                                                                 sandbox.unknown_imports)
     return task
 
 
