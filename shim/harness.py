@@ -292,10 +292,21 @@ async def _teardown_task(t: TaskClient, container_id: str, created: bool) -> Non
         await t.call("Shutdown", pb.ShutdownRequest(id=container_id), empty_pb2.Empty, timeout=3)
 
 
+def _pump_stdin(fifo: str, source: int) -> None:
+    """Copy ``source`` into the task's stdin FIFO until EOF (a daemon thread: ``source`` may never end)."""
+    try:
+        with open(fifo, "wb", buffering=0) as w:
+            while data := os.read(source, 65536):
+                w.write(data)
+    except (BrokenPipeError, OSError):
+        pass  # the task closed its stdin or exited: the rest of ours has no reader
+
+
 async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int = 1, stderr: int = 2,
                    on_started: object = None, kill_after: float | None = None,
-                   options: Any = None) -> TaskResult:
+                   options: Any = None, stdin: int | None = None) -> TaskResult:
     """Start the shim for ``bundle`` and run one task to completion, as ``ctr run --rm`` does.
+    ``stdin``: an fd copied into the task's stdin (as ``ctr run`` does with its own); None: no stdin.
 
     On an error or cancellation the task is killed, deleted and the shim shut down (as containerd
     does after a failed Create), then the binary's ``delete`` runs, and the error propagates.
@@ -310,9 +321,13 @@ async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int =
         async with connected(address, version) as t:
             try:
                 created = await t.call("Create", pb.CreateTaskRequest(
-                    id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p, options=options),
-                    pb.CreateTaskResponse)
+                    id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p, options=options,
+                    stdin=stdin_p if stdin is not None else ""), pb.CreateTaskResponse)
                 created_ok = True
+                if stdin is not None:
+                    import threading
+
+                    threading.Thread(target=_pump_stdin, args=(stdin_p, stdin), daemon=True).start()
                 waiter = asyncio.create_task(t.call("Wait", pb.WaitRequest(id=container_id), pb.WaitResponse))
                 await t.call("Start", pb.StartRequest(id=container_id), pb.StartResponse)
                 if callable(on_started):

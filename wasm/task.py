@@ -6,7 +6,9 @@ context, link. It raises ``WasmError`` subclasses only. No guest code runs in ``
 core modules are linked into an ``InstancePre`` (link errors surface here) and instantiated in
 ``run``, because instantiation runs a module's ``start`` function.
 
-``run`` instantiates and calls the entry export and returns the process exit status:
+``run`` instantiates and calls the entry export and returns the process exit status (a core
+module called through a named ``#export`` that also exports ``_initialize``, a WASI reactor such
+as CRuby's ``ruby.wasm``, gets ``_initialize`` called first, as the WASI application ABI asks):
 - normal return: 0;
 - ``proc_exit(n)``: ``n & 0xff``, i.e. exactly n for 0..255 (what a native process gets).
   wasmtime-py turns n >= 126 into a plain WasmtimeError that loses the code, so
@@ -79,6 +81,7 @@ class PreparedTask:
     component: wc.Component | None = None
     component_linker: wc.Linker | None = None
     cli_run: str | None = None  # the exact wasi:cli/run@x.y.z export name, for commands
+    initialize: bool = False  # a reactor: call its ``_initialize`` before the named export
     cache_source: str = ""
 
 
@@ -234,6 +237,9 @@ def prepare(p: WasmTaskPayload) -> PreparedTask:
     if isinstance(loaded.artifact, wasmtime.Module):
         task.pre = _prepare_module(engine, loaded.artifact, export, where, sandbox.unknown_imports, store)
         task.export = export or "_start"
+        task.initialize = task.export != "_start" and any(
+            e.name == "_initialize" and isinstance(e.type, wasmtime.FuncType) and not e.type.params
+            for e in loaded.artifact.exports)
     else:
         task.component = loaded.artifact
         task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where,
@@ -260,6 +266,10 @@ def run(task: PreparedTask) -> int:
     try:
         if task.pre is not None:
             instance = task.pre.instantiate(store)
+            if task.initialize:  # WASI reactor ABI: _initialize runs once before any other export
+                init = instance.exports(store)["_initialize"]
+                assert isinstance(init, wasmtime.Func)
+                init(store)
             func = instance.exports(store)[task.export]
             assert isinstance(func, wasmtime.Func)
             func(store)
