@@ -145,6 +145,33 @@ def _join_new_netns(bundle: Path, cid: str) -> Any:
     return handle
 
 
+def _compile(ns: argparse.Namespace) -> int:
+    """``runwasm compile``: warm the node's compile cache ahead of time (same key as the shim)."""
+    import json
+
+    from runwasm.shim.options import parse_toml
+    from runwasm.wasm.cache import CompileCache
+    from runwasm.wasm.engine import engine_fingerprint, make_engine
+    from runwasm.wasm.errors import WasmError
+
+    try:
+        opts = parse_toml(Path(ns.runtime_config).read_text(), ns.runtime_config).options \
+            if ns.runtime_config else None
+        sandbox = opts.wasm_sandbox if opts else None
+        cache_dir = ns.cache_dir or (opts.wasm_cache_dir if opts else None)
+        loaded = CompileCache(make_engine(sandbox), cache_dir, fingerprint=engine_fingerprint(sandbox)).load(
+            Path(ns.module).read_bytes())
+    except (OSError, WasmError) as err:
+        print(f"runwasm: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # InvalidArgumentError from the options, named
+        print(f"runwasm: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"module": ns.module, "flavour": loaded.flavour, "source": loaded.source,
+                      "path": str(loaded.path) if loaded.path else None}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwasm", description="WebAssembly-first containerd shim: tools and harness")
     p.add_argument("--debug", action="store_true", help="verbose logging")
@@ -168,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "reference in the store (runwasm image import)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
     run.set_defaults(func=_run)
+    comp = sub.add_parser("compile", help="compile a module into the node's compile cache ahead of the first run")
+    comp.add_argument("--runtime-config", metavar="TOML", help="runtime options whose Wasm* keys and WasmCacheDir "
+                                                              "to compile for (as the shim would)")
+    comp.add_argument("--cache-dir", help="cache directory (default: WasmCacheDir, $RUNWASM_WASM_CACHE or "
+                                          "/var/lib/runwasm/wasm-cache)")
+    comp.add_argument("module", help="a .wasm module or component, or .wat text")
+    comp.set_defaults(func=_compile)
     try:
         from runwasm.oci.image_cli import add_image_commands
     except ImportError:  # pragma: no cover - the oci package is part of the distribution
