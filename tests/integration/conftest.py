@@ -1,4 +1,8 @@
-"""Fixtures for integration tests: one private containerd 1.6 daemon per session.
+"""Fixtures for integration tests: one private containerd daemon per flavour per session.
+
+``containerd`` is parametrized over Debian's 1.6 (``cd16``) and the prebuilt 2.3.4 (``cd23``,
+the bootstrap start protocol; skipped with the reason when its binaries are absent), so every
+integration test runs against both.
 
 The daemon (``tests.integration.daemon.Containerd``) has its own root, state, sockets and
 opt path under a short /tmp dir and resolves ``io.containerd.runwasm.v1`` to the venv's shim.
@@ -14,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import built_fixture
-from tests.integration.daemon import CONTAINERD2_ENV, Containerd, containerd2_bin_dir, containerd_binary
+from tests.integration.daemon import CONTAINERD23_MISSING, Containerd, containerd23_bin, containerd_binary
 from tests.integration.images import pack_wasm_image
 
 WASM_MODULES = ("hello", "exit7", "exit_arg", "argsenv", "spin", "sleep")
@@ -27,26 +31,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def containerd() -> Iterator[Containerd]:
-    if containerd_binary() is None:
+@pytest.fixture(scope="session", params=["1.6", "2.3"], ids=["cd16", "cd23"])
+def containerd(request: pytest.FixtureRequest) -> Iterator[Containerd]:
+    flavour: str = request.param
+    if flavour == "1.6" and containerd_binary() is None:
         pytest.skip("containerd binary not found on PATH (install Debian's containerd: scripts/install-system.sh)")
-    with Containerd() as daemon:
+    if flavour == "2.3" and containerd23_bin() is None:
+        pytest.skip(CONTAINERD23_MISSING)
+    with Containerd(flavour=flavour) as daemon:
         yield daemon
     # cleanup is part of the contract: shims must have exited on their own (Shutdown after the
     # last container), and nothing of ours may remain in the global paths
-    assert daemon.killed_leftovers == [], f"shim processes had to be killed: {daemon.killed_leftovers}"
-    assert daemon.leftovers() == []
-
-
-@pytest.fixture(scope="session")
-def containerd2() -> Iterator[Containerd]:
-    """A private containerd 2.3.4 daemon (bootstrap protocol), from ``$RUNWASM_CONTAINERD2_BIN``."""
-    bin_dir = containerd2_bin_dir()
-    if not (bin_dir / "containerd").is_file() or not (bin_dir / "ctr").is_file():
-        pytest.skip(f"containerd 2.3.4 not found in {str(bin_dir)!r} (set {CONTAINERD2_ENV} to its bin directory)")
-    with Containerd(bin_dir=bin_dir) as daemon:
-        yield daemon
     assert daemon.killed_leftovers == [], f"shim processes had to be killed: {daemon.killed_leftovers}"
     assert daemon.leftovers() == []
 
@@ -67,7 +62,6 @@ def wasm_images(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(autouse=True)
 def _clean_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    for name in ("containerd", "containerd2"):
-        if name in request.fixturenames:
-            daemon: Containerd = request.getfixturevalue(name)
-            daemon.remove_all_containers()
+    if "containerd" in request.fixturenames:
+        daemon: Containerd = request.getfixturevalue("containerd")
+        daemon.remove_all_containers()
