@@ -57,7 +57,7 @@ def _run(ns: argparse.Namespace) -> int:
                 # pyroute2's synchronous API runs its own event loop: keep it off ours
                 net = await asyncio.to_thread(_join_new_netns, bundle, cid) if ns.net else None
                 options = runtime_options(config_path=os.path.abspath(ns.runtime_config)) if ns.runtime_config else None
-                result = await run_task(h, cid, bundle, options=options, stdin=0 if ns.interactive else None)
+                result = await run_task(h, cid, bundle, options=options, stdin=0)
             except asyncio.CancelledError:
                 print(f"runwasm: interrupted; task {cid} was killed and deleted", file=sys.stderr)
                 return 130
@@ -182,7 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dir", action="append", metavar="HOST:GUEST", help="make a host directory visible")
     run.add_argument("--id", help="container id (default: random)")
     run.add_argument("--keep", action="store_true", help="keep the harness state directory")
-    run.add_argument("-i", "--interactive", action="store_true", help="copy stdin to the task's stdin")
     run.add_argument("--runtime-config", metavar="TOML",
                      help="runtime options file, passed like ctr --runtime-config-path (see README)")
     run.add_argument("--net", action="store_true",

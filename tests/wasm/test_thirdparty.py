@@ -38,8 +38,6 @@ def runwasm(module: Path, args: list[str], *, rw: list[tuple[Path, str]] = (),  
     argv = [str(RUNWASM), "run", "--runtime-config", str(cfg)]
     for host, guest in rw:
         argv += ["--dir", f"{host}:{guest}"]
-    if stdin is not None:
-        argv.append("-i")
     target = f"{module}#{export}" if export else str(module)
     return subprocess.run([*argv, target, "--", *args], input=stdin or b"", capture_output=True, timeout=1800)
 
