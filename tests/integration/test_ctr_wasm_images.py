@@ -110,3 +110,22 @@ def test_containerd_1_6_cannot_unpack_layer_flavours(containerd: Containerd, tmp
     res = containerd.run(ref, f"c16-{fmt}")
     assert res.returncode != 0
     assert "mismatched image rootfs and manifest layers" in res.output
+
+
+def _maps_have_grpc(pid: int) -> bool:
+    return "cygrpc" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_grpc_is_loaded_only_when_the_module_is_a_layer(containerd2: Containerd, tmp_path: Path) -> None:
+    """A container whose module is in its rootfs never makes the shim server import grpc; one
+    whose module is a layer does (the lookup is lazy)."""
+    from tests.bench import runwasm_shim_pids
+    from tests.integration.daemon import wait_status
+
+    for fmt, cid, want in (("tar", "grpc-tar", False), ("runwasi", "grpc-layer", True)):
+        ref = _import(containerd2, tmp_path, "sleep", fmt)
+        res = containerd2.run(ref, cid, rm=False, detach=True)
+        assert res.returncode == 0, res.output
+        wait_status(containerd2, cid, "RUNNING", timeout=60)
+        server, _zygote = runwasm_shim_pids(containerd2.namespace, cid)
+        assert _maps_have_grpc(server) is want, (fmt, server)
