@@ -2,6 +2,7 @@
 
     runwasm run [--legacy] [--env K=V] [--dir HOST:GUEST] [--id ID] MODULE_OR_BUNDLE [-- ARGS...]
     runwasm image pack-wasm|import|ls|rm|inspect|convert|mount|umount ...
+    runwasm stress [-n N] [-p P] [--full] [MODULE]
 
 ``run`` plays containerd's part around the real shim binary and exits with the task's status.
 """
@@ -149,6 +150,7 @@ def _compile(ns: argparse.Namespace) -> int:
     """``runwasm compile``: warm the node's compile cache ahead of time (same key as the shim)."""
     import json
 
+    from runwasm.shim.errors import InvalidArgumentError
     from runwasm.shim.options import parse_toml
     from runwasm.wasm.cache import CompileCache
     from runwasm.wasm.engine import engine_fingerprint, make_engine
@@ -161,15 +163,29 @@ def _compile(ns: argparse.Namespace) -> int:
         cache_dir = ns.cache_dir or (opts.wasm_cache_dir if opts else None)
         loaded = CompileCache(make_engine(sandbox), cache_dir, fingerprint=engine_fingerprint(sandbox)).load(
             Path(ns.module).read_bytes())
-    except (OSError, WasmError) as err:
-        print(f"runwasm: {err}", file=sys.stderr)
-        return 1
-    except Exception as err:  # InvalidArgumentError from the options, named
+    except (OSError, WasmError, InvalidArgumentError) as err:  # the options' errors name the key
         print(f"runwasm: {err}", file=sys.stderr)
         return 1
     print(json.dumps({"module": ns.module, "flavour": loaded.flavour, "source": loaded.source,
                       "path": str(loaded.path) if loaded.path else None}))
     return 0
+
+
+def _stress(ns: argparse.Namespace) -> int:
+    from runwasm.shim import stress
+
+    module = Path(ns.module) if ns.module else Path(__file__).resolve().parent.parent / "fixtures" / "build" / "wasm" / "hello.wasm"
+    if not module.is_file():
+        print(f"runwasm: stress: module {str(module)!r} not found (build fixtures with `make fixtures` or name one)",
+              file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(stress.run_stress(module, ns.n, ns.p, full=ns.full))
+    except (ValueError, stress.StressError) as err:
+        print(f"runwasm: stress: {err}", file=sys.stderr)
+        return 2
+    print(stress.report(result))
+    return 1 if result.failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
                                           "/var/lib/runwasm/wasm-cache)")
     comp.add_argument("module", help="a .wasm module or component, or .wat text")
     comp.set_defaults(func=_compile)
+    stress = sub.add_parser("stress", help="task throughput through ONE shim (the harness plays containerd)")
+    stress.add_argument("-n", type=int, default=200, help="tasks to run (default 200)")
+    stress.add_argument("-p", type=int, default=8, help="tasks in flight at once (default 8)")
+    stress.add_argument("--full", action="store_true",
+                        help="also run `shim start`/`shim delete` per task, as containerd does per container")
+    stress.add_argument("module", nargs="?", help="the .wasm to run (default: the built hello.wasm fixture)")
+    stress.set_defaults(func=_stress)
     try:
         from runwasm.oci.image_cli import add_image_commands
     except ImportError:  # pragma: no cover - the oci package is part of the distribution
