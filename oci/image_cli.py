@@ -49,8 +49,9 @@ def _guard(handler: Handler) -> Handler:
 def _pack_wasm(ns: argparse.Namespace) -> int:
     from runwasm.oci.pack import pack_wasm
 
-    packed = pack_wasm(Path(ns.module), Path(ns.output), ns.name, args=ns.arg or None, env=ns.env or None)
-    print(json.dumps({"ref": packed.ref, "manifest": str(packed.manifest.digest),
+    packed = pack_wasm(Path(ns.module), Path(ns.output), ns.name, args=ns.arg or None, env=ns.env or None,
+                       fmt=ns.format)
+    print(json.dumps({"ref": packed.ref, "format": ns.format, "manifest": str(packed.manifest.digest),
                       "config": str(packed.config.digest), "layer": str(packed.layer.digest),
                       "entrypoint": packed.entrypoint}))
     return 0
@@ -263,6 +264,10 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type:
     p.add_argument("--name", required=True, help="image reference, e.g. docker.io/library/hello:latest")
     p.add_argument("--arg", action="append", help="argument appended to the entrypoint (repeatable)")
     p.add_argument("--env", action="append", help="KEY=VALUE environment entry (repeatable)")
+    p.add_argument("--format", choices=("tar", "runwasi", "artifact"), default="tar",
+                   help="tar: module as a file in a tar layer (default; containerd 1.6 and 2.3); runwasi: "
+                        "raw module/component layer, OCI config (ctr run on containerd 2.3); artifact: CNCF "
+                        "Wasm OCI artifact (application/vnd.wasm.config.v0+json; CRI, runwasm run)")
     p.set_defaults(func=_guard(_pack_wasm))
 
     p = sub.add_parser("import", help="import an OCI image-layout tarball into the store")
