@@ -27,7 +27,6 @@ def _run(ns: argparse.Namespace) -> int:
     from runwasm.shim.harness import Harness, run_task, runtime_options
     from runwasm.shim.ttrpc.status import RpcError
 
-    target = Path(ns.target)
     cid = ns.id or f"run-{uuid.uuid4().hex[:12]}"
     env = list(ns.env or [])
     try:
@@ -35,6 +34,11 @@ def _run(ns: argparse.Namespace) -> int:
     except ShimError as err:
         print(f"runwasm: {err}", file=sys.stderr)
         return 2
+    try:
+        kind, target = classify_target(ns.target)
+    except ShimError as err:
+        print(f"runwasm: {err}", file=sys.stderr)
+        return 125
 
     async def main() -> int:
         async with Harness(legacy=ns.legacy, keep=ns.keep) as h:
@@ -45,9 +49,9 @@ def _run(ns: argparse.Namespace) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
             try:  # everything prepared from here on is released in the finally, also on failure
-                if target.is_dir():
+                if kind == "bundle":
                     bundlemod.adopt_bundle(bundle, target, ns.args, env)
-                elif target.exists():
+                elif kind == "module":
                     bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
                 else:  # an image reference in runwasm's store
                     release = await asyncio.to_thread(_image_bundle, ns, bundle, cid, env, dirs)
@@ -73,21 +77,61 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         return asyncio.run(main())
     except (ShimError, OciError, RuntimeError, OSError, RpcError) as err:
-        print(f"runwasm: {err}", file=sys.stderr)
+        from runwasm.oci.image_cli import user_message
+
+        print(f"runwasm: {user_message(err)}", file=sys.stderr)
         return 125
+
+
+def looks_like_path(text: str) -> bool:
+    """A ``run`` target the user meant as a file: it has a ``/``, starts with ``.`` or ``~``, or
+    ends in ``.wasm``/``.wat`` (an image reference never starts with ``.`` and a bare name with a
+    module suffix is a file name). ``docker.io/x`` has a ``/`` but is tried as a reference first."""
+    return "/" in text or text.startswith((".", "~")) or text.endswith((".wasm", ".wat"))
+
+
+def classify_target(text: str) -> tuple[str, Path]:
+    """What ``runwasm run TARGET`` names: ``("bundle", dir)``, ``("module", file)`` or
+    ``("image", Path(text))`` (a reference for the image store).
+
+    A target that exists is a bundle directory or a module file. One that does not exist is an
+    image reference when it parses as one and does not look like a path (see
+    :func:`looks_like_path`: ``./hello.wsam`` is a missing file, not a bad reference).
+
+    Raises:
+        NotFoundError: "no such file: PATH" for a missing path-like target that is not a
+            valid reference either.
+    """
+    from runwasm.oci.errors import InvalidArgumentError as BadReference
+    from runwasm.oci.reference import Reference
+    from runwasm.shim.errors import NotFoundError
+
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "bundle", path
+    if path.exists():
+        return "module", path
+    if not looks_like_path(text):
+        return "image", path
+    try:
+        Reference.parse(text)
+    except BadReference:
+        raise NotFoundError(f"no such file: {text}") from None
+    if text.startswith((".", "~", "/")) or text.endswith((".wasm", ".wat")):
+        raise NotFoundError(f"no such file: {text}")
+    return "image", path  # "demo/hello:1": a reference; missing images say where they looked
 
 
 def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str],
                   dirs: list[tuple[str, str]]) -> Callable[[], None]:
     """Prepare the rootfs of image ``ns.target`` from the store at ``<bundle>/rootfs``; returns
     the function that releases it (unmounts)."""
-    from runwasm.oci.image_cli import store_root
+    from runwasm.oci.image_cli import open_stores, store_root
     from runwasm.oci.mounts.rootfs import prepare_rootfs
-    from runwasm.oci.store import ContentStore
     from runwasm.shim import bundle as bundlemod
 
-    root = store_root(ns)
-    handle = prepare_rootfs(ContentStore(root), ns.target, bundle / "rootfs", cid, mode=ns.rootfs_mode)
+    store, _images = open_stores(store_root(ns))
+    handle = prepare_rootfs(store, ns.target, bundle / "rootfs", cid, mode=ns.rootfs_mode)
     try:
         cfg = handle.image.config.config
         args = bundlemod.image_process(cfg.entrypoint, cfg.cmd, ns.args) if not handle.wasm_modules or \
@@ -145,6 +189,9 @@ def _join_new_netns(bundle: Path, cid: str) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwasm", description="WebAssembly-first containerd shim: tools and harness")
     p.add_argument("--debug", action="store_true", help="verbose logging")
+    from runwasm.shim.version import REVISION, VERSION
+
+    p.add_argument("--version", action="version", version=f"runwasm {VERSION} (revision {REVISION})")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a .wasm/.wat module or an OCI bundle through the real shim binary")
     run.add_argument("--legacy", action="store_true", help="use the pre-2.3 start protocol (flags, plain address)")
@@ -173,14 +220,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are about the user's input or machine, not runwasm bugs (those keep their
+    traceback): every package's error base, spec errors and OS errors."""
+    from runwasm.oci.errors import OciError
+    from runwasm.oci.runtime_spec import SpecError
+    from runwasm.shim.errors import ShimError
+
+    return (ShimError, OciError, SpecError, OSError)
+
+
+USER_ERRORS = _user_errors()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     if getattr(ns, "args", None) and ns.args[:1] == ["--"]:
         ns.args = ns.args[1:]
     logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING, format="runwasm: %(message)s")
-    code: int = ns.func(ns)
-    sys.stdout.flush()
+    try:
+        code: int = ns.func(ns)
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("runwasm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `runwasm image ls | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except USER_ERRORS as err:  # a command's own failure the handler did not word: still one line
+        from runwasm.oci.image_cli import user_message
+
+        print(f"runwasm: {user_message(err)}", file=sys.stderr)
+        return 1
     return code
 
 
