@@ -40,7 +40,9 @@ def test_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert err.startswith("runwasm: failed to get image 'nope' (normalised: 'docker.io/library/nope:latest'):"
                           f" not found in the image store {str(tmp_path)!r}; import it with 'runwasm image import")
-    assert "runwasm image ls" in err and "--root" in err and err.count("\n") == 1
+    assert "runwasm image ls" in err
+    assert "--root" in err
+    assert err.count("\n") == 1
     assert _run("image", "umount", "--root", str(tmp_path), str(tmp_path / "x")) == 1
 
 

@@ -32,7 +32,8 @@ def _runwasm(*args: str, root: Path | None = None) -> subprocess.CompletedProces
 
 def _one_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
-    assert stderr.count("\n") == 1 and stderr.endswith("\n"), stderr
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.endswith("\n"), stderr
     return stderr.rstrip("\n")
 
 
