@@ -96,10 +96,8 @@ def adopt_bundle(bundle: Path, source: Path, args: Sequence[str], env: Sequence[
     try:
         RuntimeSpec.from_json(data, source=repr(str(path)))  # shape check: one clear line, early
         spec = json.loads(data)
-    except (SpecError, RecursionError) as err:
-        detail = str(err) if isinstance(err, SpecError) else \
-            f"invalid runtime spec {str(path)!r}: JSON nested too deeply"
-        raise InvalidArgumentError(f"invalid bundle {str(source)!r}: {detail}") from err
+    except SpecError as err:
+        raise InvalidArgumentError(f"invalid bundle {str(source)!r}: {err}") from err
     root = spec["root"] = spec.get("root") or {"path": "rootfs"}  # shapes checked above; null = absent
     if not os.path.isabs(root.get("path") or "rootfs"):
         root["path"] = str((source / (root.get("path") or "rootfs")).resolve())
