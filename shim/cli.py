@@ -30,6 +30,9 @@ def _run(ns: argparse.Namespace) -> int:
     cid = ns.id or f"run-{uuid.uuid4().hex[:12]}"
     env = list(ns.env or [])
     try:
+        from runwasm.shim.ids import validate_id
+
+        validate_id(cid, "container id (--id)")
         dirs = [bundlemod.parse_dir(d) for d in ns.dir or []]
     except ShimError as err:
         print(f"runwasm: {err}", file=sys.stderr)

@@ -19,7 +19,6 @@ from typing import BinaryIO, ParamSpec, TypeVar
 from runwasm.oci.erofs import format as fmt
 from runwasm.oci.errors import InvalidArgumentError, NotFoundError, UnsupportedMediaTypeError
 
-
 P = ParamSpec("P")
 R = TypeVar("R")
 _DAMAGE = (struct.error, IndexError, ValueError, OverflowError, KeyError)

@@ -25,9 +25,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runwasm.oci.errors import InvalidArgumentError, OciError
 from runwasm.oci.erofs.from_tar import tar_to_erofs
 from runwasm.oci.erofs.reader import ErofsImage
+from runwasm.oci.errors import InvalidArgumentError, OciError
 from runwasm.oci.mounts.extract import extract_tar
 from tests.fuzz.conftest import open_fds
 

@@ -49,8 +49,12 @@ def _check(text: str) -> None:
     try:
         parsed = parse_toml(text, WHERE)
     except InvalidArgumentError as err:
-        assert WHERE in str(err)
-        assert to_status(err)[0] == INVALID_ARGUMENT
+        refused: InvalidArgumentError | None = err
+    else:
+        refused = None
+    if refused is not None:
+        assert WHERE in str(refused)
+        assert to_status(refused)[0] == INVALID_ARGUMENT
         return
     o = parsed.options
     assert o.executor in EXECUTORS

@@ -121,7 +121,15 @@ def test_pipelined_random_frames_get_exactly_the_owed_responses(plan: list[Send]
     before = open_fds()
 
     async def main() -> None:
-        async with serving(HANDLERS) as (server, path):
+        closed: list[object] = []
+        all_closed = asyncio.Event()
+
+        def on_closed(peer: object) -> None:
+            closed.append(peer)
+            if len(closed) == 2:  # the fuzzed connection and the fresh one
+                all_closed.set()
+
+        async with serving(HANDLERS, on_connection_closed=on_closed) as (server, path):
             peer = await RawPeer.connect(path)
             sender = asyncio.create_task(peer.send(b"".join(_bytes(s) for s in plan)))
             got = []
@@ -139,9 +147,9 @@ def test_pipelined_random_frames_get_exactly_the_owed_responses(plan: list[Send]
             stream_id, response = await fresh.response()
             assert (stream_id, status_of(response)[0], response.payload) == (1, Code.OK, b"ping")
             fresh.close()
-            async with asyncio.timeout(10):
-                while server.connections:
-                    await asyncio.sleep(0.01)
+            async with asyncio.timeout(30):
+                await all_closed.wait()
+            assert server.connections == 0
 
     run(main())
     assert open_fds() == before

@@ -124,3 +124,10 @@ def test_module_runs_and_bundle_args_still_apply(tmp_path: Path) -> None:
         "ociVersion": "1.0.2", "root": None, "process": {"args": ["/exit7.wasm"], "cwd": "/", "env": None}}))
     res = _runwasm("run", str(tmp_path))
     assert res.returncode == 7, res.stderr
+
+
+def test_a_bad_container_id_is_refused_before_anything_is_created(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: ``--id bad/id`` ended in a bare "[Errno 2] No such file or directory"."""
+    assert main(["run", "--id", "bad/id", str(built_fixture("wasm", "hello.wasm"))]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("runwasm: invalid container id (--id) 'bad/id'"), line
