@@ -9,6 +9,9 @@
   ``..`` or ``/`` in any name.
 * ``oci.erofs.reader.ErofsImage`` on a valid image with bytes flipped or cut: walking and reading
   it raises only ``OciError`` and ends (a bounded walk, even over directory cycles).
+* ``oci.layout_import.import_layout`` (``runwasm image import``): hostile layout tarballs
+  (unsafe member names, bad index.json, bad digests, cut streams) import or raise ``OciError``,
+  leave no ingest leftovers and write nothing outside the store root.
 """
 
 from __future__ import annotations
@@ -193,5 +196,43 @@ def test_reader_on_a_corrupted_image_refuses_or_reads(flips: list[tuple[int, int
         except OciError:
             pass
         assert open_fds() == fds
+    finally:
+        shutil.rmtree(tmp)
+
+
+layout_names = st.sampled_from(["oci-layout", "index.json", "manifest.json", "blobs/sha256/" + "a" * 64,
+                                "blobs/sha256/zz", "blobs/../../x", "/abs", "./index.json", "blobs/sha256/"])
+index_docs = st.sampled_from([b"{}", b"[]", b'{"manifests": 3}', b'{"schemaVersion": 2, "manifests": []}',
+                              b'{"manifests": [{"digest": "sha256:' + b"a" * 64 + b'", "size": 1,'
+                              b' "mediaType": "application/vnd.oci.image.manifest.v1+json"}]}', b"not json"])
+
+
+@given(st.lists(st.tuples(layout_names, st.one_of(index_docs, st.binary(max_size=80))), max_size=6),
+       st.sampled_from(["none", "cut"]), st.integers(0, 1 << 12))
+def test_layout_import_refuses_or_imports_inside_the_store(
+        files: list[tuple[str, bytes]], damage: str, at: int) -> None:
+    from runwasm.oci.images import ImageStore
+    from runwasm.oci.layout_import import import_layout
+    from runwasm.oci.store import ContentStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="rw-fuzz-import-"))
+    try:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        raw = buf.getvalue()
+        (tmp / "in.tar").write_bytes(raw[:at % (len(raw) + 1)] if damage == "cut" else raw)
+        root = tmp / "root"
+        store, images = ContentStore(root), ImageStore(root)
+        fds = open_fds()
+        try:
+            import_layout(store, images, tmp / "in.tar")
+        except OciError:
+            assert list(store.ingest_dir.iterdir()) == []
+        assert open_fds() == fds
+        assert sorted(os.listdir(tmp)) == ["in.tar", "root"]
     finally:
         shutil.rmtree(tmp)
