@@ -86,24 +86,17 @@ def _run(ns: argparse.Namespace) -> int:
         return 125
 
 
-def looks_like_path(text: str) -> bool:
-    """A ``run`` target the user meant as a file: it has a ``/``, starts with ``.`` or ``~``, or
-    ends in ``.wasm``/``.wat`` (an image reference never starts with ``.`` and a bare name with a
-    module suffix is a file name). ``docker.io/x`` has a ``/`` but is tried as a reference first."""
-    return "/" in text or text.startswith((".", "~")) or text.endswith((".wasm", ".wat"))
-
-
 def classify_target(text: str) -> tuple[str, Path]:
     """What ``runwasm run TARGET`` names: ``("bundle", dir)``, ``("module", file)`` or
     ``("image", Path(text))`` (a reference for the image store).
 
-    A target that exists is a bundle directory or a module file. One that does not exist is an
-    image reference when it parses as one and does not look like a path (see
-    :func:`looks_like_path`: ``./hello.wsam`` is a missing file, not a bad reference).
+    A target that exists is a bundle directory or a module file. A missing one that looks like a
+    path (starts with ``.``, ``~`` or ``/``, ends in ``.wasm``/``.wat``, or has a ``/`` and is not a
+    valid reference) is a missing file, so ``./hello.wsam`` is "no such file", not a bad reference;
+    anything else (``hello``, ``demo/hello:1``) is looked up in the image store.
 
     Raises:
-        NotFoundError: "no such file: PATH" for a missing path-like target that is not a
-            valid reference either.
+        NotFoundError: "no such file: TARGET".
     """
     from runwasm.oci.errors import InvalidArgumentError as BadReference
     from runwasm.oci.reference import Reference
@@ -114,15 +107,15 @@ def classify_target(text: str) -> tuple[str, Path]:
         return "bundle", path
     if path.exists():
         return "module", path
-    if not looks_like_path(text):
-        return "image", path
-    try:
-        Reference.parse(text)
-    except BadReference:
-        raise NotFoundError(f"no such file: {text}") from None
+    missing = NotFoundError(f"no such file: {text}")
     if text.startswith((".", "~", "/")) or text.endswith((".wasm", ".wat")):
-        raise NotFoundError(f"no such file: {text}")
-    return "image", path  # "demo/hello:1": a reference; missing images say where they looked
+        raise missing
+    if "/" in text:
+        try:
+            Reference.parse(text)
+        except BadReference:
+            raise missing from None
+    return "image", path
 
 
 def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str],
