@@ -114,9 +114,15 @@ def _bytes(s: Send) -> bytes:
     return encode_frame(s.stream_id, s.type, s.payload)
 
 
-@given(st.lists(sends, max_size=25), st.binary(max_size=40), st.booleans())
-def test_pipelined_random_frames_get_exactly_the_owed_responses(plan: list[Send], tail: bytes, truncate: bool) -> None:
-    plan = number(plan)
+ECHO = ttrpc_pb2.Request(service=SERVICE, method="Echo", payload=b"burst").SerializeToString()
+
+
+@given(st.lists(sends, max_size=25), st.integers(0, 400), st.binary(max_size=40), st.booleans())
+def test_pipelined_random_frames_get_exactly_the_owed_responses(plan: list[Send], burst: int, tail: bytes,
+                                                                 truncate: bool) -> None:
+    """``burst`` valid requests follow the plan (hundreds: enough to fill the socket buffers both
+    ways, and to meet any per-connection bound on requests in flight): each is answered once."""
+    plan = number([*plan, *[Send("next", int(MessageType.REQUEST), ECHO)] * burst])
     owed = expected_codes(plan)
     before = open_fds()
 
