@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runwasm.oci.errors import OciError
+from runwasm.oci.errors import InvalidArgumentError, OciError
 
 if TYPE_CHECKING:
     from runwasm.oci.image import Platform
@@ -36,12 +36,24 @@ def store_root(ns: argparse.Namespace) -> Path:
     return Path(root)
 
 
+def user_message(err: BaseException) -> str:
+    """The one line a user sees for ``err``: its message, plus for a missing image how to fill
+    the store that was searched (or pick another)."""
+    from runwasm.oci.images import ImageNotFoundError
+
+    text = str(err) or type(err).__name__
+    if isinstance(err, ImageNotFoundError):
+        text += ("; import it with 'runwasm image import FILE', list the store with 'runwasm image ls',"
+                 " or choose another store with --root or $RUNWASM_ROOT")
+    return " ".join(text.split("\n"))
+
+
 def _guard(handler: Handler) -> Handler:
     def run(ns: argparse.Namespace) -> int:
         try:
             return handler(ns)
         except OciError as err:
-            print(f"runwasm: {err}", file=sys.stderr)
+            print(f"runwasm: {user_message(err)}", file=sys.stderr)
             return 1
     return run
 
@@ -49,8 +61,12 @@ def _guard(handler: Handler) -> Handler:
 def _pack_wasm(ns: argparse.Namespace) -> int:
     from runwasm.oci.pack import pack_wasm
 
-    packed = pack_wasm(Path(ns.module), Path(ns.output), ns.name, args=ns.arg or None, env=ns.env or None,
-                       fmt=ns.format)
+    try:
+        packed = pack_wasm(Path(ns.module), Path(ns.output), ns.name, args=ns.arg or None, env=ns.env or None,
+                           fmt=ns.format)
+    except OSError as err:
+        raise InvalidArgumentError(f"failed to write image {ns.output!r}: {err.strerror or err}"
+                                   f" ({err.filename!r})") from err
     print(json.dumps({"ref": packed.ref, "format": ns.format, "manifest": str(packed.manifest.digest),
                       "config": str(packed.config.digest), "layer": str(packed.layer.digest),
                       "entrypoint": packed.entrypoint}))
@@ -67,12 +83,24 @@ def _progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
-def _open_stores(ns: argparse.Namespace) -> tuple[ContentStore, ImageStore]:
+def open_stores(root: Path) -> tuple[ContentStore, ImageStore]:
+    """The content and image stores at ``root``; an unusable root is one clear error.
+
+    Raises:
+        InvalidArgumentError: ``root`` cannot be created or opened (names it and the cause).
+    """
     from runwasm.oci.images import ImageStore
     from runwasm.oci.store import ContentStore
 
-    root = store_root(ns)
-    return ContentStore(root), ImageStore(root)
+    try:
+        return ContentStore(root), ImageStore(root)
+    except OSError as err:
+        raise InvalidArgumentError(f"failed to open the image store {str(root)!r}: {err.strerror or err}"
+                                   " (choose a writable directory with --root or $RUNWASM_ROOT)") from err
+
+
+def _open_stores(ns: argparse.Namespace) -> tuple[ContentStore, ImageStore]:
+    return open_stores(store_root(ns))
 
 
 def _platforms(ns: argparse.Namespace) -> tuple[Platform, ...]:

@@ -18,6 +18,15 @@ from runwasm.oci.jsonparse import as_object, dumps_canonical, loads_object, req_
 from runwasm.oci.reference import Reference
 
 
+class ImageNotFoundError(NotFoundError):
+    """No image of that name in the store at ``root`` (front ends add how to fill it)."""
+
+    def __init__(self, message: str, *, name: str, root: Path) -> None:
+        super().__init__(message)
+        self.name = name
+        self.root = root
+
+
 @dataclass(frozen=True, slots=True)
 class ImageRecord:
     """A named image: ``name`` is a normalised reference string."""
@@ -28,6 +37,7 @@ class ImageRecord:
 
 class ImageStore:
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.dir = root / "images"
         self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -42,12 +52,25 @@ class ImageStore:
         os.replace(tmp, path)
 
     def get(self, name: str) -> ImageRecord:
-        """Look up by name (normalised first, so ``hello`` finds ``docker.io/library/hello:latest``)."""
-        for candidate in (name, str(Reference.parse(name)) if "@" not in name else name):
-            path = self._file(candidate)
-            if path.exists():
-                return self._load(path)
-        raise NotFoundError(f"failed to get image {name!r}: not found")
+        """Look up by name, normalised as containerd does (``hello`` and ``docker.io/hello`` find
+        ``docker.io/library/hello:latest``; ``demo/x`` finds ``docker.io/demo/x:latest``), then
+        as written (records named before normalisation).
+
+        Raises:
+            ImageNotFoundError: no record; the message names the store searched.
+            InvalidArgumentError: ``name`` is not a valid reference and no record has it verbatim.
+        """
+        path = self._file(name)
+        if path.exists():
+            return self._load(path)
+        normal = str(Reference.parse(name))
+        path = self._file(normal)
+        if path.exists():
+            return self._load(path)
+        also = f" (normalised: {normal!r})" if normal != name else ""
+        raise ImageNotFoundError(
+            f"failed to get image {name!r}{also}: not found in the image store {str(self.root)!r}",
+            name=name, root=self.root)
 
     def _load(self, path: Path) -> ImageRecord:
         obj = loads_object(path.read_bytes())

@@ -97,7 +97,32 @@ def import_layout(store: ContentStore, images: ImageStore, tar_path: Path, *, na
                 store.path(d).unlink(missing_ok=True)
             if isinstance(err, OciError):
                 raise
+            if isinstance(err, tarfile.TarError | EOFError):
+                raise InvalidArgumentError(f"failed to import {str(tar_path)!r}: {_describe_bad_tar(tar_path, err)}") from err
             raise InvalidArgumentError(f"failed to import {str(tar_path)!r}: {err}") from err
+
+
+def _describe_bad_tar(path: Path, err: BaseException) -> str:
+    """Why ``path`` could not be read as a tarball: expected vs what the file starts with."""
+    import gzip
+
+    expected = "expected an OCI image-layout tar archive (plain or gzip; docker save, skopeo, pack-wasm)"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as gz:
+                head = gz.read(1024)
+    except (OSError, EOFError, gzip.BadGzipFile) as read_err:
+        return f"{expected}, got an unreadable or truncated file ({read_err})"
+    if not head:
+        return f"{expected}, got an empty file"
+    if len(head) >= 263 and head[257:262] == b"ustar":
+        return f"truncated or corrupt tar archive ({err})"
+    sample = head[:24]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
+        return f"{expected}, got text starting with {sample.decode()!r}"
+    return f"{expected}, got data starting with bytes {sample[:8].hex(' ')}"
 
 
 def _import_locked(store: ContentStore, images: ImageStore, tar_path: Path, total: int, name: str | None,

@@ -1,7 +1,11 @@
 """Image references (``[domain/]path[:tag][@digest]``) normalised the way containerd/docker do.
 
-``Reference.parse("hello")`` is ``docker.io/library/hello:latest``; a domain is recognised
-when the first component contains ``.`` or ``:`` or is ``localhost``.
+The rules are containerd's (``reference/docker.ParseDockerRef``): ``Reference.parse("hello")``
+is ``docker.io/library/hello:latest``, ``demo/app`` is ``docker.io/demo/app:latest``; the first
+component is a domain when it contains ``.`` or ``:``, is ``localhost``, or has upper-case
+letters; ``index.docker.io`` is ``docker.io``; a reference with both a tag and a digest keeps
+only the digest (the digest is what is addressed); a bare 64-hex name is refused (it is an
+image id, not a name).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from runwasm.oci.digest import Digest
 from runwasm.oci.errors import InvalidArgumentError
 
 DEFAULT_DOMAIN = "docker.io"
+LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 DEFAULT_TAG = "latest"
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_HEX64 = re.compile(r"^[a-f0-9]{64}$")
 _DOMAIN = re.compile(r"^(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$")
 
 
@@ -52,11 +58,16 @@ class Reference:
                 raise InvalidArgumentError(f"failed to parse reference {text!r}: invalid tag {tag!r}")
         if not rest:
             raise InvalidArgumentError(f"failed to parse reference {text!r}: empty name")
+        if _HEX64.match(rest):
+            raise InvalidArgumentError(
+                f"failed to parse reference {text!r}: a 64-hex string is an image id, not a name")
         first, sep, remainder = rest.partition("/")
-        if sep and ("." in first or ":" in first or first == "localhost"):
+        if sep and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
             domain, path = first, remainder
             if not _DOMAIN.match(domain):
                 raise InvalidArgumentError(f"failed to parse reference {text!r}: invalid domain {domain!r}")
+            if domain == LEGACY_DEFAULT_DOMAIN:
+                domain = DEFAULT_DOMAIN
         else:
             domain, path = DEFAULT_DOMAIN, rest
         if domain == DEFAULT_DOMAIN and "/" not in path:
@@ -66,7 +77,9 @@ class Reference:
                 raise InvalidArgumentError(
                     f"failed to parse reference {text!r}: invalid path component {comp!r}"
                     " (lower-case letters, digits and separators only)")
-        if not tag and digest is None:
+        if digest is not None:
+            tag = ""  # tagged and digested: containerd addresses (and names) the digest only
+        elif not tag:
             tag = DEFAULT_TAG
         return cls(domain, path, tag, digest)
 

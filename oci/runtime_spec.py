@@ -252,6 +252,8 @@ class RuntimeSpec:
                 doc = json.loads(data)
             except ValueError as err:
                 raise SpecError(f"invalid runtime spec {source}: not JSON: {err}") from err
+            except RecursionError as err:
+                raise SpecError(f"invalid runtime spec {source}: JSON nested too deeply") from err
         else:
             doc = data
         r = _Reader(source)
@@ -288,6 +290,8 @@ def parse_process(data: bytes | str | Mapping[str, Any], *, source: str = "<proc
             doc = json.loads(data)
         except ValueError as err:
             raise SpecError(f"invalid process spec {source}: not JSON: {err}") from err
+        except RecursionError as err:
+            raise SpecError(f"invalid process spec {source}: JSON nested too deeply") from err
     else:
         doc = data
     return _process(_Reader(source), doc, "process")

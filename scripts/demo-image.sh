@@ -20,3 +20,6 @@ $BIN/python -m fixtures.images busybox build/busybox-image.tar demo/busybox:late
 $BIN/runwasm image import build/busybox-image.tar
 $BIN/runwasm run demo/busybox:latest -- /bin/sh -c 'echo "hello from busybox: pid $$, hostname $(hostname)"'
 $BIN/runwasm image ls
+step "The demo's images stay in its own store, $RUNWASM_ROOT (not /var/lib/runwasm)"
+echo "run them again with:  $BIN/runwasm run --root $RUNWASM_ROOT demo/hello"
+echo "or:                   RUNWASM_ROOT=$RUNWASM_ROOT $BIN/runwasm image ls"

@@ -82,21 +82,35 @@ def make_wasm_bundle(bundle: Path, module: Path, args: Sequence[str], env: Seque
 
 def adopt_bundle(bundle: Path, source: Path, args: Sequence[str], env: Sequence[str],
                  annotations: dict[str, str] | None = None) -> None:
-    """Create ``bundle`` from an existing one: config.json copied (rootfs made absolute)."""
+    """Create ``bundle`` from an existing one: config.json copied (rootfs made absolute).
+
+    Raises:
+        InvalidArgumentError: config.json is unreadable, not JSON or not a runtime spec (the
+            message names the file and the JSON path, expected against got).
+    """
+    from runwasm.oci.runtime_spec import RuntimeSpec, SpecError
+
+    path = source / "config.json"
     try:
-        spec = json.loads((source / "config.json").read_text())
-    except (OSError, ValueError) as err:
-        raise InvalidArgumentError(f"invalid bundle {str(source)!r}: cannot read config.json: {err}") from err
-    root = spec.setdefault("root", {"path": "rootfs"})
-    if not os.path.isabs(root.get("path", "rootfs")):
-        root["path"] = str((source / root.get("path", "rootfs")).resolve())
-    proc = spec.setdefault("process", {})
+        data = path.read_bytes()
+    except OSError as err:
+        raise InvalidArgumentError(f"invalid bundle {str(source)!r}: cannot read config.json: "
+                                   f"{err.strerror or err}") from err
+    try:
+        RuntimeSpec.from_json(data, source=repr(str(path)))  # shape check: one clear line, early
+        spec = json.loads(data)
+    except SpecError as err:
+        raise InvalidArgumentError(f"invalid bundle {str(source)!r}: {err}") from err
+    root = spec["root"] = spec.get("root") or {"path": "rootfs"}  # shapes checked above; null = absent
+    if not os.path.isabs(root.get("path") or "rootfs"):
+        root["path"] = str((source / (root.get("path") or "rootfs")).resolve())
+    proc = spec["process"] = spec.get("process") or {}
     if args:
-        proc["args"] = [*proc.get("args", [])[:1], *args]
+        proc["args"] = [*(proc.get("args") or [])[:1], *args]
     if env:
-        proc["env"] = [*proc.get("env", []), *env]
+        proc["env"] = [*(proc.get("env") or []), *env]
     if annotations:
-        spec.setdefault("annotations", {}).update(annotations)
+        spec["annotations"] = {**(spec.get("annotations") or {}), **annotations}
     bundle.mkdir(parents=True, exist_ok=True)
     (bundle / "config.json").write_text(json.dumps(spec, indent=2))
 

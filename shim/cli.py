@@ -28,17 +28,24 @@ def _run(ns: argparse.Namespace) -> int:
     from runwasm.shim.harness import Harness, run_task, runtime_options
     from runwasm.shim.ttrpc.status import RpcError
 
-    target = Path(ns.target)
-    if ns.verify and target.exists():
-        print(f"runwasm: --verify applies to images in the store, and {ns.target!r} is a file or bundle"
-              " (signatures name image digests)", file=sys.stderr)
-        return 2
     cid = ns.id or f"run-{uuid.uuid4().hex[:12]}"
     env = list(ns.env or [])
     try:
+        from runwasm.shim.ids import validate_id
+
+        validate_id(cid, "container id (--id)")
         dirs = [bundlemod.parse_dir(d) for d in ns.dir or []]
     except ShimError as err:
         print(f"runwasm: {err}", file=sys.stderr)
+        return 2
+    try:
+        kind, target = classify_target(ns.target)
+    except ShimError as err:
+        print(f"runwasm: {err}", file=sys.stderr)
+        return 125
+    if ns.verify and kind != "image":
+        print(f"runwasm: --verify applies to images in the store, and {ns.target!r} is a file or bundle"
+              " (signatures name image digests)", file=sys.stderr)
         return 2
 
     async def main() -> int:
@@ -50,13 +57,14 @@ def _run(ns: argparse.Namespace) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
             try:  # everything prepared from here on is released in the finally, also on failure
-                if target.is_dir():
+                if kind == "bundle":
                     bundlemod.adopt_bundle(bundle, target, ns.args, env)
-                elif target.exists():
+                elif kind == "module":
                     bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
-                elif "#" in ns.target and Path(ns.target.partition("#")[0]).is_file():  # FILE#export
+                elif kind == "export":  # FILE#export
                     path, _, export = ns.target.partition("#")
-                    bundlemod.make_wasm_bundle(bundle, Path(path).resolve(), ns.args, env, dirs, export=export)
+                    bundlemod.make_wasm_bundle(bundle, Path(path).expanduser().resolve(), ns.args, env, dirs,
+                                               export=export)
                 else:  # an image reference in runwasm's store
                     release = await asyncio.to_thread(_image_bundle, ns, bundle, cid, env, dirs)
                 # pyroute2's synchronous API runs its own event loop: keep it off ours
@@ -81,28 +89,65 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         return asyncio.run(main())
     except (ShimError, OciError, RuntimeError, OSError, RpcError) as err:
-        print(f"runwasm: {err}", file=sys.stderr)
+        from runwasm.oci.image_cli import user_message
+
+        print(f"runwasm: {user_message(err)}", file=sys.stderr)
         return 125
+
+
+def classify_target(text: str) -> tuple[str, Path]:
+    """What ``runwasm run TARGET`` names: ``("bundle", dir)``, ``("module", file)``,
+    ``("export", Path(text))`` (``FILE#export`` of an existing module file) or
+    ``("image", Path(text))`` (a reference for the image store).
+
+    A target that exists is a bundle directory or a module file. A missing one that looks like a
+    path (starts with ``.``, ``~`` or ``/``, ends in ``.wasm``/``.wat``, or has a ``/`` and is not a
+    valid reference) is a missing file, so ``./hello.wsam`` is "no such file", not a bad reference;
+    anything else (``hello``, ``demo/hello:1``) is looked up in the image store.
+
+    Raises:
+        NotFoundError: "no such file: TARGET".
+    """
+    from runwasm.oci.errors import InvalidArgumentError as BadReference
+    from runwasm.oci.reference import Reference
+    from runwasm.shim.errors import NotFoundError
+
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "bundle", path
+    if path.exists():
+        return "module", path
+    file_part, sep, export = text.partition("#")
+    if sep and export and Path(file_part).expanduser().is_file():
+        return "export", path
+    missing = NotFoundError(f"no such file: {text}")
+    if text.startswith((".", "~", "/")) or text.endswith((".wasm", ".wat")):
+        raise missing
+    if "/" in text:
+        try:
+            Reference.parse(text)
+        except BadReference:
+            raise missing from None
+    return "image", path
 
 
 def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str],
                   dirs: list[tuple[str, str]]) -> Callable[[], None]:
     """Prepare the rootfs of image ``ns.target`` from the store at ``<bundle>/rootfs``; returns
     the function that releases it (unmounts)."""
-    from runwasm.oci.image_cli import store_root
+    from runwasm.oci.image_cli import open_stores, store_root
     from runwasm.oci.mounts.rootfs import prepare_rootfs
-    from runwasm.oci.store import ContentStore
     from runwasm.shim import bundle as bundlemod
 
     root = store_root(ns)
+    store, images = open_stores(root)
     image: Any = ns.target
     policy = _verify_policy(ns, root)
     if policy is not None:  # verify, then use the verified descriptor (not the name) from here on
-        from runwasm.oci.images import ImageStore
         from runwasm.oci.verify.local import verified_target
 
-        image = verified_target(policy, ContentStore(root), ImageStore(root), ns.target)
-    handle = prepare_rootfs(ContentStore(root), image, bundle / "rootfs", cid, mode=ns.rootfs_mode)
+        image = verified_target(policy, store, images, ns.target)
+    handle = prepare_rootfs(store, image, bundle / "rootfs", cid, mode=ns.rootfs_mode)
     try:
         cfg = handle.image.config.config
         args = bundlemod.image_process(cfg.entrypoint, cfg.cmd, ns.args) if not handle.wasm_modules or \
@@ -209,6 +254,9 @@ def _stress(ns: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwasm", description="WebAssembly-first containerd shim: tools and harness")
     p.add_argument("--debug", action="store_true", help="verbose logging")
+    from runwasm.shim.version import REVISION, VERSION
+
+    p.add_argument("--version", action="version", version=f"runwasm {VERSION} (revision {REVISION})")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a .wasm/.wat module or an OCI bundle through the real shim binary")
     run.add_argument("--legacy", action="store_true", help="use the pre-2.3 start protocol (flags, plain address)")
@@ -254,14 +302,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are about the user's input or machine, not runwasm bugs (those keep their
+    traceback): every package's error base, spec errors and OS errors."""
+    from runwasm.oci.errors import OciError
+    from runwasm.oci.runtime_spec import SpecError
+    from runwasm.shim.errors import ShimError
+
+    return (ShimError, OciError, SpecError, OSError)
+
+
+USER_ERRORS = _user_errors()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     if getattr(ns, "args", None) and ns.args[:1] == ["--"]:
         ns.args = ns.args[1:]
     logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING, format="runwasm: %(message)s")
-    code: int = ns.func(ns)
-    sys.stdout.flush()
+    try:
+        code: int = ns.func(ns)
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("runwasm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `runwasm image ls | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except USER_ERRORS as err:  # a command's own failure the handler did not word: still one line
+        from runwasm.oci.image_cli import user_message
+
+        print(f"runwasm: {user_message(err)}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import sys
@@ -31,6 +32,7 @@ from runwasm.shim.ttrpc.client import Client
 from runwasm.shim.ttrpc.server import RequestContext, Server
 
 SHIM_BINARY = "containerd-shim-runwasm-v1"
+log = logging.getLogger(__name__)
 NAMESPACE = "runwasm"
 
 
@@ -132,11 +134,21 @@ class Harness:
         self._serve_task = asyncio.get_running_loop().create_task(self._server.serve(sock))
 
     async def stop_events(self) -> None:
-        """Stop the Events server and remove its socket, as a stopped containerd does."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop the Events server and remove its socket, as a stopped containerd does.
+
+        The serving task is awaited before the listener is closed: a harness that fails early
+        (a bad bundle) stops before that task first ran, and closing the listener under it made
+        it die with EBADF ("Task exception was never retrieved")."""
+        server, task = self._server, self._serve_task
+        if server is not None:
+            self._server = self._serve_task = None
+            server.close()
+            if task is not None:
+                try:
+                    await task
+                except Exception:  # the server's own failure: report it, do not mask the caller's
+                    log.exception("harness: the events server failed")
+            await server.wait_closed()
             self._listener.close()
             with contextlib.suppress(FileNotFoundError):
                 self.events_sock.unlink()

@@ -120,6 +120,9 @@ def parse_toml(text: str, where: str) -> ParsedOptions:
     if values.get("executor", "auto") not in EXECUTORS:
         raise InvalidArgumentError(f"invalid Executor in {where}: expected one of {list(EXECUTORS)}, "
                                    f"got {values['executor']!r}")
+    if "\x00" in values.get("wasm_cache_dir", ""):
+        raise InvalidArgumentError(f"invalid WasmCacheDir in {where}: expected a path without NUL bytes, "
+                                   f"got {values['wasm_cache_dir']!r}")
     if "wasm_cache_dir" in values and not values["wasm_cache_dir"].startswith("/"):
         raise InvalidArgumentError(f"invalid WasmCacheDir in {where}: expected an absolute path, "
                                    f"got {values['wasm_cache_dir']!r}")

@@ -10,12 +10,33 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ParamSpec, TypeVar
 
 from runwasm.oci.erofs import format as fmt
 from runwasm.oci.errors import InvalidArgumentError, NotFoundError, UnsupportedMediaTypeError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_DAMAGE = (struct.error, IndexError, ValueError, OverflowError, KeyError)
+
+
+def _structural(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn what a damaged image makes the parsing code raise (short structs, offsets past the
+    end, out-of-range values) into the documented ``InvalidArgumentError`` naming the image."""
+    @wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except _DAMAGE as err:
+            image = args[0]
+            where = str(getattr(image, "path", "?"))
+            raise InvalidArgumentError(f"failed to read EROFS image {where!r}: damaged structure"
+                                       f" ({type(err).__name__}: {err})") from err
+    return run
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +67,11 @@ class ErofsImage:
         self._fh: BinaryIO = open(path, "rb")
         try:
             self._fh.seek(fmt.SUPERBLOCK_OFFSET)
-            sb = fmt.unpack_superblock(self._fh.read(fmt.SUPERBLOCK_SIZE))
+            head = self._fh.read(fmt.SUPERBLOCK_SIZE)
+            if len(head) < fmt.SUPERBLOCK_SIZE:
+                raise InvalidArgumentError(f"failed to open EROFS image {str(path)!r}: shorter than a superblock"
+                                           f" ({fmt.SUPERBLOCK_OFFSET + len(head)} bytes)")
+            sb = fmt.unpack_superblock(head)
             if sb["magic"] != fmt.MAGIC:
                 raise InvalidArgumentError(f"failed to open EROFS image {str(path)!r}: bad magic {sb['magic']!r}")
             bits = int(sb["blkszbits"])
@@ -84,6 +109,7 @@ class ErofsImage:
             raise InvalidArgumentError(f"failed to read EROFS image {str(self.path)!r}: short read at {off}")
         return data
 
+    @_structural
     def inode(self, nid: int) -> InodeInfo:
         off = self.meta_blkaddr * self.block_size + fmt.INODE_SLOT * nid
         raw = fmt.unpack_inode(self._read(off, fmt.EXTENDED_INODE_SIZE))
@@ -95,6 +121,7 @@ class ErofsImage:
                          raw["mtime_nsec"], raw["nlink"], raw["layout"], raw["i_u"], xattrs,
                          off + raw["isize"] + xsize)
 
+    @_structural
     def read_data(self, ino: InodeInfo, offset: int = 0, length: int | None = None) -> bytes:
         """File (or directory/symlink) content bytes [offset, offset+length)."""
         end = ino.size if length is None else min(ino.size, offset + length)
@@ -143,6 +170,7 @@ class ErofsImage:
             raise UnsupportedMediaTypeError(f"failed to read nid {ino.nid}: layout {ino.layout}")
         return (ino.i_u + blk) * bs
 
+    @_structural
     def listdir(self, ino: InodeInfo) -> list[tuple[bytes, int, int]]:
         """(name, nid, file type) of every entry, including ``.`` and ``..``."""
         if not stat.S_ISDIR(ino.mode):
@@ -153,6 +181,7 @@ class ErofsImage:
             out += fmt.unpack_dir_block(data[start:start + self.block_size])
         return out
 
+    @_structural
     def lookup(self, path: str | bytes) -> InodeInfo:
         """Resolve an absolute path without following symlinks. Raises NotFoundError."""
         ino = self.inode(self.root_nid)
@@ -163,17 +192,28 @@ class ErofsImage:
             ino = self.inode(entries[comp])
         return ino
 
+    @_structural
     def readlink(self, ino: InodeInfo) -> bytes:
         return self.read_data(ino)
 
+    @_structural
     def walk(self) -> list[tuple[bytes, InodeInfo]]:
-        """Every (path, inode) in the image, depth-first, sorted, root as ``b"/"``."""
+        """Every (path, inode) in the image, depth-first, sorted, root as ``b"/"``.
+
+        Raises:
+            InvalidArgumentError: damaged structure, or a directory reached twice (a cycle).
+        """
         out: list[tuple[bytes, InodeInfo]] = []
         stack = [(b"/", self.inode(self.root_nid))]
+        seen_dirs: set[int] = set()
         while stack:
             path, ino = stack.pop()
             out.append((path, ino))
             if stat.S_ISDIR(ino.mode):
+                if ino.nid in seen_dirs:  # a damaged image can link a directory into itself
+                    raise InvalidArgumentError(f"failed to walk EROFS image {str(self.path)!r}: directory"
+                                               f" nid {ino.nid} is reached twice (a cycle) at {path!r}")
+                seen_dirs.add(ino.nid)
                 kids = [(n, nid) for n, nid, _ in self.listdir(ino) if n not in (b".", b"..")]
                 for name, nid in sorted(kids, reverse=True):
                     stack.append((path.rstrip(b"/") + b"/" + name, self.inode(nid)))

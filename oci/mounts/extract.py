@@ -17,6 +17,7 @@ On error ``InvalidArgumentError`` is raised; the caller removes the partial tree
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -81,10 +82,36 @@ def _clear_dir(fd: int) -> None:
         _remove(fd, name)
 
 
+_HOST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM}
+
+
+def _member_error(m: tarfile.TarInfo, dest: Path, err: OSError) -> OSError | InvalidArgumentError:
+    """What the layer's content made a syscall refuse is InvalidArgumentError naming the member;
+    the host's own trouble (disk full, I/O error) stays the OSError it is."""
+    if err.errno in _HOST_ERRNOS:
+        return err
+    return InvalidArgumentError(f"failed to extract {m.name!r} into {str(dest)!r}: {err.strerror or err}")
+
+
+def _apply_dir_meta(root_fd: int, parts: list[str], m: tarfile.TarInfo) -> None:
+    """Deferred metadata of directory member ``m``, unless a later member replaced or removed it
+    (then the path may now be a symlink, possibly out of the tree: never follow it)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            pfd = stack.enter_context(_open_parent(root_fd, parts, create=False))
+            st = os.stat(parts[-1], dir_fd=pfd, follow_symlinks=False)
+        except (FileNotFoundError, InvalidArgumentError):
+            return  # a parent or the directory itself was replaced or removed by a later member
+        if stat.S_ISDIR(st.st_mode):
+            _apply_meta(pfd, parts[-1], m)
+
+
 def _apply_meta(dir_fd: int, name: str, m: tarfile.TarInfo) -> None:
     os.chown(name, m.uid, m.gid, dir_fd=dir_fd, follow_symlinks=False)
     if not m.issym():
-        os.chmod(name, m.mode & 0o7777, dir_fd=dir_fd)
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise InvalidArgumentError(f"failed to set the mode of {m.name!r}: it is a symlink")
+        os.chmod(name, m.mode & 0o7777, dir_fd=dir_fd)  # not a symlink: chmod cannot leave the tree
         for key, value in m.pax_headers.items():
             if key.startswith("SCHILY.xattr."):
                 raw = value.encode("utf-8", "surrogateescape")
@@ -107,11 +134,16 @@ def extract_tar(src: IO[bytes], dest: Path, *, overlay_whiteouts: bool) -> None:
                 parts = _parts(m.name)
                 if not parts:
                     continue
-                with _open_parent(root_fd, parts, create=True) as pfd:
-                    _extract_one(tar, m, parts, pfd, root_fd, overlay_whiteouts, dirs)
+                try:
+                    with _open_parent(root_fd, parts, create=True) as pfd:
+                        _extract_one(tar, m, parts, pfd, root_fd, overlay_whiteouts, dirs)
+                except OSError as err:
+                    raise _member_error(m, dest, err) from err
         for parts, m in reversed(dirs):  # directory metadata last (mtimes, read-only modes)
-            with _open_parent(root_fd, parts, create=False) as pfd:
-                _apply_meta(pfd, parts[-1], m)
+            try:
+                _apply_dir_meta(root_fd, parts, m)
+            except OSError as err:
+                raise _member_error(m, dest, err) from err
     except (tarfile.TarError, EOFError) as err:
         raise InvalidArgumentError(f"failed to extract layer into {str(dest)!r}: {err}") from err
     finally:
@@ -153,6 +185,8 @@ def _extract_one(tar: tarfile.TarFile, m: tarfile.TarInfo, parts: list[str], pfd
             assert fh is not None
             shutil.copyfileobj(fh, out, 1 << 20)
     elif m.issym():
+        if not m.linkname:
+            raise InvalidArgumentError(f"failed to extract symlink {m.name!r}: empty target")
         os.symlink(m.linkname, name, dir_fd=pfd)
     elif m.islnk():
         tparts = _parts(m.linkname)

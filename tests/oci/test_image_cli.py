@@ -37,7 +37,12 @@ def test_pack_import_ls_inspect_rm(tmp_path: Path, wasm_module: Path, capsys: py
 
 def test_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run("image", "inspect", "--root", str(tmp_path), "nope") == 1
-    assert "runwasm: failed to get image 'nope': not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("runwasm: failed to get image 'nope' (normalised: 'docker.io/library/nope:latest'):"
+                          f" not found in the image store {str(tmp_path)!r}; import it with 'runwasm image import")
+    assert "runwasm image ls" in err
+    assert "--root" in err
+    assert err.count("\n") == 1
     assert _run("image", "umount", "--root", str(tmp_path), str(tmp_path / "x")) == 1
 
 

@@ -131,3 +131,61 @@ def test_name_required_without_annotation(tmp_path: Path, stores: tuple[ContentS
         import_layout(store, images, tmp_path / "i.tar")
     (rec,) = import_layout(store, images, tmp_path / "i.tar", name="mine:1")
     assert rec.name == "docker.io/library/mine:1"
+
+
+@pytest.mark.parametrize(("content", "got"), [
+    (b"hello world\n", "got text starting with 'hello world\\n'"),
+    (b"", "got an empty file"),
+    (b"\x7fELF\x02\x01\x01\x00" + b"\0" * 600, "got data starting with bytes 7f 45 4c 46 02 01 01 00"),
+])
+def test_not_a_tarball_says_what_was_expected_and_what_arrived(
+        tmp_path: Path, stores: tuple[ContentStore, ImageStore], content: bytes, got: str) -> None:
+    """Before: only ``truncated header``."""
+    store, images = stores
+    path = tmp_path / "not.tar"
+    path.write_bytes(content)
+    with pytest.raises(InvalidArgumentError) as exc:
+        import_layout(store, images, path)
+    assert str(exc.value) == (f"failed to import {str(path)!r}: expected an OCI image-layout tar archive"
+                              f" (plain or gzip; docker save, skopeo, pack-wasm), {got}")
+    _empty(store)
+
+
+def test_truncated_tarball_says_truncated(tmp_path: Path, stores: tuple[ContentStore, ImageStore]) -> None:
+    store, images = stores
+    full = tmp_path / "full.tar"
+    write_image(full, [tar_layer([Entry("a", data=b"x" * 5000)])], name="docker.io/t/trunc:1")
+    with tarfile.open(full) as tar:
+        biggest = max(tar.getmembers(), key=lambda m: m.size)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(full.read_bytes()[:biggest.offset_data + 100])  # ends inside a member's data
+    with pytest.raises(InvalidArgumentError, match=r"truncated or corrupt tar archive"):
+        import_layout(store, images, cut)
+    _empty(store)
+
+
+@pytest.mark.parametrize("name", ["demo/busybox:latest", "docker.io/demo/busybox:latest",
+                                  "docker.io/demo/busybox", "index.docker.io/demo/busybox:latest"])
+def test_an_image_is_found_by_every_spelling_of_its_name(
+        tmp_path: Path, stores: tuple[ContentStore, ImageStore], name: str) -> None:
+    store, images = stores
+    tar = tmp_path / "i.tar"
+    write_image(tar, [tar_layer([Entry("a", data=b"x")])], name="demo/busybox:latest")
+    [record] = import_layout(store, images, tar)
+    assert record.name == "docker.io/demo/busybox:latest"
+    assert images.get(name) == record
+
+
+def test_fixture_images_write_normalised_names(tmp_path: Path) -> None:
+    """``ctr images import`` takes ``io.containerd.image.name`` as written: the demo's
+    ``demo/busybox:latest`` must be written as containerd's normal form to be runnable by it."""
+    import json
+
+    from fixtures.images import write_image as write_fixture_image
+
+    out = write_fixture_image(tmp_path / "b.tar", "demo/busybox:latest", b"", {}, "linux", "amd64")
+    with tarfile.open(out) as tar:
+        f = tar.extractfile("index.json")
+        assert f is not None
+        index = json.load(f)
+    assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == "docker.io/demo/busybox:latest"

@@ -69,3 +69,33 @@ def test_truncated(tmp_path: Path) -> None:
     raw = make_tar([Entry("f", data=b"q" * 5000)])
     with pytest.raises(InvalidArgumentError, match="failed to extract"):
         extract_tar(io.BytesIO(raw[:2000]), tmp_path / "d", overlay_whiteouts=True)
+
+
+# Found by tests/fuzz/test_layers.py (RUNWASM_FUZZ=400), pinned here.
+
+def test_a_directory_replaced_by_an_escaping_symlink_does_not_chmod_outside(tmp_path: Path) -> None:
+    """A directory's mode and owner were applied at the end to whatever its path named then: a
+    later symlink of the same name pointing out of the tree made extraction chmod (0) and chown
+    a host directory."""
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o755)
+    dest = tmp_path / "d"
+    _extract(dest, [Entry("b", "dir", mode=0o000, uid=4242), Entry("b", "symlink", target="../outside")],
+             overlay=False)
+    st = os.stat(outside)
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o755, 0)
+    assert os.readlink(dest / "b") == "../outside"
+
+
+@pytest.mark.parametrize("entries", [
+    [Entry("b", "dir"), Entry("b", "symlink", target="b")],          # ELOOP at the deferred chmod
+    [Entry("b", "dir"), Entry("b", "symlink", target="a/b")],        # ENOENT/ENOTDIR there
+    [Entry("a", "dir"), Entry(".wh.a", data=b"")],                    # the directory was whited out
+])
+def test_a_replaced_or_removed_directory_is_not_an_oserror(tmp_path: Path, entries: list[Entry]) -> None:
+    _extract(tmp_path / "d", entries, overlay=False)
+
+
+def test_an_empty_symlink_target_is_invalid_argument(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="empty target"):
+        _extract(tmp_path / "d", [Entry("a", "symlink", target="")])
