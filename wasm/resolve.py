@@ -28,6 +28,7 @@ from runwasm.wasm.errors import (
     InvalidEntrypointError,
     InvalidModuleError,
     ModuleNotFoundInRootfsError,
+    ModulePermissionError,
     PathEscapeError,
 )
 
@@ -115,15 +116,25 @@ def resolve_module_path(rootfs: Path | str, path: str, env: Sequence[str] = (), 
     )
 
 
-def open_module(rootfs: Path | str, host_path: Path) -> bytes:
+def open_module(rootfs: Path | str, host_path: Path, root_fd: int | None = None) -> bytes:
     """Read the module file at ``host_path`` (from ``resolve_module_path``) safely.
 
-    Raises ``InvalidModuleError`` if it is not a regular file or is larger than
-    ``MAX_MODULE_BYTES``, ``PathEscapeError`` if the opened file is outside the rootfs.
+    With ``root_fd`` (an fd of the rootfs directory) the file is opened relative to it, so only
+    the components inside the rootfs are permission-checked, as for a container process that
+    sees the rootfs as ``/``. Raises ``InvalidModuleError`` if it is not a regular file or is
+    larger than ``MAX_MODULE_BYTES``, ``ModulePermissionError`` if the caller's credentials may
+    not read it, ``PathEscapeError`` if the opened file is outside the rootfs.
     """
     root = os.path.realpath(rootfs)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        if root_fd is None:
+            fd = os.open(host_path, flags)
+        else:
+            fd = os.open(os.path.relpath(host_path, root), flags, dir_fd=root_fd)
+    except PermissionError as err:
+        raise ModulePermissionError(f"failed to open module {str(host_path)!r} as uid {os.geteuid()} "
+                                    f"gid {os.getegid()} groups {os.getgroups()}: {err.strerror}") from err
     except OSError as err:
         raise InvalidModuleError(f"failed to open module {str(host_path)!r}: {err.strerror}") from err
     try:

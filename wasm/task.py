@@ -36,6 +36,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from runwasm.wasm.cache import CompileCache
+from runwasm.wasm.confine import Confinement, NoConfinement
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
 from runwasm.wasm.engine import make_engine
 from runwasm.wasm.errors import (
@@ -88,8 +89,51 @@ def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
     return env
 
 
-def build_wasi(p: WasmTaskPayload) -> wasmtime.WasiConfig:
-    """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc)."""
+@dataclass(frozen=True, slots=True)
+class Preopen:
+    """A directory the guest sees at ``guest``, held open as ``fd`` (O_PATH) since before the
+    credential switch; ``host`` is for messages."""
+
+    host: str
+    guest: str
+    mutable: bool
+    fd: int
+
+
+def open_preopens(p: WasmTaskPayload) -> list[Preopen]:
+    """Open the rootfs (``/``), bind-mount sources and the cwd (``.``) as directory handles,
+    with the caller's credentials (see ``runwasm.wasm.confine``). Raises ``WasiSetupError``."""
+    wanted: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
+    wanted += [(host, guest, True) for host, guest in p.preopens]
+    if p.cwd != "/":
+        wanted.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
+    out: list[Preopen] = []
+    try:
+        for host, guest, mutable in wanted:
+            try:
+                fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as err:
+                raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: expected a directory on the "
+                                     f"host: {err.strerror}") from err
+            out.append(Preopen(host, guest, mutable, fd))
+    except BaseException:
+        close_preopens(out)
+        raise
+    return out
+
+
+def close_preopens(preopens: list[Preopen]) -> None:
+    for pre in preopens:
+        os.close(pre.fd)
+
+
+def build_wasi(p: WasmTaskPayload, preopens: list[Preopen] | None = None) -> wasmtime.WasiConfig:
+    """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc).
+
+    The preopened directories are opened by wasmtime through ``/proc/self/fd/<fd>`` of the
+    handles, i.e. with the process's credentials at this point (the container's, after
+    ``Confinement.drop``): a directory the container's user may not read is an error here.
+    """
     cfg = wasmtime.WasiConfig()
     try:
         cfg.argv = list(p.args)
@@ -99,17 +143,18 @@ def build_wasi(p: WasmTaskPayload) -> wasmtime.WasiConfig:
     cfg.inherit_stdin()
     cfg.inherit_stdout()
     cfg.inherit_stderr()
-    preopens: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
-    preopens += [(host, guest, True) for host, guest in p.preopens]
-    if p.cwd != "/":
-        preopens.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
-    for host, guest, mutable in preopens:
-        if not os.path.isdir(host):
-            raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: expected a directory on the host")
-        try:
-            cfg.preopen_dir(host, guest, mutable)
-        except wasmtime.WasmtimeError as err:
-            raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: {err}") from err
+    own = preopens is None
+    handles = open_preopens(p) if preopens is None else preopens
+    try:
+        for pre in handles:
+            try:
+                cfg.preopen_dir(f"/proc/self/fd/{pre.fd}", pre.guest, pre.mutable)
+            except wasmtime.WasmtimeError as err:
+                raise WasiSetupError(f"failed to preopen {pre.host!r} as {pre.guest!r} as uid {os.geteuid()} "
+                                     f"gid {os.getegid()}: {err}") from err
+    finally:
+        if own:
+            close_preopens(handles)
     return cfg
 
 
@@ -176,26 +221,35 @@ def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str 
     return linker, cli_run
 
 
-def prepare(p: WasmTaskPayload) -> PreparedTask:
-    """Everything before ``ready`` (see module doc). Raises ``WasmError`` subclasses only."""
+def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> PreparedTask:
+    """Everything before ``ready`` (see module doc), with ``confinement`` called at the points
+    ``runwasm.wasm.confine`` lists. Raises ``WasmError`` subclasses, or the confinement's errors."""
+    conf = confinement if confinement is not None else NoConfinement()
+    conf.check()
     path, export = parse_entrypoint(p.args[0])
     host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
     where = f"{path} (host {host})"
-    data = open_module(p.rootfs, host)
-    kind = classify_bytes(data[:SNIFF_BYTES])
-    if kind is None:
-        raise InvalidModuleError(
-            f"failed to load module {where!r}: expected a wasm binary (\\0asm magic) or WAT text "
-            f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
-        )
-    engine = make_engine()
+    preopens = open_preopens(p)
     try:
-        loaded = CompileCache(engine, p.cache_dir).load(data, kind)
-    except InvalidModuleError as err:
-        raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
-    log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
-    store = wasmtime.Store(engine)
-    store.set_wasi(build_wasi(p))
+        with conf.as_guest():
+            data = open_module(p.rootfs, host, preopens[0].fd)
+        kind = classify_bytes(data[:SNIFF_BYTES])
+        if kind is None:
+            raise InvalidModuleError(
+                f"failed to load module {where!r}: expected a wasm binary (\\0asm magic) or WAT text "
+                f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
+            )
+        engine = make_engine()
+        try:
+            loaded = CompileCache(engine, p.cache_dir).load(data, kind)
+        except InvalidModuleError as err:
+            raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
+        log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
+        conf.drop()
+        store = wasmtime.Store(engine)
+        store.set_wasi(build_wasi(p, preopens))
+    finally:
+        close_preopens(preopens)
     task = PreparedTask(loaded.flavour, store, export or "", path, cache_source=loaded.source)
     if isinstance(loaded.artifact, wasmtime.Module):
         task.pre = _prepare_module(engine, loaded.artifact, export, where)
