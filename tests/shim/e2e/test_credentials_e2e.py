@@ -90,7 +90,8 @@ def test_module_the_user_cannot_read_fails_create_with_permission_denied() -> No
             with pytest.raises(RpcError) as err:
                 await e.create(t, "perm", bundle)
             assert err.value.code == Code.PERMISSION_DENIED, err.value.message
-            assert "hello.wasm" in err.value.message and f"uid {NOBODY}" in err.value.message
+            assert "hello.wasm" in err.value.message
+            assert f"uid {NOBODY}" in err.value.message
             await e.shutdown(t, "perm")
 
     run(False, body)
@@ -199,7 +200,8 @@ def test_seccomp_filter_that_breaks_the_runtime_fails_create(seccomp: dict[str, 
             with pytest.raises(RpcError) as err:
                 await e.create(t, "bad", bundle)
             assert err.value.code == Code.INVALID_ARGUMENT, err.value.message
-            assert "linux.seccomp" in err.value.message and needle in err.value.message
+            assert "linux.seccomp" in err.value.message
+            assert needle in err.value.message
             await e.shutdown(t, "bad")
 
     run(False, body)
