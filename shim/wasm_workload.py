@@ -13,8 +13,9 @@ Order (see ``runwasm.wasm.confine`` for where each point falls):
 - ``check``: compile the seccomp filter; refuse it (InvalidArgument) if it does not allow the
   syscalls wasmtime makes after it is loaded (``RUNTIME_SYSCALLS``, plus ``capset`` without
   noNewPrivileges), naming them. A filter is never skipped.
-- ``as_guest``: effective uid/gid and supplementary groups switched, saved ids kept at the
-  server's (root), so the switch is undone after the module is read.
+- ``as_guest``: effective uid/gid, supplementary groups and effective capabilities switched
+  to the spec's (as when runc's execve checks the binary), saved ids kept at the server's
+  (root), so the switch is undone after the module is read.
 - ``drop``: rlimits and oomScoreAdj (need CAP_SYS_RESOURCE), bounding set (CAP_SETPCAP),
   KEEPCAPS, setgroups/setresgid/setresuid, umask, capset, ambient, noNewPrivileges. Without
   noNewPrivileges loading a filter needs CAP_SYS_ADMIN, so it is kept in the effective and
@@ -63,14 +64,17 @@ class LinuxConfinement:
     @contextlib.contextmanager
     def as_guest(self) -> Iterator[None]:
         user = self.proc.user
-        if (os.geteuid(), os.getegid()) == (user.uid, user.gid) and set(os.getgroups()) == set(user.additional_gids):
-            yield
+        if os.geteuid() != 0 and (os.geteuid(), os.getegid()) == (user.uid, user.gid):
+            yield  # an unprivileged server already is the user; nothing it could switch
             return
         groups, egid = os.getgroups(), os.getegid()
         try:
             os.setgroups(list(user.additional_gids))
             os.setresgid(-1, user.gid, -1)
             os.setresuid(-1, user.uid, -1)
+            if self.proc.capabilities is not None:  # the checks use the spec's effective set
+                _eff, perm, inh = sc.capget()
+                sc.capset(capabilities.mask_of(self.proc.capabilities.effective, "effective") & perm, perm, inh)
         except OSError as err:
             self._restore(groups, egid)
             raise SetupError(f"failed to take uid={user.uid} gid={user.gid} additionalGids="
@@ -82,7 +86,9 @@ class LinuxConfinement:
 
     @staticmethod
     def _restore(groups: list[int], egid: int) -> None:
-        os.setresuid(-1, 0, -1)  # the saved uid is still 0: effective caps come back
+        os.setresuid(-1, 0, -1)  # the saved uid is still 0
+        _eff, perm, inh = sc.capget()
+        sc.capset(perm, perm, inh)  # effective = permitted again (also when the user is root)
         os.setresgid(-1, egid, -1)
         os.setgroups(groups)
 

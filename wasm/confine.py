@@ -14,11 +14,13 @@ noNewPrivileges and ``linux.seccomp``. The points, in order:
    server's credentials (runc mounts them as root too: what the container sees at ``/`` does
    not depend on the host directories above the bundle).
 3. ``as_guest()``: a context in which file-system access is checked as the container's user
-   (uid, gid, additional gids), reversibly: the module file is opened and read inside it.
-4. The module is compiled through the compile cache (runwasm's own files, server credentials).
+   (uid, gid, additional gids, effective capabilities), reversibly: the module file is opened
+   inside it, relative to the rootfs handle.
+4. The module is read and compiled through the compile cache (runwasm's own files, server
+   credentials); the WASI preopens are made from the handles.
 5. ``drop()``: for good: rlimits, oomScoreAdj, bounding set, user and groups, umask,
-   capability sets, ambient, noNewPrivileges. From here everything (the WASI preopens, every
-   file the guest opens) is reached with the container's credentials.
+   capability sets, ambient, noNewPrivileges. From here every file the guest opens, through
+   the preopens, is reached with the container's credentials.
 6. ``before_guest()``: after ``start``, right before guest code: the seccomp filter is loaded
    (as late as possible, so it constrains the guest and as little of the runtime as can be).
 """

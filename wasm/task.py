@@ -47,7 +47,7 @@ from runwasm.wasm.errors import (
     WasmError,
 )
 from runwasm.wasm.payload import WasmTaskPayload
-from runwasm.wasm.resolve import open_module, resolve_in_rootfs, resolve_module_path
+from runwasm.wasm.resolve import open_module_fd, read_module, resolve_in_rootfs, resolve_module_path
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def build_wasi(p: WasmTaskPayload, preopens: list[Preopen] | None = None) -> was
     """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc).
 
     The preopened directories are opened by wasmtime through ``/proc/self/fd/<fd>`` of the
-    handles, i.e. with the process's credentials at this point (the container's, after
-    ``Confinement.drop``): a directory the container's user may not read is an error here.
+    handles, before ``Confinement.drop`` (like runc's mounts: made with the runtime's
+    credentials); what the guest then does through them is checked against the container's.
     """
     cfg = wasmtime.WasiConfig()
     try:
@@ -150,8 +150,7 @@ def build_wasi(p: WasmTaskPayload, preopens: list[Preopen] | None = None) -> was
             try:
                 cfg.preopen_dir(f"/proc/self/fd/{pre.fd}", pre.guest, pre.mutable)
             except wasmtime.WasmtimeError as err:
-                raise WasiSetupError(f"failed to preopen {pre.host!r} as {pre.guest!r} as uid {os.geteuid()} "
-                                     f"gid {os.getegid()}: {err}") from err
+                raise WasiSetupError(f"failed to preopen {pre.host!r} as {pre.guest!r}: {err}") from err
     finally:
         if own:
             close_preopens(handles)
@@ -232,7 +231,8 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
     preopens = open_preopens(p)
     try:
         with conf.as_guest():
-            data = open_module(p.rootfs, host, preopens[0].fd)
+            fd = open_module_fd(p.rootfs, host, preopens[0].fd)
+        data = read_module(p.rootfs, host, fd)
         kind = classify_bytes(data[:SNIFF_BYTES])
         if kind is None:
             raise InvalidModuleError(
@@ -245,9 +245,9 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
         except InvalidModuleError as err:
             raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
         log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
-        conf.drop()
         store = wasmtime.Store(engine)
         store.set_wasi(build_wasi(p, preopens))
+        conf.drop()
     finally:
         close_preopens(preopens)
     task = PreparedTask(loaded.flavour, store, export or "", path, cache_source=loaded.source)

@@ -47,6 +47,9 @@ def _bundle(h: Harness, cid: str, config: dict[str, Any] | str, module: str) -> 
     (rootfs / "group").write_text("group\n")
     os.chown(rootfs / "group", 0, 4321)
     os.chmod(rootfs / "group", 0o640)
+    (rootfs / "nobodys").write_text("nobodys\n")
+    os.chown(rootfs / "nobodys", NOBODY, NOBODY)
+    os.chmod(rootfs / "nobodys", 0o600)
     (rootfs / "tmp").mkdir()
     os.chmod(rootfs / "tmp", 0o1777)
     return bundle
@@ -64,17 +67,26 @@ async def _run(h: Harness, cid: str, bundle: Path) -> tuple[int, str, str]:
     return result.exit_status, out.read_text(), err.read_text()
 
 
-@pytest.mark.parametrize(("path", "user", "expected"), [
-    ("/secret", {"uid": NOBODY, "gid": NOBODY}, (100 + WASI_EACCES, "")),
-    ("/public", {"uid": NOBODY, "gid": NOBODY}, (0, "public\n")),
-    ("/group", {"uid": NOBODY, "gid": NOBODY}, (100 + WASI_EACCES, "")),
-    ("/group", {"uid": NOBODY, "gid": NOBODY, "additionalGids": [4321]}, (0, "group\n")),
-    ("/secret", {"uid": 0, "gid": 0}, (0, "secret\n")),  # root keeps DAC_OVERRIDE only with caps
-], ids=["root-only-file", "world-readable", "group-file-no-groups", "group-file-additional-gid", "root-no-caps"])
-def test_guest_reads_files_as_the_spec_user(path: str, user: dict[str, Any], expected: tuple[int, str]) -> None:
+ROOT = {"uid": 0, "gid": 0}
+NOBODY_USER = {"uid": NOBODY, "gid": NOBODY}
+DAC = {"bounding": ["CAP_DAC_OVERRIDE"], "effective": ["CAP_DAC_OVERRIDE"], "permitted": ["CAP_DAC_OVERRIDE"],
+       "inheritable": [], "ambient": []}
+
+
+@pytest.mark.parametrize(("path", "user", "caps", "expected"), [
+    ("/secret", NOBODY_USER, NO_CAPS, (100 + WASI_EACCES, "")),
+    ("/public", NOBODY_USER, NO_CAPS, (0, "public\n")),
+    ("/nobodys", NOBODY_USER, NO_CAPS, (0, "nobodys\n")),
+    ("/group", NOBODY_USER, NO_CAPS, (100 + WASI_EACCES, "")),
+    ("/group", {**NOBODY_USER, "additionalGids": [4321]}, NO_CAPS, (0, "group\n")),
+    ("/nobodys", ROOT, NO_CAPS, (100 + WASI_EACCES, "")),  # root without CAP_DAC_OVERRIDE
+    ("/nobodys", ROOT, DAC, (0, "nobodys\n")),
+    ("/secret", NOBODY_USER, DAC, (0, "secret\n")),  # a capability the spec grants a non-root user
+], ids=["root-only-file", "world-readable", "own-file", "group-file-no-groups", "group-file-additional-gid",
+        "root-without-caps", "root-with-dac-override", "nobody-with-dac-override"])
+def test_guest_reads_files_as_the_spec_user(path: str, user: dict[str, Any], caps: dict[str, Any],
+                                            expected: tuple[int, str]) -> None:
     async def body(h: Harness) -> None:
-        caps = ({k: ["CAP_DAC_OVERRIDE"] for k in ("bounding", "effective", "permitted")}
-                if user["uid"] == 0 else NO_CAPS)
         bundle = _bundle(h, "rd", _config(["/readfile.wasm", path], user, capabilities=caps), "readfile.wasm")
         status, out, _ = await _run(h, "rd", bundle)
         assert (status, out) == expected
@@ -82,16 +94,18 @@ def test_guest_reads_files_as_the_spec_user(path: str, user: dict[str, Any], exp
     run(False, body)
 
 
-def test_module_the_user_cannot_read_fails_create_with_permission_denied() -> None:
+@pytest.mark.parametrize(("user", "owner"), [(NOBODY_USER, 0), (ROOT, NOBODY)], ids=["nobody", "root-without-caps"])
+def test_module_the_user_cannot_read_fails_create_with_permission_denied(user: dict[str, Any], owner: int) -> None:
     async def body(h: Harness) -> None:
-        bundle = _bundle(h, "perm", _config(["/hello.wasm"]), "hello.wasm")
+        bundle = _bundle(h, "perm", _config(["/hello.wasm"], user), "hello.wasm")
+        os.chown(bundle / "rootfs" / "hello.wasm", owner, owner)
         os.chmod(bundle / "rootfs" / "hello.wasm", 0o600)
         async with e.shim(h, "perm", bundle) as t:
             with pytest.raises(RpcError) as err:
                 await e.create(t, "perm", bundle)
             assert err.value.code == Code.PERMISSION_DENIED, err.value.message
             assert "hello.wasm" in err.value.message
-            assert f"uid {NOBODY}" in err.value.message
+            assert f"uid {user['uid']}" in err.value.message
             await e.shutdown(t, "perm")
 
     run(False, body)
