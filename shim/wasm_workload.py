@@ -17,7 +17,9 @@ Order (see ``runwasm.wasm.confine`` for where each point falls):
   to the spec's (as when runc's execve checks the binary), saved ids kept at the server's
   (root), so the switch is undone after the module is read.
 - ``drop``: rlimits and oomScoreAdj (need CAP_SYS_RESOURCE), bounding set (CAP_SETPCAP),
-  KEEPCAPS, setgroups/setresgid/setresuid, umask, capset, ambient, noNewPrivileges. Without
+  KEEPCAPS, setgroups/setresgid/setresuid, umask, capset, ambient, noNewPrivileges. The sets
+  are the ones the process would have after runc's execve (``after_exec_sets``): a non-root
+  guest keeps only its ambient capabilities, a root guest its bounding set. Without
   noNewPrivileges loading a filter needs CAP_SYS_ADMIN, so it is kept in the effective and
   permitted sets until ``before_guest`` (no guest code runs in between).
 - ``before_guest``: load the filter; then, without noNewPrivileges, capset to the spec's sets.
@@ -40,6 +42,30 @@ from runwasm.wasm.confine import CAPSET_NEED, RUNTIME_SYSCALLS
 CAP_SYS_ADMIN = capabilities.NUMBERS["CAP_SYS_ADMIN"]
 
 
+def after_exec_sets(proc: Process) -> tuple[int, int, int] | None:
+    """(effective, permitted, inheritable) of the guest: what a process given the spec's sets
+    has after execve of a binary without file capabilities (a Wasm module has none), as under
+    runc; None means "keep what the process has" (root, no capabilities in the spec).
+
+    capabilities(7): for uid 0 the file counts as fully capable, so permitted = inheritable |
+    bounding | ambient (with noNewPrivileges never more than the permitted set before), and
+    effective = permitted; for another uid permitted = effective = ambient. Ambient caps only
+    take if in the spec's permitted and inheritable sets (runc ignores the others too).
+    """
+    c = proc.capabilities
+    if c is None:
+        return None if proc.user.uid == 0 else (0, 0, 0)
+    bounding, perm = capabilities.mask_of(c.bounding, "bounding"), capabilities.mask_of(c.permitted, "permitted")
+    inh = capabilities.mask_of(c.inheritable, "inheritable")
+    ambient = capabilities.mask_of(c.ambient, "ambient") & perm & inh
+    if proc.user.uid == 0:
+        after = inh | bounding | ambient
+        if proc.no_new_privileges:
+            after &= perm
+        return after, after, inh
+    return ambient, ambient, inh
+
+
 class LinuxConfinement:
     """``runwasm.wasm.confine.Confinement`` for ``proc`` and an optional seccomp profile."""
 
@@ -47,7 +73,7 @@ class LinuxConfinement:
         self.proc = proc
         self.seccomp = seccomp
         self.filter: Any = None
-        self._sets: tuple[int, int, int] | None = None  # the spec's (E, P, I) still to be set
+        self._sets: tuple[int, int, int] | None = None  # the guest's (E, P, I) still to be set
 
     def check(self) -> None:
         if self.seccomp is None:
@@ -100,14 +126,7 @@ class LinuxConfinement:
             capabilities.drop_bounding(proc.capabilities)
         capabilities.keep_caps()
         identity.switch(proc.user, in_user_ns=False)
-        if proc.capabilities is not None:
-            c = proc.capabilities
-            sets = (capabilities.mask_of(c.effective, "effective"), capabilities.mask_of(c.permitted, "permitted"),
-                    capabilities.mask_of(c.inheritable, "inheritable"))
-        elif proc.user.uid != 0:
-            sets = (0, 0, 0)
-        else:
-            sets = None
+        sets = after_exec_sets(proc)
         hold = self.filter is not None and not proc.no_new_privileges
         if sets is not None:
             admin = 1 << CAP_SYS_ADMIN if hold else 0

@@ -81,9 +81,15 @@ DAC = {"bounding": ["CAP_DAC_OVERRIDE"], "effective": ["CAP_DAC_OVERRIDE"], "per
     ("/group", {**NOBODY_USER, "additionalGids": [4321]}, NO_CAPS, (0, "group\n")),
     ("/nobodys", ROOT, NO_CAPS, (100 + WASI_EACCES, "")),  # root without CAP_DAC_OVERRIDE
     ("/nobodys", ROOT, DAC, (0, "nobodys\n")),
-    ("/secret", NOBODY_USER, DAC, (0, "secret\n")),  # a capability the spec grants a non-root user
+    # a non-root process keeps only its ambient capabilities across runc's execve; so does the guest
+    ("/secret", NOBODY_USER, DAC, (100 + WASI_EACCES, "")),
+    ("/secret", NOBODY_USER, {**DAC, "inheritable": ["CAP_DAC_OVERRIDE"], "ambient": ["CAP_DAC_OVERRIDE"]},
+     (0, "secret\n")),
+    # root gets its bounding set (the file counts as fully capable)
+    ("/nobodys", ROOT, {**NO_CAPS, "bounding": ["CAP_DAC_OVERRIDE"]}, (0, "nobodys\n")),
 ], ids=["root-only-file", "world-readable", "own-file", "group-file-no-groups", "group-file-additional-gid",
-        "root-without-caps", "root-with-dac-override", "nobody-with-dac-override"])
+        "root-without-caps", "root-with-dac-override", "nobody-with-dac-override", "nobody-with-ambient-dac-override",
+        "root-with-bounding-dac-override"])
 def test_guest_reads_files_as_the_spec_user(path: str, user: dict[str, Any], caps: dict[str, Any],
                                             expected: tuple[int, str]) -> None:
     async def body(h: Harness) -> None:
@@ -146,8 +152,9 @@ def _status(pid: int) -> dict[str, str]:
 @pytest.mark.parametrize("nnp", [True, False], ids=["noNewPrivileges", "no-noNewPrivileges"])
 def test_running_guest_has_the_spec_credentials_limits_and_filter(nnp: bool) -> None:
     async def body(h: Harness) -> None:
-        caps = {"bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "effective": ["CAP_NET_BIND_SERVICE"],
-                "permitted": ["CAP_NET_BIND_SERVICE"], "inheritable": [], "ambient": []}
+        caps = {"bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "effective": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+                "permitted": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "inheritable": ["CAP_NET_BIND_SERVICE"],
+                "ambient": ["CAP_NET_BIND_SERVICE"]}
         seccomp = {"defaultAction": "SCMP_ACT_ALLOW",
                    "syscalls": [{"names": ["mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
         config = _config(["/sleep.wasm"], {"uid": NOBODY, "gid": NOBODY, "additionalGids": [4321, 4322],
@@ -168,8 +175,9 @@ def test_running_guest_has_the_spec_credentials_limits_and_filter(nnp: bool) -> 
             assert st["Groups"].split() == ["4321", "4322"]
             assert st["Umask"] == "0027"
             assert st["NoNewPrivs"] == ("1" if nnp else "0")
-            assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == 1 << 10  # CAP_NET_BIND_SERVICE
-            assert int(st["CapInh"], 16) == int(st["CapAmb"], 16) == 0
+            # non-root after runc's execve: the ambient set only (CAP_NET_BIND_SERVICE, not CAP_KILL)
+            for key in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
+                assert int(st[key], 16) == 1 << 10, (key, st[key])
             assert int(st["CapBnd"], 16) == (1 << 10) | (1 << 5)  # + CAP_KILL
             assert st["Seccomp"] == "2"
             assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "567"
