@@ -121,9 +121,10 @@ def test_deeply_nested_json_is_invalid_argument_naming_the_file(tmp_path: Path, 
 
 
 def test_resources_of_an_update_are_range_checked() -> None:
+    from runwasm.linux.errors import InvalidArgumentError
     from runwasm.linux.resources import parse_resources
 
-    with pytest.raises(SpecError) as err:
+    with pytest.raises(InvalidArgumentError) as err:
         parse_resources({"memory": {"limit": -5}}, "resources")
     assert str(err.value).startswith("invalid resources: resources.memory.limit: expected an integer in -1..")
     assert to_status(err.value)[0] == INVALID_ARGUMENT
