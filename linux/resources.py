@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runwasm.linux.errors import InvalidArgumentError
+from runwasm.oci.spec_reader import SpecError, check_resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,12 @@ def _obj(d: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
 def parse_resources(doc: Mapping[str, Any] | None, path: str = "linux.resources") -> Resources:
     """Parse an OCI LinuxResources document; raises InvalidArgumentError naming the field."""
     d = doc or {}
+    if not isinstance(d, Mapping):
+        raise InvalidArgumentError(f"failed to parse linux.resources: {path}: expected an object, got {d!r}")
+    try:
+        check_resources(d, path, what="resources" if path == "resources" else "runtime spec")
+    except SpecError as err:
+        raise InvalidArgumentError(str(err)) from err
     mem = _obj(d, "memory", path)
     cpu = _obj(d, "cpu", path)
     pids = _obj(d, "pids", path)

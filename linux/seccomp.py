@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 from runwasm.linux.errors import InvalidArgumentError, SetupError, UnavailableError
 
@@ -93,3 +93,78 @@ def load(flt: Any) -> None:
         flt.load()
     except OSError as err:
         raise SetupError(f"failed to load the seccomp filter: [errno {err.errno}] {err.strerror}") from err
+
+
+# --- will a profile leave a runtime the syscalls it needs? -------------------------------------
+
+ALLOWING = frozenset({"SCMP_ACT_ALLOW", "SCMP_ACT_LOG"})
+
+
+class Need(Protocol):
+    """A syscall some runtime code makes after the filter is loaded (see ``unmet``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def args(self) -> Mapping[int, int]: ...
+    @property
+    def enosys_fallback(self) -> Need | None: ...
+
+
+def _cond_matches(cond: Mapping[str, Any], args: Mapping[int, int]) -> bool | None:
+    index = int(cond.get("index", 0))
+    if index not in args:
+        return None
+    v, want, two = args[index], int(cond.get("value", 0)), int(cond.get("valueTwo", 0))
+    op = cond.get("op", "")
+    results = {"SCMP_CMP_EQ": v == want, "SCMP_CMP_NE": v != want, "SCMP_CMP_LT": v < want,
+               "SCMP_CMP_LE": v <= want, "SCMP_CMP_GT": v > want, "SCMP_CMP_GE": v >= want,
+               "SCMP_CMP_MASKED_EQ": (v & want) == two}
+    return results.get(str(op))
+
+
+def action_for(doc: Mapping[str, Any], name: str, args: Mapping[int, int]) -> tuple[str, int | None] | None:
+    """(action, errnoRet) the profile ``doc`` takes for ``name`` called with ``args``; None when
+    a conditional rule tests an argument not in ``args`` (the outcome is not known)."""
+    unknown = False
+    for rule in doc.get("syscalls") or []:
+        if not isinstance(rule, Mapping) or name not in (rule.get("names") or []):
+            continue
+        results = [_cond_matches(c, args) for c in rule.get("args") or []]
+        if any(r is None for r in results):
+            unknown = True
+        elif all(results):
+            return str(rule.get("action", "")), rule.get("errnoRet")
+    if unknown:
+        return None
+    return str(doc.get("defaultAction", "")), doc.get("defaultErrnoRet")
+
+
+def _known_here(name: str) -> bool:
+    try:
+        import pyseccomp as sc
+    except (ImportError, OSError):
+        return True
+    return int(sc.resolve_syscall(sc.Arch.NATIVE, name)) >= 0
+
+
+def unmet(doc: Mapping[str, Any], needs: Iterable[Need]) -> list[str]:
+    """The needs ``doc`` does not allow, each as ``"name (action)"``; syscalls that do not exist
+    on this architecture are skipped. A need answered ENOSYS is met if its fallback is."""
+    out: list[str] = []
+    for need in needs:
+        if not _known_here(need.name):
+            continue
+        act = action_for(doc, need.name, need.args)
+        if act is not None and act[0] in ALLOWING:
+            continue
+        fallback = need.enosys_fallback
+        if (act is not None and act[0] == "SCMP_ACT_ERRNO" and act[1] == errno.ENOSYS and fallback is not None
+                and not unmet(doc, [fallback])):
+            continue
+        shown = "depends on arguments runwasm cannot predict" if act is None else (
+            act[0] if act[1] is None else f"{act[0]} errno {act[1]}")
+        if act is not None and act[0] == "SCMP_ACT_ERRNO" and act[1] == errno.ENOSYS and fallback is not None:
+            shown += f", and its fallback {fallback.name} is not allowed either"
+        out.append(f"{need.name} ({shown})")
+    return out

@@ -15,74 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-class SpecError(ValueError):
-    """config.json is malformed: the message names the source and the JSON path."""
-
-
-# --- small typed readers ------------------------------------------------------------------------
-
-
-class _Reader:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, expected: str, got: object) -> SpecError:
-        shown = repr(got)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return SpecError(f"invalid runtime spec {self.source}: {path}: expected {expected}, got {shown}")
-
-    def obj(self, d: Any, path: str) -> Mapping[str, Any]:
-        if d is None:
-            return {}
-        if not isinstance(d, dict):
-            raise self.fail(path, "an object", d)
-        return d
-
-    def str_(self, d: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
-        v = d.get(key, default)
-        if v is None:
-            return default
-        if not isinstance(v, str):
-            raise self.fail(f"{path}.{key}" if path else key, "a string", v)
-        return v
-
-    def bool_(self, d: Mapping[str, Any], key: str, path: str) -> bool:
-        v = d.get(key, False)
-        if v is None:
-            return False
-        if not isinstance(v, bool):
-            raise self.fail(f"{path}.{key}", "a boolean", v)
-        return v
-
-    def int_(self, d: Mapping[str, Any], key: str, path: str, default: int | None = None) -> int | None:
-        v = d.get(key, default)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.fail(f"{path}.{key}", "an integer", v)
-        return v
-
-    def strs(self, d: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        v = d.get(key)
-        if v is None:
-            return ()
-        if not isinstance(v, list):
-            raise self.fail(f"{path}.{key}", "an array of strings", v)
-        for i, item in enumerate(v):
-            if not isinstance(item, str):
-                raise self.fail(f"{path}.{key}[{i}]", "a string", item)
-        return tuple(v)
-
-    def list_(self, d: Mapping[str, Any], key: str, path: str) -> list[Any]:
-        v = d.get(key)
-        if v is None:
-            return []
-        if not isinstance(v, list):
-            raise self.fail(f"{path}.{key}", "an array", v)
-        return v
-
+from runwasm.oci.spec_reader import (
+    I64_MAX,
+    ID_MAX,
+    OOM_SCORE_ADJ,
+    RLIMIT_TYPES,
+    U16_MAX,
+    U32_MAX,
+    U64_MAX,
+    UMASK_MAX,
+    SpecReader,
+    check_range,
+    check_resources,
+    check_seccomp,
+)
+from runwasm.oci.spec_reader import SpecError as SpecError  # re-exported: the error of this parser
 
 # --- model --------------------------------------------------------------------------------------
 
@@ -247,16 +194,8 @@ class RuntimeSpec:
     @classmethod
     def from_json(cls, data: bytes | str | Mapping[str, Any], *, source: str = "<config.json>") -> RuntimeSpec:
         """Parse a runtime spec; raises SpecError naming ``source`` and the JSON path."""
-        if isinstance(data, bytes | str):
-            try:
-                doc = json.loads(data)
-            except ValueError as err:
-                raise SpecError(f"invalid runtime spec {source}: not JSON: {err}") from err
-            except RecursionError as err:
-                raise SpecError(f"invalid runtime spec {source}: JSON nested too deeply") from err
-        else:
-            doc = data
-        r = _Reader(source)
+        doc = _decode(data, f"invalid runtime spec {source}") if isinstance(data, bytes | str) else data
+        r = SpecReader(source)
         top = r.obj(doc, "$")
         proc = _process(r, top.get("process"), "process") if top.get("process") is not None else None
         root_d = top.get("root")
@@ -285,29 +224,35 @@ class RuntimeSpec:
 
 def parse_process(data: bytes | str | Mapping[str, Any], *, source: str = "<process>") -> Process:
     """Parse a bare OCI ``Process`` document (the spec of an Exec request)."""
-    if isinstance(data, bytes | str):
-        try:
-            doc = json.loads(data)
-        except ValueError as err:
-            raise SpecError(f"invalid process spec {source}: not JSON: {err}") from err
-        except RecursionError as err:
-            raise SpecError(f"invalid process spec {source}: JSON nested too deeply") from err
-    else:
-        doc = data
-    return _process(_Reader(source), doc, "process")
+    doc = _decode(data, f"invalid process spec {source}") if isinstance(data, bytes | str) else data
+    return _process(SpecReader(source), doc, "process")
 
 
-def _process(r: _Reader, d: Any, path: str) -> Process:
+def _decode(data: bytes | str, what: str) -> Any:
+    """json.loads with every failure a SpecError: bad syntax or encoding, and nesting deeper than
+    the interpreter's recursion limit (RecursionError, which is not a ValueError)."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SpecError(f"{what}: not JSON: {err}") from err
+    except RecursionError as err:
+        raise SpecError(f"{what}: not accepted: JSON nested too deeply") from err
+
+
+def _process(r: SpecReader, d: Any, path: str) -> Process:
     p = r.obj(d, path)
     args = r.strs(p, "args", path)
-    user_d = r.obj(p.get("user"), f"{path}.user")
+    up = f"{path}.user"
+    user_d = r.obj(p.get("user"), up)
     gids = user_d.get("additionalGids") or []
-    if not isinstance(gids, list) or not all(isinstance(g, int) for g in gids):
-        raise r.fail(f"{path}.user.additionalGids", "an array of integers", gids)
+    if not isinstance(gids, list) or not all(isinstance(g, int) and not isinstance(g, bool) for g in gids):
+        raise r.fail(f"{up}.additionalGids", "an array of integers", gids)
+    for i, g in enumerate(gids):
+        check_range(g, 0, ID_MAX, f"{up}.additionalGids[{i}]", r.source, what=r.what)
     user = User(
-        uid=r.int_(user_d, "uid", f"{path}.user", 0) or 0,
-        gid=r.int_(user_d, "gid", f"{path}.user", 0) or 0,
-        umask=r.int_(user_d, "umask", f"{path}.user"),
+        uid=r.ranged(user_d, "uid", up, 0, ID_MAX) or 0,
+        gid=r.ranged(user_d, "gid", up, 0, ID_MAX) or 0,
+        umask=r.ranged(user_d, "umask", up, 0, UMASK_MAX, "0o777"),
         additional_gids=tuple(gids),
     )
     caps = None
@@ -315,15 +260,25 @@ def _process(r: _Reader, d: Any, path: str) -> Process:
         c = r.obj(p.get("capabilities"), f"{path}.capabilities")
         cp = f"{path}.capabilities"
         caps = Capabilities(*(r.strs(c, k, cp) for k in ("bounding", "effective", "permitted", "inheritable", "ambient")))
-    rlimits = []
+    rlimits: list[Rlimit] = []
     for i, item in enumerate(r.list_(p, "rlimits", path)):
         rp = f"{path}.rlimits[{i}]"
         o = r.obj(item, rp)
-        rlimits.append(Rlimit(type=r.str_(o, "type", rp), hard=r.int_(o, "hard", rp, 0) or 0, soft=r.int_(o, "soft", rp, 0) or 0))
+        kind = r.str_(o, "type", rp)
+        if kind not in RLIMIT_TYPES:
+            raise r.fail(f"{rp}.type", f"one of {sorted(RLIMIT_TYPES)}", kind)
+        if any(x.type == kind for x in rlimits):
+            raise r.fail(f"{rp}.type", "each rlimit type at most once", kind)
+        hard = r.ranged(o, "hard", rp, 0, U64_MAX) or 0
+        soft = r.ranged(o, "soft", rp, 0, U64_MAX) or 0
+        if soft > hard:
+            raise r.fail(f"{rp}.soft", f"at most the hard limit {hard}", soft)
+        rlimits.append(Rlimit(type=kind, hard=hard, soft=soft))
     cs = None
     if p.get("consoleSize") is not None:
-        o = r.obj(p.get("consoleSize"), f"{path}.consoleSize")
-        cs = ConsoleSize(height=r.int_(o, "height", f"{path}.consoleSize", 0) or 0, width=r.int_(o, "width", f"{path}.consoleSize", 0) or 0)
+        csp = f"{path}.consoleSize"
+        o = r.obj(p.get("consoleSize"), csp)
+        cs = ConsoleSize(height=r.ranged(o, "height", csp, 0, U16_MAX) or 0, width=r.ranged(o, "width", csp, 0, U16_MAX) or 0)
     return Process(
         args=args,
         env=r.strs(p, "env", path),
@@ -334,13 +289,13 @@ def _process(r: _Reader, d: Any, path: str) -> Process:
         rlimits=tuple(rlimits),
         no_new_privileges=r.bool_(p, "noNewPrivileges", path),
         apparmor_profile=r.str_(p, "apparmorProfile", path),
-        oom_score_adj=r.int_(p, "oomScoreAdj", path),
+        oom_score_adj=r.ranged(p, "oomScoreAdj", path, *OOM_SCORE_ADJ),
         selinux_label=r.str_(p, "selinuxLabel", path),
         console_size=cs,
     )
 
 
-def _mount(r: _Reader, d: Any, path: str) -> Mount:
+def _mount(r: SpecReader, d: Any, path: str) -> Mount:
     m = r.obj(d, path)
     dest = r.str_(m, "destination", path)
     if not dest:
@@ -349,7 +304,7 @@ def _mount(r: _Reader, d: Any, path: str) -> Mount:
                  options=r.strs(m, "options", path))
 
 
-def _hooks(r: _Reader, d: Any, path: str) -> Hooks:
+def _hooks(r: SpecReader, d: Any, path: str) -> Hooks:
     h = r.obj(d, path)
 
     def group(key: str) -> tuple[Hook, ...]:
@@ -361,7 +316,7 @@ def _hooks(r: _Reader, d: Any, path: str) -> Hooks:
             if not hook_path:
                 raise r.fail(f"{hp}.path", "a non-empty path", o.get("path"))
             out.append(Hook(path=hook_path, args=r.strs(o, "args", hp), env=r.strs(o, "env", hp),
-                            timeout=r.int_(o, "timeout", hp)))
+                            timeout=r.ranged(o, "timeout", hp, 1, I64_MAX, "seconds, > 0")))
         return tuple(out)
 
     return Hooks(prestart=group("prestart"), create_runtime=group("createRuntime"),
@@ -369,17 +324,18 @@ def _hooks(r: _Reader, d: Any, path: str) -> Hooks:
                  poststart=group("poststart"), poststop=group("poststop"))
 
 
-def _idmaps(r: _Reader, lin: Mapping[str, Any], key: str, path: str) -> tuple[IdMapping, ...]:
+def _idmaps(r: SpecReader, lin: Mapping[str, Any], key: str, path: str) -> tuple[IdMapping, ...]:
     out = []
     for i, item in enumerate(r.list_(lin, key, path)):
         ip = f"{path}.{key}[{i}]"
         o = r.obj(item, ip)
-        out.append(IdMapping(container_id=r.int_(o, "containerID", ip, 0) or 0,
-                             host_id=r.int_(o, "hostID", ip, 0) or 0, size=r.int_(o, "size", ip, 0) or 0))
+        out.append(IdMapping(container_id=r.ranged(o, "containerID", ip, 0, U32_MAX) or 0,
+                             host_id=r.ranged(o, "hostID", ip, 0, U32_MAX) or 0,
+                             size=r.ranged(o, "size", ip, 0, U32_MAX) or 0))
     return tuple(out)
 
 
-def _linux(r: _Reader, d: Any, path: str) -> Linux:
+def _linux(r: SpecReader, d: Any, path: str) -> Linux:
     lin = r.obj(d, path)
     namespaces = []
     for i, item in enumerate(r.list_(lin, "namespaces", path)):
@@ -394,21 +350,26 @@ def _linux(r: _Reader, d: Any, path: str) -> Linux:
         dp = f"{path}.devices[{i}]"
         o = r.obj(item, dp)
         devices.append(Device(path=r.str_(o, "path", dp), type=r.str_(o, "type", dp),
-                              major=r.int_(o, "major", dp, 0) or 0, minor=r.int_(o, "minor", dp, 0) or 0,
-                              file_mode=r.int_(o, "fileMode", dp), uid=r.int_(o, "uid", dp),
-                              gid=r.int_(o, "gid", dp)))
+                              major=r.ranged(o, "major", dp, 0, U32_MAX) or 0,
+                              minor=r.ranged(o, "minor", dp, 0, U32_MAX) or 0,
+                              file_mode=r.ranged(o, "fileMode", dp, 0, 0o7777, "0o7777"),
+                              uid=r.ranged(o, "uid", dp, 0, ID_MAX), gid=r.ranged(o, "gid", dp, 0, ID_MAX)))
     sysctl = r.obj(lin.get("sysctl"), f"{path}.sysctl")
     for k, v in sysctl.items():
         if not isinstance(v, str):
             raise r.fail(f"{path}.sysctl[{k!r}]", "a string", v)
     seccomp = lin.get("seccomp")
+    resources = dict(r.obj(lin.get("resources"), f"{path}.resources"))
+    check_resources(resources, f"{path}.resources", r.source)
+    if seccomp is not None:
+        check_seccomp(r, r.obj(seccomp, f"{path}.seccomp"), f"{path}.seccomp")
     return Linux(
         namespaces=tuple(namespaces),
         uid_mappings=_idmaps(r, lin, "uidMappings", path),
         gid_mappings=_idmaps(r, lin, "gidMappings", path),
         devices=tuple(devices),
         cgroups_path=r.str_(lin, "cgroupsPath", path),
-        resources=dict(r.obj(lin.get("resources"), f"{path}.resources")),
+        resources=resources,
         sysctl=dict(sysctl),
         seccomp=dict(r.obj(seccomp, f"{path}.seccomp")) if seccomp is not None else None,
         masked_paths=r.strs(lin, "maskedPaths", path),
@@ -416,7 +377,6 @@ def _linux(r: _Reader, d: Any, path: str) -> Linux:
         rootfs_propagation=r.str_(lin, "rootfsPropagation", path),
         mount_label=r.str_(lin, "mountLabel", path),
     )
-
 
 # --- serialization (inverse of the parsers; used to hand a parsed spec to a workload process) ---
 

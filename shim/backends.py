@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runwasm.oci.runtime_spec import Process, RuntimeSpec
+from runwasm.oci.runtime_spec import Process, RuntimeSpec, process_to_json
 from runwasm.shim.errors import UnimplementedError
 
 if TYPE_CHECKING:
@@ -102,7 +102,10 @@ class WasmBackend:
 
             state_dir = self.bundle if self.bundle is not None else self.rootfs.parent
             self.sandbox = CgroupSandbox.create(state_dir, self.container_id, self.namespace, self.spec.linux)
-        return Launch(entry="runwasm.wasm.child:main", payload=payload.to_json())
+        seccomp = self.spec.linux.seccomp if self.spec.linux is not None else None
+        return Launch(entry="runwasm.shim.wasm_workload:main",
+                      payload={"task": payload.to_json(), "process": process_to_json(proc),
+                               "seccomp": dict(seccomp) if seccomp is not None else None})
 
     def _tc(self, what: str) -> TaskCgroup:
         if self.sandbox is None:

@@ -30,7 +30,7 @@ def bundle_annotations(bundle: str) -> dict[str, str]:
     """Annotations of ``<bundle>/config.json`` without the full spec parser (start is hot)."""
     try:
         doc = json.loads(Path(bundle, "config.json").read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # Create reports a bad config.json, with its path
         return {}
     ann = doc.get("annotations") if isinstance(doc, dict) else None
     if not isinstance(ann, dict):

@@ -72,7 +72,7 @@ def serve_main() -> int:
     os.chdir("/")
     nsutil.set_child_subreaper()
     zygote = Zygote()
-    zygote.start(preload=("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.linux.init"))
+    zygote.start(preload=("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.wasm_workload", "runwasm.linux.init"))
     tracing.setup(os.environ.get("OTEL_SERVICE_NAME", f"containerd-shim-runwasm-{settings.id}"))
     log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)

@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import DecodeError, Message
 
+from runwasm.oci.spec_reader import SIGNAL_MAX
 from runwasm.shim import events_factory as ev
 from runwasm.shim import wire
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
@@ -56,6 +57,9 @@ class TaskRpc:
         return pb.DeleteResponse(pid=info.pid, exit_status=info.exit_status, exited_at=ev.timestamp(info.exited_at_ns))
 
     async def Kill(self, r: pb.KillRequest) -> Message:
+        if not 0 <= r.signal <= SIGNAL_MAX:  # 0 probes, like kill(2); os.kill raises ValueError above
+            raise InvalidArgumentError(f"failed to kill {r.id!r}{f' exec {r.exec_id!r}' if r.exec_id else ''}: "
+                                       f"signal {r.signal} is not a signal number (expected 0..{SIGNAL_MAX})")
         await self.s.kill(r.id, r.exec_id, r.signal, r.all)
         return empty_pb2.Empty()
 

@@ -1,4 +1,5 @@
-"""Workload entry point of a Wasm task: ``runwasm.wasm.child:main``, called by the zygote.
+"""Wasm task workload body: ``main`` runs in the process the zygote forks (entered through
+``runwasm.shim.wasm_workload:main``, which supplies the credential steps).
 
 Contract (see docs/contributing.md, "Process model"):
 - ``payload`` is ``WasmTaskPayload.to_json()``; ``fds`` maps names to open fds: ``control``
@@ -25,6 +26,7 @@ import os
 from typing import Any, NoReturn
 
 from runwasm.oci.control import ControlChannelError, report_error, report_ready, wait_start
+from runwasm.wasm.confine import Confinement
 from runwasm.wasm.errors import WasmError
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,16 @@ def _exit(code: int) -> NoReturn:
     os._exit(code)
 
 
-def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
-    """Set up, report ready, wait for start, run the guest, exit with its status."""
+EXIT_CONFINE_FAILED = 127
+"""Exit status when the last confinement step (loading seccomp) fails after ``start``: like
+the Linux executor when execve cannot happen; the reason goes to the task's stderr."""
+
+
+def main(payload: dict[str, Any], fds: dict[str, int], confinement: Confinement | None = None) -> NoReturn:
+    """Set up, report ready, wait for start, run the guest, exit with its status.
+
+    ``confinement`` (see ``runwasm.wasm.confine``) is applied during set-up and right before
+    guest code; without it the guest runs with the workload's own credentials."""
     try:
         control = fds["control"]
     except KeyError:
@@ -111,12 +121,17 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
         from runwasm.wasm.payload import WasmTaskPayload
         from runwasm.wasm.task import prepare, run
 
-        task = prepare(WasmTaskPayload.from_json(payload))
+        task = prepare(WasmTaskPayload.from_json(payload), confinement)
     except WasmError as err:
         log.error("%s", err)
         report_error(control, err)
         _exit(1)
-    except Exception as err:  # a bug, or a failure outside the classified cases
+    except Exception as err:
+        if isinstance(getattr(err, "status", None), str):  # a classified error of the confinement
+            log.error("%s", err)
+            report_error(control, err)
+            _exit(1)
+        # a bug, or a failure outside the classified cases
         log.exception("failed to set up wasm task")
         report_error(control, WasmError(f"failed to set up wasm task: {type(err).__name__}: {err}"))
         _exit(1)
@@ -129,5 +144,12 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
     _install_stdio(fds)
     if stream.fd is None and "stderr" in fds:
         stream.fd = 2
+    if confinement is not None:
+        try:
+            confinement.before_guest()
+        except Exception as err:  # noqa: BLE001 - nothing ran yet; say why on the task's stderr
+            log.error("failed to confine wasm task: %s", err)
+            _FdStream(2).write(f"runwasm: failed to confine the wasm task: {err}\n")
+            _exit(EXIT_CONFINE_FAILED)
     # the task's stderr gets the trap report unless the log already goes there
     _exit(run(task, report_fd=2 if "stderr" in fds and stream.fd != 2 else None))

@@ -44,6 +44,12 @@ class PathEscapeError(WasmError):
     status = "permission_denied"
 
 
+class ModulePermissionError(WasmError):
+    """The container's user may not read the module file (its mode, owner or a directory above it)."""
+
+    status = "permission_denied"
+
+
 class InvalidModuleError(WasmError):
     """The file is not a Wasm module/component/WAT, or it fails to parse, validate or compile."""
 

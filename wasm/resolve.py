@@ -28,6 +28,7 @@ from runwasm.wasm.errors import (
     InvalidEntrypointError,
     InvalidModuleError,
     ModuleNotFoundInRootfsError,
+    ModulePermissionError,
     PathEscapeError,
 )
 
@@ -115,17 +116,39 @@ def resolve_module_path(rootfs: Path | str, path: str, env: Sequence[str] = (), 
     )
 
 
-def open_module(rootfs: Path | str, host_path: Path) -> bytes:
-    """Read the module file at ``host_path`` (from ``resolve_module_path``) safely.
+def open_module(rootfs: Path | str, host_path: Path, root_fd: int | None = None) -> bytes:
+    """Read the module file at ``host_path`` (from ``resolve_module_path``) safely:
+    ``read_module(rootfs, host_path, open_module_fd(rootfs, host_path, root_fd))``."""
+    return read_module(rootfs, host_path, open_module_fd(rootfs, host_path, root_fd))
+
+
+def open_module_fd(rootfs: Path | str, host_path: Path, root_fd: int | None = None) -> int:
+    """Open the module file (``O_NOFOLLOW``); the only step done with the container's credentials.
+
+    With ``root_fd`` (an fd of the rootfs directory) the file is opened relative to it, so only
+    the components inside the rootfs are permission-checked, as for a container process that
+    sees the rootfs as ``/``. Raises ``ModulePermissionError`` if the caller's credentials may
+    not open it, ``InvalidModuleError`` on any other failure.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        if root_fd is None:
+            return os.open(host_path, flags)
+        return os.open(os.path.relpath(host_path, os.path.realpath(rootfs)), flags, dir_fd=root_fd)
+    except PermissionError as err:
+        raise ModulePermissionError(f"failed to open module {str(host_path)!r} as uid {os.geteuid()} "
+                                    f"gid {os.getegid()} groups {os.getgroups()}: {err.strerror}") from err
+    except OSError as err:
+        raise InvalidModuleError(f"failed to open module {str(host_path)!r}: {err.strerror}") from err
+
+
+def read_module(rootfs: Path | str, host_path: Path, fd: int) -> bytes:
+    """Check and read the opened module ``fd``, then close it.
 
     Raises ``InvalidModuleError`` if it is not a regular file or is larger than
     ``MAX_MODULE_BYTES``, ``PathEscapeError`` if the opened file is outside the rootfs.
     """
     root = os.path.realpath(rootfs)
-    try:
-        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as err:
-        raise InvalidModuleError(f"failed to open module {str(host_path)!r}: {err.strerror}") from err
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")
         if not real.startswith(root.rstrip("/") + "/"):

@@ -41,6 +41,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from runwasm.wasm.cache import CompileCache
+from runwasm.wasm.confine import Confinement, NoConfinement
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
 from runwasm.wasm.engine import engine_fingerprint, make_engine
 from runwasm.wasm.errors import (
@@ -51,7 +52,7 @@ from runwasm.wasm.errors import (
     WasmError,
 )
 from runwasm.wasm.payload import WasmTaskPayload
-from runwasm.wasm.resolve import open_module, resolve_in_rootfs, resolve_module_path
+from runwasm.wasm.resolve import open_module_fd, read_module, resolve_in_rootfs, resolve_module_path
 from runwasm.wasm.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,55 @@ def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
     return env
 
 
-def build_wasi(p: WasmTaskPayload, sandbox: Sandbox | None = None) -> wasmtime.WasiConfig:
-    """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc)."""
+@dataclass(frozen=True, slots=True)
+class Preopen:
+    """A directory the guest sees at ``guest``, held open as ``fd`` (O_PATH) since before the
+    credential switch; ``host`` is for messages."""
+
+    host: str
+    guest: str
+    mutable: bool
+    fd: int
+
+
+def open_preopens(p: WasmTaskPayload, sandbox: Sandbox | None = None) -> list[Preopen]:
+    """Open the rootfs (``/``), bind-mount sources, the sandbox's directories and the cwd (``.``)
+    as directory handles, with the caller's credentials (see ``runwasm.wasm.confine``).
+    Raises ``WasiSetupError``."""
+    wanted: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
+    wanted += [(host, guest, True) for host, guest in p.preopens]
+    wanted += [(x.host, x.guest, not x.readonly) for x in (sandbox.preopens if sandbox else ())]
+    if p.cwd != "/":
+        wanted.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
+    out: list[Preopen] = []
+    try:
+        for host, guest, mutable in wanted:
+            try:
+                fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as err:
+                raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: expected a directory on the "
+                                     f"host: {err.strerror}") from err
+            out.append(Preopen(host, guest, mutable, fd))
+    except BaseException:
+        close_preopens(out)
+        raise
+    return out
+
+
+def close_preopens(preopens: list[Preopen]) -> None:
+    for pre in preopens:
+        os.close(pre.fd)
+
+
+def build_wasi(p: WasmTaskPayload, sandbox: Sandbox | None = None,
+               preopens: list[Preopen] | None = None) -> wasmtime.WasiConfig:
+    """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc).
+
+    The preopened directories are opened by wasmtime through ``/proc/self/fd/<fd>`` of the
+    handles (``open_preopens``), before ``Confinement.drop`` (like runc's mounts: made with the
+    runtime's credentials); what the guest then does through them is checked against the
+    container's.
+    """
     cfg = wasmtime.WasiConfig()
     try:
         cfg.argv = list(p.args)
@@ -106,18 +154,17 @@ def build_wasi(p: WasmTaskPayload, sandbox: Sandbox | None = None) -> wasmtime.W
     cfg.inherit_stdin()
     cfg.inherit_stdout()
     cfg.inherit_stderr()
-    preopens: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
-    preopens += [(host, guest, True) for host, guest in p.preopens]
-    preopens += [(x.host, x.guest, not x.readonly) for x in (sandbox.preopens if sandbox else ())]
-    if p.cwd != "/":
-        preopens.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
-    for host, guest, mutable in preopens:
-        if not os.path.isdir(host):
-            raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: expected a directory on the host")
-        try:
-            cfg.preopen_dir(host, guest, mutable)
-        except wasmtime.WasmtimeError as err:
-            raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: {err}") from err
+    own = preopens is None
+    handles = open_preopens(p, sandbox) if preopens is None else preopens
+    try:
+        for pre in handles:
+            try:
+                cfg.preopen_dir(f"/proc/self/fd/{pre.fd}", pre.guest, pre.mutable)
+            except wasmtime.WasmtimeError as err:
+                raise WasiSetupError(f"failed to preopen {pre.host!r} as {pre.guest!r}: {err}") from err
+    finally:
+        if own:
+            close_preopens(handles)
     return cfg
 
 
@@ -206,36 +253,46 @@ def _read_module_file(path: str) -> bytes:
         raise InvalidModuleError(f"failed to read module {path!r}: {err.strerror}") from err
 
 
-def prepare(p: WasmTaskPayload) -> PreparedTask:
-    """Everything before ``ready`` (see module doc). Raises ``WasmError`` subclasses only."""
+def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> PreparedTask:
+    """Everything before ``ready`` (see module doc), with ``confinement`` called at the points
+    ``runwasm.wasm.confine`` lists. Raises ``WasmError`` subclasses, or the confinement's errors."""
+    conf = confinement if confinement is not None else NoConfinement()
+    conf.check()
     path, export = parse_entrypoint(p.args[0])
-    if p.module_file is not None:  # the image's Wasm layer, written by the shim (outside the rootfs)
-        where = p.module_name or p.module_file
-        data = _read_module_file(p.module_file)
-    else:
-        host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
-        where = f"{path} (host {host})"
-        data = open_module(p.rootfs, host)
-    kind = classify_bytes(data[:SNIFF_BYTES])
-    if kind is None:
-        raise InvalidModuleError(
-            f"failed to load module {where!r}: expected a wasm binary (\\0asm magic) or WAT text "
-            f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
-        )
     sandbox = Sandbox.from_json(p.sandbox) if p.sandbox else Sandbox()
-    engine = make_engine(sandbox)
+    host = None if p.module_file is not None else resolve_module_path(p.rootfs, path, p.env, p.cwd)
+    preopens = open_preopens(p, sandbox)
     try:
-        loaded = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox)).load(data, kind)
-    except InvalidModuleError as err:
-        raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
-    log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
-    store = wasmtime.Store(engine)
-    if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):
-        store.set_limits(memory_size=sandbox.max_memory or -1, table_elements=sandbox.max_table_elements or -1,
-                         instances=sandbox.max_instances or -1)
-    if sandbox.fuel is not None:
-        store.set_fuel(sandbox.fuel)
-    store.set_wasi(build_wasi(p, sandbox))
+        if host is None:  # the image's Wasm layer, written by the shim (outside the rootfs)
+            where = p.module_name or p.module_file or ""
+            data = _read_module_file(p.module_file or "")
+        else:
+            where = f"{path} (host {host})"
+            with conf.as_guest():  # the container's user must be able to read the module
+                fd = open_module_fd(p.rootfs, host, preopens[0].fd)
+            data = read_module(p.rootfs, host, fd)
+        kind = classify_bytes(data[:SNIFF_BYTES])
+        if kind is None:
+            raise InvalidModuleError(
+                f"failed to load module {where!r}: expected a wasm binary (\\0asm magic) or WAT text "
+                f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
+            )
+        engine = make_engine(sandbox)
+        try:
+            loaded = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox)).load(data, kind)
+        except InvalidModuleError as err:
+            raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
+        log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
+        store = wasmtime.Store(engine)
+        if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):
+            store.set_limits(memory_size=sandbox.max_memory or -1, table_elements=sandbox.max_table_elements or -1,
+                             instances=sandbox.max_instances or -1)
+        if sandbox.fuel is not None:
+            store.set_fuel(sandbox.fuel)
+        store.set_wasi(build_wasi(p, sandbox, preopens))
+        conf.drop()
+    finally:
+        close_preopens(preopens)
     task = PreparedTask(loaded.flavour, store, export or "", path or where, cache_source=loaded.source)
     if isinstance(loaded.artifact, wasmtime.Module):
         task.pre = _prepare_module(engine, loaded.artifact, export, where, sandbox.unknown_imports, store)

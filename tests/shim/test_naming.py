@@ -54,3 +54,9 @@ def test_bundle_annotations_missing_or_bad(tmp_path: Path) -> None:
     assert bundle_annotations(str(tmp_path)) == {}
     (tmp_path / "config.json").write_text("[1]")
     assert bundle_annotations(str(tmp_path)) == {}
+
+
+def test_annotations_of_a_too_deeply_nested_config_are_empty(tmp_path: Path) -> None:
+    """``start`` must not crash on it (RecursionError is not a ValueError): Create reports it."""
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert bundle_annotations(str(tmp_path)) == {}

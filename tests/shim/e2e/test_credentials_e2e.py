@@ -1,0 +1,252 @@
+"""A Wasm task runs with the spec's credentials: process.user, capabilities, noNewPrivileges,
+rlimits, oomScoreAdj, linux.seccomp (through the real shim binary, harness as containerd).
+
+The files the guest reads sit in a rootfs inside the harness's 0700 state directory: only the
+container's own view (the rootfs and below) is checked against the container's user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runwasm.shim.harness import Harness, run_task
+from runwasm.shim.ttrpc.status import Code, RpcError
+from tests.shim.e2e import helpers as e
+from tests.shim.e2e.helpers import run
+
+NOBODY = 65534
+NO_CAPS = {k: [] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+WASI_EACCES, WASI_EPERM = 2, 63
+
+
+def _config(args: list[str], user: dict[str, Any] | None = None, **process: Any) -> dict[str, Any]:
+    linux = process.pop("linux", None)
+    doc: dict[str, Any] = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+                           "process": {"args": args, "cwd": "/", "env": ["PATH=/bin"],
+                                       "user": user if user is not None else {"uid": NOBODY, "gid": NOBODY},
+                                       "capabilities": NO_CAPS, **process}}
+    if linux is not None:
+        doc["linux"] = linux
+    return doc
+
+
+def _bundle(h: Harness, cid: str, config: dict[str, Any] | str, module: str) -> Path:
+    bundle = e.raw_bundle(h, cid, config, {module: e.wasm(module).read_bytes()})
+    rootfs = bundle / "rootfs"
+    os.chmod(rootfs, 0o755)
+    (rootfs / "secret").write_text("secret\n")
+    os.chmod(rootfs / "secret", 0o600)
+    (rootfs / "public").write_text("public\n")
+    os.chmod(rootfs / "public", 0o644)
+    (rootfs / "group").write_text("group\n")
+    os.chown(rootfs / "group", 0, 4321)
+    os.chmod(rootfs / "group", 0o640)
+    (rootfs / "nobodys").write_text("nobodys\n")
+    os.chown(rootfs / "nobodys", NOBODY, NOBODY)
+    os.chmod(rootfs / "nobodys", 0o600)
+    (rootfs / "tmp").mkdir()
+    os.chmod(rootfs / "tmp", 0o1777)
+    return bundle
+
+
+async def _run(h: Harness, cid: str, bundle: Path) -> tuple[int, str, str]:
+    out, err = h.root / f"{cid}.out", h.root / f"{cid}.err"
+    ofd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o644)
+    efd = os.open(err, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        result = await run_task(h, cid, bundle, stdout=ofd, stderr=efd)
+    finally:
+        os.close(ofd)
+        os.close(efd)
+    return result.exit_status, out.read_text(), err.read_text()
+
+
+ROOT = {"uid": 0, "gid": 0}
+NOBODY_USER = {"uid": NOBODY, "gid": NOBODY}
+DAC = {"bounding": ["CAP_DAC_OVERRIDE"], "effective": ["CAP_DAC_OVERRIDE"], "permitted": ["CAP_DAC_OVERRIDE"],
+       "inheritable": [], "ambient": []}
+
+
+@pytest.mark.parametrize(("path", "user", "caps", "expected"), [
+    ("/secret", NOBODY_USER, NO_CAPS, (100 + WASI_EACCES, "")),
+    ("/public", NOBODY_USER, NO_CAPS, (0, "public\n")),
+    ("/nobodys", NOBODY_USER, NO_CAPS, (0, "nobodys\n")),
+    ("/group", NOBODY_USER, NO_CAPS, (100 + WASI_EACCES, "")),
+    ("/group", {**NOBODY_USER, "additionalGids": [4321]}, NO_CAPS, (0, "group\n")),
+    ("/nobodys", ROOT, NO_CAPS, (100 + WASI_EACCES, "")),  # root without CAP_DAC_OVERRIDE
+    ("/nobodys", ROOT, DAC, (0, "nobodys\n")),
+    # a non-root process keeps only its ambient capabilities across runc's execve; so does the guest
+    ("/secret", NOBODY_USER, DAC, (100 + WASI_EACCES, "")),
+    ("/secret", NOBODY_USER, {**DAC, "inheritable": ["CAP_DAC_OVERRIDE"], "ambient": ["CAP_DAC_OVERRIDE"]},
+     (0, "secret\n")),
+    # root gets its bounding set (the file counts as fully capable)
+    ("/nobodys", ROOT, {**NO_CAPS, "bounding": ["CAP_DAC_OVERRIDE"]}, (0, "nobodys\n")),
+], ids=["root-only-file", "world-readable", "own-file", "group-file-no-groups", "group-file-additional-gid",
+        "root-without-caps", "root-with-dac-override", "nobody-with-dac-override", "nobody-with-ambient-dac-override",
+        "root-with-bounding-dac-override"])
+def test_guest_reads_files_as_the_spec_user(path: str, user: dict[str, Any], caps: dict[str, Any],
+                                            expected: tuple[int, str]) -> None:
+    async def body(h: Harness) -> None:
+        bundle = _bundle(h, "rd", _config(["/readfile.wasm", path], user, capabilities=caps), "readfile.wasm")
+        status, out, _ = await _run(h, "rd", bundle)
+        assert (status, out) == expected
+
+    run(False, body)
+
+
+@pytest.mark.parametrize(("user", "owner"), [(NOBODY_USER, 0), (ROOT, NOBODY)], ids=["nobody", "root-without-caps"])
+def test_module_the_user_cannot_read_fails_create_with_permission_denied(user: dict[str, Any], owner: int) -> None:
+    async def body(h: Harness) -> None:
+        bundle = _bundle(h, "perm", _config(["/hello.wasm"], user), "hello.wasm")
+        os.chown(bundle / "rootfs" / "hello.wasm", owner, owner)
+        os.chmod(bundle / "rootfs" / "hello.wasm", 0o600)
+        async with e.shim(h, "perm", bundle) as t:
+            with pytest.raises(RpcError) as err:
+                await e.create(t, "perm", bundle)
+            assert err.value.code == Code.PERMISSION_DENIED, err.value.message
+            assert "hello.wasm" in err.value.message
+            assert f"uid {user['uid']}" in err.value.message
+            await e.shutdown(t, "perm")
+
+    run(False, body)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_the_guest_creates_belong_to_the_user_and_follow_umask(umask: int) -> None:
+    async def body(h: Harness) -> None:
+        user = {"uid": NOBODY, "gid": NOBODY, "umask": umask}
+        bundle = _bundle(h, "wr", _config(["/writefile.wasm", "/tmp/out"], user), "writefile.wasm")
+        status, _, _ = await _run(h, "wr", bundle)
+        assert status == 0
+        st = (bundle / "rootfs" / "tmp" / "out").stat()
+        assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY)
+        assert stat.S_IMODE(st.st_mode) == 0o666 & ~umask
+        status, _, _ = await _run(h, "wr2", _retarget(bundle, h, "wr2", "/out"))
+        assert status == 100 + WASI_EACCES  # the rootfs root is root's 0755: no create there
+
+    run(False, body)
+
+
+def _retarget(bundle: Path, h: Harness, cid: str, path: str) -> Path:
+    import json
+
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["args"][1] = path
+    return _bundle(h, cid, config, config["process"]["args"][0].lstrip("/"))
+
+
+def _status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+@pytest.mark.parametrize("nnp", [True, False], ids=["noNewPrivileges", "no-noNewPrivileges"])
+def test_running_guest_has_the_spec_credentials_limits_and_filter(nnp: bool) -> None:
+    async def body(h: Harness) -> None:
+        caps = {"bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "effective": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+                "permitted": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "inheritable": ["CAP_NET_BIND_SERVICE"],
+                "ambient": ["CAP_NET_BIND_SERVICE"]}
+        seccomp = {"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+        config = _config(["/sleep.wasm"], {"uid": NOBODY, "gid": NOBODY, "additionalGids": [4321, 4322],
+                                            "umask": 0o027},
+                         capabilities=caps, noNewPrivileges=nnp, oomScoreAdj=567,
+                         rlimits=[{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}],
+                         linux={"seccomp": seccomp})
+        bundle = _bundle(h, "ps", config, "sleep.wasm")
+        async with e.shim(h, "ps", bundle) as t:
+            io = e.stdio(h, "ps")
+            pid = await e.create(t, "ps", bundle, io)
+            waiter = asyncio.create_task(e.wait(t, "ps"))
+            await e.start(t, "ps")
+            await io.wait_output("sleeping\n")
+            st = _status(pid)
+            assert st["Uid"].split() == [str(NOBODY)] * 4
+            assert st["Gid"].split() == [str(NOBODY)] * 4
+            assert st["Groups"].split() == ["4321", "4322"]
+            assert st["Umask"] == "0027"
+            assert st["NoNewPrivs"] == ("1" if nnp else "0")
+            # non-root after runc's execve: the ambient set only (CAP_NET_BIND_SERVICE, not CAP_KILL)
+            for key in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
+                assert int(st[key], 16) == 1 << 10, (key, st[key])
+            assert int(st["CapBnd"], 16) == (1 << 10) | (1 << 5)  # + CAP_KILL
+            assert st["Seccomp"] == "2"
+            assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "567"
+            limits = [x for x in Path(f"/proc/{pid}/limits").read_text().splitlines() if x.startswith("Max open files")]
+            assert limits[0].split()[3:5] == ["123", "456"]
+            await e.kill(t, "ps", 9)
+            assert (await asyncio.wait_for(waiter, 15)).exit_status == 137
+            await io.finish()
+            await e.delete(t, "ps")
+            await e.shutdown(t, "ps")
+
+    run(False, body)
+
+
+@pytest.mark.parametrize("nnp", [True, False], ids=["noNewPrivileges", "no-noNewPrivileges"])
+def test_seccomp_filter_applies_to_the_guest(nnp: bool) -> None:
+    async def body(h: Harness) -> None:
+        seccomp = {"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["openat", "openat2", "open"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+        config = _config(["/readfile.wasm", "/public"], noNewPrivileges=nnp, linux={"seccomp": seccomp})
+        status, out, err = await _run(h, "sc", _bundle(h, "sc", config, "readfile.wasm"))
+        assert (status, out) == (100 + WASI_EPERM, ""), err
+
+    run(False, body)
+
+
+@pytest.mark.parametrize(("seccomp", "needle"), [
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mmap"], "action": "SCMP_ACT_ERRNO"}]},
+     "mmap (SCMP_ACT_ERRNO)"),
+    ({"defaultAction": "SCMP_ACT_ALLOW",
+      "syscalls": [{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+                   {"names": ["clone"], "action": "SCMP_ACT_KILL"}]},
+     "clone3 (SCMP_ACT_ERRNO errno 38, and its fallback clone is not allowed either)"),
+    ({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"}]},
+     "futex (SCMP_ACT_ERRNO)"),
+], ids=["mmap-denied", "no-threads", "allowlist-too-small"])
+def test_seccomp_filter_that_breaks_the_runtime_fails_create(seccomp: dict[str, Any], needle: str) -> None:
+    async def body(h: Harness) -> None:
+        bundle = _bundle(h, "bad", _config(["/hello.wasm"], noNewPrivileges=True, linux={"seccomp": seccomp}),
+                         "hello.wasm")
+        async with e.shim(h, "bad", bundle) as t:
+            with pytest.raises(RpcError) as err:
+                await e.create(t, "bad", bundle)
+            assert err.value.code == Code.INVALID_ARGUMENT, err.value.message
+            assert "linux.seccomp" in err.value.message
+            assert needle in err.value.message
+            await e.shutdown(t, "bad")
+
+    run(False, body)
+
+
+def test_seccomp_allowlist_with_thread_clone_rule_runs() -> None:
+    """A deny-by-default profile in the shape of Docker's (clone3 answered ENOSYS, clone allowed
+    only without namespace flags) leaves the runtime what it needs."""
+    from runwasm.wasm.confine import RUNTIME_SYSCALLS
+
+    names = sorted({n.name for n in RUNTIME_SYSCALLS} - {"clone3"} | {"openat", "openat2", "newfstatat", "statx",
+                                                                      "lseek", "ioctl", "getrandom", "prctl",
+                                                                      "sched_getaffinity", "rseq", "set_robust_list",
+                                                                      "sched_yield", "pread64"})
+    seccomp = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "syscalls": [
+        {"names": names, "action": "SCMP_ACT_ALLOW"},
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+        {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}]}
+
+    async def body(h: Harness) -> None:
+        config = _config(["/readfile.wasm", "/public"], noNewPrivileges=True, linux={"seccomp": seccomp})
+        status, out, err = await _run(h, "dk", _bundle(h, "dk", config, "readfile.wasm"))
+        assert (status, out) == (0, "public\n"), err
+
+    run(False, body)
