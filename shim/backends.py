@@ -71,13 +71,12 @@ class WasmBackend:
     sandbox: CgroupSandbox | None = None  # made by plan_init
 
     def plan_init(self) -> Launch:
+        from runwasm.shim.preopens import wasm_preopens
         from runwasm.wasm.payload import WasmTaskPayload
 
         proc = self.spec.process
         assert proc is not None  # the router checked
-        preopens = tuple((m.source, m.destination) for m in self.spec.mounts
-                         if m.type in ("bind", "") and ("bind" in m.options or "rbind" in m.options)
-                         and os.path.isdir(m.source))
+        preopens = wasm_preopens(self.container_id, self.spec.mounts)
         payload = WasmTaskPayload(
             rootfs=str(self.rootfs), args=proc.args, env=proc.env, cwd=proc.cwd, preopens=preopens,
             cache_dir=self.cache_dir,

@@ -24,7 +24,9 @@ class WasmTaskPayload:
     env: ``process.env`` as ``"K=V"`` strings; given to the guest only, never applied to the
         workload process itself.
     cwd: ``process.cwd`` (absolute guest path). See ``runwasm.wasm.child`` for how it is honoured.
-    preopens: extra ``(host dir, guest dir)`` pairs (bind mounts), absolute paths, in order.
+    preopens: extra ``(host dir, guest dir, read_only)`` entries (bind mounts), absolute paths,
+        in order; ``read_only`` (the mount's ``ro``/``rro``) makes the preopen read-only. The
+        JSON form is ``[host, guest, read_only]`` (``[host, guest]`` means writable).
     cache_dir: compile cache directory; None means ``$RUNWASM_WASM_CACHE`` or the default.
     rootfs_readonly: ``root.readonly`` from the spec; the ``/`` preopen is then read-only.
     """
@@ -33,7 +35,7 @@ class WasmTaskPayload:
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
     cwd: str = "/"
-    preopens: tuple[tuple[str, str], ...] = ()
+    preopens: tuple[tuple[str, str, bool], ...] = ()
     cache_dir: str | None = None
     rootfs_readonly: bool = False
 
@@ -47,7 +49,7 @@ class WasmTaskPayload:
                 raise InvalidPayloadError(f"invalid wasm payload: env entry {item!r} is not K=V")
         if not self.cwd.startswith("/"):
             raise InvalidPayloadError(f"invalid wasm payload: cwd must be absolute, got {self.cwd!r}")
-        for host, guest in self.preopens:
+        for host, guest, _ in self.preopens:
             if not host.startswith("/") or not guest.startswith("/"):
                 raise InvalidPayloadError(
                     f"invalid wasm payload: preopen ({host!r}, {guest!r}) must be two absolute paths"
@@ -60,7 +62,7 @@ class WasmTaskPayload:
             "args": list(self.args),
             "env": list(self.env),
             "cwd": self.cwd,
-            "preopens": [[h, g] for h, g in self.preopens],
+            "preopens": [[h, g, ro] for h, g, ro in self.preopens],
             "cache_dir": self.cache_dir,
             "rootfs_readonly": self.rootfs_readonly,
         }
@@ -111,11 +113,12 @@ def _strs(value: object, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _pair(value: object) -> tuple[str, str]:
+def _pair(value: object) -> tuple[str, str, bool]:
     if (
         not isinstance(value, list | tuple)
-        or len(value) != 2
-        or not all(isinstance(v, str) for v in value)
+        or len(value) not in (2, 3)
+        or not all(isinstance(v, str) for v in value[:2])
+        or (len(value) == 3 and not isinstance(value[2], bool))
     ):
-        raise InvalidPayloadError(f"invalid wasm payload: preopen must be [host, guest], got {value!r}")
-    return value[0], value[1]
+        raise InvalidPayloadError(f"invalid wasm payload: preopen must be [host, guest, read_only], got {value!r}")
+    return value[0], value[1], bool(value[2]) if len(value) == 3 else False

@@ -100,7 +100,7 @@ def build_wasi(p: WasmTaskPayload) -> wasmtime.WasiConfig:
     cfg.inherit_stdout()
     cfg.inherit_stderr()
     preopens: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
-    preopens += [(host, guest, True) for host, guest in p.preopens]
+    preopens += [(host, guest, not read_only) for host, guest, read_only in p.preopens]
     if p.cwd != "/":
         preopens.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
     for host, guest, mutable in preopens:

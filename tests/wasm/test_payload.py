@@ -13,7 +13,7 @@ from runwasm.wasm.payload import WasmTaskPayload
 def test_round_trip() -> None:
     p = WasmTaskPayload(
         rootfs="/r", args=("/m.wasm#f", "x"), env=("A=1",), cwd="/w",
-        preopens=(("/h", "/g"),), cache_dir="/c", rootfs_readonly=True,
+        preopens=(("/h", "/g", False), ("/h2", "/g2", True)), cache_dir="/c", rootfs_readonly=True,
     )
     data = p.to_json()
     assert json.loads(json.dumps(data)) == data
@@ -37,6 +37,7 @@ def test_defaults() -> None:
         ({"rootfs": "/r", "args": ["/m"], "cwd": "rel"}, "cwd must be absolute"),
         ({"rootfs": "/r", "args": ["/m"], "preopens": [["/h"]]}, "preopen must be"),
         ({"rootfs": "/r", "args": ["/m"], "preopens": [["/h", "g"]]}, "two absolute paths"),
+        ({"rootfs": "/r", "args": ["/m"], "preopens": [["/h", "/g", "yes"]]}, "preopen must be"),
         ({"rootfs": "/r", "args": ["/m"], "cache_dir": 3}, "cache_dir must be"),
         ({"rootfs": "/r", "args": ["/m"], "rootfs_readonly": "yes"}, "must be a bool"),
         ({"rootfs": "/r", "args": ["/m"], "bogus": 1}, "unknown keys"),
