@@ -152,9 +152,13 @@ class TaskService:
             p.console = Console(master, p.stdio)
 
     def resize_pty(self, cid: str, exec_id: str, width: int, height: int) -> None:
+        """Set the window size of the process's pty. A process without one (a Wasm task with
+        ``terminal=true`` writes to the stdout FIFO; or no terminal at all) has no window to
+        size: a no-op, as in runc's shim, since ``ctr run -t`` sends it after every Start."""
         _c, p = self._proc(cid, exec_id)
         if p.console is None:
-            raise FailedPreconditionError(f"{p.what}: has no terminal")
+            log.debug("%s: resize to %dx%d ignored: no pty", p.what, width, height)
+            return
         p.console.resize(width, height)
 
     def _abort(self, proc: Proc) -> None:
