@@ -41,7 +41,7 @@ from runwasm.shim.process import Proc
 from runwasm.shim.reaper import Reaper
 from runwasm.shim.state import Op, State, transition
 from runwasm.shim.statefile import BundleState, process_start_time
-from runwasm.shim.stdio import StdioPaths, opened
+from runwasm.shim.stdio import StdioPaths, give_to, opened
 from runwasm.shim.zygote import Zygote
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Container:
     on_teardown: list[Callable[[], object]] = field(default_factory=list)
     check_oom: Callable[[], None] | None = None
     held_exit: object | None = None  # the init's TaskExit, waiting for its execs' exits
+    io_owner: tuple[int | None, int | None] = (None, None)  # runc options IoUid/IoGid
 
 
 class TaskService:
@@ -212,6 +213,7 @@ class TaskService:
             raise
         try:
             launch = backend.plan_init()
+            give_to(req.stdio, opts.io_uid, opts.io_gid)
             proc = await self._spawn(req.id, "", launch, req.stdio)
         except BaseException:
             try:
@@ -219,7 +221,8 @@ class TaskService:
             finally:
                 mounts.unmount_all(made)
             raise
-        container = Container(req.id, bundle, spec, backend, proc, made, state)
+        container = Container(req.id, bundle, spec, backend, proc, made, state,
+                              io_owner=(opts.io_uid, opts.io_gid))
         self.containers[req.id] = container
         self._reaper.watch(proc.pid, lambda pid, st, when: self._on_exit(container, proc, st, when))
         try:
@@ -382,6 +385,7 @@ class TaskService:
         transition(c.init.state, Op.EXEC, c.init.what)
         process = parse_process(spec_json, source=f"exec {exec_id!r}")
         launch = c.backend.plan_exec(exec_id, process, c.init.pid)
+        give_to(stdio, *c.io_owner)
         p = await self._spawn(cid, exec_id, launch, stdio)
         c.execs[exec_id] = p
         self._reaper.watch(p.pid, lambda pid, st, when: self._on_exit(c, p, st, when))
