@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shlex
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,12 +56,26 @@ def _script(d: Containerd, argv: list[str], *, hold_stdin: bool = True) -> subpr
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
-def _wait_holding(p: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
-    assert p.stdout is not None and p.stderr is not None
-    out = p.stdout.read()  # EOF once script (and ctr) exit; stdin is still open
-    err = p.stderr.read()
-    p.wait(60)
-    return out, err
+def _wait_holding(p: subprocess.Popen[bytes], timeout: float = 60.0) -> tuple[bytes, bytes]:
+    """Read stdout/stderr to EOF (ctr and script exited) while stdin stays open; kill at timeout."""
+    assert p.stdout is not None
+    assert p.stderr is not None
+    bufs: dict[int, list[bytes]] = {p.stdout.fileno(): [], p.stderr.fileno(): []}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for fd in bufs:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and time.monotonic() < deadline:
+            for key, _ in sel.select(1.0):
+                data = os.read(key.fd, 65536)
+                if data:
+                    bufs[key.fd].append(data)
+                else:
+                    sel.unregister(key.fd)
+    if p.poll() is None and time.monotonic() >= deadline:
+        p.kill()
+    p.wait(10)
+    return b"".join(bufs[p.stdout.fileno()]), b"".join(bufs[p.stderr.fileno()])
 
 
 def test_privileged_linux_container(daemon: Containerd) -> None:
@@ -97,7 +113,8 @@ def test_wasm_tty_run_logs_no_resize_error(daemon: Containerd) -> None:
     assert b"hello from wasm" in res.stdout
     assert b"resize" not in res.stdout + res.stderr
     new = daemon.log_path.read_text(errors="replace")[len(before):]
-    assert "resize pty" not in new and "has no terminal" not in new, new
+    assert "resize pty" not in new, new
+    assert "has no terminal" not in new, new
 
 
 def test_exec_tty_output_is_clean(daemon: Containerd) -> None:
@@ -116,7 +133,8 @@ def test_exec_tty_output_is_clean(daemon: Containerd) -> None:
         outputs.append(b"".join(ln for ln in res.stdout.splitlines(keepends=True) if b"DEPRECATION" not in ln))
         daemon.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
     assert outputs[0] == b"hi\r\r\n30 90\r\r\n", outputs  # ONLCR in the container pty, then in script's
-    assert b"\x00" not in outputs[0] and b"^@" not in outputs[0]
+    assert b"\x00" not in outputs[0]
+    assert b"^@" not in outputs[0]
     assert outputs[0] == outputs[1]
 
 
