@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import built_fixture
-from tests.integration.daemon import CONTAINERD2_ENV, Containerd, containerd2_bin_dir, containerd_binary
+from tests.integration.daemon import Containerd, containerd_binary
 from tests.integration.images import pack_wasm_image
 
 WASM_MODULES = ("hello", "exit7", "exit_arg", "argsenv", "spin", "sleep")
@@ -40,18 +40,6 @@ def containerd() -> Iterator[Containerd]:
 
 
 @pytest.fixture(scope="session")
-def containerd2() -> Iterator[Containerd]:
-    """A private containerd 2.3.4 daemon (bootstrap protocol), from ``$RUNWASM_CONTAINERD2_BIN``."""
-    bin_dir = containerd2_bin_dir()
-    if not (bin_dir / "containerd").is_file() or not (bin_dir / "ctr").is_file():
-        pytest.skip(f"containerd 2.3.4 not found in {str(bin_dir)!r} (set {CONTAINERD2_ENV} to its bin directory)")
-    with Containerd(bin_dir=bin_dir) as daemon:
-        yield daemon
-    assert daemon.killed_leftovers == [], f"shim processes had to be killed: {daemon.killed_leftovers}"
-    assert daemon.leftovers() == []
-
-
-@pytest.fixture(scope="session")
 def wasm_images(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Fixture modules packed with ``runwasm image pack-wasm`` and imported: {module stem: ref}."""
     out = tmp_path_factory.mktemp("images")
@@ -67,7 +55,6 @@ def wasm_images(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(autouse=True)
 def _clean_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    for name in ("containerd", "containerd2"):
-        if name in request.fixturenames:
-            daemon: Containerd = request.getfixturevalue(name)
-            daemon.remove_all_containers()
+    if "containerd" in request.fixturenames:
+        daemon: Containerd = request.getfixturevalue("containerd")
+        daemon.remove_all_containers()

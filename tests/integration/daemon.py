@@ -1,5 +1,4 @@
-"""A private containerd daemon (Debian's 1.6, or 2.3.4 from ``bin_dir``) for integration tests
-and ``make bench``.
+"""A private containerd 1.6 daemon for integration tests and ``make bench``.
 
 ``Containerd`` owns one short temporary directory (root, state, sockets, opt plugin path, logs,
 ctr FIFOs) and one containerd namespace. It starts the daemon with the venv's bin directory
@@ -53,16 +52,6 @@ def containerd_binary() -> str | None:
     return shutil.which("containerd")
 
 
-CONTAINERD2_ENV = "RUNWASM_CONTAINERD2_BIN"
-
-
-def containerd2_bin_dir() -> Path:
-    """Where containerd 2.3.4's ``containerd`` and ``ctr`` are: ``$RUNWASM_CONTAINERD2_BIN``, else
-    ``../shared/tools/containerd-2.3.4/bin`` relative to the repository."""
-    repo = Path(__file__).resolve().parents[2]
-    return Path(os.environ.get(CONTAINERD2_ENV) or repo.parent / "shared/tools/containerd-2.3.4/bin")
-
-
 @dataclass(frozen=True, slots=True)
 class CtrResult:
     args: tuple[str, ...]
@@ -104,11 +93,7 @@ def _alive(pid: int) -> bool:
 class Containerd:
     """One private containerd daemon; use ``start()``/``close()`` or as a context manager."""
 
-    def __init__(self, namespace: str | None = None, bin_dir: Path | None = None) -> None:
-        """``bin_dir``: a directory with a containerd 2.x ``containerd`` and ``ctr`` (config version 3);
-        None: Debian's containerd 1.6 and ctr from PATH."""
-        self.bin_dir = bin_dir
-        self.ctr_bin = str(bin_dir / "ctr") if bin_dir else "ctr"
+    def __init__(self, namespace: str | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="rwcd-", dir="/tmp"))
         self.namespace = namespace or f"rwt{os.getpid()}"
         self.address = str(self.dir / "c.sock")
@@ -132,25 +117,22 @@ class Containerd:
     def _write_config(self) -> None:
         d = self.dir
         self.fifo_dir.mkdir()
-        cri = '"io.containerd.grpc.v1.cri"' + (', "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"'
-                                              if self.bin_dir else "")
         self.config.write_text(
-            f"version = {3 if self.bin_dir else 2}\n"
+            "version = 2\n"
             f'root = "{d}/root"\n'
             f'state = "{d}/state"\n'
-            f'disabled_plugins = [{cri}]\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
             f'[grpc]\n  address = "{self.address}"\n'
             f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
 
     def env(self) -> dict[str, str]:
-        path = os.pathsep.join([str(venv_bin()), *([str(self.bin_dir)] if self.bin_dir else []),
-                                os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+        path = os.pathsep.join([str(venv_bin()), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         return dict(os.environ, PATH=path)
 
     def start(self, timeout: float = 15.0) -> None:
         """Launch the daemon (same config every time) and wait until ``ctr version`` answers."""
-        binary = str(self.bin_dir / "containerd") if self.bin_dir else containerd_binary()
+        binary = containerd_binary()
         if binary is None:
             raise DaemonError("containerd binary not found on PATH")
         log = open(self.log_path, "ab")
@@ -212,7 +194,7 @@ class Containerd:
     def ctr(self, *args: str, check: bool = True, timeout: float = 60.0,
             namespace: str | None = None) -> CtrResult:
         """Run ``ctr --address <ours> --namespace <ours> ARGS``; raise DaemonError on failure if check."""
-        argv = (self.ctr_bin, "--address", self.address, "--namespace", namespace or self.namespace, *args)
+        argv = ("ctr", "--address", self.address, "--namespace", namespace or self.namespace, *args)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env(),
                                   stdin=subprocess.DEVNULL)
@@ -241,7 +223,7 @@ class Containerd:
                                        extra=extra), check=check, timeout=timeout)
 
     def ctr_argv(self, *args: str) -> list[str]:
-        return [self.ctr_bin, "--address", self.address, "--namespace", self.namespace, *args]
+        return ["ctr", "--address", self.address, "--namespace", self.namespace, *args]
 
     def tasks(self) -> dict[str, tuple[int, str]]:
         """``ctr task ls`` as {id: (pid, status)}."""
