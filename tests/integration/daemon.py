@@ -1,4 +1,9 @@
-"""A private containerd 1.6 daemon for integration tests and ``make bench``.
+"""A private containerd daemon (Debian's 1.6, or the prebuilt 2.3.4) for integration tests and ``make bench``.
+
+``Containerd(flavour="2.3")`` runs the binaries in ``$RUNWASM_CONTAINERD23_BIN`` (default
+``../shared/tools/containerd-2.3.4/bin`` next to this checkout) with a version 3 config, CRI and
+NRI disabled (NRI's socket is a global path); ``containerd23_bin()`` is ``None`` when they are
+absent, and tests skip with ``CONTAINERD23_MISSING``.
 
 ``Containerd`` owns one short temporary directory (root, state, sockets, opt plugin path, logs,
 ctr FIFOs) and one containerd namespace. It starts the daemon with the venv's bin directory
@@ -52,6 +57,20 @@ def containerd_binary() -> str | None:
     return shutil.which("containerd")
 
 
+REPO = Path(__file__).resolve().parents[2]
+CONTAINERD23_ENV = "RUNWASM_CONTAINERD23_BIN"
+
+
+def containerd23_bin() -> Path | None:
+    """The directory holding containerd 2.3.4's ``containerd``, ``ctr`` and runc shim, if present."""
+    d = Path(os.environ.get(CONTAINERD23_ENV) or REPO.parent / "shared" / "tools" / "containerd-2.3.4" / "bin")
+    return d if (d / "containerd").is_file() and (d / "ctr").is_file() else None
+
+
+CONTAINERD23_MISSING = (f"containerd 2.3.4 binaries not found (set ${CONTAINERD23_ENV} to the directory holding "
+                        "containerd, ctr and containerd-shim-runc-v2; default ../shared/tools/containerd-2.3.4/bin)")
+
+
 @dataclass(frozen=True, slots=True)
 class CtrResult:
     args: tuple[str, ...]
@@ -93,7 +112,13 @@ def _alive(pid: int) -> bool:
 class Containerd:
     """One private containerd daemon; use ``start()``/``close()`` or as a context manager."""
 
-    def __init__(self, namespace: str | None = None) -> None:
+    def __init__(self, namespace: str | None = None, flavour: str = "1.6") -> None:
+        if flavour not in ("1.6", "2.3"):
+            raise ValueError(f"unknown containerd flavour {flavour!r} (expected '1.6' or '2.3')")
+        self.flavour = flavour
+        self.bin_dir = containerd23_bin() if flavour == "2.3" else None
+        if flavour == "2.3" and self.bin_dir is None:
+            raise DaemonError(CONTAINERD23_MISSING)
         self.dir = Path(tempfile.mkdtemp(prefix="rwcd-", dir="/tmp"))
         self.namespace = namespace or f"rwt{os.getpid()}"
         self.address = str(self.dir / "c.sock")
@@ -117,6 +142,18 @@ class Containerd:
     def _write_config(self) -> None:
         d = self.dir
         self.fifo_dir.mkdir()
+        if self.flavour == "2.3":
+            disabled = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
+                        "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.nri.v1.nri"]
+            self.config.write_text(
+                "version = 3\n"
+                f'root = "{d}/root"\n'
+                f'state = "{d}/state"\n'
+                f"disabled_plugins = {disabled!r}\n".replace("'", '"')
+                + f'[grpc]\n  address = "{self.address}"\n'
+                f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
+                f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
+            return
         self.config.write_text(
             "version = 2\n"
             f'root = "{d}/root"\n'
@@ -127,12 +164,21 @@ class Containerd:
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
 
     def env(self) -> dict[str, str]:
-        path = os.pathsep.join([str(venv_bin()), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+        """The daemon's and ctr's environment: the venv's bin first (this checkout's shim), then,
+        for 2.3, the 2.3.4 bin dir (its runc shim), then the caller's PATH."""
+        first = [str(venv_bin())] + ([str(self.bin_dir)] if self.bin_dir else [])
+        path = os.pathsep.join([*first, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         return dict(os.environ, PATH=path)
+
+    def binary(self, name: str) -> str | None:
+        """``containerd`` or ``ctr`` of this daemon's flavour."""
+        if self.bin_dir is not None:
+            return str(self.bin_dir / name)
+        return shutil.which(name)
 
     def start(self, timeout: float = 15.0) -> None:
         """Launch the daemon (same config every time) and wait until ``ctr version`` answers."""
-        binary = containerd_binary()
+        binary = self.binary("containerd")
         if binary is None:
             raise DaemonError("containerd binary not found on PATH")
         log = open(self.log_path, "ab")
@@ -194,7 +240,8 @@ class Containerd:
     def ctr(self, *args: str, check: bool = True, timeout: float = 60.0,
             namespace: str | None = None) -> CtrResult:
         """Run ``ctr --address <ours> --namespace <ours> ARGS``; raise DaemonError on failure if check."""
-        argv = ("ctr", "--address", self.address, "--namespace", namespace or self.namespace, *args)
+        argv = (self.binary("ctr") or "ctr", "--address", self.address, "--namespace", namespace or self.namespace,
+                *args)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env(),
                                   stdin=subprocess.DEVNULL)
@@ -223,7 +270,7 @@ class Containerd:
                                        extra=extra), check=check, timeout=timeout)
 
     def ctr_argv(self, *args: str) -> list[str]:
-        return ["ctr", "--address", self.address, "--namespace", self.namespace, *args]
+        return [self.binary("ctr") or "ctr", "--address", self.address, "--namespace", self.namespace, *args]
 
     def tasks(self) -> dict[str, tuple[int, str]]:
         """``ctr task ls`` as {id: (pid, status)}."""
