@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import CONTAINERD2_ENV, containerd2_bin_dir, venv_bin
+from tests.integration.daemon import CONTAINERD23_MISSING, containerd23_bin, venv_bin
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +31,15 @@ def _crictl() -> Path:
 
 @pytest.fixture
 def cri_daemon() -> Iterator[tuple[str, Path]]:
-    bin_dir, crictl = containerd2_bin_dir(), _crictl()
-    if not (bin_dir / "containerd").is_file():
-        pytest.skip(f"containerd 2.3.4 not found in {str(bin_dir)!r} (set {CONTAINERD2_ENV})")
+    bin_dir, crictl = containerd23_bin(), _crictl()
+    if bin_dir is None:
+        pytest.skip(CONTAINERD23_MISSING)
     if not crictl.is_file():
         pytest.skip(f"crictl not found at {str(crictl)!r} (set {CRITOOLS_ENV} to cri-tools' bin directory)")
     d = Path(tempfile.mkdtemp(prefix="rwcri-", dir="/tmp"))
     (d / "config.toml").write_text(
         "version = 3\n"
+        'disabled_plugins = ["io.containerd.nri.v1.nri"]\n'  # NRI's socket is a global path
         f'root = "{d}/root"\nstate = "{d}/state"\n'
         f'[grpc]\n  address = "{d}/c.sock"\n[ttrpc]\n  address = "{d}/c.sock.ttrpc"\n'
         f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n'
