@@ -45,6 +45,18 @@ def test_info_output_carries_the_features_document() -> None:
     assert "CAP_SYS_ADMIN" in lin["capabilities"]
 
 
+def test_lists_equal_the_tables_the_code_uses() -> None:
+    from runwasm.linux.capabilities import NAMES
+    from runwasm.linux.mounts import KNOWN_OPTIONS
+    from runwasm.linux.seccomp import ACTIONS, ARCHES, OPERATORS
+
+    assert features.MOUNT_OPTIONS == KNOWN_OPTIONS
+    assert features.CAPABILITIES == NAMES
+    assert sorted(features.SECCOMP_ACTIONS) == sorted(ACTIONS)
+    assert sorted(features.SECCOMP_ARCHES) == sorted(ARCHES)
+    assert sorted(features.SECCOMP_OPERATORS) == sorted(OPERATORS)
+
+
 @pytest.mark.parametrize("option", features.features()["mountOptions"])
 def test_every_listed_mount_option_is_understood(option: str) -> None:
     parse_options(["rbind", option], "bind", "mounts[0]")  # raises if not understood
@@ -71,7 +83,8 @@ def test_every_listed_seccomp_action_arch_and_operator_compiles() -> None:
 
 def test_info_stays_light() -> None:
     code = ("import sys, runwasm.shim.info as i; i.run(b''); "
-            "print(','.join(n for n in ('wasmtime', 'google.protobuf', 'pyseccomp', 'pyroute2') if n in sys.modules))")
+            "print(','.join(n for n in ('wasmtime', 'google.protobuf', 'pyseccomp', 'pyroute2', 'ctypes', "
+            "'runwasm.linux.syscalls', 'runwasm.oci.runtime_spec') if n in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ))
     assert out.stdout.strip() == ""
