@@ -121,6 +121,9 @@ class Containerd:
             raise DaemonError(CONTAINERD23_MISSING)
         self.dir = Path(tempfile.mkdtemp(prefix="rwcd-", dir="/tmp"))
         self.namespace = namespace or f"rwt{os.getpid()}"
+        # the top cgroup (under each controller) that this daemon's containers live in and that
+        # close() removes: containerd names it after the namespace for ctr-made containers
+        self.cgroup_name = self.namespace
         self.address = str(self.dir / "c.sock")
         self.ttrpc_address = str(self.dir / "c.sock.ttrpc")
         self.config = self.dir / "config.toml"
@@ -176,6 +179,9 @@ class Containerd:
             return str(self.bin_dir / name)
         return shutil.which(name)
 
+    def _popen_argv(self, binary: str) -> list[str]:
+        return [binary, "--config", str(self.config)]
+
     def start(self, timeout: float = 15.0) -> None:
         """Launch the daemon (same config every time) and wait until ``ctr version`` answers."""
         binary = self.binary("containerd")
@@ -183,7 +189,7 @@ class Containerd:
             raise DaemonError("containerd binary not found on PATH")
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([binary, "--config", str(self.config)], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self._popen_argv(binary), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                                          start_new_session=True)
         finally:
@@ -338,7 +344,7 @@ class Containerd:
         with open("/proc/self/mountinfo") as f:
             found += [f"mount {ln.split()[4]}" for ln in f if ln.split()[4].startswith(prefix)]
         found += [f"path {p}" for p in (self.dir, *self.socket_paths()) if p.exists()]
-        found += [f"cgroup {c / self.namespace}" for c in CGROUP_ROOT.iterdir() if (c / self.namespace).exists()] \
+        found += [f"cgroup {c / self.cgroup_name}" for c in CGROUP_ROOT.iterdir() if (c / self.cgroup_name).exists()] \
             if CGROUP_ROOT.is_dir() else []
         return found
 
@@ -376,11 +382,11 @@ class Containerd:
                     path.rmdir()  # only when empty: another daemon may be using it
 
     def _remove_cgroups(self) -> None:
-        """Remove ``/sys/fs/cgroup/<ctrl>/<ns>`` trees (children first); they are ours by name."""
+        """Remove ``/sys/fs/cgroup/<ctrl>/<cgroup_name>`` trees (children first); ours by name."""
         if not CGROUP_ROOT.is_dir():
             return
         for ctrl in CGROUP_ROOT.iterdir():
-            top = ctrl / self.namespace
+            top = ctrl / self.cgroup_name
             if not top.is_dir():
                 continue
             for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: len(t[0]), reverse=True):
