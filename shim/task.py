@@ -40,7 +40,7 @@ from runwasm.shim.options import parse as parse_options
 from runwasm.shim.process import Proc
 from runwasm.shim.reaper import Reaper
 from runwasm.shim.state import Op, State, transition
-from runwasm.shim.statefile import BundleState, process_start_time
+from runwasm.shim.statefile import BundleState
 from runwasm.shim.stdio import StdioPaths, give_to, opened
 from runwasm.shim.zygote import Zygote
 
@@ -129,13 +129,14 @@ class TaskService:
                 # "log": the server's current stderr, i.e. this group's log FIFO (a zygote forked for
                 # an earlier group, e.g. by a standby server, would otherwise log to that group's)
                 named = {"control": theirs.fileno(), **fds, "log": 2, **launch.extra_fds}
-                pid = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
+                with self._reaper.spawning():  # its exit may be reaped before the watch below
+                    spawned = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-        return Proc(cid, exec_id, pid, stdio, ours)
+        return Proc(cid, exec_id, spawned.pid, stdio, ours, start_time=spawned.start_time)
 
     @staticmethod
     def _require_announced(p: Proc, op: str) -> None:
@@ -224,12 +225,12 @@ class TaskService:
         container = Container(req.id, bundle, spec, backend, proc, made, state,
                               io_owner=(opts.io_uid, opts.io_gid))
         self.containers[req.id] = container
-        self._reaper.watch(proc.pid, lambda pid, st, when: self._on_exit(container, proc, st, when))
+        self._reaper.watch(proc.pid, proc.start_time, lambda pid, st, when: self._on_exit(container, proc, st, when))
         try:
             backend.attach(proc.pid)
             await proc.wait_ready()
             self._attach_console(proc)
-            state.pid, state.pid_start_time = proc.pid, process_start_time(proc.pid)
+            state.pid, state.pid_start_time = proc.pid, proc.start_time
             state.save(bundle)
         except BaseException:
             self._abort(proc)
@@ -388,7 +389,7 @@ class TaskService:
         give_to(stdio, *c.io_owner)
         p = await self._spawn(cid, exec_id, launch, stdio)
         c.execs[exec_id] = p
-        self._reaper.watch(p.pid, lambda pid, st, when: self._on_exit(c, p, st, when))
+        self._reaper.watch(p.pid, p.start_time, lambda pid, st, when: self._on_exit(c, p, st, when))
         try:
             c.backend.attach(p.pid)
             await p.wait_ready()

@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "fixtures" / "build" / "wasm" / "hello.wasm"
 GROUP_ANNOTATION = "io.containerd.runwasm.v1.group"
-OTHER_BENCHES = ("tests.bench_wasm", "tests.bench_oci", "tests.bench_linux")
+OTHER_BENCHES = ("tests.bench_wasm", "tests.bench_oci", "tests.bench_linux", "tests.bench_ttrpc")
 SECTIONS = ("ctr", "harness", "memory")
 
 

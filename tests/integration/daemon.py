@@ -358,6 +358,11 @@ class Containerd:
         with contextlib.suppress(DaemonError):
             self.remove_all_containers()
         self.stop()
+        # shims exit on their own after containerd's Shutdown, asynchronously: give them a grace
+        # period (a loaded machine) before counting any as leftovers that had to be killed
+        deadline = time.monotonic() + 15
+        while self.our_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.killed_leftovers = self._kill_leftovers()
         if self.killed_leftovers:
             print(f"[containerd cleanup] killed leftover shim processes {self.killed_leftovers}", file=sys.stderr)
