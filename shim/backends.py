@@ -9,7 +9,7 @@ do raise UnimplementedError (never on the Create path).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,6 +18,8 @@ from runwasm.shim.errors import UnimplementedError
 
 if TYPE_CHECKING:
     from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup
+    from runwasm.shim.image_module import ImageModule
+    from runwasm.wasm.sandbox import Sandbox as WasmSandbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +69,34 @@ class WasmBackend:
     bundle: Path | None = None
     cgroups: bool = True
     rootfs_readonly: bool = False  # runtime options WasmRootfsReadonly: on top of root.readonly
+    image_module: ImageModule | None = None  # the image's Wasm layer runs instead of args[0]'s path
+    wasm_sandbox: WasmSandbox | None = None  # runtime options' Wasm* keys (annotations applied in plan_init)
     kind: str = "wasm"
     sandbox: CgroupSandbox | None = None  # made by plan_init
 
     def plan_init(self) -> Launch:
         from runwasm.shim.preopens import wasm_preopens
         from runwasm.wasm.payload import WasmTaskPayload
+        from runwasm.wasm.sandbox import Preopen, Sandbox, with_annotations
 
         proc = self.spec.process
         assert proc is not None  # the router checked
-        preopens = wasm_preopens(self.container_id, self.spec.mounts)
+        # bind mounts of directories become preopens; ro/rro make them read-only (sandbox
+        # preopens carry the mode), options a preopen cannot enforce are refused (shim/preopens.py)
+        binds = wasm_preopens(self.container_id, self.spec.mounts)
+        preopens = tuple((host, guest) for host, guest, read_only in binds if not read_only)
+        sandbox = with_annotations(self.wasm_sandbox or Sandbox(), self.spec.annotations)
+        ro_binds = tuple(Preopen(host, guest, readonly=True) for host, guest, read_only in binds if read_only)
+        if ro_binds:
+            sandbox = replace(sandbox, preopens=ro_binds + sandbox.preopens)
         payload = WasmTaskPayload(
-            rootfs=str(self.rootfs), args=proc.args, env=proc.env, cwd=proc.cwd, preopens=preopens,
+            rootfs=str(self.rootfs),
+            args=proc.args or ((self.image_module.path.name,) if self.image_module else ()),
+            env=proc.env, cwd=proc.cwd, preopens=preopens,
             cache_dir=self.cache_dir,
+            module_file=str(self.image_module.path) if self.image_module else None,
+            module_name=self.image_module.where if self.image_module else None,
+            sandbox=sandbox.to_json(),
             rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
         if self.cgroups and self.sandbox is None:
             from runwasm.linux.task_cgroup import CgroupSandbox

@@ -2,6 +2,7 @@
 
     runwasm run [--legacy] [--env K=V] [--dir HOST:GUEST] [--id ID] MODULE_OR_BUNDLE [-- ARGS...]
     runwasm image pack-wasm|import|ls|rm|inspect|convert|mount|umount ...
+    runwasm stress [-n N] [-p P] [--full] [MODULE]
 
 ``run`` plays containerd's part around the real shim binary and exits with the task's status.
 """
@@ -28,6 +29,10 @@ def _run(ns: argparse.Namespace) -> int:
     from runwasm.shim.ttrpc.status import RpcError
 
     target = Path(ns.target)
+    if ns.verify and target.exists():
+        print(f"runwasm: --verify applies to images in the store, and {ns.target!r} is a file or bundle"
+              " (signatures name image digests)", file=sys.stderr)
+        return 2
     cid = ns.id or f"run-{uuid.uuid4().hex[:12]}"
     env = list(ns.env or [])
     try:
@@ -49,6 +54,9 @@ def _run(ns: argparse.Namespace) -> int:
                     bundlemod.adopt_bundle(bundle, target, ns.args, env)
                 elif target.exists():
                     bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
+                elif "#" in ns.target and Path(ns.target.partition("#")[0]).is_file():  # FILE#export
+                    path, _, export = ns.target.partition("#")
+                    bundlemod.make_wasm_bundle(bundle, Path(path).resolve(), ns.args, env, dirs, export=export)
                 else:  # an image reference in runwasm's store
                     release = await asyncio.to_thread(_image_bundle, ns, bundle, cid, env, dirs)
                 # pyroute2's synchronous API runs its own event loop: keep it off ours
@@ -87,7 +95,14 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
     from runwasm.shim import bundle as bundlemod
 
     root = store_root(ns)
-    handle = prepare_rootfs(ContentStore(root), ns.target, bundle / "rootfs", cid, mode=ns.rootfs_mode)
+    image: Any = ns.target
+    policy = _verify_policy(ns, root)
+    if policy is not None:  # verify, then use the verified descriptor (not the name) from here on
+        from runwasm.oci.images import ImageStore
+        from runwasm.oci.verify.local import verified_target
+
+        image = verified_target(policy, ContentStore(root), ImageStore(root), ns.target)
+    handle = prepare_rootfs(ContentStore(root), image, bundle / "rootfs", cid, mode=ns.rootfs_mode)
     try:
         cfg = handle.image.config.config
         args = bundlemod.image_process(cfg.entrypoint, cfg.cmd, ns.args) if not handle.wasm_modules or \
@@ -100,6 +115,13 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
         raise
     logging.getLogger(__name__).info("rootfs of %s prepared via %s", ns.target, handle.method)
     return handle.release
+
+
+def _verify_policy(ns: argparse.Namespace, root: Path) -> Any:
+    """The signature policy for an image run: ``--verify``, else ``<root>/verify-policy.toml``."""
+    from runwasm.oci.verify.local import policy_for
+
+    return policy_for(root, ns.verify)
 
 
 def _place_wasm_layer(blob: Path, rootfs: Path, arg0: str) -> None:
@@ -142,6 +164,48 @@ def _join_new_netns(bundle: Path, cid: str) -> Any:
     return handle
 
 
+def _compile(ns: argparse.Namespace) -> int:
+    """``runwasm compile``: warm the node's compile cache ahead of time (same key as the shim)."""
+    import json
+
+    from runwasm.shim.errors import InvalidArgumentError
+    from runwasm.shim.options import parse_toml
+    from runwasm.wasm.cache import CompileCache
+    from runwasm.wasm.engine import engine_fingerprint, make_engine
+    from runwasm.wasm.errors import WasmError
+
+    try:
+        opts = parse_toml(Path(ns.runtime_config).read_text(), ns.runtime_config).options \
+            if ns.runtime_config else None
+        sandbox = opts.wasm_sandbox if opts else None
+        cache_dir = ns.cache_dir or (opts.wasm_cache_dir if opts else None)
+        loaded = CompileCache(make_engine(sandbox), cache_dir, fingerprint=engine_fingerprint(sandbox)).load(
+            Path(ns.module).read_bytes())
+    except (OSError, WasmError, InvalidArgumentError) as err:  # the options' errors name the key
+        print(f"runwasm: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"module": ns.module, "flavour": loaded.flavour, "source": loaded.source,
+                      "path": str(loaded.path) if loaded.path else None}))
+    return 0
+
+
+def _stress(ns: argparse.Namespace) -> int:
+    from runwasm.shim import stress
+
+    module = Path(ns.module) if ns.module else Path(__file__).resolve().parent.parent / "fixtures" / "build" / "wasm" / "hello.wasm"
+    if not module.is_file():
+        print(f"runwasm: stress: module {str(module)!r} not found (build fixtures with `make fixtures` or name one)",
+              file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(stress.run_stress(module, ns.n, ns.p, full=ns.full))
+    except (ValueError, stress.StressError) as err:
+        print(f"runwasm: stress: {err}", file=sys.stderr)
+        return 2
+    print(stress.report(result))
+    return 1 if result.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwasm", description="WebAssembly-first containerd shim: tools and harness")
     p.add_argument("--debug", action="store_true", help="verbose logging")
@@ -160,10 +224,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--root", help="image store root (default $RUNWASM_ROOT or /var/lib/runwasm)")
     run.add_argument("--rootfs-mode", default="auto", choices=("auto", "erofs", "dirs", "flat"),
                      help="how an image's rootfs is assembled (default: the best the kernel allows)")
+    run.add_argument("--verify", metavar="POLICY",
+                     help="run an image only if this signature policy accepts it (default: the store's"
+                          " <root>/verify-policy.toml when present)")
     run.add_argument("target", help="a .wasm or .wat file, a bundle directory with config.json, or an image "
                                     "reference in the store (runwasm image import)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
     run.set_defaults(func=_run)
+    comp = sub.add_parser("compile", help="compile a module into the node's compile cache ahead of the first run")
+    comp.add_argument("--runtime-config", metavar="TOML", help="runtime options whose Wasm* keys and WasmCacheDir "
+                                                              "to compile for (as the shim would)")
+    comp.add_argument("--cache-dir", help="cache directory (default: WasmCacheDir, $RUNWASM_WASM_CACHE or "
+                                          "/var/lib/runwasm/wasm-cache)")
+    comp.add_argument("module", help="a .wasm module or component, or .wat text")
+    comp.set_defaults(func=_compile)
+    stress = sub.add_parser("stress", help="task throughput through ONE shim (the harness plays containerd)")
+    stress.add_argument("-n", type=int, default=200, help="tasks to run (default 200)")
+    stress.add_argument("-p", type=int, default=8, help="tasks in flight at once (default 8)")
+    stress.add_argument("--full", action="store_true",
+                        help="also run `shim start`/`shim delete` per task, as containerd does per container")
+    stress.add_argument("module", nargs="?", help="the .wasm to run (default: the built hello.wasm fixture)")
+    stress.set_defaults(func=_stress)
     try:
         from runwasm.oci.image_cli import add_image_commands
     except ImportError:  # pragma: no cover - the oci package is part of the distribution

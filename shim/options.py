@@ -10,8 +10,10 @@ the CRI table). Keys (all optional)::
     WasmCacheDir = "/var/lib/runwasm/wasm-cache"   # compile cache directory
     WasmRootfsReadonly = false   # preopen the rootfs read-only for Wasm guests
     Debug = false                # debug logging in the shim server (start options only)
-    StandbySeconds = 0           # keep an idle server this long for the next start to adopt
-                                 # (shim/standby.py; start options only)
+    StandbySeconds = 0           # deprecated, no effect (logged): servers are forked from the
+                                 # warm template (shim/template/)
+    Wasm*                        # the Wasm sandbox: WasmPreopens, WasmFeatures, WasmMaxMemory,
+                                 # WasmFuel, WasmUnknownImports, WasmAnnotations… (wasm/sandbox.py)
 
 runc's options types (``containerd.runc.v1.Options``, ``containerd.linux.runc.CreateOptions``
 and ``RuncOptions``, which ``ctr run --uidmap`` sends) are accepted field by field
@@ -30,6 +32,8 @@ from typing import Any
 
 from runwasm.shim import wire
 from runwasm.shim.errors import InvalidArgumentError
+from runwasm.wasm import sandbox as wasm_sandbox
+from runwasm.wasm.errors import SandboxError
 
 TYPE_URL = "runtimeoptions.v1.Options"
 _KEYS = {"Executor": ("executor", str), "WasmCacheDir": ("wasm_cache_dir", str),
@@ -46,6 +50,7 @@ class RuntimeOptions:
     wasm_rootfs_readonly: bool = False
     debug: bool = False
     standby_seconds: int = 0
+    wasm_sandbox: wasm_sandbox.Sandbox | None = None  # [wasm sandbox] None: defaults; given as a whole
     io_uid: int | None = None  # runc options IoUid/IoGid: owner of the stdio FIFOs
     io_gid: int | None = None
 
@@ -105,10 +110,19 @@ def parse_toml(text: str, where: str) -> ParsedOptions:
         doc: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InvalidArgumentError(f"invalid TOML in {where}: {err}") from err
+    # --- [wasm sandbox] keys: parsed by runwasm.wasm.sandbox (stdlib only) ---
+    sandbox_doc = {k: doc.pop(k) for k in list(doc) if k in wasm_sandbox.KEYS}
+    values: dict[str, Any] = {}
+    if sandbox_doc:
+        try:
+            values["wasm_sandbox"] = wasm_sandbox.from_toml(sandbox_doc, where)
+        except SandboxError as err:
+            raise InvalidArgumentError(str(err)) from err
+    # --- end [wasm sandbox] ---
     unknown = sorted(set(doc) - set(_KEYS))
     if unknown:
-        raise InvalidArgumentError(f"unknown keys in {where}: {unknown}; expected some of {sorted(_KEYS)}")
-    values: dict[str, Any] = {}
+        raise InvalidArgumentError(f"unknown keys in {where}: {unknown}; expected some of "
+                                   f"{sorted([*_KEYS, *wasm_sandbox.KEYS])}")
     for key, raw in doc.items():
         name, typ = _KEYS[key]
         if not isinstance(raw, typ) or (typ is int and isinstance(raw, bool)):

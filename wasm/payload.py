@@ -24,20 +24,27 @@ class WasmTaskPayload:
     env: ``process.env`` as ``"K=V"`` strings; given to the guest only, never applied to the
         workload process itself.
     cwd: ``process.cwd`` (absolute guest path). See ``runwasm.wasm.child`` for how it is honoured.
-    preopens: extra ``(host dir, guest dir, read_only)`` entries (bind mounts), absolute paths,
-        in order; ``read_only`` (the mount's ``ro``/``rro``) makes the preopen read-only. The
-        JSON form is ``[host, guest, read_only]`` (``[host, guest]`` means writable).
+    preopens: extra ``(host dir, guest dir)`` pairs (bind mounts), absolute paths, in order.
     cache_dir: compile cache directory; None means ``$RUNWASM_WASM_CACHE`` or the default.
     rootfs_readonly: ``root.readonly`` from the spec; the ``/`` preopen is then read-only.
+    module_file: absolute host path of the module to run instead of resolving ``args[0]``'s
+        path in the rootfs (a Wasm layer of the image, ``runwasm.shim.image_module``); the
+        ``#export`` part of ``args[0]`` still applies.
+    module_name: how to name ``module_file`` in messages (e.g. the layer digest and image).
+    sandbox: ``runwasm.wasm.sandbox.Sandbox.to_json()`` (engine features, limits, fuel, extra
+        preopens, unknown imports); None means the defaults.
     """
 
     rootfs: str
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
     cwd: str = "/"
-    preopens: tuple[tuple[str, str, bool], ...] = ()
+    preopens: tuple[tuple[str, str], ...] = ()
     cache_dir: str | None = None
     rootfs_readonly: bool = False
+    module_file: str | None = None
+    module_name: str | None = None
+    sandbox: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.rootfs.startswith("/"):
@@ -49,7 +56,9 @@ class WasmTaskPayload:
                 raise InvalidPayloadError(f"invalid wasm payload: env entry {item!r} is not K=V")
         if not self.cwd.startswith("/"):
             raise InvalidPayloadError(f"invalid wasm payload: cwd must be absolute, got {self.cwd!r}")
-        for host, guest, _ in self.preopens:
+        if self.module_file is not None and not self.module_file.startswith("/"):
+            raise InvalidPayloadError(f"invalid wasm payload: module_file must be absolute, got {self.module_file!r}")
+        for host, guest in self.preopens:
             if not host.startswith("/") or not guest.startswith("/"):
                 raise InvalidPayloadError(
                     f"invalid wasm payload: preopen ({host!r}, {guest!r}) must be two absolute paths"
@@ -62,9 +71,12 @@ class WasmTaskPayload:
             "args": list(self.args),
             "env": list(self.env),
             "cwd": self.cwd,
-            "preopens": [[h, g, ro] for h, g, ro in self.preopens],
+            "preopens": [[h, g] for h, g in self.preopens],
             "cache_dir": self.cache_dir,
             "rootfs_readonly": self.rootfs_readonly,
+            "module_file": self.module_file,
+            "module_name": self.module_name,
+            "sandbox": self.sandbox,
         }
 
     @classmethod
@@ -95,9 +107,14 @@ class WasmTaskPayload:
             readonly = data.get("rootfs_readonly", False)
             if not isinstance(readonly, bool):
                 raise InvalidPayloadError(f"invalid wasm payload: rootfs_readonly must be a bool, got {readonly!r}")
+            module_file = _opt_str(data, "module_file")
+            module_name = _opt_str(data, "module_name")
+            sandbox = data.get("sandbox")
+            if sandbox is not None and not isinstance(sandbox, dict):
+                raise InvalidPayloadError(f"invalid wasm payload: sandbox must be an object, got {sandbox!r}")
         except KeyError as err:
             raise InvalidPayloadError(f"invalid wasm payload: missing key {err.args[0]!r}") from err
-        return cls(rootfs, args, env, cwd, preopens, cache_dir, readonly)
+        return cls(rootfs, args, env, cwd, preopens, cache_dir, readonly, module_file, module_name, sandbox)
 
 
 def _str(data: Mapping[str, Any], key: str, default: str | None = None) -> str:
@@ -107,18 +124,24 @@ def _str(data: Mapping[str, Any], key: str, default: str | None = None) -> str:
     return value
 
 
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidPayloadError(f"invalid wasm payload: {key} must be a string or null, got {value!r}")
+    return value
+
+
 def _strs(value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise InvalidPayloadError(f"invalid wasm payload: {key} must be a list of strings, got {value!r}")
     return tuple(value)
 
 
-def _pair(value: object) -> tuple[str, str, bool]:
+def _pair(value: object) -> tuple[str, str]:
     if (
         not isinstance(value, list | tuple)
-        or len(value) not in (2, 3)
-        or not all(isinstance(v, str) for v in value[:2])
-        or (len(value) == 3 and not isinstance(value[2], bool))
+        or len(value) != 2
+        or not all(isinstance(v, str) for v in value)
     ):
-        raise InvalidPayloadError(f"invalid wasm payload: preopen must be [host, guest, read_only], got {value!r}")
-    return value[0], value[1], bool(value[2]) if len(value) == 3 else False
+        raise InvalidPayloadError(f"invalid wasm payload: preopen must be [host, guest], got {value!r}")
+    return value[0], value[1]

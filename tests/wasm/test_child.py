@@ -136,11 +136,12 @@ def test_extra_preopen_is_visible(rootfs: Path, cache_dir: Path, tmp_path: Path)
 
 @pytest.mark.parametrize("read_only", [False, True])
 def test_preopen_read_only_flag(rootfs: Path, cache_dir: Path, tmp_path: Path, read_only: bool) -> None:
-    """A bind mount with ``ro``/``rro`` is a read-only preopen: the guest cannot create files."""
+    """A bind mount with ``ro``/``rro`` is a read-only (sandbox) preopen: the guest cannot create files."""
     shared = tmp_path / "shared"
     shared.mkdir()
-    p = payload(rootfs, cache_dir, "/writefile.wasm", "out.txt", "4", preopens=[[str(shared), "/mnt", read_only]])
-    rc, _, _, _ = harness.run(p)
+    where = ({"sandbox": {"preopens": [[str(shared), "/mnt", True]]}} if read_only
+             else {"preopens": [[str(shared), "/mnt"]]})
+    rc, _, _, _ = harness.run(payload(rootfs, cache_dir, "/writefile.wasm", "out.txt", "4", **where))
     if read_only:
         assert rc in (100 + 63, 100 + 76, 100 + 69), rc  # EPERM, ENOTCAPABLE or EROFS
         assert not (shared / "out.txt").exists()
@@ -280,3 +281,17 @@ def test_missing_preopen_dir(rootfs: Path, cache_dir: Path, tmp_path: Path) -> N
     msg = expect_error(p)
     assert msg["kind"] == "WasiSetupError"
     assert "absent" in msg["message"]
+
+
+def test_module_file_runs_instead_of_args0(tmp_path: Path, cache_dir: Path) -> None:
+    """An image's Wasm layer (``module_file``) runs whatever args[0] names; ``#export`` still applies."""
+    from tests.conftest import built_fixture
+
+    empty = tmp_path / "empty-rootfs"
+    empty.mkdir()
+    layer = built_fixture("wasm", "hello.wasm")
+    rc, out, _, _ = harness.run(payload(empty, cache_dir, "wasi-demo.wasm#greet", module_file=str(layer),
+                                        module_name="layer sha256:x"))
+    assert (rc, out) == (0, "greetings from wasm\n")
+    msg = expect_error(payload(empty, cache_dir, "/x.wasm", module_file=str(tmp_path / "gone.wasm")))
+    assert "gone.wasm" in msg["message"]
