@@ -3,6 +3,12 @@
 Runs after spec mounts (so /dev is already the spec's tmpfs) and before pivot_root (paths are
 under the rootfs). In a user namespace mknod is not allowed, so devices are bind-mounted from
 the host instead (what runc does).
+
+Order (runc's): the spec's devices, then the defaults it does not list, then the links; and
+``/dev/ptmx`` is always the link ``pts/ptmx`` on a fresh /dev, even when the spec lists a
+``/dev/ptmx`` device (``ctr run --privileged`` lists every host device): the container's ptys come
+from its own devpts instance. A device path's last component is never followed as a symlink, so
+a node is never created through a link into another filesystem (``/dev/ptmx`` -> the devpts).
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ def _create(rootfs: str, dev: Device, index: int | None, bind: bool) -> None:
     what = f"linux.devices[{index}] {dev.path!r}" if index is not None else f"default device {dev.path!r}"
     if dev.type not in _TYPES:
         raise InvalidArgumentError(f"failed to create {what}: type must be c, u, b or p, got {dev.type!r}")
-    path = secure_join(rootfs, dev.path)
+    parent, name = os.path.split(dev.path.rstrip("/"))
+    if not name or name in (".", ".."):
+        raise InvalidArgumentError(f"failed to create {what}: not a file path")
+    path = os.path.join(secure_join(rootfs, parent or "/"), name)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if os.path.lexists(path):
@@ -50,18 +59,24 @@ def _create(rootfs: str, dev: Device, index: int | None, bind: bool) -> None:
 def setup_dev(rootfs: str, devices: tuple[Device, ...], in_user_ns: bool, dev_is_mounted: bool) -> None:
     """Populate ``<rootfs>/dev``. The defaults and links are only made when /dev is a fresh
     mount from the spec (like runc: a rootfs that brings its own /dev keeps it)."""
-    if dev_is_mounted:
-        spec_paths = {d.path for d in devices}
-        for dev in DEFAULT_DEVICES:
-            if dev.path not in spec_paths:
-                _create(rootfs, dev, None, in_user_ns)
-        for target, link in LINKS:
-            path = secure_join(rootfs, link)
-            if os.path.lexists(path):
-                continue
-            try:
-                os.symlink(target, path)
-            except OSError as err:
-                raise SetupError(f"failed to create link {link!r} -> {target!r}: {err.strerror}") from err
     for i, dev in enumerate(devices):
+        if dev_is_mounted and os.path.normpath(dev.path) == "/dev/ptmx":
+            continue  # replaced by the pts/ptmx link below
         _create(rootfs, dev, i, in_user_ns)
+    if not dev_is_mounted:
+        return
+    spec_paths = {os.path.normpath(d.path) for d in devices}
+    for dev in DEFAULT_DEVICES:
+        if dev.path not in spec_paths:
+            _create(rootfs, dev, None, in_user_ns)
+    for target, link in LINKS:
+        parent, name = os.path.split(link)
+        path = os.path.join(secure_join(rootfs, parent), name)
+        try:
+            if os.path.lexists(path):
+                if link != "/dev/ptmx":
+                    continue
+                os.unlink(path)
+            os.symlink(target, path)
+        except OSError as err:
+            raise SetupError(f"failed to create link {link!r} -> {target!r}: {err.strerror}") from err

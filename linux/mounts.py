@@ -8,6 +8,7 @@ out of it (``secure_join``). Bind mounts with flags need a second ``MS_REMOUNT|M
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from runwasm.linux import syscalls as sc
 from runwasm.linux.errors import InvalidArgumentError, SetupError
 from runwasm.oci.runtime_spec import Mount
 
-# option -> (clear?, flag) — containerd core/mount/mount_linux.go parseMountOptions
+# option -> (clear?, flag) — mount(2) flag words (containerd core/mount/mount_linux.go,
+# runc libcontainer/specconv); "recursive" attributes are in _RECURSIVE below
 _FLAGS: dict[str, tuple[bool, int]] = {
     "async": (True, sc.MS_SYNCHRONOUS), "atime": (True, sc.MS_NOATIME), "bind": (False, sc.MS_BIND),
     "defaults": (False, 0), "dev": (True, sc.MS_NODEV), "diratime": (True, sc.MS_NODIRATIME),
@@ -28,13 +30,47 @@ _FLAGS: dict[str, tuple[bool, int]] = {
     "rbind": (False, sc.MS_BIND | sc.MS_REC), "relatime": (False, sc.MS_RELATIME),
     "remount": (False, sc.MS_REMOUNT), "ro": (False, sc.MS_RDONLY), "rw": (True, sc.MS_RDONLY),
     "strictatime": (False, sc.MS_STRICTATIME), "suid": (True, sc.MS_NOSUID), "sync": (False, sc.MS_SYNCHRONOUS),
-    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "lazytime": (False, sc.MS_LAZYTIME),
+    "nosymfollow": (False, sc.MS_NOSYMFOLLOW), "symfollow": (True, sc.MS_NOSYMFOLLOW),
+    "lazytime": (False, sc.MS_LAZYTIME), "nolazytime": (True, sc.MS_LAZYTIME),
+    "silent": (False, sc.MS_SILENT), "loud": (True, sc.MS_SILENT),
+    "iversion": (False, sc.MS_I_VERSION), "noiversion": (True, sc.MS_I_VERSION),
+    "acl": (False, sc.MS_POSIXACL), "noacl": (True, sc.MS_POSIXACL),
 }
 PROPAGATION: dict[str, int] = {
     "private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE, "unbindable": sc.MS_UNBINDABLE,
     "rprivate": sc.MS_PRIVATE | sc.MS_REC, "rshared": sc.MS_SHARED | sc.MS_REC,
     "rslave": sc.MS_SLAVE | sc.MS_REC, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
+_ATIME = sc.MOUNT_ATTR__ATIME
+# the runtime spec's recursive attributes: option -> (attr_set, attr_clr) for mount_setattr(2)
+# with AT_RECURSIVE. The access-time mode is one field: setting one clears the whole field; the
+# "clear" spellings (ratime, rnorelatime, rnostrictatime) return it to relatime, the kernel's
+# default (what runc does).
+RECURSIVE: dict[str, tuple[int, int]] = {
+    "rro": (sc.MOUNT_ATTR_RDONLY, 0), "rrw": (0, sc.MOUNT_ATTR_RDONLY),
+    "rnosuid": (sc.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, sc.MOUNT_ATTR_NOSUID),
+    "rnodev": (sc.MOUNT_ATTR_NODEV, 0), "rdev": (0, sc.MOUNT_ATTR_NODEV),
+    "rnoexec": (sc.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, sc.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (sc.MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, sc.MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (sc.MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, sc.MOUNT_ATTR_NOSYMFOLLOW),
+    "rrelatime": (sc.MOUNT_ATTR_RELATIME, _ATIME), "ratime": (sc.MOUNT_ATTR_RELATIME, _ATIME),
+    "rnorelatime": (sc.MOUNT_ATTR_RELATIME, _ATIME), "rnostrictatime": (sc.MOUNT_ATTR_RELATIME, _ATIME),
+    "rnoatime": (sc.MOUNT_ATTR_NOATIME, _ATIME), "rstrictatime": (sc.MOUNT_ATTR_STRICTATIME, _ATIME),
+}
+UNSUPPORTED: dict[str, str] = {
+    "tmpcopyup": "copying the image's files into a tmpfs is not implemented",
+    "idmap": "id-mapped mounts are not implemented", "ridmap": "id-mapped mounts are not implemented",
+}
+# bare (no "=") filesystem data words passed on for these types; "key=value" words are passed on
+# for any non-bind type (the kernel's fs_context parser validates them)
+FS_WORDS: dict[str, frozenset[str]] = {
+    "tmpfs": frozenset({"noswap", "inode32", "inode64", "quota", "usrquota", "grpquota"}),
+    "devpts": frozenset({"newinstance"}),
+    "overlay": frozenset({"userxattr", "volatile"}),
+    "cgroup2": frozenset({"nsdelegate", "memory_recursiveprot", "favordynmods", "memory_localevents"}),
+}
+# option words runwasm understands (the runtime-spec features document's mountOptions)
+KNOWN_OPTIONS: tuple[str, ...] = tuple(sorted({*_FLAGS, *PROPAGATION, *RECURSIVE}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +78,29 @@ class MountOptions:
     flags: int
     propagation: tuple[int, ...]
     data: str
+    attr_set: int = 0  # mount_setattr(2) attributes applied recursively after the mount
+    attr_clr: int = 0
 
     @property
     def is_bind(self) -> bool:
         return bool(self.flags & sc.MS_BIND)
 
+    @property
+    def recursive(self) -> bool:
+        return bool(self.attr_set or self.attr_clr)
 
-def parse_options(options: Sequence[str]) -> MountOptions:
-    """Split OCI mount options into mount(2) flags, propagation flags and the data string."""
-    flags = 0
+
+def parse_options(options: Sequence[str], fstype: str | None = None, where: str = "mount") -> MountOptions:
+    """Split OCI mount options into mount(2) flags, propagation flags, recursive attributes and
+    the data string.
+
+    ``fstype=None`` is containerd's rule for the rootfs mounts it hands us: any other word is
+    filesystem data. With ``fstype`` (a spec mount; ``"bind"`` for bind mounts) every word must
+    be understood, else InvalidArgumentError naming ``where`` and the option: a bind mount takes
+    no data (the kernel would drop it), other types take ``key=value`` words and the bare words
+    of ``FS_WORDS[fstype]``.
+    """
+    flags = attr_set = attr_clr = 0
     prop: list[int] = []
     data: list[str] = []
     for opt in options:
@@ -59,11 +109,34 @@ def parse_options(options: Sequence[str]) -> MountOptions:
             flags = flags & ~f if clear else flags | f
         elif opt in PROPAGATION:
             prop.append(PROPAGATION[opt])
-        elif opt in ("tmpcopyup", "idmap", "ridmap"):
-            raise InvalidArgumentError(f"failed to parse mount option {opt!r}: not supported by runwasm")
+        elif opt in RECURSIVE:
+            s, c = RECURSIVE[opt]
+            attr_set = (attr_set & ~c & ~s) | s
+            attr_clr = (attr_clr & ~s) | c
+        elif opt in UNSUPPORTED:
+            raise InvalidArgumentError(f"failed to apply {where}: option {opt!r} is not supported by runwasm "
+                                       f"({UNSUPPORTED[opt]})")
         else:
             data.append(opt)
-    return MountOptions(flags=flags, propagation=tuple(prop), data=",".join(data))
+    if fstype is not None:
+        _check_data(data, fstype, flags & sc.MS_BIND != 0, where)
+    return MountOptions(flags=flags, propagation=tuple(prop), data=",".join(data),
+                        attr_set=attr_set, attr_clr=attr_clr)
+
+
+def _check_data(data: Sequence[str], fstype: str, bind: bool, where: str) -> None:
+    for opt in data:
+        if bind or fstype in ("bind", "rbind"):
+            reason = "a bind mount takes no filesystem data"
+        elif fstype == "cgroup":
+            reason = "runwasm mounts the container's own cgroup and takes no cgroup options"
+        elif "=" in opt.strip("="):
+            continue
+        elif opt in FS_WORDS.get(fstype, ()):
+            continue
+        else:
+            reason = f"not a mount flag, propagation or recursive attribute, nor a {fstype} option runwasm knows"
+        raise InvalidArgumentError(f"failed to apply {where}: unknown mount option {opt!r} ({reason})")
 
 
 def secure_join(root: str, unsafe: str) -> str:
@@ -114,7 +187,7 @@ def _mount(src: str | None, dest: str, fstype: str | None, flags: int, data: str
 def mount_one(rootfs: str, m: Mount, index: int, cgroup_dirs: Mapping[str, str]) -> None:
     """Mount spec ``mounts[index]`` under ``rootfs``; errors name the index and destination."""
     what = f"mounts[{index}] ({m.type or 'bind'} {m.source!r})"
-    opts = parse_options(m.options)
+    opts = parse_options(m.options, m.type or "bind", f"mounts[{index}] (destination {m.destination!r})")
     dest = secure_join(rootfs, m.destination)
     if m.type == "cgroup":
         _mount_cgroup(dest, opts, cgroup_dirs, what)
@@ -132,8 +205,20 @@ def mount_one(rootfs: str, m: Mount, index: int, cgroup_dirs: Mapping[str, str])
     else:
         _create_target(dest, False)
         _mount(m.source or m.type, dest, m.type, opts.flags & ~sc.MS_REMOUNT, opts.data or None, what)
+    if opts.recursive:
+        set_recursive(dest, opts, what)
     for p in opts.propagation:
         _mount(None, dest, None, p, None, what + " propagation")
+
+
+def set_recursive(dest: str, opts: MountOptions, what: str) -> None:
+    """Apply the recursive attributes (``rro``...) to the mount at ``dest`` and every submount."""
+    try:
+        sc.mount_setattr(dest, opts.attr_set, opts.attr_clr, recursive=True)
+    except OSError as err:
+        hint = " (mount_setattr needs Linux 5.12 or later)" if err.errno == errno.ENOSYS else ""
+        raise SetupError(f"failed to set recursive mount attributes of {what} on {dest!r}: "
+                         f"[errno {err.errno}] {os.strerror(err.errno or 0)}{hint}") from err
 
 
 def _locked_flags(path: str) -> int:

@@ -25,6 +25,11 @@ _ARCHES = {
 }
 _OPS = {"SCMP_CMP_NE": "NE", "SCMP_CMP_LT": "LT", "SCMP_CMP_LE": "LE", "SCMP_CMP_EQ": "EQ",
         "SCMP_CMP_GE": "GE", "SCMP_CMP_GT": "GT", "SCMP_CMP_MASKED_EQ": "MASKED_EQ"}
+# the actions _action understands (the runtime-spec features document lists them)
+ACTIONS = ("SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+           "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP")
+ARCHES = tuple(_ARCHES)
+OPERATORS = tuple(_OPS)
 
 
 def _action(sc: Any, name: str, errno_ret: int | None, where: str) -> int:

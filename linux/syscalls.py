@@ -57,10 +57,28 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
+MS_POSIXACL = 1 << 16
 MS_STRICTATIME = 1 << 24
+MS_I_VERSION = 1 << 23
 MS_LAZYTIME = 1 << 25
 
 MNT_DETACH = 2
+
+# mount_setattr(2) (linux/mount.h, kernel >= 5.12)
+MOUNT_ATTR_RDONLY = 0x00000001
+MOUNT_ATTR_NOSUID = 0x00000002
+MOUNT_ATTR_NODEV = 0x00000004
+MOUNT_ATTR_NOEXEC = 0x00000008
+MOUNT_ATTR__ATIME = 0x00000070
+MOUNT_ATTR_RELATIME = 0x00000000
+MOUNT_ATTR_NOATIME = 0x00000010
+MOUNT_ATTR_STRICTATIME = 0x00000020
+MOUNT_ATTR_NODIRATIME = 0x00000080
+MOUNT_ATTR_NOSYMFOLLOW = 0x00200000
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_RECURSIVE = 0x8000
+_NR_MOUNT_SETATTR = 442  # same number on x86_64 and aarch64 (asm-generic)
 
 # prctl(2)
 PR_SET_PDEATHSIG = 1
@@ -101,6 +119,22 @@ _libc.syscall.restype = ctypes.c_long
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     """mount(2); raises OSError naming ``target``."""
     _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int, *, recursive: bool = True) -> None:
+    """mount_setattr(2) on the mount at ``path`` (symlinks not followed), with ``AT_RECURSIVE``
+    by default so every submount changes too; raises OSError naming ``path`` (ENOSYS before
+    Linux 5.12)."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    flags = AT_SYMLINK_NOFOLLOW | (AT_RECURSIVE if recursive else 0)
+    res = _libc.syscall(ctypes.c_long(_NR_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _b(path),
+                        ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(int(res), "mount_setattr", path)
 
 
 def umount2(target: str, flags: int = 0) -> None:

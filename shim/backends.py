@@ -75,17 +75,18 @@ class WasmBackend:
     sandbox: CgroupSandbox | None = None  # made by plan_init
 
     def plan_init(self) -> Launch:
+        from runwasm.shim.preopens import wasm_preopens
         from runwasm.wasm.payload import WasmTaskPayload
         from runwasm.wasm.sandbox import Preopen, Sandbox, with_annotations
 
         proc = self.spec.process
         assert proc is not None  # the router checked
-        binds = [m for m in self.spec.mounts if m.type in ("bind", "") and ("bind" in m.options or "rbind" in m.options)
-                 and os.path.isdir(m.source)]
-        # a bind mount's "ro" option makes its preopen read-only (sandbox preopens carry the mode)
-        preopens = tuple((m.source, m.destination) for m in binds if "ro" not in m.options)
+        # bind mounts of directories become preopens; ro/rro make them read-only (sandbox
+        # preopens carry the mode), options a preopen cannot enforce are refused (shim/preopens.py)
+        binds = wasm_preopens(self.container_id, self.spec.mounts)
+        preopens = tuple((host, guest) for host, guest, read_only in binds if not read_only)
         sandbox = with_annotations(self.wasm_sandbox or Sandbox(), self.spec.annotations)
-        ro_binds = tuple(Preopen(m.source, m.destination, readonly=True) for m in binds if "ro" in m.options)
+        ro_binds = tuple(Preopen(host, guest, readonly=True) for host, guest, read_only in binds if read_only)
         if ro_binds:
             sandbox = replace(sandbox, preopens=ro_binds + sandbox.preopens)
         payload = WasmTaskPayload(

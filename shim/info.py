@@ -1,12 +1,15 @@
 """The ``-info`` flag: print a ``containerd.types.RuntimeInfo`` protobuf (shim-protocol.md §8).
 
+Fields: 1 name, 2 version, 3 the options ``Any`` given on stdin (echoed), 4 ``features``: an
+``Any`` holding the runtime-spec features document as JSON (``shim/features.py``).
+
 No ``containerd.io/runtime-allow-mounts`` annotation: runwasm mounts only what containerd hands
 it in CreateTaskRequest.rootfs, so containerd keeps activating special mount types itself.
 """
 
 from __future__ import annotations
 
-from runwasm.shim import wire
+from runwasm.shim import features, wire
 from runwasm.shim.naming import RUNTIME_NAME
 from runwasm.shim.version import REVISION, VERSION
 
@@ -21,4 +24,5 @@ def run(stdin: bytes) -> bytes:
             type_url = ""
         if type_url:
             out += wire.enc_any(3, type_url, value)
+    out += wire.enc_any(4, features.TYPE_URL, features.encode())
     return out

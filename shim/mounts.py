@@ -3,7 +3,8 @@
 containerd (its snapshotter) decides the mounts; the shim only performs them, in the host mount
 namespace so containerd's safety-net unmount of ``<bundle>/rootfs`` works. Options are split
 the way containerd's ``parseMountOptions`` does (``runwasm.linux.mounts.parse_options``): known
-flag words become mount(2) flags, the rest is the data string.
+flag words become mount(2) flags, recursive attributes (``rro``...) are applied with
+mount_setattr(2), the rest is the data string.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def mount_rootfs(mounts: Sequence[MountSpec], target: str) -> list[str]:
             made.append(target)
             if opts.is_bind and opts.flags & sc.MS_RDONLY:  # a bind mount ignores ro until remounted
                 sc.mount(None, target, None, opts.flags | sc.MS_REMOUNT)
+            if opts.recursive:
+                sc.mount_setattr(target, opts.attr_set, opts.attr_clr, recursive=True)
             for prop in opts.propagation:
                 sc.mount(None, target, None, prop)
     except (OSError, LinuxError) as err:

@@ -15,8 +15,11 @@ the CRI table). Keys (all optional)::
     Wasm*                        # the Wasm sandbox: WasmPreopens, WasmFeatures, WasmMaxMemory,
                                  # WasmFuel, WasmUnknownImports, WasmAnnotations… (wasm/sandbox.py)
 
-Anything else is an error that names what was expected and what arrived: another options type
-(e.g. runc's ``containerd.runc.v1.Options``), a TOML syntax error, an unknown key or a wrong
+runc's options types (``containerd.runc.v1.Options``, ``containerd.linux.runc.CreateOptions``
+and ``RuncOptions``, which ``ctr run --uidmap`` sends) are accepted field by field
+(``shim/runc_options.py``): ``IoUid``/``IoGid`` are honoured (``io_uid``/``io_gid`` below),
+fields runwasm cannot honour are refused when set. Anything else is an error that names what was
+expected and what arrived: another options type, a TOML syntax error, an unknown key or a wrong
 type. Parsed per container: Create's options override the server's start options.
 """
 
@@ -48,6 +51,8 @@ class RuntimeOptions:
     debug: bool = False
     standby_seconds: int = 0
     wasm_sandbox: wasm_sandbox.Sandbox | None = None  # [wasm sandbox] None: defaults; given as a whole
+    io_uid: int | None = None  # runc options IoUid/IoGid: owner of the stdio FIFOs
+    io_gid: int | None = None
 
     def merged(self, other: RuntimeOptions | None, given: frozenset[str]) -> RuntimeOptions:
         """``other``'s explicitly given fields over ours."""
@@ -77,9 +82,15 @@ def parse(any_: tuple[str, bytes] | None, *, source: str = "runtime options") ->
     if any_ is None or not any_[0]:
         return None
     type_url, value = any_
-    if type_url.rsplit("/", 1)[-1] != TYPE_URL:
+    name = type_url.rsplit("/", 1)[-1]
+    from runwasm.shim import runc_options
+
+    if name in runc_options.TYPES:
+        ids = runc_options.parse(name, value, source)
+        return ParsedOptions(RuntimeOptions(io_uid=ids.get("io_uid"), io_gid=ids.get("io_gid")), frozenset(ids))
+    if name != TYPE_URL:
         raise InvalidArgumentError(f"unsupported {source} type {type_url!r}: expected {TYPE_URL} "
-                                   "(configure runwasm with an options table or ConfigPath, not runc options)")
+                                   f"(or one of runc's: {', '.join(runc_options.TYPES)})")
     try:
         config_path, body = _decode_any_options(value)
     except wire.WireError as err:

@@ -80,3 +80,25 @@ def opened(paths: StdioPaths) -> Iterator[dict[str, int]]:
     finally:
         for fd in fds.values():
             os.close(fd)
+
+
+def give_to(paths: StdioPaths, uid: int | None, gid: int | None) -> None:
+    """Make ``uid``/``gid`` (runc options IoUid/IoGid) the owner of the stdio FIFOs, so a process
+    whose root is mapped to them (a user namespace) can reopen ``/dev/stdout`` & co. as with
+    runc, whose shim hands it pipes with that owner. The FIFOs are the task's own (containerd
+    makes them per process). A ``file://`` or other non-FIFO target is refused: its owner is not
+    the task's to change."""
+    if uid is None and gid is None:
+        return
+    for what, uri in (("stdin", paths.stdin), ("stdout", paths.stdout), ("stderr", paths.stderr)):
+        if not uri:
+            continue
+        scheme, path = _parse(uri, what)
+        try:
+            if scheme != "fifo" or not stat.S_ISFIFO(os.stat(path).st_mode):
+                raise InvalidArgumentError(f"failed to give {what} {uri!r} to uid {uid} gid {gid} (IoUid/IoGid): "
+                                           "expected a FIFO")
+            os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+        except OSError as err:
+            raise InvalidArgumentError(f"failed to give {what} {path!r} to uid {uid} gid {gid} (IoUid/IoGid): "
+                                       f"{err.strerror}") from err

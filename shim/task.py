@@ -42,7 +42,7 @@ from runwasm.shim.process import Proc
 from runwasm.shim.reaper import Reaper
 from runwasm.shim.state import Op, State, transition
 from runwasm.shim.statefile import BundleState
-from runwasm.shim.stdio import StdioPaths, opened
+from runwasm.shim.stdio import StdioPaths, give_to, opened
 from runwasm.shim.zygote import Zygote
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Container:
     on_teardown: list[Callable[[], object]] = field(default_factory=list)
     check_oom: Callable[[], None] | None = None
     held_exit: object | None = None  # the init's TaskExit, waiting for its execs' exits
+    io_owner: tuple[int | None, int | None] = (None, None)  # runc options IoUid/IoGid
 
 
 class TaskService:
@@ -161,9 +162,13 @@ class TaskService:
             p.console = Console(master, p.stdio)
 
     def resize_pty(self, cid: str, exec_id: str, width: int, height: int) -> None:
+        """Set the window size of the process's pty. A process without one (a Wasm task with
+        ``terminal=true`` writes to the stdout FIFO; or no terminal at all) has no window to
+        size: a no-op, as in runc's shim, since ``ctr run -t`` sends it after every Start."""
         _c, p = self._proc(cid, exec_id)
         if p.console is None:
-            raise FailedPreconditionError(f"{p.what}: has no terminal")
+            log.debug("%s: resize to %dx%d ignored: no pty", p.what, width, height)
+            return
         p.console.resize(width, height)
 
     def _abort(self, proc: Proc) -> None:
@@ -221,6 +226,7 @@ class TaskService:
             raise
         try:
             launch = backend.plan_init()
+            give_to(req.stdio, opts.io_uid, opts.io_gid)
             proc = await self._spawn(req.id, "", launch, req.stdio)
         except BaseException:
             try:
@@ -228,7 +234,8 @@ class TaskService:
             finally:
                 mounts.unmount_all(made)
             raise
-        container = Container(req.id, bundle, spec, backend, proc, made, state)
+        container = Container(req.id, bundle, spec, backend, proc, made, state,
+                              io_owner=(opts.io_uid, opts.io_gid))
         self.containers[req.id] = container
         self._reaper.watch(proc.pid, proc.start_time, lambda pid, st, when: self._on_exit(container, proc, st, when))
         try:
@@ -411,6 +418,7 @@ class TaskService:
         transition(c.init.state, Op.EXEC, c.init.what)
         process = parse_process(spec_json, source=f"exec {exec_id!r}")
         launch = c.backend.plan_exec(exec_id, process, c.init.pid)
+        give_to(stdio, *c.io_owner)
         p = await self._spawn(cid, exec_id, launch, stdio)
         c.execs[exec_id] = p
         self._reaper.watch(p.pid, p.start_time, lambda pid, st, when: self._on_exit(c, p, st, when))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from runwasm.linux import syscalls as m
+from runwasm.linux.errors import InvalidArgumentError as LinuxInvalidArgument
 from runwasm.linux.mounts import MountOptions, parse_options
 from runwasm.shim import mounts
 from runwasm.shim.errors import InvalidArgumentError
@@ -85,3 +87,52 @@ def test_mount_failure_is_invalid_argument_and_undone(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="failed to mount rootfs"):
         mounts.mount_rootfs(specs, str(target))
     assert not _mounted(target)
+
+
+@pytest.mark.parametrize(("options", "attr_set", "attr_clr"), [
+    (["rro"], m.MOUNT_ATTR_RDONLY, 0),
+    (["rro", "rrw"], 0, m.MOUNT_ATTR_RDONLY),
+    (["rrw", "rro"], m.MOUNT_ATTR_RDONLY, 0),
+    (["rnosuid", "rnodev", "rnoexec"], m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC, 0),
+    (["rsuid", "rdev", "rexec"], 0, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC),
+    (["rnodiratime", "rnosymfollow"], m.MOUNT_ATTR_NODIRATIME | m.MOUNT_ATTR_NOSYMFOLLOW, 0),
+    (["rnoatime"], m.MOUNT_ATTR_NOATIME, m.MOUNT_ATTR__ATIME),
+    (["rnoatime", "rstrictatime"], m.MOUNT_ATTR_STRICTATIME, m.MOUNT_ATTR__ATIME),
+    (["rstrictatime", "rnostrictatime"], m.MOUNT_ATTR_RELATIME, m.MOUNT_ATTR__ATIME),
+    (["rnoatime", "ratime", "rro"], m.MOUNT_ATTR_RDONLY, m.MOUNT_ATTR__ATIME),
+])
+def test_recursive_attributes(options: list[str], attr_set: int, attr_clr: int) -> None:
+    o = parse_options(["rbind", *options], "bind", "mounts[0]")
+    assert (o.attr_set, o.attr_clr, o.data, o.recursive) == (attr_set, attr_clr, "", True)
+
+
+def test_every_spec_recursive_option_is_known() -> None:
+    from runwasm.linux.mounts import KNOWN_OPTIONS
+
+    spec = ("rro rrw rnosuid rsuid rnodev rdev rnoexec rexec rnodiratime rdiratime rrelatime rnorelatime "
+            "rnoatime ratime rstrictatime rnostrictatime rnosymfollow rsymfollow").split()
+    assert set(spec) <= set(KNOWN_OPTIONS)
+
+
+@pytest.mark.parametrize(("options", "fstype", "needle"), [
+    (["rbind", "bogus"], "bind", "unknown mount option 'bogus' (a bind mount takes no filesystem data)"),
+    (["rbind", "size=1k"], "bind", "unknown mount option 'size=1k' (a bind mount takes no"),
+    (["nosuid", "newinstance"], "tmpfs", "unknown mount option 'newinstance' (not a mount flag"),
+    (["ro", "memory"], "cgroup", "takes no cgroup options"),
+    (["idmap"], "bind", "option 'idmap' is not supported by runwasm"),
+])
+def test_spec_mount_options_runwasm_does_not_understand_are_refused(options: list[str], fstype: str,
+                                                                    needle: str) -> None:
+    with pytest.raises(LinuxInvalidArgument, match=re.escape(needle)) as info:
+        parse_options(options, fstype, "mounts[3] (destination '/x')")
+    assert "mounts[3] (destination '/x')" in str(info.value)
+
+
+@pytest.mark.parametrize(("options", "fstype", "data"), [
+    (["nosuid", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"], "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    (["nosuid", "strictatime", "mode=755", "size=65536k", "noswap"], "tmpfs", "mode=755,size=65536k,noswap"),
+    (["lowerdir=/a:/b", "upperdir=/u", "workdir=/w", "userxattr"], "overlay", "lowerdir=/a:/b,upperdir=/u,workdir=/w,userxattr"),
+    (["nosuid", "noexec", "nodev"], "mqueue", ""),
+])
+def test_spec_filesystem_data_is_passed_on(options: list[str], fstype: str, data: str) -> None:
+    assert parse_options(options, fstype, "mounts[0]").data == data

@@ -45,7 +45,7 @@ def test_type_url_with_prefix_is_accepted() -> None:
 
 
 @pytest.mark.parametrize(("any_", "message"), [
-    (("containerd.runc.v1.Options", b""), "unsupported runtime options type 'containerd.runc.v1.Options'"),
+    (("containerd.runhcs.v1.Options", b""), "unsupported runtime options type 'containerd.runhcs.v1.Options'"),
     (_any('Executor = "wasm'), "invalid TOML in runtime options config_body"),
     (_any('Bogus = 1\nOther = 2'), "unknown keys in runtime options config_body: ['Bogus', 'Other']"),
     (_any('Debug = "yes"'), "invalid Debug in runtime options config_body: expected a bool, got 'yes'"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf import any_pb2, timestamp_pb2
 
-from runwasm.shim import bootstrap, info, wire
+from runwasm.shim import bootstrap, features, info, wire
 from runwasm.shim.api.runtime.bootstrap.v1 import bootstrap_pb2
 from runwasm.shim.api.runtime.task.v3 import shim_pb2
 from runwasm.shim.api.types import introspection_pb2
@@ -74,14 +74,16 @@ def test_delete_response_matches_generated(pid: int, status: int, sec: int, nano
 
 
 def test_runtime_info_matches_generated() -> None:
+    feats = any_pb2.Any(type_url=features.TYPE_URL, value=features.encode())
     ref = introspection_pb2.RuntimeInfo(
         name="io.containerd.runwasm.v1",
         version=introspection_pb2.RuntimeVersion(version=VERSION, revision=REVISION),
-        options=OPTIONS).SerializeToString()
+        options=OPTIONS, features=feats).SerializeToString()
     assert info.run(OPTIONS.SerializeToString()) == ref
     ref_no = introspection_pb2.RuntimeInfo(
         name="io.containerd.runwasm.v1",
-        version=introspection_pb2.RuntimeVersion(version=VERSION, revision=REVISION)).SerializeToString()
+        version=introspection_pb2.RuntimeVersion(version=VERSION, revision=REVISION),
+        features=feats).SerializeToString()
     assert info.run(b"") == ref_no
     assert info.run(b"\xff\xff") == ref_no  # not an Any: not echoed
 

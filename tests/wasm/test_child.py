@@ -134,6 +134,28 @@ def test_extra_preopen_is_visible(rootfs: Path, cache_dir: Path, tmp_path: Path)
     assert (rc, out) == (0, "bind mount\n")
 
 
+@pytest.mark.parametrize("read_only", [False, True])
+def test_preopen_read_only_flag(rootfs: Path, cache_dir: Path, tmp_path: Path, read_only: bool) -> None:
+    """A bind mount with ``ro``/``rro`` is a read-only (sandbox) preopen: the guest cannot create files."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    where = ({"sandbox": {"preopens": [[str(shared), "/mnt", True]]}} if read_only
+             else {"preopens": [[str(shared), "/mnt"]]})
+    rc, _, _, _ = harness.run(payload(rootfs, cache_dir, "/writefile.wasm", "out.txt", "4", **where))
+    if read_only:
+        assert rc in (100 + 63, 100 + 76, 100 + 69), rc  # EPERM, ENOTCAPABLE or EROFS
+        assert not (shared / "out.txt").exists()
+    else:
+        assert rc == 0
+        assert (shared / "out.txt").read_text() == "ok\n"
+
+
+def test_rootfs_read_only(rootfs: Path, cache_dir: Path) -> None:
+    rc, _, _, _ = harness.run(payload(rootfs, cache_dir, "/writefile.wasm", "/out.txt", rootfs_readonly=True))
+    assert rc in (100 + 63, 100 + 76, 100 + 69), rc
+    assert not (rootfs / "out.txt").exists()
+
+
 def test_stdin_is_copied_through(rootfs: Path, cache_dir: Path) -> None:
     child = harness.spawn(payload(rootfs, cache_dir, "/cat.wasm"), stdin=True)
     assert child.handshake()["type"] == "ready"
