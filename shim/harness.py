@@ -101,6 +101,10 @@ class Harness:
         self._serve_task: asyncio.Task[None] | None = None
         self._log_fds: list[int] = []
         self.log_files: list[Path] = []
+        # tracing (``runwasm run --trace``, tests): OTEL_*/TRACEPARENT for the shim binary, and the
+        # W3C metadata sent on every task RPC, as containerd's otelttrpc interceptor does
+        self.shim_env: dict[str, str] = {}
+        self.trace_metadata: dict[str, str] = {}
 
     # --- containerd's side -------------------------------------------------------------------
 
@@ -180,7 +184,7 @@ class Harness:
         self._log_fifo(bundle)
         argv = [*shim_command(), "-namespace", NAMESPACE, "-address", self.grpc_address,
                 "-publish-binary", "/usr/bin/containerd", "-id", container_id, "start"]
-        env = dict(os.environ, TTRPC_ADDRESS=str(self.events_sock), GOMAXPROCS="2")
+        env = dict(os.environ, TTRPC_ADDRESS=str(self.events_sock), GOMAXPROCS="2", **self.shim_env)
         if self.legacy:
             env["RUNWASM_SOCKET_DIR"] = str(self.socket_dir)
             stdin = options.SerializeToString() if options is not None else b""
@@ -209,7 +213,7 @@ class Harness:
         argv = [*shim_command(), "-namespace", NAMESPACE, "-address", self.grpc_address,
                 "-publish-binary", "/usr/bin/containerd", "-id", container_id, "-bundle", str(bundle), "delete"]
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=bundle, stdin=asyncio.subprocess.DEVNULL,
+            *argv, cwd=bundle, stdin=asyncio.subprocess.DEVNULL, env=dict(os.environ, **self.shim_env),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         if proc.returncode != 0:
@@ -228,13 +232,14 @@ class Harness:
 class TaskClient:
     """Task API calls on one shim connection (v2 or v3 service name)."""
 
-    def __init__(self, client: Client, version: int) -> None:
+    def __init__(self, client: Client, version: int, metadata: dict[str, str] | None = None) -> None:
         self.client = client
         self.service = f"containerd.task.v{3 if version >= 3 else 2}.Task"
+        self.metadata = dict(metadata or {})
 
     async def call(self, method: str, req: Any, resp_cls: Any, timeout: float | None = None,  # noqa: ASYNC109
                    metadata: dict[str, str] | None = None) -> Any:
-        md = {"containerd-namespace-ttrpc": NAMESPACE, **(metadata or {})}
+        md = {"containerd-namespace-ttrpc": NAMESPACE, **self.metadata, **(metadata or {})}
         data = await self.client.call(self.service, method, req.SerializeToString(),
                                       timeout=timeout, metadata=md)
         return resp_cls.FromString(data)
@@ -271,10 +276,10 @@ async def copy_fifo(path: str, sink: int, done: asyncio.Event) -> None:
 
 
 @contextlib.asynccontextmanager
-async def connected(address: str, version: int) -> AsyncIterator[TaskClient]:
+async def connected(address: str, version: int, metadata: dict[str, str] | None = None) -> AsyncIterator[TaskClient]:
     client = await Client.connect(address)
     try:
-        yield TaskClient(client, version)
+        yield TaskClient(client, version, metadata)
     finally:
         await client.close()
 
@@ -307,7 +312,7 @@ async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int =
                asyncio.create_task(copy_fifo(stderr_p, stderr, done))]
     created_ok = False
     try:
-        async with connected(address, version) as t:
+        async with connected(address, version, h.trace_metadata) as t:
             try:
                 created = await t.call("Create", pb.CreateTaskRequest(
                     id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p, options=options),

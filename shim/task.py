@@ -26,7 +26,7 @@ from pathlib import Path
 from runwasm.oci import control
 from runwasm.oci.runtime_spec import RuntimeSpec, parse_process
 from runwasm.shim import events_factory as ev
-from runwasm.shim import mounts
+from runwasm.shim import mounts, spanpipe, tracing
 from runwasm.shim.backends import Backend, Launch
 from runwasm.shim.errors import (
     AlreadyExistsError,
@@ -121,6 +121,7 @@ class TaskService:
     async def _spawn(self, cid: str, exec_id: str, launch: Launch, stdio: StdioPaths) -> Proc:
         ours, theirs = control.socketpair()
         ours.setblocking(False)
+        steps_fd = spanpipe.open_pipe(f"{cid} {exec_id}".strip())  # None unless OTEL_* is configured
         try:
             # a workload that makes a pty gets its slave; the server copies the FIFOs. A Wasm task
             # with terminal=true has no pty: it writes to the FIFOs itself.
@@ -128,12 +129,16 @@ class TaskService:
                 # "log": the server's current stderr, i.e. this group's log FIFO (a zygote forked for
                 # an earlier group, e.g. by a standby server, would otherwise log to that group's)
                 named = {"control": theirs.fileno(), **fds, "log": 2, **launch.extra_fds}
+                if steps_fd is not None:
+                    named["trace"] = steps_fd
                 pid = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
+            if steps_fd is not None:
+                os.close(steps_fd)
         return Proc(cid, exec_id, pid, stdio, ours)
 
     @staticmethod
@@ -217,7 +222,7 @@ class TaskService:
             raise
         container = Container(req.id, bundle, spec, backend, proc, made, state)
         self.containers[req.id] = container
-        self._reaper.watch(proc.pid, lambda pid, st, when: self._on_exit(container, proc, st, when))
+        self._reaper.watch(proc.pid, tracing.bind(lambda pid, st, when: self._on_exit(container, proc, st, when)))
         try:
             backend.attach(proc.pid)
             await proc.wait_ready()
@@ -380,7 +385,7 @@ class TaskService:
         launch = c.backend.plan_exec(exec_id, process, c.init.pid)
         p = await self._spawn(cid, exec_id, launch, stdio)
         c.execs[exec_id] = p
-        self._reaper.watch(p.pid, lambda pid, st, when: self._on_exit(c, p, st, when))
+        self._reaper.watch(p.pid, tracing.bind(lambda pid, st, when: self._on_exit(c, p, st, when)))
         try:
             c.backend.attach(p.pid)
             await p.wait_ready()

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import wasmtime
 import wasmtime.component as wc
 
+from runwasm.oci import steps
 from runwasm.wasm.cache import CompileCache
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
 from runwasm.wasm.engine import make_engine
@@ -178,10 +179,13 @@ def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str 
 
 def prepare(p: WasmTaskPayload) -> PreparedTask:
     """Everything before ``ready`` (see module doc). Raises ``WasmError`` subclasses only."""
-    path, export = parse_entrypoint(p.args[0])
-    host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
-    where = f"{path} (host {host})"
-    data = open_module(p.rootfs, host)
+    with steps.step("wasm.resolve", **{"runwasm.wasm.module": p.args[0]}) as attrs:
+        path, export = parse_entrypoint(p.args[0])
+        host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
+        where = f"{path} (host {host})"
+        data = open_module(p.rootfs, host)
+        attrs["runwasm.wasm.module.path"] = host
+        attrs["runwasm.wasm.module.size"] = len(data)
     kind = classify_bytes(data[:SNIFF_BYTES])
     if kind is None:
         raise InvalidModuleError(
@@ -189,20 +193,25 @@ def prepare(p: WasmTaskPayload) -> PreparedTask:
             f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
         )
     engine = make_engine()
-    try:
-        loaded = CompileCache(engine, p.cache_dir).load(data, kind)
-    except InvalidModuleError as err:
-        raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
+    with steps.step("wasm.compile", **{"runwasm.wasm.kind": kind}) as attrs:
+        try:
+            loaded = CompileCache(engine, p.cache_dir).load(data, kind)
+        except InvalidModuleError as err:
+            raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
+        attrs["runwasm.wasm.cache.source"] = loaded.source
+        if loaded.source != "uncached":
+            attrs["runwasm.wasm.cache.hit"] = loaded.source == "hit"
     log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
     store = wasmtime.Store(engine)
     store.set_wasi(build_wasi(p))
     task = PreparedTask(loaded.flavour, store, export or "", path, cache_source=loaded.source)
-    if isinstance(loaded.artifact, wasmtime.Module):
-        task.pre = _prepare_module(engine, loaded.artifact, export, where)
-        task.export = export or "_start"
-    else:
-        task.component = loaded.artifact
-        task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where)
+    with steps.step("wasm.link"):
+        if isinstance(loaded.artifact, wasmtime.Module):
+            task.pre = _prepare_module(engine, loaded.artifact, export, where)
+            task.export = export or "_start"
+        else:
+            task.component = loaded.artifact
+            task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where)
     return task
 
 
@@ -221,17 +230,26 @@ def _variant_status(value: Any) -> int:
 
 def run(task: PreparedTask) -> int:
     """Instantiate and run the entry point; return the exit status (see module doc)."""
+    with steps.step("wasm.run", **{"runwasm.wasm.export": task.cli_run or task.export}) as attrs:
+        status = _run(task)
+        attrs["process.exit.code"] = status
+        return status
+
+
+def _run(task: PreparedTask) -> int:
     store = task.store
     try:
         if task.pre is not None:
-            instance = task.pre.instantiate(store)
+            with steps.step("wasm.instantiate"):
+                instance = task.pre.instantiate(store)
             func = instance.exports(store)[task.export]
             assert isinstance(func, wasmtime.Func)
             func(store)
             return 0
         assert task.component is not None
         assert task.component_linker is not None
-        inst = task.component_linker.instantiate(store, task.component)
+        with steps.step("wasm.instantiate"):
+            inst = task.component_linker.instantiate(store, task.component)
         if task.cli_run is not None:
             idx = inst.get_export_index(store, task.cli_run)
             fidx = inst.get_export_index(store, "run", idx) if idx is not None else None
