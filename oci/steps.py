@@ -4,7 +4,8 @@ A workload (Wasm child, Linux init) cannot export spans itself: it may sit in a 
 namespace (no route to the collector), after ``pivot_root`` (no certificates), or be replaced
 by ``execve`` a moment later, and importing the OpenTelemetry SDK there would cost every start.
 So it only records steps, stdlib only, and writes each one as a JSON line to the ``trace`` fd
-the shim passed (a pipe, close-on-exec) as soon as the step ends:
+the shim passed (a stream socket, close-on-exec; sent with MSG_NOSIGNAL so a vanished server
+cannot kill the workload with SIGPIPE) as soon as the step ends:
 
     {"id": 2, "parent": 1, "name": "wasm.compile", "start": <ns>, "end": <ns>,
      "attrs": {"runwasm.wasm.cache.hit": false}, "error": null}
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,8 +49,16 @@ def _write(record: dict[str, Any]) -> None:
         return
     data = (json.dumps(record, default=str) + "\n").encode()
     try:
-        while data:
-            data = data[os.write(_fd, data):]
+        try:
+            sock = socket.socket(fileno=_fd)
+        except OSError:  # not a socket (a file, in the CLI): plain writes
+            while data:
+                data = data[os.write(_fd, data):]
+            return
+        try:
+            sock.sendall(data, socket.MSG_NOSIGNAL)  # the server gone must not SIGPIPE the workload
+        finally:
+            sock.detach()
     except OSError:
         _fd = None  # the server is gone: stop recording, never fail the workload for it
 

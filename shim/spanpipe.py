@@ -1,7 +1,7 @@
 """Server side of ``runwasm.oci.steps``: read a workload's steps and turn them into spans.
 
-``open_pipe()`` is called right before a spawn while tracing is on; the write end goes to the
-workload as the ``trace`` fd, the read end is drained on the event loop. At EOF (the process
+``open_pipe()`` is called right before a spawn while OTEL_* is configured; one end of a stream
+socket pair goes to the workload as the ``trace`` fd, ours is drained on the event loop. At EOF (the process
 exited or called ``execve``) every step becomes a span, children of the span current at spawn
 time (the Create/Exec RPC), with the workload's own timestamps. Steps also feed the metrics
 (compile cache hits/misses) and the debug log (cache hit or miss, per step).
@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from typing import Any
 
 from runwasm.shim import otel_metrics, tracing
@@ -28,7 +29,9 @@ def open_pipe(what: str) -> int | None:
     spawn), or None when tracing is off. Must be called inside the RPC's trace context."""
     if not (tracing.active() or otel_metrics.active()):
         return None
-    r, w = os.pipe2(os.O_CLOEXEC)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec both
+    ours.shutdown(socket.SHUT_WR)
+    r, w = ours.detach(), theirs.detach()
     os.set_blocking(r, False)
     parent = _current_context() if tracing.active() else None
     loop = asyncio.get_running_loop()
