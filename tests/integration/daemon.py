@@ -93,7 +93,14 @@ def _alive(pid: int) -> bool:
 class Containerd:
     """One private containerd daemon; use ``start()``/``close()`` or as a context manager."""
 
-    def __init__(self, namespace: str | None = None) -> None:
+    def __init__(self, namespace: str | None = None, *, bin_dir: Path | None = None,
+                 env: dict[str, str] | None = None, extra_config: str = "") -> None:
+        """``bin_dir``: where ``containerd`` and ``ctr`` come from (default: PATH, i.e. Debian's
+        1.6); a 2.x daemon gets a ``version = 3`` config. ``env``: added to the daemon's (and
+        ctr's) environment, e.g. ``OTEL_*``. ``extra_config``: TOML appended to the config."""
+        self.bin_dir = bin_dir
+        self.extra_env = dict(env or {})
+        self.extra_config = extra_config
         self.dir = Path(tempfile.mkdtemp(prefix="rwcd-", dir="/tmp"))
         self.namespace = namespace or f"rwt{os.getpid()}"
         self.address = str(self.dir / "c.sock")
@@ -118,23 +125,28 @@ class Containerd:
         d = self.dir
         self.fifo_dir.mkdir()
         self.config.write_text(
-            "version = 2\n"
+            f"version = {3 if self.bin_dir is not None else 2}\n"
             f'root = "{d}/root"\n'
             f'state = "{d}/state"\n'
             'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
             f'[grpc]\n  address = "{self.address}"\n'
             f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
-            f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
+            f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n' + self.extra_config)
 
     def env(self) -> dict[str, str]:
         path = os.pathsep.join([str(venv_bin()), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
-        return dict(os.environ, PATH=path)
+        return dict(os.environ, PATH=path, **self.extra_env)
+
+    def binary(self, name: str) -> str | None:
+        if self.bin_dir is not None:
+            return str(self.bin_dir / name) if (self.bin_dir / name).exists() else None
+        return shutil.which(name)
 
     def start(self, timeout: float = 15.0) -> None:
         """Launch the daemon (same config every time) and wait until ``ctr version`` answers."""
-        binary = containerd_binary()
+        binary = self.binary("containerd")
         if binary is None:
-            raise DaemonError("containerd binary not found on PATH")
+            raise DaemonError(f"containerd binary not found in {self.bin_dir or 'PATH'}")
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen([binary, "--config", str(self.config)], stdin=subprocess.DEVNULL,
@@ -194,7 +206,8 @@ class Containerd:
     def ctr(self, *args: str, check: bool = True, timeout: float = 60.0,
             namespace: str | None = None) -> CtrResult:
         """Run ``ctr --address <ours> --namespace <ours> ARGS``; raise DaemonError on failure if check."""
-        argv = ("ctr", "--address", self.address, "--namespace", namespace or self.namespace, *args)
+        argv = (self.binary("ctr") or "ctr", "--address", self.address, "--namespace", namespace or self.namespace,
+                *args)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env(),
                                   stdin=subprocess.DEVNULL)
@@ -223,7 +236,7 @@ class Containerd:
                                        extra=extra), check=check, timeout=timeout)
 
     def ctr_argv(self, *args: str) -> list[str]:
-        return ["ctr", "--address", self.address, "--namespace", self.namespace, *args]
+        return [self.binary("ctr") or "ctr", "--address", self.address, "--namespace", self.namespace, *args]
 
     def tasks(self) -> dict[str, tuple[int, str]]:
         """``ctr task ls`` as {id: (pid, status)}."""

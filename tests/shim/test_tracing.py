@@ -201,3 +201,45 @@ def test_waterfall_orders_children_and_marks_errors() -> None:
     assert "    first [svc] exit_code=3" in lines[2]  # a child: indented one level, ordered by start
     assert "    second [svc]" in lines[3]
     assert lines[3].endswith("ERROR: boom")
+
+
+@pytest.mark.privileged
+def test_linux_init_steps_and_exec_span_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Linux init's steps are spans under Create; ``linux.exec`` is sent before execve."""
+    _clear_otel(monkeypatch)
+    with receiver("http/protobuf") as rx:
+
+        async def main() -> None:
+            async with Harness() as h:
+                h.shim_env = rx.env()
+                bundle = h.new_bundle("lx")
+                spec = base_spec(["/bin/sh", "-c", "exit 3"])
+                spec["root"]["path"] = str(built_fixture("linux", "rootfs"))
+                (bundle / "config.json").write_text(json.dumps(spec))
+                address, version = await h.shim_start("lx", bundle)
+                _i, out, err = h.fifos("lx")
+                async with connected(address, version, {"traceparent": PARENT}) as t:
+                    await t.call("Create", pb.CreateTaskRequest(id="lx", bundle=str(bundle), stdout=out, stderr=err),
+                                 pb.CreateTaskResponse)
+                    await t.call("Start", pb.StartRequest(id="lx"), pb.StartResponse)
+                    waited = await t.call("Wait", pb.WaitRequest(id="lx"), pb.WaitResponse, timeout=30)
+                    assert waited.exit_status == 3
+                    await t.call("Delete", pb.DeleteRequest(id="lx"), pb.DeleteResponse)
+                    await t.call("Shutdown", pb.ShutdownRequest(id="lx"), empty_pb2.Empty)
+                await h.shim_delete("lx", bundle)
+
+        asyncio.run(main())
+        assert rx.collected.wait_for(lambda c: any(s.name.endswith("/Shutdown") for s in c.spans), 20)
+    spans = rx.collected.spans
+    create = _one(spans, "containerd.task.v3.Task/Create")
+    init = _one(spans, "linux.init")
+    assert init.parent_span_id == create.span_id
+    names = [s.name for s in sorted(spans, key=lambda s: s.start_ns) if s.parent_span_id == init.span_id]
+    for step in ("linux.cgroup", "linux.namespaces.unshare", "linux.mounts", "linux.rootfs.pivot",
+                 "linux.seccomp.compile", "linux.credentials"):
+        assert step in names, names
+    assert names.index("linux.mounts") < names.index("linux.rootfs.pivot") < names.index("linux.credentials")
+    exec_span = _one(spans, "linux.exec")
+    assert exec_span.parent_span_id == create.span_id
+    assert exec_span.attributes["process.executable.path"] == "/bin/sh"
+    assert exec_span.start_ns >= init.end_ns
