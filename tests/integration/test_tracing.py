@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,11 +67,10 @@ def version(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.startswith("OTEL_") or var in ("TRACEPARENT", "TRACESTATE", "BAGGAGE"):
             monkeypatch.delenv(var)
-    yield
 
 
 def _import_hello(d: Containerd) -> str:
