@@ -105,6 +105,7 @@ class Harness:
         # W3C metadata sent on every task RPC, as containerd's otelttrpc interceptor does
         self.shim_env: dict[str, str] = {}
         self.trace_metadata: dict[str, str] = {}
+        self.debug = False  # -debug (legacy) or bootstrap log_level DEBUG
 
     # --- containerd's side -------------------------------------------------------------------
 
@@ -183,7 +184,8 @@ class Harness:
         bootstrap extension (2.3), or the whole of stdin (legacy)."""
         self._log_fifo(bundle)
         argv = [*shim_command(), "-namespace", NAMESPACE, "-address", self.grpc_address,
-                "-publish-binary", "/usr/bin/containerd", "-id", container_id, "start"]
+                "-publish-binary", "/usr/bin/containerd", "-id", container_id, *(["-debug"] if self.debug else []),
+                "start"]
         env = dict(os.environ, TTRPC_ADDRESS=str(self.events_sock), GOMAXPROCS="2", **self.shim_env)
         if self.legacy:
             env["RUNWASM_SOCKET_DIR"] = str(self.socket_dir)
@@ -191,7 +193,8 @@ class Harness:
         else:
             env.update(GRPC_ADDRESS=self.grpc_address, NAMESPACE=NAMESPACE, MAX_SHIM_VERSION="2")
             stdin = bootstrap_pb2.BootstrapParams(
-                instance_id=container_id, namespace=NAMESPACE, log_level=bootstrap_pb2.LOG_LEVEL_INFO,
+                instance_id=container_id, namespace=NAMESPACE,
+                log_level=bootstrap_pb2.LOG_LEVEL_DEBUG if self.debug else bootstrap_pb2.LOG_LEVEL_INFO,
                 containerd_version="2.3.4+runwasm-harness", containerd_ttrpc_address=str(self.events_sock),
                 containerd_grpc_address=self.grpc_address, containerd_binary="/usr/bin/containerd",
                 socket_dir=str(self.socket_dir),

@@ -1,6 +1,7 @@
 """Server side of ``runwasm.oci.steps``: read a workload's steps and turn them into spans.
 
-``open_pipe()`` is called right before a spawn while OTEL_* is configured; one end of a stream
+``open_pipe()`` is called right before a spawn while OTEL_* is configured or the log is at debug
+level; one end of a stream
 socket pair goes to the workload as the ``trace`` fd, ours is drained on the event loop. At EOF (the process
 exited or called ``execve``) every step becomes a span, children of the span current at spawn
 time (the Create/Exec RPC), with the workload's own timestamps. Steps also feed the metrics
@@ -25,9 +26,10 @@ CACHE_HIT_ATTR = "runwasm.wasm.cache.hit"
 
 
 def open_pipe(what: str) -> int | None:
-    """A pipe for one workload's steps: returns the write end (the caller closes it after the
-    spawn), or None when tracing is off. Must be called inside the RPC's trace context."""
-    if not (tracing.active() or otel_metrics.active()):
+    """A channel for one workload's steps: returns the workload's end (the caller closes it after
+    the spawn), or None when neither OTEL_* nor debug logging wants them. Must be called inside
+    the RPC's trace context."""
+    if not (tracing.active() or otel_metrics.active() or log.isEnabledFor(logging.DEBUG)):
         return None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec both
     ours.shutdown(socket.SHUT_WR)

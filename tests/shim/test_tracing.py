@@ -243,3 +243,45 @@ def test_linux_init_steps_and_exec_span_arrive(monkeypatch: pytest.MonkeyPatch) 
     assert exec_span.parent_span_id == create.span_id
     assert exec_span.attributes["process.executable.path"] == "/bin/sh"
     assert exec_span.start_ns >= init.end_ns
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("legacy", [False, True], ids=["bootstrap-log_level", "legacy-debug-flag"])
+def test_debug_log_has_request_details_routing_and_cache(legacy: bool, monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """At debug level (bootstrap log_level DEBUG, or -debug): the Create request's fields (rootfs
+    mounts and options), the routing decision and the workload's compile cache miss then hit."""
+    _clear_otel(monkeypatch)
+    monkeypatch.setenv("RUNWASM_WASM_CACHE", str(tmp_path / "cache"))
+
+    async def main() -> str:
+        async with Harness(legacy=legacy) as h:
+            h.debug = True
+            for cid in ("dbg1", "dbg2"):
+                bundle = h.new_bundle(cid)
+                make_wasm_bundle(bundle, built_fixture("wasm", "hello.wasm"), [], [])
+                src = bundle / "rootfs"
+                src.rename(bundle / "src")
+                (bundle / "rootfs").mkdir()
+                address, version = await h.shim_start(cid, bundle)
+                _i, out, err = h.fifos(cid)
+                async with connected(address, version) as t:
+                    mount = pb.CreateTaskRequest(id=cid, bundle=str(bundle), stdout=out, stderr=err)
+                    mount.rootfs.add(type="bind", source=str(bundle / "src"), options=["rbind", "ro"])
+                    await t.call("Create", mount, pb.CreateTaskResponse)
+                    await t.call("Start", pb.StartRequest(id=cid), pb.StartResponse)
+                    await t.call("Wait", pb.WaitRequest(id=cid), pb.WaitResponse, timeout=30)
+                    await t.call("Delete", pb.DeleteRequest(id=cid), pb.DeleteResponse)
+                    await t.call("Shutdown", pb.ShutdownRequest(id=cid), empty_pb2.Empty)
+                await h.shim_delete(cid, bundle)
+            await asyncio.sleep(0.2)
+            return "\n".join(p.read_text() for p in h.log_files)
+
+    log = asyncio.run(main())
+    assert "level=debug" in log
+    assert "Create dbg1 bundle=" in log
+    assert "rootfs=(bind:" in log
+    assert "[rbind,ro])" in log
+    assert "container dbg1 routed to wasm" in log
+    assert "dbg1: compile cache miss" in log
+    assert "dbg2: compile cache hit" in log
