@@ -16,6 +16,7 @@ Instruments (all no-ops, nothing imported, until ``setup`` ran with ``config.met
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -43,14 +44,7 @@ def setup(config: OtelConfig) -> None:
 
     from runwasm.shim.tracing import resource
 
-    if config.metrics_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
-
-        exporter: Any = Grpc()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
-
-        exporter = Http()
+    exporter = _lazy_exporter(config.metrics_protocol)
     _provider = MeterProvider(resource=resource(config), metric_readers=[PeriodicExportingMetricReader(exporter)])
     metrics.set_meter_provider(_provider)
     meter = _provider.get_meter("runwasm.shim")
@@ -66,6 +60,50 @@ def setup(config: OtelConfig) -> None:
                                    description="events dropped (queue full, rejected, undelivered at exit)"),
         rpc=meter.create_histogram("rpc.server.duration", unit="ms", description="ttrpc server call duration"),
     )
+
+
+def _exporter(protocol: str) -> Any:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        return Grpc()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    return Http()
+
+
+def _lazy_exporter(protocol: str) -> Any:
+    """The OTLP metric exporter, built on its first export (in the reader's thread) like the span
+    exporter (``tracing._lazy_exporter``). It reports the OTLP exporter's defaults (cumulative,
+    default aggregation); when the environment asks for others the real one is built now."""
+    import threading
+
+    from opentelemetry.sdk.metrics.export import MetricExporter
+
+    if os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") or \
+            os.environ.get("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"):
+        return _exporter(protocol)
+
+    class LazyExporter(MetricExporter):
+        def __init__(self) -> None:
+            super().__init__()
+            self._real: Any = None
+            self._lock = threading.Lock()
+
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            with self._lock:
+                if self._real is None:
+                    self._real = _exporter(protocol)
+            return self._real.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return self._real is None or bool(self._real.force_flush(timeout_millis))
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            if self._real is not None:
+                self._real.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    return LazyExporter()
 
 
 def shutdown() -> None:

@@ -70,6 +70,38 @@ def _exporter(protocol: str) -> Any:
     return HttpExporter()
 
 
+def _lazy_exporter(protocol: str) -> Any:
+    """A SpanExporter that imports and builds the OTLP exporter on its first use, which happens in
+    the batch processor's thread: the exporter's import (requests or grpc, the encoders; about
+    half of the SDK's start-up cost) stays off the path to the server's first RPC."""
+    import threading
+
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    class LazyExporter(SpanExporter):
+        def __init__(self) -> None:
+            self._real: Any = None
+            self._lock = threading.Lock()
+
+        def _get(self) -> Any:
+            with self._lock:
+                if self._real is None:
+                    self._real = _exporter(protocol)
+                return self._real
+
+        def export(self, spans: Any) -> Any:
+            return self._get().export(spans)
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return self._real is None or bool(self._real.force_flush(timeout_millis))
+
+        def shutdown(self) -> None:
+            if self._real is not None:
+                self._real.shutdown()
+
+    return LazyExporter()
+
+
 def resource(config: OtelConfig) -> Any:
     """The SDK Resource: ``OTEL_RESOURCE_ATTRIBUTES`` plus our ``service.name`` (see otel_env)."""
     from opentelemetry.sdk.resources import Resource
@@ -91,7 +123,7 @@ def setup(config: OtelConfig) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=resource(config))  # the sampler comes from OTEL_TRACES_SAMPLER
-    provider.add_span_processor(BatchSpanProcessor(_exporter(config.traces_protocol)))
+    provider.add_span_processor(BatchSpanProcessor(_lazy_exporter(config.traces_protocol)))
     trace.set_tracer_provider(provider)
     _provider = provider
     _tracer = trace.get_tracer("runwasm.shim")
