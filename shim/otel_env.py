@@ -18,7 +18,10 @@ all. The shim inherits containerd's environment (shim-protocol.md §15), so:
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,6 +29,9 @@ DEFAULT_SERVICE_NAME = "containerd-shim-runwasm"
 CONTAINERD_SERVICE_NAMES = frozenset({"containerd"})
 PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_PROTOCOL = "http/protobuf"
+ENV_CARRIER = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE", "baggage": "BAGGAGE"}
+ENV_HANDOFF = "RUNWASM_SHIM_TRACE"
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 
 class OtelConfigError(ValueError):
@@ -92,3 +98,21 @@ def parse(env: Mapping[str, str] | None = None) -> OtelConfig:
                       traces_protocol=_protocol(env, "TRACES") if traces else DEFAULT_PROTOCOL,
                       metrics_protocol=_protocol(env, "METRICS") if metrics else DEFAULT_PROTOCOL,
                       service_name=service_name(env))
+
+
+def parse_traceparent(value: str) -> str:
+    """The trace id of a valid W3C traceparent, else ""."""
+    m = _TRACEPARENT.match(value.strip().lower())
+    if not m or m.group(1) == "0" * 32:
+        return ""
+    return m.group(1)
+
+
+def handoff_env(env: Mapping[str, str], started_ns: int) -> dict[str, str]:
+    """``start``'s half of the start -> server hand-off (``runwasm.shim.tracing.adopt_handoff``):
+    the environment carrier start inherited (TRACEPARENT & co.) and start's timing, in one
+    variable ``RUNWASM_SHIM_TRACE``; {} without a valid TRACEPARENT."""
+    carrier = {key: env[var] for key, var in ENV_CARRIER.items() if env.get(var)}
+    if not parse_traceparent(carrier.get("traceparent", "")):
+        return {}
+    return {ENV_HANDOFF: json.dumps({"carrier": carrier, "start_ns": started_ns, "spawn_ns": time.time_ns()})}

@@ -77,7 +77,7 @@ def settings_from_doc(doc: dict[str, Any]) -> tuple[Settings, str]:
 
 
 def trace_handoff(env: dict[str, str], started_ns: int) -> dict[str, str]:
-    """start -> server trace hand-off (``runwasm.shim.tracing.handoff_env``): the environment
+    """start -> server trace hand-off (``runwasm.shim.otel_env.handoff_env``): the environment
     carrier start inherited, moved into one variable; {} when traces are off (nothing imported)."""
     from runwasm.shim import otel_env
 
@@ -86,11 +86,9 @@ def trace_handoff(env: dict[str, str], started_ns: int) -> dict[str, str]:
             return {}
     except otel_env.OtelConfigError:
         return {}  # the server reports it in the log
-    from runwasm.shim import tracing
-
-    for var in tracing.ENV_CARRIER.values():
+    for var in otel_env.ENV_CARRIER.values():
         env.pop(var, None)
-    return tracing.handoff_env(os.environ, started_ns)
+    return otel_env.handoff_env(os.environ, started_ns)
 
 
 def spawn_server(settings: Settings, sock: socket.socket, sock_path: str, started_ns: int = 0) -> int:

@@ -25,34 +25,23 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import re
-import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from runwasm.shim.otel_env import OtelConfig
+from runwasm.shim.otel_env import ENV_CARRIER, ENV_HANDOFF, OtelConfig, handoff_env, parse_traceparent
+
+__all__ = ["ENV_CARRIER", "ENV_HANDOFF", "active", "adopt_handoff", "bind", "handoff_env", "outgoing",
+           "parse_traceparent", "rpc_span", "setup", "shutdown", "span"]
 
 log = logging.getLogger(__name__)
 
 PROPAGATED = ("traceparent", "tracestate", "baggage")
-ENV_CARRIER = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE", "baggage": "BAGGAGE"}
-ENV_HANDOFF = "RUNWASM_SHIM_TRACE"
-
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 _carrier_var: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("trace_carrier", default=None)
 _tracer: Any = None
 _provider: Any = None
 _T = TypeVar("_T")
-
-
-def parse_traceparent(value: str) -> str:
-    """The trace id of a valid W3C traceparent, else ""."""
-    m = _TRACEPARENT.match(value.strip().lower())
-    if not m or m.group(1) == "0" * 32:
-        return ""
-    return m.group(1)
 
 
 def active() -> bool:
@@ -238,17 +227,7 @@ class TraceIdFilter(logging.Filter):
         return True
 
 
-# --- start -> server hand-off --------------------------------------------------------------------
-
-def handoff_env(env: Mapping[str, str], started_ns: int) -> dict[str, str]:
-    """Environment changes for the server ``start`` spawns: the inherited environment carrier
-    and start's timing in ``RUNWASM_SHIM_TRACE``; TRACEPARENT & co. are not passed on as such."""
-    carrier = {key: env[var] for key, var in ENV_CARRIER.items() if env.get(var)}
-    if not parse_traceparent(carrier.get("traceparent", "")):
-        return {}
-    doc = {"carrier": carrier, "start_ns": started_ns, "spawn_ns": time.time_ns()}
-    return {ENV_HANDOFF: json.dumps(doc)}
-
+# --- start -> server hand-off (start's half is otel_env.handoff_env: no logging import there) ----
 
 def adopt_handoff(environ: MutableMapping[str, str], server_started_ns: int) -> None:
     """In the server, after ``setup``: record ``shim.start`` and ``shim.server.init`` under the
