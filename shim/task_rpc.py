@@ -155,13 +155,18 @@ def _adapter(rpc: TaskRpc, method: str, in_cls: type[Message], namespace: str) -
 
     async def handle(payload: bytes, ctx: RequestContext) -> bytes:
         began = time.monotonic_ns()
+        req: Any = None
         try:
             req = in_cls.FromString(payload)
         except DecodeError as err:
-            raise RpcError(Code.INVALID_ARGUMENT, f"failed to decode {in_cls.DESCRIPTOR.full_name}: {err}") from err
+            bad = RpcError(Code.INVALID_ARGUMENT, f"failed to decode {in_cls.DESCRIPTOR.full_name}: {err}")
         cid, exec_id = getattr(req, "id", ""), getattr(req, "exec_id", "")
         code_name = "OK"
         with rpc_span(ctx.service, method, ctx.metadata, cid, namespace, exec_id) as span:
+            if req is None:
+                span.fail(bad.code, bad.code.name, bad.message)
+                log.warning("%s failed: code=%s: %s", method, bad.code.name, bad.message)
+                raise bad
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s %s", method, cid, _describe(method, req))
             kind = ""
