@@ -54,23 +54,22 @@ def _no_otel_env() -> Iterator[None]:
 
 def bench_ctr(n: int, warmup: int = 2) -> str:
     from runwasm.shim.otlp_receiver import HttpReceiver
-    from tests.integration.daemon import Containerd, containerd_binary
+    from tests.integration.daemon import Containerd, containerd23_bin, containerd_binary
     from tests.integration.images import pack_wasm_image
-    from tests.integration.test_tracing import containerd2_bin
 
     out = []
     tiers = []
     if containerd_binary() is not None:
-        tiers.append(("1.6", None))
-    if (bin2 := containerd2_bin()) is not None:
-        tiers.append(("2.3.4", bin2))
-    for version, bin_dir in tiers:
+        tiers.append(("1.6", "1.6"))
+    if containerd23_bin() is not None:
+        tiers.append(("2.3.4", "2.3"))
+    for version, flavour in tiers:
         with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
             rx = stack.enter_context(HttpReceiver())
             on_env = {**rx.env(), "OTEL_SERVICE_NAME": "containerd"}
             daemons = {}
             for mode, env in (("off", {}), ("on", on_env)):
-                d = Containerd(namespace=f"rwob{mode}{os.getpid()}", bin_dir=bin_dir, env=env)
+                d = Containerd(namespace=f"rwob{mode}{os.getpid()}", flavour=flavour, env=env)
                 daemons[mode] = stack.enter_context(d)
                 tar = Path(tmp) / f"hello-{mode}.tar"
                 ref = pack_wasm_image(HELLO, tar, "runwasm.bench/hello:1")

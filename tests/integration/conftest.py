@@ -1,4 +1,8 @@
-"""Fixtures for integration tests: one private containerd 1.6 daemon per session.
+"""Fixtures for integration tests: one private containerd daemon per flavour per session.
+
+``containerd`` is parametrized over Debian's 1.6 (``cd16``) and the prebuilt 2.3.4 (``cd23``,
+the bootstrap start protocol; skipped with the reason when its binaries are absent), so every
+integration test runs against both.
 
 The daemon (``tests.integration.daemon.Containerd``) has its own root, state, sockets and
 opt path under a short /tmp dir and resolves ``io.containerd.runwasm.v1`` to the venv's shim.
@@ -14,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import built_fixture
-from tests.integration.daemon import Containerd, containerd_binary
+from tests.integration.daemon import CONTAINERD23_MISSING, Containerd, containerd23_bin, containerd_binary
 from tests.integration.images import pack_wasm_image
 
 WASM_MODULES = ("hello", "exit7", "exit_arg", "argsenv", "spin", "sleep")
@@ -27,11 +31,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def containerd() -> Iterator[Containerd]:
-    if containerd_binary() is None:
+@pytest.fixture(scope="session", params=["1.6", "2.3"], ids=["cd16", "cd23"])
+def containerd(request: pytest.FixtureRequest) -> Iterator[Containerd]:
+    flavour: str = request.param
+    if flavour == "1.6" and containerd_binary() is None:
         pytest.skip("containerd binary not found on PATH (install Debian's containerd: scripts/install-system.sh)")
-    with Containerd() as daemon:
+    if flavour == "2.3" and containerd23_bin() is None:
+        pytest.skip(CONTAINERD23_MISSING)
+    with Containerd(flavour=flavour) as daemon:
         yield daemon
     # cleanup is part of the contract: shims must have exited on their own (Shutdown after the
     # last container), and nothing of ours may remain in the global paths

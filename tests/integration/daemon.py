@@ -1,4 +1,9 @@
-"""A private containerd 1.6 daemon for integration tests and ``make bench``.
+"""A private containerd daemon (Debian's 1.6, or the prebuilt 2.3.4) for integration tests and ``make bench``.
+
+``Containerd(flavour="2.3")`` runs the binaries in ``$RUNWASM_CONTAINERD23_BIN`` (default
+``../shared/tools/containerd-2.3.4/bin`` next to this checkout) with a version 3 config, CRI and
+NRI disabled (NRI's socket is a global path); ``containerd23_bin()`` is ``None`` when they are
+absent, and tests skip with ``CONTAINERD23_MISSING``.
 
 ``Containerd`` owns one short temporary directory (root, state, sockets, opt plugin path, logs,
 ctr FIFOs) and one containerd namespace. It starts the daemon with the venv's bin directory
@@ -52,6 +57,20 @@ def containerd_binary() -> str | None:
     return shutil.which("containerd")
 
 
+REPO = Path(__file__).resolve().parents[2]
+CONTAINERD23_ENV = "RUNWASM_CONTAINERD23_BIN"
+
+
+def containerd23_bin() -> Path | None:
+    """The directory holding containerd 2.3.4's ``containerd``, ``ctr`` and runc shim, if present."""
+    d = Path(os.environ.get(CONTAINERD23_ENV) or REPO.parent / "shared" / "tools" / "containerd-2.3.4" / "bin")
+    return d if (d / "containerd").is_file() and (d / "ctr").is_file() else None
+
+
+CONTAINERD23_MISSING = (f"containerd 2.3.4 binaries not found (set ${CONTAINERD23_ENV} to the directory holding "
+                        "containerd, ctr and containerd-shim-runc-v2; default ../shared/tools/containerd-2.3.4/bin)")
+
+
 @dataclass(frozen=True, slots=True)
 class CtrResult:
     args: tuple[str, ...]
@@ -93,14 +112,18 @@ def _alive(pid: int) -> bool:
 class Containerd:
     """One private containerd daemon; use ``start()``/``close()`` or as a context manager."""
 
-    def __init__(self, namespace: str | None = None, *, bin_dir: Path | None = None,
-                 env: dict[str, str] | None = None, extra_config: str = "") -> None:
-        """``bin_dir``: where ``containerd`` and ``ctr`` come from (default: PATH, i.e. Debian's
-        1.6); a 2.x daemon gets a ``version = 3`` config. ``env``: added to the daemon's (and
-        ctr's) environment, e.g. ``OTEL_*``. ``extra_config``: TOML appended to the config."""
-        self.bin_dir = bin_dir
+    def __init__(self, namespace: str | None = None, flavour: str = "1.6", *, env: dict[str, str] | None = None,
+                 extra_config: str = "") -> None:
+        """``env``: added to the daemon's (and ctr's) environment, e.g. ``OTEL_*``;
+        ``extra_config``: TOML appended to the config (e.g. a plugin table)."""
         self.extra_env = dict(env or {})
         self.extra_config = extra_config
+        if flavour not in ("1.6", "2.3"):
+            raise ValueError(f"unknown containerd flavour {flavour!r} (expected '1.6' or '2.3')")
+        self.flavour = flavour
+        self.bin_dir = containerd23_bin() if flavour == "2.3" else None
+        if flavour == "2.3" and self.bin_dir is None:
+            raise DaemonError(CONTAINERD23_MISSING)
         self.dir = Path(tempfile.mkdtemp(prefix="rwcd-", dir="/tmp"))
         self.namespace = namespace or f"rwt{os.getpid()}"
         self.address = str(self.dir / "c.sock")
@@ -124,8 +147,20 @@ class Containerd:
     def _write_config(self) -> None:
         d = self.dir
         self.fifo_dir.mkdir()
+        if self.flavour == "2.3":
+            disabled = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
+                        "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.nri.v1.nri"]
+            self.config.write_text(
+                "version = 3\n"
+                f'root = "{d}/root"\n'
+                f'state = "{d}/state"\n'
+                f"disabled_plugins = {disabled!r}\n".replace("'", '"')
+                + f'[grpc]\n  address = "{self.address}"\n'
+                f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
+                f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n' + self.extra_config)
+            return
         self.config.write_text(
-            f"version = {3 if self.bin_dir is not None else 2}\n"
+            "version = 2\n"
             f'root = "{d}/root"\n'
             f'state = "{d}/state"\n'
             'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
@@ -134,19 +169,23 @@ class Containerd:
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n' + self.extra_config)
 
     def env(self) -> dict[str, str]:
-        path = os.pathsep.join([str(venv_bin()), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+        """The daemon's and ctr's environment: the venv's bin first (this checkout's shim), then,
+        for 2.3, the 2.3.4 bin dir (its runc shim), then the caller's PATH."""
+        first = [str(venv_bin())] + ([str(self.bin_dir)] if self.bin_dir else [])
+        path = os.pathsep.join([*first, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         return dict(os.environ, PATH=path, **self.extra_env)
 
     def binary(self, name: str) -> str | None:
+        """``containerd`` or ``ctr`` of this daemon's flavour."""
         if self.bin_dir is not None:
-            return str(self.bin_dir / name) if (self.bin_dir / name).exists() else None
+            return str(self.bin_dir / name)
         return shutil.which(name)
 
     def start(self, timeout: float = 15.0) -> None:
         """Launch the daemon (same config every time) and wait until ``ctr version`` answers."""
         binary = self.binary("containerd")
         if binary is None:
-            raise DaemonError(f"containerd binary not found in {self.bin_dir or 'PATH'}")
+            raise DaemonError("containerd binary not found on PATH")
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen([binary, "--config", str(self.config)], stdin=subprocess.DEVNULL,

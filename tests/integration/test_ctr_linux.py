@@ -303,7 +303,8 @@ def shim_processes(daemon: Containerd, cid: str) -> list[int]:
     found = []
     for pid in _pids():
         argv = _cmdline(pid).split()
-        if "_runwasm_serve" in argv and argv[argv.index("-id") + 1:][:1] == [cid] \
+        # other checkouts' shims run on this machine too (their argv may differ): ours first
+        if "_runwasm_serve" in argv and "-id" in argv and argv[argv.index("-id") + 1:][:1] == [cid] \
                 and _env_of(pid).get("TTRPC_ADDRESS") == daemon.ttrpc_address:
             found.append(pid)
     return sorted(found, key=lambda p: int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[19]))

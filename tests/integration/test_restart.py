@@ -60,6 +60,19 @@ def test_exit_while_containerd_is_down_is_reported(containerd: Containerd, wasm_
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     containerd.start()
-    assert wait_status(containerd, cid, "STOPPED")[0] == pid
-    assert "exit code 137" in containerd.ctr("task", "rm", cid).output
+    if containerd.flavour == "2.3":
+        # containerd 2.3 reloads the shim, finds its task exited and cleans it up as a leaked shim
+        # ("cleaning leaked shim process"): the task is deleted, the container stays. The runc shim
+        # is treated the same way on the same daemon (checked by hand; see docs/design.md).
+        deadline = time.monotonic() + 15
+        while cid in containerd.tasks() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cid not in containerd.tasks()
+        deadline = time.monotonic() + 15
+        while containerd.our_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert containerd.our_processes() == []  # the shim server exited after the delete
+    else:
+        assert wait_status(containerd, cid, "STOPPED")[0] == pid
+        assert "exit code 137" in containerd.ctr("task", "rm", cid).output
     containerd.ctr("containers", "rm", cid)

@@ -13,8 +13,8 @@ receiver, with ``OTEL_*`` only in the daemon's environment (the shim inherits it
 - Without ``OTEL_*``: nothing reaches the receiver and no opentelemetry module is loaded in the
   shim's ``start`` and server processes.
 
-The 2.3.4 binaries come from ``$RUNWASM_CONTAINERD2_BIN`` (default
-``../shared/tools/containerd-2.3.4/bin`` next to the checkout); that tier is skipped when absent.
+The 2.3.4 binaries come from ``$RUNWASM_CONTAINERD23_BIN`` (``tests/integration/daemon.py``);
+that tier is skipped when absent.
 """
 
 from __future__ import annotations
@@ -26,20 +26,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import built_fixture
-from tests.integration.daemon import Containerd, containerd_binary
+from tests.integration.daemon import CONTAINERD23_MISSING, Containerd, containerd23_bin, containerd_binary
 from tests.integration.images import pack_wasm_image
 from tests.otlp import Collected, HttpReceiver, SpanRecord
 
-ROOT = Path(__file__).resolve().parents[2]
 SHIM = "containerd-shim-runwasm"
 CLIENT_KIND, SERVER_KIND = 3, 2
-
-
-def containerd2_bin() -> Path | None:
-    given = os.environ.get("RUNWASM_CONTAINERD2_BIN")
-    candidates = [Path(given)] if given else [ROOT.parent / "shared/tools/containerd-2.3.4/bin",
-                                              ROOT.parent.parent / "shared/tools/containerd-2.3.4/bin"]
-    return next((c for c in candidates if (c / "containerd").exists()), None)
 
 
 def _daemon(version: str, rx: HttpReceiver | None, extra_env: dict[str, str]) -> Containerd:
@@ -47,10 +39,9 @@ def _daemon(version: str, rx: HttpReceiver | None, extra_env: dict[str, str]) ->
     if rx is not None:
         env.update(rx.env(), OTEL_SERVICE_NAME="containerd", OTEL_TRACES_SAMPLER="always_on")
     if version == "2.3.4":
-        bin_dir = containerd2_bin()
-        if bin_dir is None:
-            pytest.skip("containerd 2.3.4 not found (set RUNWASM_CONTAINERD2_BIN to its bin directory)")
-        return Containerd(bin_dir=bin_dir, env=env)
+        if containerd23_bin() is None:
+            pytest.skip(CONTAINERD23_MISSING)
+        return Containerd(flavour="2.3", env=env)
     if containerd_binary() is None:
         pytest.skip("containerd 1.6 not found on PATH (scripts/install-system.sh installs it)")
     config = ""
