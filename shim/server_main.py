@@ -28,6 +28,7 @@ from pathlib import Path
 
 from runwasm.shim.bootstrap import Settings
 from runwasm.shim.options import RuntimeOptions
+from runwasm.shim.otel_env import ENV_HANDOFF
 from runwasm.shim.start import ENV_LISTEN_FD, ENV_SETTINGS, settings_from_doc
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def _attach_log(settings: Settings, defaults: RuntimeOptions, options_error: str
         log.error("ignoring runtime options: %s", options_error)
 
 
-def _setup_telemetry(started_ns: int) -> None:
+def _setup_telemetry(started_ns: int, handoff: str) -> None:
     """OTel from the standard OTEL_* environment (after the zygote fork: exporters run threads)."""
     from runwasm.shim import otel_env, otel_metrics, tracing
 
@@ -71,7 +72,7 @@ def _setup_telemetry(started_ns: int) -> None:
         config = otel_env.OtelConfig()
     tracing.setup(config)
     otel_metrics.setup(config)
-    tracing.adopt_handoff(os.environ, started_ns)
+    tracing.adopt_handoff(handoff, started_ns)
     if config.any:
         log.debug("OpenTelemetry: traces=%s (%s) metrics=%s (%s) service.name=%s", config.traces,
                   config.traces_protocol, config.metrics, config.metrics_protocol, config.service_name)
@@ -94,13 +95,14 @@ def serve_main() -> int:
 
     settings, socket_path = settings_from_doc(json.loads(os.environ.pop(ENV_SETTINGS)))
     listen_fd = int(os.environ.pop(ENV_LISTEN_FD))
+    handoff = os.environ.pop(ENV_HANDOFF, "")  # start -> server trace context (see shim/tracing.py)
     defaults, options_error = _defaults(settings)
     _attach_log(settings, defaults, options_error)
     os.chdir("/")
     nsutil.set_child_subreaper()
     zygote = Zygote()
     zygote.start(preload=("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.linux.init"))
-    _setup_telemetry(started_ns)
+    _setup_telemetry(started_ns, handoff)
     log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)
     try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -229,12 +229,10 @@ class TraceIdFilter(logging.Filter):
 
 # --- start -> server hand-off (start's half is otel_env.handoff_env: no logging import there) ----
 
-def adopt_handoff(environ: MutableMapping[str, str], server_started_ns: int) -> None:
+def adopt_handoff(raw: str, server_started_ns: int) -> None:
     """In the server, after ``setup``: record ``shim.start`` and ``shim.server.init`` under the
-    carrier ``start`` inherited. Removes the hand-off variables from ``environ``."""
-    raw = environ.pop(ENV_HANDOFF, "")
-    for var in ENV_CARRIER.values():
-        environ.pop(var, None)
+    carrier ``start`` inherited; ``raw`` is the ``RUNWASM_SHIM_TRACE`` value (popped from the
+    environment before the zygote forks, so no workload inherits it)."""
     if not raw or _tracer is None:
         return
     try:
