@@ -4,7 +4,7 @@ Lifecycle (shim side)::
 
     c = LinuxContainer(state_dir=bundle)                 # or LinuxContainer.load(state_dir)
     launch = c.prepare(cid, bundle, spec, rootfs)        # cgroup created, limits applied, state saved
-    pid = await zygote.spawn(launch.entry, launch.payload, fds, launch.pidns)
+    pid, _start_time = await zygote.spawn(launch.entry, launch.payload, fds, launch.pidns)
     c.attach(pid)                                        # record init pid (+ join cgroup if needed)
     ... control: ready (maybe with pty fd, see terminal.recv_message) ... start
     c.run_poststart()

@@ -5,10 +5,12 @@
 # pyseccomp, hyperfine for benchmarks, skopeo and umoci (Debian 12: skopeo 1.9.3, umoci 0.4.7)
 # to build OCI image layouts and archives with real third-party tools, so tests/oci checks that
 # `runwasm image import` reads what they write and that skopeo reads what `pack-wasm` writes.
+# containernetworking-plugins (bridge, loopback, host-local) give the CRI tier's pods a network
+# inside the tests' private network namespace (tests/integration/cri).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 pkgs=(containerd runc busybox-static erofs-utils cryptsetup-bin libseccomp2 hyperfine util-linux iproute2 psmisc
-      skopeo umoci)
+      skopeo umoci containernetworking-plugins)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -62,7 +62,7 @@ def _run(ns: argparse.Namespace) -> int:
                 # pyroute2's synchronous API runs its own event loop: keep it off ours
                 net = await asyncio.to_thread(_join_new_netns, bundle, cid) if ns.net else None
                 options = runtime_options(config_path=os.path.abspath(ns.runtime_config)) if ns.runtime_config else None
-                result = await run_task(h, cid, bundle, options=options)
+                result = await run_task(h, cid, bundle, options=options, stdin=0)
             except asyncio.CancelledError:
                 print(f"runwasm: interrupted; task {cid} was killed and deleted", file=sys.stderr)
                 return 130

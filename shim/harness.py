@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,75 @@ async def copy_fifo(path: str, sink: int, done: asyncio.Event) -> None:
         os.close(fd)
 
 
+def forwardable_stdin(fd: int) -> bool:
+    """Whether ``fd`` can be our task's stdin: it is open, and it is not a terminal whose
+    foreground is another process group (reading it would stop us with SIGTTIN)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    if not os.isatty(fd):
+        return True
+    try:
+        foreground = os.tcgetpgrp(fd)
+    except OSError:  # a terminal that is not our controlling one: reading it cannot stop us
+        return True
+    return foreground == os.getpgrp()
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            writable = asyncio.Event()
+            loop.add_writer(fd, writable.set)
+            try:
+                await writable.wait()
+            finally:
+                loop.remove_writer(fd)
+
+
+async def feed_stdin(source: int, fifo: int, close_io: Callable[[], Awaitable[object]]) -> None:
+    """Copy ``source`` into the task's stdin FIFO (``fifo``, a non-blocking fd this function
+    closes) until EOF, then close the FIFO and call ``close_io`` (CloseIO), as ctr does.
+
+    ``source`` is never switched to non-blocking mode (it may be the user's terminal): a
+    pollable source is read when readable; a regular file or /dev/null (not pollable) is read
+    directly, which never blocks. Cancel the task to stop early (the task exited).
+    """
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    try:
+        loop.add_reader(source, readable.set)
+        pollable = True
+    except PermissionError:  # epoll refuses regular files and /dev/null
+        pollable = False
+    try:
+        while True:
+            if pollable:
+                await readable.wait()
+                readable.clear()
+            try:
+                data = os.read(source, 65536)
+            except BlockingIOError:
+                continue
+            except OSError as err:  # EIO: the terminal went away; treat it as the end of input
+                if err.errno != errno.EIO:
+                    raise
+                data = b""
+            if not data:
+                break
+            await _write_all(fifo, data)
+    finally:
+        if pollable:
+            loop.remove_reader(source)
+        os.close(fifo)
+    await close_io()
+
+
 @contextlib.asynccontextmanager
 async def connected(address: str, version: int, metadata: dict[str, str] | None = None) -> AsyncIterator[TaskClient]:
     client = await Client.connect(address)
@@ -302,8 +372,12 @@ async def _teardown_task(t: TaskClient, container_id: str, created: bool) -> Non
 
 async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int = 1, stderr: int = 2,
                    on_started: object = None, kill_after: float | None = None,
-                   options: Any = None) -> TaskResult:
+                   options: Any = None, stdin: int | None = None) -> TaskResult:
     """Start the shim for ``bundle`` and run one task to completion, as ``ctr run --rm`` does.
+
+    ``stdin``: an fd whose contents become the task's stdin (see ``feed_stdin``); at its EOF the
+    task's stdin is closed (CloseIO). The task gets no stdin when it is None or not
+    ``forwardable_stdin``. Input left unread when the task exits is not consumed further.
 
     On an error or cancellation the task is killed, deleted and the shim shut down (as containerd
     does after a failed Create), then the binary's ``delete`` runs, and the error propagates.
@@ -313,22 +387,32 @@ async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int =
     done = asyncio.Event()
     copiers = [asyncio.create_task(copy_fifo(stdout_p, stdout, done)),
                asyncio.create_task(copy_fifo(stderr_p, stderr, done))]
+    # containerd's side of the stdin FIFO, open before Create; O_RDWR never blocks on open
+    fifo_in = os.open(stdin_p, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC) if stdin is not None \
+        and forwardable_stdin(stdin) else None
+    feeder: asyncio.Task[None] | None = None
     created_ok = False
     try:
         async with connected(address, version, h.trace_metadata) as t:
             try:
                 created = await t.call("Create", pb.CreateTaskRequest(
-                    id=container_id, bundle=str(bundle), stdout=stdout_p, stderr=stderr_p, options=options),
-                    pb.CreateTaskResponse)
+                    id=container_id, bundle=str(bundle), stdin=stdin_p if fifo_in is not None else "",
+                    stdout=stdout_p, stderr=stderr_p, options=options), pb.CreateTaskResponse)
                 created_ok = True
                 waiter = asyncio.create_task(t.call("Wait", pb.WaitRequest(id=container_id), pb.WaitResponse))
                 await t.call("Start", pb.StartRequest(id=container_id), pb.StartResponse)
+                if fifo_in is not None and stdin is not None:
+                    fifo, fifo_in = fifo_in, None  # feed_stdin owns it now
+                    feeder = asyncio.create_task(feed_stdin(stdin, fifo, lambda: t.call(
+                        "CloseIO", pb.CloseIORequest(id=container_id, stdin=True), empty_pb2.Empty)))
                 if callable(on_started):
                     on_started(t)
                 if kill_after is not None:
                     await asyncio.sleep(kill_after)
                     await t.call("Kill", pb.KillRequest(id=container_id, signal=9), empty_pb2.Empty)
                 waited = await waiter
+                if feeder is not None:  # the rest of the input is not the task's any more
+                    feeder.cancel()
                 done.set()
                 await asyncio.wait(copiers, timeout=5)
                 await t.call("Delete", pb.DeleteRequest(id=container_id), pb.DeleteResponse)
@@ -340,5 +424,18 @@ async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int =
         done.set()
         for c in copiers:
             c.cancel()
+        feed_error: BaseException | None = None
+        if feeder is not None:
+            feeder.cancel()
+            try:
+                await feeder  # it closes its fifo fd
+            except asyncio.CancelledError:
+                pass
+            except Exception as err:  # reading our stdin or CloseIO failed: after the cleanup
+                feed_error = err
+        if fifo_in is not None:
+            os.close(fifo_in)
         await h.shim_delete(container_id, bundle)
+    if feed_error is not None:
+        raise RuntimeError(f"failed to forward stdin to task {container_id!r}: {feed_error}") from feed_error
     return TaskResult(container_id, created.pid, waited.exit_status)

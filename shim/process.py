@@ -65,6 +65,7 @@ class Proc:
     pid: int
     stdio: StdioPaths
     control: socket.socket | None
+    start_time: int = 0  # field 22 of /proc/<pid>/stat: with the pid, the process's identity
     state: State = State.CREATED
     exit_status: int = 0
     exited_at_ns: int | None = None
@@ -81,7 +82,8 @@ class Proc:
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:  # noqa: ASYNC109
         """Wait for the workload's ``ready``; raise WorkloadSetupError/UnavailableError otherwise."""
-        assert self.control is not None
+        if self.control is None:  # its exit was delivered first: it died before a word was read
+            raise UnavailableError(f"{self.what}: workload exited during set-up with status {self.exit_status}")
         # our own reference: a workload that reports an error exits at once, and the reaper's
         # on_exit() closes self.control, possibly before the error message has been read here
         sock = self.control.dup()

@@ -40,7 +40,7 @@ from runwasm.shim.options import parse as parse_options
 from runwasm.shim.process import Proc
 from runwasm.shim.reaper import Reaper
 from runwasm.shim.state import Op, State, transition
-from runwasm.shim.statefile import BundleState, process_start_time
+from runwasm.shim.statefile import BundleState
 from runwasm.shim.stdio import StdioPaths, opened
 from runwasm.shim.zygote import Zygote
 
@@ -131,7 +131,8 @@ class TaskService:
                 named = {"control": theirs.fileno(), **fds, "log": 2, **launch.extra_fds}
                 if steps_fd is not None:
                     named["trace"] = steps_fd
-                pid = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
+                with self._reaper.spawning():  # its exit may be reaped before the watch below
+                    spawned = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:
             ours.close()
             raise
@@ -139,7 +140,7 @@ class TaskService:
             theirs.close()
             if steps_fd is not None:
                 os.close(steps_fd)
-        return Proc(cid, exec_id, pid, stdio, ours)
+        return Proc(cid, exec_id, spawned.pid, stdio, ours, start_time=spawned.start_time)
 
     @staticmethod
     def _require_announced(p: Proc, op: str) -> None:
@@ -222,12 +223,13 @@ class TaskService:
             raise
         container = Container(req.id, bundle, spec, backend, proc, made, state)
         self.containers[req.id] = container
-        self._reaper.watch(proc.pid, tracing.bind(lambda pid, st, when: self._on_exit(container, proc, st, when)))
+        self._reaper.watch(proc.pid, proc.start_time,
+                           tracing.bind(lambda pid, st, when: self._on_exit(container, proc, st, when)))
         try:
             backend.attach(proc.pid)
             await proc.wait_ready()
             self._attach_console(proc)
-            state.pid, state.pid_start_time = proc.pid, process_start_time(proc.pid)
+            state.pid, state.pid_start_time = proc.pid, proc.start_time
             state.save(bundle)
         except BaseException:
             self._abort(proc)
@@ -385,7 +387,7 @@ class TaskService:
         launch = c.backend.plan_exec(exec_id, process, c.init.pid)
         p = await self._spawn(cid, exec_id, launch, stdio)
         c.execs[exec_id] = p
-        self._reaper.watch(p.pid, tracing.bind(lambda pid, st, when: self._on_exit(c, p, st, when)))
+        self._reaper.watch(p.pid, p.start_time, tracing.bind(lambda pid, st, when: self._on_exit(c, p, st, when)))
         try:
             c.backend.attach(p.pid)
             await p.wait_ready()

@@ -6,10 +6,12 @@ workload process (docs/contributing.md, "Process model"). Protocol on a SOCK_SEQ
 
     server -> zygote   one packet: JSON {"entry", "payload", "names": [fd names], "pidns"}
                        with the fds attached (SCM_RIGHTS) in the order of "names"
-    zygote -> server   one packet: {"pid": <host pid>} or {"error": "<text>"}
+    zygote -> server   one packet: {"pid": <host pid>, "start_time": <ticks>} or {"error": "<text>"}
 
 For each request the zygote forks an intermediate that (optionally) unshares or joins a pid
-namespace and forks the workload, reports the workload's pid through a pipe and exits. The
+namespace and forks the workload, reports the workload's pid and start time (field 22 of ``/proc/<pid>/stat``, read while the
+workload is still its child, so it cannot have been reaped and the pid reused) through a pipe
+and exits; the pair is the workload's identity for the reaper. The
 workload is re-parented to the server (a child subreaper), which reaps it. In the workload:
 ``setsid()``, default signal dispositions, an empty signal mask, the named fds renumbered from 3
 (stdio 0-2 stay as the zygote had them: /dev/null and the shim log), every other fd closed,
@@ -31,9 +33,10 @@ import signal
 import socket
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from runwasm.shim import nsutil
+from runwasm.shim.statefile import process_start_time
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,13 @@ _MAX_MSG = 1 << 20
 
 class SpawnError(Exception):
     """The zygote could not create the workload process."""
+
+
+class Spawned(NamedTuple):
+    """A workload process: its host pid and start time (its identity for ``Reaper.watch``)."""
+
+    pid: int
+    start_time: int
 
 
 def _recv_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
@@ -93,7 +103,7 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
             os._exit(127)
 
 
-def _spawn(req: dict[str, Any], fds: list[int]) -> int:
+def _spawn(req: dict[str, Any], fds: list[int]) -> Spawned:
     r, w = os.pipe()
     mid = os.fork()
     if mid == 0:  # intermediate
@@ -110,7 +120,7 @@ def _spawn(req: dict[str, Any], fds: list[int]) -> int:
             if pid == 0:
                 os.close(w)
                 _become_workload(req, fds)
-            os.write(w, str(pid).encode())
+            os.write(w, f"{pid} {process_start_time(pid)}".encode())
             os._exit(0)
         except BaseException as err:  # noqa: BLE001
             try:
@@ -126,7 +136,8 @@ def _spawn(req: dict[str, Any], fds: list[int]) -> int:
     out = b"".join(chunks).decode()
     if not out or out.startswith("E"):
         raise SpawnError(out[1:] or "intermediate process died")
-    return int(out)
+    pid_text, start_text = out.split()
+    return Spawned(int(pid_text), int(start_text))
 
 
 def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
@@ -142,7 +153,8 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
             os._exit(0)
         req, fds = got
         try:
-            reply: dict[str, Any] = {"pid": _spawn(req, fds)}
+            spawned = _spawn(req, fds)
+            reply: dict[str, Any] = {"pid": spawned.pid, "start_time": spawned.start_time}
         except Exception as err:  # noqa: BLE001 - reported to the server
             reply = {"error": str(err)}
         finally:
@@ -190,8 +202,8 @@ class Zygote:
         self.pid = pid
 
     async def spawn(self, entry: str, payload: Mapping[str, Any], fds: Mapping[str, int],
-                    *, pidns: str | None = None) -> int:
-        """Create a workload process; returns its host pid. Raises SpawnError."""
+                    *, pidns: str | None = None) -> Spawned:
+        """Create a workload process; returns its host pid and start time. Raises SpawnError."""
         if self._sock is None:
             raise SpawnError("zygote not started")
         if len(fds) > MAX_FDS:
@@ -213,7 +225,7 @@ class Zygote:
         reply = json.loads(data)
         if "error" in reply:
             raise SpawnError(f"failed to create workload process: {reply['error']}")
-        return int(reply["pid"])
+        return Spawned(int(reply["pid"]), int(reply["start_time"]))
 
     async def _exchange(self, sock: socket.socket, req: bytes, anc: list[tuple[int, int, bytes]]) -> bytes:
         async with self._lock:

@@ -9,7 +9,8 @@ Contract (see docs/contributing.md, "Process model"):
 - After ``start``: the named stdio fds are dup2'd onto 0/1/2, ``O_NONBLOCK`` is cleared on
   them (guests expect blocking stdio; so the shim must hand over open file descriptions of
   its own, not ones it drives with asyncio), and the guest runs. The process exits with the
-  status ``task.run`` returns (0, the guest's exit code, or 134 after a trap). Never returns.
+  status ``task.run`` returns (0, the guest's exit code, or 134 after a trap, reported on the
+  task's stderr as the wasmtime CLI does). Never returns.
 - Fds 0/1/2 that are not open at entry are opened on /dev/null first, so no file opened
   during set-up can land on them and the guest's unassigned stdio is /dev/null.
 - Diagnostics (logging, trap reports) go to ``fds["log"]`` if present, else to the process's
@@ -128,4 +129,5 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
     _install_stdio(fds)
     if stream.fd is None and "stderr" in fds:
         stream.fd = 2
-    _exit(run(task))
+    # the task's stderr gets the trap report unless the log already goes there
+    _exit(run(task, report_fd=2 if "stderr" in fds and stream.fd != 2 else None))

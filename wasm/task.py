@@ -15,7 +15,10 @@ core modules are linked into an ``InstancePre`` (link errors surface here) and i
   the guest, so nothing is left half-written (WASI stdout writes are flushed per call).
 - a component: ``wasi:cli/run`` returning ok -> 0, err -> 1; ``wasi:cli/exit`` -> its code
   (0/1, preview 2 carries only ok/err);
-- a trap or any other runtime failure: logged with the trap message and code, ``EXIT_TRAP``.
+- a trap or any other runtime failure: logged with the trap message and code, ``EXIT_TRAP``;
+  ``run(task, report_fd=2)`` also writes the failure to the task's stderr the way the wasmtime
+  CLI does (``Error: failed to run main module ...``, the cause chain, the wasm backtrace), so
+  ``ctr run``, ``kubectl logs`` and ``runwasm run`` show it.
 
 cwd: WASI preview 1 has no working directory. wasi-libc starts with cwd ``/`` and does not read
 ``PWD``, so relative paths resolve against the rootfs root for wasi-libc programs. What runwasm
@@ -223,20 +226,58 @@ def describe_trap(err: BaseException) -> str:
     return f"wasm runtime error: {type(err).__name__}: {err}"
 
 
+def _cause_chain(err: BaseException) -> list[str]:
+    """wasmtime's error text split into its causes: ``"<head>\n\nCaused by:\n    <cause>..."``."""
+    head, sep, rest = str(err).rstrip("\n").partition("\n\nCaused by:\n")
+    chain = [head]
+    if sep:
+        causes = [line[4:] if line.startswith("    ") else line for line in rest.split("\n")]
+        numbered = all(c.partition(": ")[0].isdigit() for c in causes if c and not c.startswith(" "))
+        for line in causes:
+            if numbered and line and not line.startswith(" "):
+                chain.append(line.partition(": ")[2])
+            elif chain[1:] and (not numbered or line.startswith(" ")):
+                chain[-1] += "\n" + line
+            else:
+                chain.append(line)
+    return chain
+
+
+def cli_report(task: PreparedTask, err: BaseException) -> str:
+    """The failure as the wasmtime CLI prints it on stderr (``wasmtime run`` of the same module)."""
+    invoke = "failed to invoke command default" if task.export in ("", "_start") or task.cli_run \
+        else f"failed to invoke `{task.export}`"
+    chain = [invoke, *_cause_chain(err)] if isinstance(err, (wasmtime.Trap, wasmtime.WasmtimeError)) else [str(err)]
+    lines = [f"Error: failed to run main module `{task.module_path}`", "", "Caused by:"]
+    for i, cause in enumerate(chain):
+        lines.append(f"    {i}: {cause}")
+    return "\n".join(lines) + "\n"
+
+
+def _report(fd: int, text: str) -> None:
+    data = text.encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError as err:  # the reader is gone: the log line still has it
+        log.warning("failed to write the trap report to the task's stderr: %s", err)
+
+
 def _variant_status(value: Any) -> int:
     tag = getattr(value, "tag", None)
     return 1 if tag == "err" else 0
 
 
-def run(task: PreparedTask) -> int:
-    """Instantiate and run the entry point; return the exit status (see module doc)."""
+def run(task: PreparedTask, report_fd: int | None = None) -> int:
+    """Instantiate and run the entry point; return the exit status (see module doc). A trap or
+    runtime failure is logged, and reported on ``report_fd`` (the task's stderr) when given."""
     with steps.step("wasm.run", **{"runwasm.wasm.export": task.cli_run or task.export}) as attrs:
-        status = _run(task)
+        status = _run(task, report_fd)
         attrs["process.exit.code"] = status
         return status
 
 
-def _run(task: PreparedTask) -> int:
+def _run(task: PreparedTask, report_fd: int | None) -> int:
     store = task.store
     try:
         if task.pre is not None:
@@ -265,4 +306,6 @@ def _run(task: PreparedTask) -> int:
         return ex.code & 0xFF
     except (wasmtime.Trap, wasmtime.WasmtimeError, WasmError) as err:
         log.error("%s: %s", task.module_path, describe_trap(err))
+        if report_fd is not None:
+            _report(report_fd, cli_report(task, err))
         return EXIT_TRAP

@@ -15,6 +15,15 @@ task under the ``timeout_nano`` deadline. Exactly one Response is queued per dis
 unless the connection closes first. All frames go through one queue drained by one writer, so
 frames never interleave; responses go out in completion order.
 
+Back-pressure, per connection: at most ``max_in_flight`` handlers run at once and at most
+``max_queued_bytes`` of responses wait for the writer. When either bound is reached the
+connection stops reading (already-received frames stay in the decoder, unparsed; the rest stays
+in the kernel's socket buffers, which then fill and block the client), and resumes once a
+handler finishes or the writer catches up. A peer that hangs up while reading is paused is
+noticed at once (``EPOLLRDHUP``) and the connection ends, releasing all it held. The bounds
+must exceed the long calls a client keeps open at once on one connection (containerd's
+``Wait`` per task), or those calls would hold the connection paused.
+
 Peers are checked with SO_PEERCRED at accept: a peer whose uid differs from our euid is logged
 and disconnected before any byte is read.
 """
@@ -26,6 +35,7 @@ import dataclasses
 import errno
 import logging
 import os
+import select
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,12 +48,19 @@ from runwasm.shim.ttrpc.frame import Decoder, MessageType, OversizedMessageError
 from runwasm.shim.ttrpc.status import Code, RpcError
 from runwasm.shim.ttrpc.streams import Dispatch, Reject, ServerStreams
 
-__all__ = ["FLUSH_TIMEOUT", "Handler", "Peer", "RequestContext", "Server"]
+__all__ = ["FLUSH_TIMEOUT", "MAX_IN_FLIGHT", "MAX_QUEUED_BYTES", "ConnectionStats", "Handler", "Peer",
+           "RequestContext", "Server"]
 
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT = 1.0
 """Seconds a closing connection waits for already-queued response frames to be written."""
+
+MAX_IN_FLIGHT = 1024
+"""Default bound on the handlers running at once for one connection."""
+
+MAX_QUEUED_BYTES = 4 * 1024 * 1024
+"""Default bound on the response bytes one connection queues for its writer."""
 
 _RECV_SIZE = 256 * 1024
 _UCRED = struct.Struct("3i")
@@ -56,6 +73,25 @@ class Peer:
     pid: int
     uid: int
     gid: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    """A snapshot of one open connection (see :meth:`Server.connection_stats`).
+
+    Attributes:
+        peer: the client.
+        requests: request frames taken off the wire so far (dispatched or rejected).
+        in_flight: handlers running now.
+        queued_bytes: response bytes waiting for the writer.
+        paused: True while reading is stopped because a bound is reached.
+    """
+
+    peer: Peer
+    requests: int
+    in_flight: int
+    queued_bytes: int
+    paused: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,6 +131,8 @@ class Server:
         handlers: the methods; the mapping is copied.
         on_connection_closed: called with the peer after each accepted connection has fully
             ended (handlers cancelled, socket closed). Exceptions from it are logged.
+        max_in_flight: per connection, handlers running at once before reading stops.
+        max_queued_bytes: per connection, response bytes queued before reading stops.
     """
 
     def __init__(
@@ -102,7 +140,14 @@ class Server:
         handlers: Mapping[tuple[str, str], Handler],
         *,
         on_connection_closed: Callable[[Peer], None] | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
+        if max_in_flight < 1 or max_queued_bytes < 1:
+            raise ValueError(f"ttrpc server: bounds must be positive, got max_in_flight={max_in_flight}, "
+                             f"max_queued_bytes={max_queued_bytes}")
+        self.max_in_flight = max_in_flight
+        self.max_queued_bytes = max_queued_bytes
         self._handlers = dict(handlers)
         self._services = {service for service, _ in self._handlers}
         self._on_connection_closed = on_connection_closed
@@ -115,6 +160,10 @@ class Server:
     def connections(self) -> int:
         """Number of connections currently open."""
         return len(self._connections)
+
+    def connection_stats(self) -> list[ConnectionStats]:
+        """A snapshot of every open connection."""
+        return [conn.stats() for conn in self._connections]
 
     async def serve(self, listener: socket.socket) -> None:
         """Accept and serve connections until :meth:`close`; then return once all have ended.
@@ -173,14 +222,18 @@ class Server:
             if self._closing.is_set():
                 sock.close()
                 return
-            peer = _check_peer(sock)
-            if peer is None:
-                sock.close()
-                continue
-            sock.setblocking(False)
-            conn = _Connection(self, sock, peer)
-            self._connections.add(conn)
-            tg.create_task(self._run_connection(conn))
+            self._start_connection(sock, tg)
+            del sock  # this loop must not keep the last connection alive after it ends
+
+    def _start_connection(self, sock: socket.socket, tg: asyncio.TaskGroup) -> None:
+        peer = _check_peer(sock)
+        if peer is None:
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = _Connection(self, sock, peer)
+        self._connections.add(conn)
+        tg.create_task(self._run_connection(conn))
 
     async def _run_connection(self, conn: _Connection) -> None:
         try:
@@ -232,6 +285,18 @@ class _Connection:
         self._streams = ServerStreams()
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._calls: dict[int, asyncio.Task[None]] = {}
+        self._queued_bytes = 0
+        self._requests = 0
+        self._paused = False
+        self._writer_failed = False
+        self._wake = asyncio.Event()  # a handler finished, the writer progressed, or it failed
+
+    def stats(self) -> ConnectionStats:
+        return ConnectionStats(self.peer, self._requests, len(self._calls), self._queued_bytes, self._paused)
+
+    def _full(self) -> bool:
+        return (len(self._calls) >= self.server.max_in_flight
+                or self._queued_bytes >= self.server.max_queued_bytes)
 
     def stop_reading(self) -> None:
         """Make the read loop see EOF, which starts the orderly close of this connection."""
@@ -260,6 +325,20 @@ class _Connection:
         loop = asyncio.get_running_loop()
         decoder = Decoder()
         while True:
+            while True:  # take frames off the decoder while the bounds allow
+                if self._writer_failed:
+                    return
+                if self._full() and not await self._until_room():
+                    return
+                event = decoder.next_event()
+                if event is None:
+                    break
+                self._requests += 1
+                verdict = self._streams.classify(event)
+                if isinstance(verdict, Reject):
+                    self._send(verdict.stream_id, verdict.code, verdict.message)
+                elif isinstance(verdict, Dispatch):
+                    self._dispatch(verdict, tg)
             try:
                 data = await loop.sock_recv(self.sock, _RECV_SIZE)
             except OSError as err:
@@ -270,12 +349,32 @@ class _Connection:
                     log.info("ttrpc server: pid %d closed the connection mid-frame", self.peer.pid)
                 return
             decoder.feed(data)
-            for event in decoder:
-                verdict = self._streams.classify(event)
-                if isinstance(verdict, Reject):
-                    self._send(verdict.stream_id, verdict.code, verdict.message)
-                elif isinstance(verdict, Dispatch):
-                    self._dispatch(verdict, tg)
+
+    async def _until_room(self) -> bool:
+        """Wait, not reading, until a bound frees up; False when the connection must end (the
+        peer hung up, the writer failed, or :meth:`stop_reading` was called)."""
+        loop = asyncio.get_running_loop()
+        # EPOLLRDHUP reports the peer's hang-up (and our own SHUT_RD) even while unread data
+        # is queued, which plain readability cannot tell apart from more requests
+        hangup = select.epoll(1)
+        self._paused = True
+        try:
+            hangup.register(self.sock.fileno(), select.EPOLLRDHUP)
+            loop.add_reader(hangup.fileno(), self._wake.set)
+            try:
+                while self._full():
+                    if self._writer_failed or hangup.poll(0):
+                        log.info("ttrpc server: pid %d hung up with %d calls in flight and %d response bytes "
+                                 "unsent", self.peer.pid, len(self._calls), self._queued_bytes)
+                        return False
+                    self._wake.clear()
+                    await self._wake.wait()
+                return True
+            finally:
+                loop.remove_reader(hangup.fileno())
+        finally:
+            self._paused = False
+            hangup.close()
 
     def _dispatch(self, dispatch: Dispatch, tg: asyncio.TaskGroup) -> None:
         stream_id = dispatch.stream_id
@@ -324,6 +423,7 @@ class _Connection:
         finally:
             self._calls.pop(stream_id, None)
             self._streams.finish(stream_id)
+            self._wake.set()
 
     def _fail(self, stream_id: int, ctx: RequestContext, err: Exception) -> None:
         log.error("ttrpc server: %s/%s failed", ctx.service, ctx.method, exc_info=err)
@@ -343,6 +443,7 @@ class _Connection:
             log.error("ttrpc server: reply on stream %d not sent: %s", stream_id, err)
             self._send(stream_id, err.code, err.message)
             return
+        self._queued_bytes += len(frame)
         self._outbox.put_nowait(frame)
 
     async def _write_loop(self) -> None:
@@ -352,5 +453,17 @@ class _Connection:
                 await loop.sock_sendall(self.sock, frame)
             except OSError as err:
                 log.info("ttrpc server: write to pid %d failed: %s", self.peer.pid, err)
+                self._writer_failed = True
+                self._drop_queued()
                 self.stop_reading()
                 return
+            finally:
+                self._queued_bytes -= len(frame)
+                self._wake.set()
+
+    def _drop_queued(self) -> None:
+        """The peer is gone: free the responses nobody will read."""
+        while not self._outbox.empty():
+            frame = self._outbox.get_nowait()
+            if frame is not None:
+                self._queued_bytes -= len(frame)

@@ -126,6 +126,9 @@ class Containerd:
             raise DaemonError(CONTAINERD23_MISSING)
         self.dir = Path(tempfile.mkdtemp(prefix="rwcd-", dir="/tmp"))
         self.namespace = namespace or f"rwt{os.getpid()}"
+        # the top cgroup (under each controller) that this daemon's containers live in and that
+        # close() removes: containerd names it after the namespace for ctr-made containers
+        self.cgroup_name = self.namespace
         self.address = str(self.dir / "c.sock")
         self.ttrpc_address = str(self.dir / "c.sock.ttrpc")
         self.config = self.dir / "config.toml"
@@ -181,6 +184,9 @@ class Containerd:
             return str(self.bin_dir / name)
         return shutil.which(name)
 
+    def _popen_argv(self, binary: str) -> list[str]:
+        return [binary, "--config", str(self.config)]
+
     def start(self, timeout: float = 15.0) -> None:
         """Launch the daemon (same config every time) and wait until ``ctr version`` answers."""
         binary = self.binary("containerd")
@@ -188,7 +194,7 @@ class Containerd:
             raise DaemonError("containerd binary not found on PATH")
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([binary, "--config", str(self.config)], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self._popen_argv(binary), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                                          start_new_session=True)
         finally:
@@ -343,7 +349,7 @@ class Containerd:
         with open("/proc/self/mountinfo") as f:
             found += [f"mount {ln.split()[4]}" for ln in f if ln.split()[4].startswith(prefix)]
         found += [f"path {p}" for p in (self.dir, *self.socket_paths()) if p.exists()]
-        found += [f"cgroup {c / self.namespace}" for c in CGROUP_ROOT.iterdir() if (c / self.namespace).exists()] \
+        found += [f"cgroup {c / self.cgroup_name}" for c in CGROUP_ROOT.iterdir() if (c / self.cgroup_name).exists()] \
             if CGROUP_ROOT.is_dir() else []
         return found
 
@@ -357,6 +363,11 @@ class Containerd:
         with contextlib.suppress(DaemonError):
             self.remove_all_containers()
         self.stop()
+        # shims exit on their own after containerd's Shutdown, asynchronously: give them a grace
+        # period (a loaded machine) before counting any as leftovers that had to be killed
+        deadline = time.monotonic() + 15
+        while self.our_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.killed_leftovers = self._kill_leftovers()
         if self.killed_leftovers:
             print(f"[containerd cleanup] killed leftover shim processes {self.killed_leftovers}", file=sys.stderr)
@@ -381,11 +392,11 @@ class Containerd:
                     path.rmdir()  # only when empty: another daemon may be using it
 
     def _remove_cgroups(self) -> None:
-        """Remove ``/sys/fs/cgroup/<ctrl>/<ns>`` trees (children first); they are ours by name."""
+        """Remove ``/sys/fs/cgroup/<ctrl>/<cgroup_name>`` trees (children first); ours by name."""
         if not CGROUP_ROOT.is_dir():
             return
         for ctrl in CGROUP_ROOT.iterdir():
-            top = ctrl / self.namespace
+            top = ctrl / self.cgroup_name
             if not top.is_dir():
                 continue
             for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: len(t[0]), reverse=True):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from runwasm.linux.executor import LinuxContainer
+from runwasm.linux.task_cgroup import CPU_SAMPLE_INTERVAL_NS, cpu_usage_ns
 from runwasm.oci.runtime_spec import parse_process
 from tests.linux.harness import Bundle, Started, base_config
 
@@ -175,12 +176,25 @@ def test_cpu_nanocores_of_a_busy_container() -> None:
     try:
         init = _start(b)
         assert b.container.cpu_nanocores() is None
-        b.container.sample_cpu()
-        time.sleep(1.05)
-        b.container.sample_cpu()
+        cgroup = b.container._tc().cgroup  # noqa: SLF001 - its own counter is the expected value
+
+        def sample() -> tuple[int, int, int, int]:
+            """(usage before, usage after, time before, time after) around one sample."""
+            u0, t0 = cpu_usage_ns(cgroup), time.monotonic_ns()
+            b.container.sample_cpu()
+            return u0, cpu_usage_ns(cgroup), t0, time.monotonic_ns()
+
+        u0a, u0b, t0a, t0b = sample()
+        deadline = time.monotonic() + 120  # against a hang only: the figures below do not depend on it
+        while time.monotonic_ns() - t0b < CPU_SAMPLE_INTERVAL_NS or cpu_usage_ns(cgroup) < u0b + 10**8:
+            assert time.monotonic() < deadline, "the busy container used no CPU"
+            time.sleep(0.05)
+        u1a, u1b, t1a, t1b = sample()
         cores = b.container.cpu_nanocores()
         assert cores is not None
-        assert 0.5e9 < cores < 1.2e9, cores  # one busy shell: about one core
+        # the busy shell's own usage over the interval, whatever the machine's load
+        assert (u1a - u0b) * 10**9 // (t1b - t0a) <= cores <= (u1b - u0a) * 10**9 // (t1a - t0b), cores
+        assert cores > 0
         b.container.kill_all(signal.SIGKILL)
         assert init.wait().status == 137
     finally:

@@ -18,7 +18,13 @@ import pytest
 from google.protobuf import empty_pb2
 
 from runwasm.linux.cgroups import CgroupV1, detect
-from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup, destroy_recorded
+from runwasm.linux.task_cgroup import (
+    CPU_SAMPLE_INTERVAL_NS,
+    CgroupSandbox,
+    TaskCgroup,
+    cpu_usage_ns,
+    destroy_recorded,
+)
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
 from runwasm.shim.bundle import make_wasm_bundle
 from runwasm.shim.harness import Harness, TaskClient, connected, run_task
@@ -175,23 +181,48 @@ def test_shared_parent_is_left_to_the_other_task() -> None:
     assert not (MEM / "runwasm" / "shared").exists()
 
 
-def test_cpu_nanocores_from_samples_a_second_apart() -> None:
+def _cpu_used_at_least(tc: TaskCgroup, ns: int) -> None:
+    """Wait until the cgroup's own counter reaches ``ns`` (its busy child makes progress)."""
+    deadline = time.monotonic() + 120  # only against a hang: no figure depends on the wait
+    while cpu_usage_ns(tc.cgroup) < ns:
+        assert time.monotonic() < deadline, f"cgroup used {cpu_usage_ns(tc.cgroup)} ns of CPU, waiting for {ns}"
+        time.sleep(0.01)
+
+
+def test_cpu_nanocores_from_the_cgroups_usage_counter() -> None:
+    """nanocores = usage delta / sample interval, from the cgroup's counter: the samples are
+    taken at given (not real) times and the counter is read just before and after each one, so
+    the result is known whatever the machine's load."""
     tc = TaskCgroup.create("/runwasm/unit/cpu", None)
+    second = 10**9
     try:
         pid = os.fork()
         if pid == 0:
             while True:  # busy child
                 pass
         tc.attach(pid)
-        tc.sample_cpu()
+        _cpu_used_at_least(tc, second // 5)  # a usage well above 0: a total is not a delta
+        t0 = 5_000 * second
+        before0 = cpu_usage_ns(tc.cgroup)
+        tc.sample_cpu(now_ns=t0)
+        after0 = cpu_usage_ns(tc.cgroup)
         assert tc.cpu_nanocores() is None
-        tc.sample_cpu()  # too soon: not kept
+        tc.sample_cpu(now_ns=t0 + CPU_SAMPLE_INTERVAL_NS - 1)  # too soon: not kept
         assert tc.cpu_nanocores() is None
-        time.sleep(1.05)
-        tc.sample_cpu()
+        _cpu_used_at_least(tc, after0 + second // 5)
+        before1 = cpu_usage_ns(tc.cgroup)
+        tc.sample_cpu(now_ns=t0 + 2 * second)
+        after1 = cpu_usage_ns(tc.cgroup)
         cores = tc.cpu_nanocores()
         assert cores is not None
-        assert 0.5e9 < cores < 1.2e9, cores  # one busy process: about one core
+        assert (before1 - after0) // 2 <= cores <= (after1 - before0) // 2, (cores, before0, after0, before1, after1)
+        _cpu_used_at_least(tc, after1 + second // 5)
+        before2 = cpu_usage_ns(tc.cgroup)
+        tc.sample_cpu(now_ns=t0 + 3 * second)  # the last two kept samples count: one second apart
+        after2 = cpu_usage_ns(tc.cgroup)
+        cores = tc.cpu_nanocores()
+        assert cores is not None
+        assert before2 - after1 <= cores <= after2 - before1
         assert tc.kill_all(signal.SIGKILL) == 1
         os.waitpid(pid, 0)
     finally:

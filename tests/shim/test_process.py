@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from runwasm.oci import control
-from runwasm.shim.errors import NOT_FOUND, UNKNOWN, to_status
+from runwasm.shim.errors import NOT_FOUND, UNKNOWN, UnavailableError, to_status
 from runwasm.shim.process import Proc, WorkloadSetupError
 from runwasm.shim.stdio import StdioPaths
 
@@ -42,3 +42,16 @@ def test_reported_status_is_used_for_unknown_error_classes() -> None:
 
 def test_an_error_without_status_maps_to_unknown() -> None:
     assert to_status(_reported(RuntimeError("boom")))[0] == UNKNOWN
+
+
+def test_a_workload_whose_exit_came_first_is_unavailable_not_an_assertion() -> None:
+    async def main() -> None:
+        ours, theirs = control.socketpair()
+        ours.setblocking(False)
+        theirs.close()
+        proc = Proc("c1", "", 1, StdioPaths(), ours)
+        proc.on_exit(139, 1)  # the reaper delivered the exit as soon as the pid was watched
+        with pytest.raises(UnavailableError, match="container 'c1': workload exited during set-up with status 139"):
+            await proc.wait_ready(timeout=5)
+
+    asyncio.run(main())

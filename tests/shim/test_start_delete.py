@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -108,3 +110,42 @@ def test_delete_knows_the_executors_record_files() -> None:
 
     assert delete.LINUX_RECORD == executor.STATE_FILE
     assert delete.WASM_RECORD == task_cgroup.WASM_STATE_FILE
+
+
+def _address(bundle: Path, path: Path) -> None:
+    (bundle / "address").write_text(f"unix://{path}")
+
+
+def test_delete_removes_a_stale_group_socket(tmp_path: Path) -> None:
+    path = tmp_path / "group.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()  # what a SIGKILLed server leaves: the file, with nothing bound to it
+    _address(tmp_path, path)
+    p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "bound-by-a-start"])
+def test_delete_keeps_a_socket_that_is_in_use(tmp_path: Path, listening: bool) -> None:
+    path = tmp_path / "group.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))  # not listening: a `start` between its bind and its listen
+        if listening:
+            sock.listen()
+        _address(tmp_path, path)
+        p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert stat.S_ISSOCK(path.lstat().st_mode)
+    finally:
+        sock.close()
+
+
+def test_delete_leaves_what_is_not_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-socket"
+    path.write_text("x")
+    _address(tmp_path, path)
+    assert _run(_delete_argv(tmp_path), cwd=tmp_path).returncode == 0
+    assert path.read_text() == "x"

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from runwasm.shim.statefile import process_start_time
+
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = "tests.shim.test_zygote:_entry"
 
@@ -36,6 +38,7 @@ def _entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
         "sigint": signal.getsignal(signal.SIGINT) == signal.SIG_DFL,
         "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
         "extra": os.read(fds["extra"], 100).decode() if "extra" in fds else "",
+        "start_time": process_start_time(int(os.readlink("/proc/self"))),
     }
     os.write(out, json.dumps(report).encode())
     os.close(out)
@@ -57,19 +60,20 @@ async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str) -> d
     result: dict[str, Any] = {}
     try:
         try:
-            pid = await zygote.spawn(entry, payload, {"out": w, "extra": er}, pidns=pidns)
+            with reaper.spawning():
+                pid, start_time = await zygote.spawn(entry, payload, {"out": w, "extra": er}, pidns=pidns)
         except SpawnError as err:
             return {"spawn_error": str(err)}
         finally:
             os.close(w)
             os.close(er)
         exited: asyncio.Future[tuple[int, int, int]] = loop.create_future()
-        reaper.watch(pid, lambda p, s, t: exited.set_result((p, s, t)))
+        reaper.watch(pid, start_time, lambda p, s, t: exited.set_result((p, s, t)))
         chunks = []
         while chunk := os.read(r, 65536):
             chunks.append(chunk)
         got_pid, status, when = await asyncio.wait_for(exited, 20)
-        result = {"host_pid": pid, "watched_pid": got_pid, "status": status, "when": when,
+        result = {"host_pid": pid, "start_time": start_time, "watched_pid": got_pid, "status": status, "when": when,
                   "report": json.loads(b"".join(chunks)) if chunks else None}
     finally:
         os.close(r)
@@ -97,6 +101,7 @@ def test_spawn_renumbers_fds_and_reports_exit() -> None:
     assert rep["extra"] == "extra-data"
     assert [fd for fd in rep["open"] if fd > 4] in ([], [5])  # 5: the listdir fd itself, at most
     assert rep["pid"] == res["host_pid"] == res["watched_pid"]
+    assert rep["start_time"] == res["start_time"] > 0  # the identity the reaper matches exits by
     assert rep["sid"] == rep["pid"]  # setsid()
     assert rep["sigint"] is True  # dispositions reset (the zygote ignores SIGINT)
     assert rep["mask"] == []
@@ -156,10 +161,11 @@ async def _cancelled_spawn_scenario() -> dict[str, Any]:
         except asyncio.CancelledError:
             pass
         os.close(w1)
-        pid = await asyncio.wait_for(zygote.spawn(ENTRY, {"code": 5}, {"out": w2}), 20)
+        with reaper.spawning():
+            pid, start_time = await asyncio.wait_for(zygote.spawn(ENTRY, {"code": 5}, {"out": w2}), 20)
         os.close(w2)
         exited: asyncio.Future[int] = loop.create_future()
-        reaper.watch(pid, lambda p, s, t: exited.set_result(s))
+        reaper.watch(pid, start_time, lambda p, s, t: exited.set_result(s))
         report = json.loads(os.read(r2, 65536))
         status = await asyncio.wait_for(exited, 20)
         return {"pid": pid, "report_pid": report["pid"], "status": status}

@@ -65,11 +65,19 @@ def test_proc_exit_code_is_exact(rootfs: Path, cache_dir: Path, arg: str, code: 
     assert rc == code, log
 
 
-def test_trap_exits_134_and_is_logged(rootfs: Path, cache_dir: Path) -> None:
+TRAP_REPORT = (
+    "Error: failed to run main module `/trap.wasm`\n\nCaused by:\n    0: failed to invoke command default\n"
+    "    1: error while executing at wasm backtrace:\n    0:     0x5f - <unknown>!boom\n"
+    "    1:     0x7c - <unknown>!<wasm function 2>\n    2: wasm trap: wasm `unreachable` instruction executed\n"
+)
+"""What ``wasmtime run trap.wasm`` (CLI 49.0.3) writes to stderr, but for the Rust backtrace."""
+
+
+def test_trap_exits_134_is_logged_and_reported_on_stderr(rootfs: Path, cache_dir: Path) -> None:
     rc, out, err, log = harness.run(payload(rootfs, cache_dir, "/trap.wasm"))
     assert rc == 134
     assert out == "about to trap\n"
-    assert err == ""
+    assert err == TRAP_REPORT
     assert "wasm trap" in log
     assert "UNREACHABLE" in log
     assert "/trap.wasm" in log
@@ -81,7 +89,7 @@ def test_trap_without_log_fd_goes_to_original_stderr(rootfs: Path, cache_dir: Pa
     child.start()
     rc, _out, err, _ = child.finish()
     assert rc == 134
-    assert err == ""  # the container's stderr stays the guest's
+    assert err == TRAP_REPORT
     assert "UNREACHABLE" in child.outcome["helper_stderr"]
 
 

@@ -81,9 +81,13 @@ def test_exit_from_argument(legacy: bool) -> None:
 def test_trap(legacy: bool) -> None:
     async def body(h: Harness) -> None:
         bundle = e.make_bundle(h, "trap", "trap.wasm")
-        status, out, _ = await _run_to_files(h, "trap", bundle)
+        status, out, err = await _run_to_files(h, "trap", bundle)
         assert status == 134
         assert out == "about to trap\n"
+        # the task's stderr, as `wasmtime run` prints it: what ctr run / kubectl logs show
+        assert err.startswith("Error: failed to run main module `/trap.wasm`\n\nCaused by:\n")
+        assert "    1: error while executing at wasm backtrace:\n    0:     0x5f - <unknown>!boom\n" in err
+        assert err.endswith("    2: wasm trap: wasm `unreachable` instruction executed\n")
         await asyncio.sleep(0.2)  # let the harness drain the log FIFO
         log = (bundle / "shim.log").read_text()
         assert bundle / "shim.log" in h.log_files

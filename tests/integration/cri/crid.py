@@ -1,0 +1,161 @@
+"""A private containerd with CRI enabled, in a network namespace of its own, driven with ``crictl``.
+
+``CriContainerd`` extends the integration tier's ``Containerd``: the same private root, state,
+sockets and clean-up, plus
+
+- CRI enabled, with the runwasm runtime entry taken verbatim from ``docs/examples/`` (the file
+  the README shows) and the plumbing a private daemon needs: a CNI bridge config in its own dir,
+  the stand-in pause image pinned as the sandbox image, ``restrict_oom_score_adj = true`` (this VM
+  refuses a negative oom_score_adj even for root), the streaming server on 127.0.0.1 with a free
+  port, NRI off (its socket is a global path);
+- the daemon started in a private network namespace (``nsenter --net``, not ``ip netns exec``,
+  which would remount /sys and hide the cgroup hierarchies from the shims), so pod networks,
+  the bridge and the streaming server never touch the host's network; ``crictl`` runs there too;
+- ``crictl`` from ``$RUNWASM_CRICTL`` (default ``../shared/tools/cri-tools-1.36.0/bin/crictl``).
+
+The stand-in images are imported into the ``k8s.io`` namespace under the names the pods use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.integration.daemon import REPO, Containerd, CtrResult, DaemonError
+
+EXAMPLES = REPO / "docs" / "examples"
+CRICTL_ENV = "RUNWASM_CRICTL"
+PAUSE_REF = "registry.k8s.io/pause:3.10.2"
+K8S_NS = "k8s.io"
+NETNS_DIR = Path("/var/run/netns")
+CNI_BIN = Path("/usr/lib/cni")
+
+
+def crictl_binary() -> Path | None:
+    p = Path(os.environ.get(CRICTL_ENV) or REPO.parent / "shared" / "tools" / "cri-tools-1.36.0" / "bin" / "crictl")
+    return p if p.is_file() else None
+
+
+CRICTL_MISSING = (f"crictl not found (set ${CRICTL_ENV}; default ../shared/tools/cri-tools-1.36.0/bin/crictl)")
+
+
+def runtime_snippet(flavour: str) -> str:
+    """The README's containerd config snippet for this containerd major version."""
+    name = "containerd-2.x-config.toml" if flavour == "2.3" else "containerd-1.x-config.toml"
+    return (EXAMPLES / name).read_text()
+
+
+class CriContainerd(Containerd):
+    """containerd (1.6 or 2.3) with CRI, in a private network namespace."""
+
+    def __init__(self, flavour: str) -> None:
+        tag = hashlib.sha256(f"{os.getpid()}-{flavour}".encode()).hexdigest()[:8]
+        self.netns = f"rwcri-{tag}"
+        self.bridge = f"rwcri{tag[:6]}"
+        super().__init__(namespace=K8S_NS, flavour=flavour)
+        # pods get this cgroup parent, as the kubelet always gives one (CRI's pod stats need it);
+        # unique, so that close() removes only ours (other daemons use the k8s.io namespace too)
+        self.cgroup_name = f"rwcri-{tag}"
+        self.crictl = crictl_binary()
+        if self.crictl is None:
+            raise DaemonError(CRICTL_MISSING)
+        self.log_dir = self.dir / "pods"
+        self.log_dir.mkdir()
+        self._netns_before = set(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else set()
+
+    # --- configuration ----------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        d = self.dir
+        self.fifo_dir.mkdir()
+        cni = d / "cni"
+        cni.mkdir()
+        (cni / "10-runwasm-test.conflist").write_text(json.dumps({
+            "cniVersion": "1.0.0", "name": "runwasm-test",
+            "plugins": [{"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.250.0.0/24"}]],
+                                  "dataDir": str(d / "ipam")}},
+                        {"type": "loopback"}]}))
+        common = (f'root = "{d}/root"\nstate = "{d}/state"\n'
+                  f'[grpc]\n  address = "{self.address}"\n'
+                  f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
+                  f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
+        if self.flavour == "2.3":
+            plumbing = ('version = 3\ndisabled_plugins = ["io.containerd.nri.v1.nri"]\n' + common
+                        + '[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = true\n'
+                        '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
+                        f'[plugins."io.containerd.cri.v1.images".pinned_images]\n  sandbox = "{PAUSE_REF}"\n'
+                        '[plugins."io.containerd.cri.v1.runtime"]\n  restrict_oom_score_adj = true\n'
+                        f'[plugins."io.containerd.cri.v1.runtime".cni]\n  bin_dirs = ["{CNI_BIN}"]\n'
+                        f'  conf_dir = "{cni}"\n')
+        else:
+            plumbing = ('version = 2\n' + common
+                        + f'[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "{PAUSE_REF}"\n'
+                        '  restrict_oom_score_adj = true\n  disable_tcp_service = true\n'
+                        '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
+                        f'[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "{CNI_BIN}"\n'
+                        f'  conf_dir = "{cni}"\n'
+                        # what a stock 1.6 config already has; listing any runtime replaces the default map
+                        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
+                        '  runtime_type = "io.containerd.runc.v2"\n')
+        self.config.write_text(plumbing + "\n" + runtime_snippet(self.flavour))
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def _popen_argv(self, binary: str) -> list[str]:
+        return ["nsenter", f"--net={NETNS_DIR / self.netns}", binary, "--config", str(self.config)]
+
+    def start(self, timeout: float = 30.0) -> None:
+        if not (NETNS_DIR / self.netns).exists():
+            subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+            subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True, capture_output=True)
+        super().start(timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(DaemonError):
+            self.remove_all_pods()
+        super().close()
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
+
+    def remove_all_pods(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.crictl_run("rmp", "-f", "-a", check=False)
+
+    def cri_leftovers(self) -> list[str]:
+        """Network namespaces CRI created for our pods and not removed (besides ``leftovers()``)."""
+        now = set(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else set()
+        return [f"netns {n}" for n in sorted(now - self._netns_before - {self.netns})]
+
+    # --- crictl -----------------------------------------------------------------------------
+
+    def crictl_run(self, *args: str, check: bool = True, timeout: float = 90.0,
+                   stdin: str | None = None) -> CtrResult:
+        """``crictl ARGS`` against this daemon, run in its network namespace (the streaming server
+        for exec/attach listens on 127.0.0.1 there)."""
+        conf = self.dir / "crictl.yaml"
+        if not conf.exists():
+            conf.write_text(f"runtime-endpoint: unix://{self.address}\nimage-endpoint: unix://{self.address}\n"
+                            "timeout: 60\npull-image-on-create: false\n")
+        argv = ["nsenter", f"--net={NETNS_DIR / self.netns}", str(self.crictl), "--config", str(conf), *args]
+        env = self.env()
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                                  input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as err:
+            raise DaemonError(f"`crictl {' '.join(args)}` timed out after {timeout}s") from err
+        res = CtrResult(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise DaemonError(f"`crictl {' '.join(args)}` failed with {proc.returncode}: {res.output.strip()}\n"
+                              f"{self.log_tail(20)}")
+        return res
+
+    def write_json(self, name: str, doc: dict[str, Any]) -> Path:
+        p = self.dir / name
+        p.write_text(json.dumps(doc))
+        return p
