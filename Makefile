@@ -5,9 +5,9 @@ VPY     := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv proto fixtures demo test test-unit check lint types bench clean
+.PHONY: setup system venv launcher proto fixtures demo test test-unit check lint types bench clean
 
-setup: system venv proto fixtures
+setup: system venv launcher proto fixtures
 
 system:
 	bash scripts/install-system.sh
@@ -16,9 +16,15 @@ $(VENV)/.stamp: pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(VPY) scripts/gen_launcher.py
 	touch $@
 
 venv: $(VENV)/.stamp
+
+# the shim binary containerd execs per container: pip's console script replaced by a launcher
+# that runs `python -IS` and offers the action to the warm template (scripts/gen_launcher.py)
+launcher: venv
+	$(VPY) scripts/gen_launcher.py
 
 proto: venv
 	$(VPY) scripts/gen_proto.py

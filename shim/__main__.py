@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from runwasm.shim.server_main import serve_main
 
         return serve_main()
+    if flags.action == "_runwasm_template":  # shim/template/: the node-wide warm template
+        from runwasm.shim.template.process import template_main
+
+        return template_main()
     if flags.version:
         from runwasm.shim.naming import RUNTIME_NAME
         from runwasm.shim.version import REVISION, VERSION

@@ -2,6 +2,7 @@
 
     runwasm run [--legacy] [--trace] [--env K=V] [--dir HOST:GUEST] [--id ID] MODULE_OR_BUNDLE [-- ARGS...]
     runwasm image pack-wasm|import|ls|rm|inspect|convert|mount|umount ...
+    runwasm stress [-n N] [-p P] [--full] [MODULE]
 
 ``run`` plays containerd's part around the real shim binary and exits with the task's status.
 """
@@ -157,6 +158,23 @@ def _join_new_netns(bundle: Path, cid: str) -> Any:
     return handle
 
 
+def _stress(ns: argparse.Namespace) -> int:
+    from runwasm.shim import stress
+
+    module = Path(ns.module) if ns.module else Path(__file__).resolve().parent.parent / "fixtures" / "build" / "wasm" / "hello.wasm"
+    if not module.is_file():
+        print(f"runwasm: stress: module {str(module)!r} not found (build fixtures with `make fixtures` or name one)",
+              file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(stress.run_stress(module, ns.n, ns.p, full=ns.full))
+    except (ValueError, stress.StressError) as err:
+        print(f"runwasm: stress: {err}", file=sys.stderr)
+        return 2
+    print(stress.report(result))
+    return 1 if result.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwasm", description="WebAssembly-first containerd shim: tools and harness")
     p.add_argument("--debug", action="store_true", help="verbose logging")
@@ -182,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "reference in the store (runwasm image import)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
     run.set_defaults(func=_run)
+    stress = sub.add_parser("stress", help="task throughput through ONE shim (the harness plays containerd)")
+    stress.add_argument("-n", type=int, default=200, help="tasks to run (default 200)")
+    stress.add_argument("-p", type=int, default=8, help="tasks in flight at once (default 8)")
+    stress.add_argument("--full", action="store_true",
+                        help="also run `shim start`/`shim delete` per task, as containerd does per container")
+    stress.add_argument("module", nargs="?", help="the .wasm to run (default: the built hello.wasm fixture)")
+    stress.set_defaults(func=_stress)
     try:
         from runwasm.oci.image_cli import add_image_commands
     except ImportError:  # pragma: no cover - the oci package is part of the distribution

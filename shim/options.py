@@ -10,8 +10,8 @@ the CRI table). Keys (all optional)::
     WasmCacheDir = "/var/lib/runwasm/wasm-cache"   # compile cache directory
     WasmRootfsReadonly = false   # preopen the rootfs read-only for Wasm guests
     Debug = false                # debug logging in the shim server (start options only)
-    StandbySeconds = 0           # keep an idle server this long for the next start to adopt
-                                 # (shim/standby.py; start options only)
+    StandbySeconds = 0           # deprecated, no effect (logged): servers are forked from the
+                                 # warm template (shim/template/)
 
 Anything else is an error that names what was expected and what arrived: another options type
 (e.g. runc's ``containerd.runc.v1.Options``), a TOML syntax error, an unknown key or a wrong

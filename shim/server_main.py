@@ -12,8 +12,9 @@ Launched by ``start`` in its own session with /dev/null stdio, the listening soc
 
 It survives containerd restarts (a closed connection is not a reason to exit) and exits after
 ``Shutdown`` when it hosts no containers, or on SIGTERM/SIGINT, draining queued events first.
-With the runtime option ``StandbySeconds`` it waits that long for a ``start`` to adopt it for
-another container group instead of exiting after Shutdown (``shim/standby.py``).
+Usually it is not exec'd but forked from the node's warm template (``shim/template/``), which
+runs this same ``serve_main``. The runtime option ``StandbySeconds`` (an idle server waiting to
+be adopted by the next ``start``) is retired: accepted, logged as deprecated, no effect.
 """
 
 from __future__ import annotations
@@ -116,77 +117,22 @@ def serve_main() -> int:
 
 async def _main(settings: Settings, socket_path: str, listener: socket.socket, zygote: object,
                 defaults: RuntimeOptions) -> None:
-    """Serve one container group after another: the first, then each one a standby adoption brings."""
+    """Serve the container group until Shutdown (with no containers left) or SIGTERM/SIGINT."""
     from runwasm.shim.reaper import Reaper
 
     loop = asyncio.get_running_loop()
     reaper = Reaper()
     reaper.install(loop)
-    stop = asyncio.Event()  # SIGTERM/SIGINT: exit, no standby
-    while True:
-        try:
-            await _serve(settings, listener, zygote, defaults, reaper, stop)
-        finally:
-            listener.close()
-            try:
-                os.unlink(socket_path)
-            except OSError:
-                pass
-        if stop.is_set() or defaults.standby_seconds <= 0:
-            return
-        adopted = await _standby(settings, defaults.standby_seconds, stop)
-        if adopted is None:
-            return
-        settings, socket_path, listener = adopted
-        defaults, options_error = _defaults(settings)
-        _attach_log(settings, defaults, options_error)
-        log.info("standby shim server adopted for %s (pid %d), listening on %s", settings.id, os.getpid(),
-                 socket_path)
-
-
-async def _standby(settings: Settings, seconds: int, stop: asyncio.Event) -> tuple[Settings, str, socket.socket] | None:
-    """Wait up to ``seconds`` for a ``start`` to hand over a new group; None to exit."""
-    from runwasm.shim import standby
-
-    path = standby.standby_path(settings.socket_dir, settings.grpc_address, settings.namespace)
-    lst = standby.bind(path)
-    if lst is None:
-        log.info("another standby server exists; exiting")
-        return None
-    log.info("idle: standing by for %ds on %s", seconds, path)
-    lst.setblocking(False)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
+    if defaults.standby_seconds > 0:
+        log.warning("runtime option StandbySeconds = %d is deprecated and has no effect: servers are forked "
+                    "from the node's warm template (shim/template/), so there is no boot left to save",
+                    defaults.standby_seconds)
     try:
-        while not stop.is_set():
-            accept = asyncio.ensure_future(loop.sock_accept(lst))
-            stopped = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({accept, stopped}, timeout=max(0.0, deadline - loop.time()),
-                                         return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if accept not in done:
-                accept.cancel()
-                return None  # timed out or stopped
-            conn, _addr = accept.result()
-            with conn:
-                if standby.peer_uid(conn) != os.geteuid():
-                    log.warning("standby offer from another user refused")
-                    continue
-                conn.setblocking(True)
-                conn.settimeout(1.0)
-                try:
-                    doc, new_listener = standby.receive(conn)
-                    new_settings, new_path = settings_from_doc(doc)
-                    conn.sendall(standby.OK)
-                except (OSError, ValueError, TypeError, KeyError) as err:
-                    log.warning("bad standby offer: %s", err)
-                    continue
-                return new_settings, new_path, new_listener
-        return None
+        await _serve(settings, listener, zygote, defaults, reaper, asyncio.Event())
     finally:
-        lst.close()
+        listener.close()
         try:
-            os.unlink(path)
+            os.unlink(socket_path)
         except OSError:
             pass
 

@@ -62,7 +62,7 @@ def _bind(path: str) -> socket.socket | None:
 
 
 def settings_doc(settings: Settings, sock_path: str) -> dict[str, Any]:
-    """The JSON document a server is started (or a standby adopted) with."""
+    """The JSON document a server is started with."""
     return {**asdict(settings), "options": None, "socket_path": sock_path,
             "options_hex": [settings.options[0], settings.options[1].hex()] if settings.options else None}
 
@@ -115,6 +115,12 @@ def spawn_server(settings: Settings, sock: socket.socket, sock_path: str, starte
     else:  # run as `python -m runwasm.shim`
         program = sys.executable
         argv = [program, "-m", "runwasm.shim", *ident]
+    from runwasm.shim import template
+
+    if template.in_template_child:  # already a warm interpreter: fork the server (shim/template/)
+        from runwasm.shim.template.server import fork_server
+
+        return fork_server(argv, env, sock)
     return os.posix_spawn(program, argv, env, file_actions=actions, setsid=True)
 
 
@@ -137,12 +143,8 @@ def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
     address = "unix://" + path
     sock = _bind(path)
     if sock is not None:
-        from runwasm.shim import standby
-
         try:
-            spare = standby.standby_path(settings.socket_dir, settings.grpc_address, settings.namespace)
-            if not standby.offer(spare, settings_doc(settings, path), sock):  # else a warm server took it
-                spawn_server(settings, sock, path, started_ns)
+            spawn_server(settings, sock, path, started_ns)
         except OSError as err:
             os.unlink(path)
             raise StartError(f"failed to launch shim server: {err}") from err

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -42,7 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "fixtures" / "build" / "wasm" / "hello.wasm"
 GROUP_ANNOTATION = "io.containerd.runwasm.v1.group"
-OTHER_BENCHES = ("tests.bench_wasm", "tests.bench_oci", "tests.bench_linux", "tests.bench_ttrpc", "tests.bench_otel")
+OTHER_BENCHES = ("tests.bench_wasm", "tests.bench_oci", "tests.bench_linux", "tests.bench_ttrpc", "tests.bench_cost",
+                 "tests.bench_otel")
 SECTIONS = ("ctr", "harness", "memory")
 
 
@@ -79,26 +81,19 @@ def bench_ctr(n: int, warmup: int) -> str:
         bb_ref = "runwasm.bench/busybox:1"
         busybox_image(Path(tmp) / "busybox.tar", bb_ref)
         d.ctr("images", "import", str(Path(tmp) / "busybox.tar"))
-        standby_cfg = Path(tmp) / "standby.toml"
-        standby_cfg.write_text("StandbySeconds = 60\n")
         cases: list[tuple[str, str, str, tuple[str, ...], str]] = [
             ("runwasm  hello.wasm", wasm_ref, RUNWASM_RUNTIME, (), "hello from wasm\n"),
             ("runc     busybox /bin/true", bb_ref, RUNC_RUNTIME, ("/bin/true",), ""),
             ("runwasm  busybox /bin/true", bb_ref, RUNWASM_RUNTIME, ("/bin/true",), ""),
-            ("runwasm  hello.wasm, StandbySeconds=60", wasm_ref, RUNWASM_RUNTIME, (), "hello from wasm\n"),
         ]
         samples: dict[str, list[float]] = {c[0]: [] for c in cases}
         failures: dict[str, int] = {c[0]: 0 for c in cases}
         errors: list[str] = []
-        # the standby case runs last, in a loop of its own: a warm server it leaves idle would
-        # otherwise be adopted by the next default run and blur both rows
-        rounds = [(i, cases[:3]) for i in range(warmup + n)] + [(i, cases[3:]) for i in range(warmup + n)]
+        rounds = [(i, cases) for i in range(warmup + n)]
         for i, batch in rounds:
             for label, ref, runtime, args, expect in batch:
-                standby = "Standby" in label
-                cid = f"b{i}-{runtime.split('.')[-2]}-{'bb' if ref == bb_ref else 'w'}{'-sb' if standby else ''}"
-                extra = ("--runtime-config-path", str(standby_cfg)) if standby else ()
-                argv = d.ctr_argv(*d.run_args(ref, cid, *args, runtime=runtime, extra=extra))
+                cid = f"b{i}-{runtime.split('.')[-2]}-{'bb' if ref == bb_ref else 'w'}"
+                argv = d.ctr_argv(*d.run_args(ref, cid, *args, runtime=runtime))
                 t0 = time.perf_counter()
                 proc = subprocess.run(argv, capture_output=True, text=True, env=d.env(), timeout=60)
                 dt = time.perf_counter() - t0
@@ -112,13 +107,10 @@ def bench_ctr(n: int, warmup: int) -> str:
              f"{len(t.samples)}", f"{t.failures}") for t in timings]
     ratio = timings[0].median / timings[1].median
     native = timings[2].median / timings[1].median
-    out = [f"ctr run --rm through a private containerd 1.6 (n={n}, {warmup} warm-ups; the first three "
-           "interleaved, the standby case after them)",
+    out = [f"ctr run --rm through a private containerd 1.6 (n={n}, {warmup} warm-ups, interleaved)",
            _table(("case", "median ms", "min ms", "n", "fail"), rows),
            f"ratio runwasm hello.wasm / runc busybox (median): {ratio:.2f}x",
-           f"ratio runwasm busybox / runc busybox, same image (median): {native:.2f}x",
-           f"ratio runwasm hello.wasm with a warm standby server / runc busybox (median): "
-           f"{timings[3].median / timings[1].median:.2f}x"]
+           f"ratio runwasm busybox / runc busybox, same image (median): {native:.2f}x"]
     out += [f"  error: {e}" for e in errors[:5]]
     return "\n".join(out)
 
@@ -421,6 +413,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", action="append", choices=SECTIONS,
                         help="run only this section of this file (repeatable; implies --skip-others)")
     args = parser.parse_args(argv)
+    from runwasm.shim.template import key, process
+
+    tpl_dir = tempfile.mkdtemp(prefix="rwb-", dir="/run")  # a private warm template, stopped at the end
+    os.environ[key.ENV_DIR] = tpl_dir
+    try:
+        _main(args)
+    finally:
+        process.stop_templates(tpl_dir)
+        shutil.rmtree(tpl_dir, ignore_errors=True)
+
+
+def _main(args: argparse.Namespace) -> None:
     only = set(args.only or SECTIONS)
     print(f"runwasm bench on {os.uname().nodename} ({os.cpu_count()} cpus, Python {sys.version.split()[0]})")
     if "ctr" in only:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,26 @@ def built_fixture(area: str, name: str) -> Path:
     if not path.exists():
         pytest.fail(f"fixture {path} is missing: run `make fixtures`")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_template() -> Iterator[Path]:
+    """The shims this session runs use a warm template of their own (shim/template/), never the
+    node's, and it is stopped at the end."""
+    from runwasm.shim.template import key, process
+
+    d = Path(tempfile.mkdtemp(prefix="rwt-", dir="/run" if os.geteuid() == 0 else None))
+    old = os.environ.get(key.ENV_DIR)
+    os.environ[key.ENV_DIR] = str(d)
+    try:
+        yield d
+    finally:
+        process.stop_templates(str(d))
+        if old is None:
+            os.environ.pop(key.ENV_DIR, None)
+        else:
+            os.environ[key.ENV_DIR] = old
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

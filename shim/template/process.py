@@ -1,0 +1,258 @@
+"""The template process (``containerd-shim-runwasm-v1 _runwasm_template``).
+
+Launched in the background by the first ``start`` on a node that finds none (its own session,
+/dev/null stdio). Life cycle:
+
+1. take ``template-<key>.lock`` (flock, held for life): a second template exits at once;
+2. import everything the actions and the server need (``PRELOAD``);
+3. bind ``template-<key>.sock`` (SOCK_SEQPACKET, 0600, directory 0700), write the pid file,
+   ``gc.freeze()`` so the children's garbage collections do not write to the shared pages;
+   then, between requests, import what the zygotes and workloads need (``PRELOAD_LATER``:
+   wasmtime, the Wasm and Linux workload entries) and freeze again, so the first container
+   on a node waits only for the server's imports;
+4. accept: check the peer's uid (SO_PEERCRED, must be ours: root), fork one child per
+   connection and go back to ``accept`` at once (children are reaped by ``SIGCHLD=SIG_IGN``);
+   between requests, exit when the installation's code changed on disk (``key.code_identity``).
+
+The template stays single-threaded for life (forking a threaded process is unsafe) and never
+runs an event loop. SIGTERM/SIGINT: remove the socket and exit; the servers it forked are
+detached and unaffected, as is everything when it is SIGKILLed (the next exec finds the
+socket dead and falls back to running the action itself).
+
+The child (``_child``) reads the request, takes the caller's fds 0-2, cwd, umask, environment
+and argv, runs ``runwasm.shim.__main__.main`` and answers ``exit <code>``.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import gc
+import importlib
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+
+from runwasm.shim.template import client, key
+
+# imported before the socket appears: what start/delete and a server need
+PRELOAD = (
+    "asyncio", "json", "logging", "ctypes", "ctypes.util",
+    "google.protobuf.empty_pb2", "google.protobuf.any_pb2", "google.protobuf.timestamp_pb2",
+    "runwasm.shim.__main__", "runwasm.shim.start", "runwasm.shim.delete", "runwasm.shim.info",
+    "runwasm.shim.server_main", "runwasm.shim.task", "runwasm.shim.task_rpc", "runwasm.shim.ttrpc.server",
+    "runwasm.shim.events", "runwasm.shim.backends", "runwasm.shim.linux_backend", "runwasm.shim.reaper",
+    "runwasm.shim.zygote", "runwasm.shim.tracing", "runwasm.shim.logs", "runwasm.shim.console",
+    "runwasm.shim.router", "runwasm.shim.template.server",
+    "runwasm.oci.runtime_spec",
+)
+# imported one at a time between requests once listening: what the zygotes and workloads need
+# (a server forked before they are in gets a zygote that imports them itself, as before)
+PRELOAD_LATER = ("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.linux.init")
+IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
+IDLE_POLL = 2.0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def _recv(conn: socket.socket) -> tuple[bytes, list[int]]:
+    msg, anc, _flags, _addr = conn.recvmsg(client.MAX_REQUEST, socket.CMSG_SPACE(8 * 4))
+    fds: list[int] = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            fds.extend(arr)
+    return msg, fds
+
+
+def _child(conn: socket.socket, install: str, lock: int) -> None:
+    """One request, in a fresh fork of the template; never returns."""
+    code = 1
+    try:
+        os.close(lock)  # the flock must die with the template, not live on in forked servers
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        conn.settimeout(10.0)
+        msg, fds = _recv(conn)
+        try:
+            req_key, cwd, umask, argv, env = client.decode_request(msg)
+        except ValueError as err:
+            conn.send(f"refused {err}".encode())
+            os._exit(0)
+        if req_key != install or len(fds) != 3 or not argv:
+            conn.send(b"refused installation key or fds do not match")
+            os._exit(0)
+        try:
+            os.chdir(cwd)
+        except OSError as err:
+            conn.send(f"refused cwd: {err}".encode())
+            os._exit(0)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            if fd > 2:
+                os.close(fd)
+        os.umask(umask)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = list(argv)
+        import runwasm.shim.template as template
+        from runwasm.shim.template import server
+
+        template.in_template_child = True
+        server.inherited_to_close = [conn.fileno()]
+        from runwasm.shim.__main__ import main
+
+        try:
+            code = main(list(argv[1:]))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - the caller gets a traceback on its stderr, as if exec'd
+            os.write(2, traceback.format_exc().encode())
+            code = 1
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            pass
+        conn.send(f"exit {code}".encode())
+    finally:
+        os._exit(0)
+
+
+def _bind(sock_path: str) -> socket.socket:
+    """Listen on ``sock_path``, which appears only once it accepts (bound under a temporary
+    name, renamed over whatever a dead template left: we hold the lock)."""
+    tmp = f"{sock_path}.{os.getpid()}"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old = os.umask(0o177)
+    try:
+        lst.bind(tmp)
+    finally:
+        os.umask(old)
+    os.chmod(tmp, 0o600)
+    lst.listen(128)
+    os.rename(tmp, sock_path)
+    return lst
+
+
+def _preload(names: tuple[str, ...] | list[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            os.write(2, f"runwasm template: cannot preload {name}: {err}\n".encode())
+
+
+def template_main() -> int:
+    sock_path = key.socket_path(os.environ)
+    directory = os.path.dirname(sock_path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    lock = os.open(key.lock_path(sock_path), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return client.LOCKED_EXIT  # another template of this installation is alive (or starting)
+    os.chdir("/")
+    install = key.install_key()
+    identity = key.code_identity()
+    _preload(PRELOAD)
+    # listen only once warm: until then execs find no socket and run the action themselves
+    # rather than queue behind the imports
+    lst = _bind(sock_path)
+    ino = os.stat(sock_path).st_ino
+    with open(key.pid_path(sock_path), "w") as f:
+        f.write(str(os.getpid()))
+
+    def stop(_sig: int, _frame: object) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    gc.collect()
+    gc.freeze()
+    checked = time.monotonic()
+    pending = list(PRELOAD_LATER)
+    try:
+        while True:
+            lst.settimeout(0.0 if pending else IDLE_POLL)
+            try:
+                conn, _ = lst.accept()
+            except (TimeoutError, BlockingIOError):
+                conn = None
+            except _Stop:
+                return 0
+            if conn is not None:
+                with conn:
+                    if _peer_uid(conn) != os.geteuid():
+                        conn.send(b"refused not the template's user")
+                        continue
+                    if os.fork() == 0:
+                        lst.close()
+                        _child(conn, install, lock)
+            if conn is None and pending:
+                _preload(pending[:1])
+                del pending[0]
+                if not pending:
+                    gc.collect()
+                    gc.freeze()
+                continue
+            now = time.monotonic()
+            if conn is None or now - checked >= IDENTITY_EVERY:
+                checked = now
+                if key.code_identity() != identity:
+                    return 0  # the installation changed: let a fresh template take over
+    except _Stop:
+        return 0
+    finally:
+        lst.close()
+        try:
+            if os.stat(sock_path).st_ino == ino:
+                os.unlink(sock_path)
+        except OSError:
+            pass
+
+
+def stop_templates(directory: str, timeout: float = 5.0) -> list[int]:
+    """SIGTERM (then SIGKILL) every live template whose pid file is in ``directory``; for tests
+    and benchmarks that run templates of their own. Returns the pids signalled."""
+    stopped = []
+    for name in os.listdir(directory):
+        if not name.endswith(".pid"):
+            continue
+        try:
+            with open(os.path.join(directory, name)) as f:
+                pid = int(f.read().strip() or 0)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if key.TEMPLATE_ACTION.encode() not in f.read():
+                    continue
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
+        stopped.append(pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.02)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return stopped

@@ -1,0 +1,125 @@
+"""Fork a group's server from a template child (instead of exec'ing a fresh interpreter).
+
+``start`` running in a child of the template calls ``fork_server`` where it would otherwise
+``posix_spawn`` the server. The result must be indistinguishable, for containerd and for
+``ps``, from the exec'd server:
+
+- detached: double fork (re-parented to init, never a child of ``start`` or the template),
+  its own session (``setsid``), stdio on /dev/null (containerd waits for every holder of
+  ``start``'s output pipe), default signal dispositions and an empty signal mask, cwd ``/``;
+- the environment ``start`` would have passed (containerd's, plus the settings and the
+  listening fd, plus ``RUNWASM_FORKED_BY_TEMPLATE=<template pid>``), in ``os.environ`` and in
+  ``/proc/<pid>/environ``, and the command line
+  ``<shim binary> -namespace NS -id ID _runwasm_serve`` in ``/proc/<pid>/cmdline``
+  (``PR_SET_MM``, root only; left as the template's when the kernel refuses);
+- then ``server_main.serve_main()``, which forks the zygote before any thread starts.
+
+The cgroup is the template's (the one containerd ran the first ``start`` in), as an exec'd
+server has the cgroup of the ``start`` that spawned it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+from collections.abc import Sequence
+
+PR_SET_MM = 35
+PR_SET_MM_MAP = 14  # allowed without CAP_SYS_RESOURCE when the exe link is left alone
+
+# fds a forked server must not keep (the template's listener, the launcher connection); set
+# by the template child before it runs the action
+inherited_to_close: list[int] = []
+_keep: list[ctypes.Array[ctypes.c_char]] = []  # the new argv/environ areas must outlive us
+
+
+class _MmMap(ctypes.Structure):  # struct prctl_mm_map (linux/prctl.h)
+    _fields_ = (
+        ("start_code", ctypes.c_uint64), ("end_code", ctypes.c_uint64), ("start_data", ctypes.c_uint64),
+        ("end_data", ctypes.c_uint64), ("start_brk", ctypes.c_uint64), ("brk", ctypes.c_uint64),
+        ("start_stack", ctypes.c_uint64), ("arg_start", ctypes.c_uint64), ("arg_end", ctypes.c_uint64),
+        ("env_start", ctypes.c_uint64), ("env_end", ctypes.c_uint64), ("auxv", ctypes.c_void_p),
+        ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32))
+
+
+def _area(items: Sequence[str]) -> tuple[int, int]:
+    data = b"".join(i.encode("utf-8", "surrogateescape") + b"\0" for i in items)
+    buf = ctypes.create_string_buffer(data, len(data))
+    _keep.append(buf)
+    return ctypes.addressof(buf), ctypes.addressof(buf) + len(data)
+
+
+def set_process_identity(argv: Sequence[str], env: dict[str, str]) -> bool:
+    """Make /proc/self/cmdline and /proc/self/environ show ``argv``/``env``; False if refused."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.sbrk.restype = ctypes.c_void_p
+        with open("/proc/self/stat") as f:
+            v = [0, 0, 0, 0, *(int(x) for x in f.read().rsplit(")", 1)[1].split()[1:])]  # v[n]: field n, proc(5)
+        m = _MmMap(start_code=v[26], end_code=v[27], start_stack=v[28], start_data=v[45], end_data=v[46],
+                   start_brk=v[47], brk=libc.sbrk(0) or v[47], auxv=None, auxv_size=0, exe_fd=0xFFFFFFFF)
+        m.arg_start, m.arg_end = _area(argv)
+        m.env_start, m.env_end = _area([f"{k}={val}" for k, val in env.items()])
+        return int(libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(m), ctypes.sizeof(m), 0)) == 0
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _become_server(argv: Sequence[str], env: dict[str, str]) -> None:
+    """In the detached grandchild: never returns."""
+    code = 1
+    try:
+        os.setsid()
+        for fd in inherited_to_close:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        if null > 2:
+            os.close(null)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.chdir("/")
+        os.environ.clear()
+        os.environ.update(env)
+        set_process_identity(argv, env)
+        from runwasm.shim.server_main import serve_main
+
+        code = serve_main()
+    finally:
+        os._exit(code)
+
+
+def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -> int:
+    """Fork the detached server; returns its pid. ``env`` names ``sock``'s fd (which stays open
+    in the server: no exec, so inheritability does not matter)."""
+    from runwasm.shim.template.key import ENV_FORKED_BY
+
+    env = {**env, ENV_FORKED_BY: str(os.getppid())}  # we are the template's child: its pid
+    r, w = os.pipe()
+    mid = os.fork()
+    if mid == 0:  # intermediate: fork the server, report its pid, exit so init adopts it
+        try:
+            os.close(r)
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                _become_server(argv, env)
+            os.write(w, str(pid).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 64):
+        out += chunk
+    os.close(r)
+    os.waitpid(mid, 0)
+    if not out:
+        raise OSError("failed to fork the shim server from the template")
+    return int(out)

@@ -1,0 +1,289 @@
+"""The warm template (shim/template/) through the real binary: used when present, bypassed when
+dead or refusing, root only, and no exit status or clean-up is lost when it or a server it
+forked is SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runwasm.shim.harness import Harness, shim_command
+from runwasm.shim.template import client, key, process
+from tests.shim.e2e.helpers import (
+    GROUP_ANNOTATION,
+    create,
+    delete,
+    kill,
+    make_bundle,
+    run,
+    server_pids,
+    shim,
+    shutdown,
+    start,
+    wait,
+)
+
+
+def _template_pid(directory: Path) -> int | None:
+    path = Path(key.pid_path(str(directory / f"template-{key.install_key()}.sock")))
+    try:
+        pid = int(path.read_text())
+        alive = key.TEMPLATE_ACTION.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if alive and (directory / f"template-{key.install_key()}.sock").exists() else None
+
+
+def ensure_template(directory: Path, *, other_than: int | None = None) -> int:
+    """A live template of this installation in ``directory`` (launched if needed)."""
+    deadline = time.monotonic() + 30
+    launched = False
+    while time.monotonic() < deadline:
+        pid = _template_pid(directory)
+        if pid is not None and pid != other_than:
+            return pid
+        if not launched and pid is None:
+            client.launch(shim_command()[0])
+            launched = True
+        time.sleep(0.05)
+    raise AssertionError(f"no template came up in {directory}")
+
+
+def _forked_by(pid: int) -> int | None:
+    """The template a server was forked from (its environment says so), None if exec'd."""
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        name, _, value = item.partition(b"=")
+        if name == key.ENV_FORKED_BY.encode():
+            return int(value)
+    return None
+
+
+def _shares_pages_with(pid: int, tpl: int) -> bool:
+    """Some of ``pid``'s anonymous (heap) pages are the template's, shared copy-on-write: the
+    kernel reports them as Shared_Dirty, which an exec'd process never has with the template."""
+    rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    return int(rollup["Shared_Dirty"].split()[0]) > 0 and _forked_by(pid) == tpl
+
+
+def _tag() -> str:
+    return f"tpl{os.getpid()}-{time.monotonic_ns() % 10**8}"
+
+
+def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path) -> None:
+    tpl = ensure_template(private_template)
+    tag = _tag()
+
+    async def body(h: Harness) -> None:
+        ids = [f"{tag}-a", f"{tag}-b"]
+        bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
+        async with shim(h, ids[0], bundles[0]) as t0, shim(h, ids[1], bundles[1]) as t1:
+            for t, cid, b in ((t0, ids[0], bundles[0]), (t1, ids[1], bundles[1])):
+                await create(t, cid, b)
+                await start(t, cid)
+            servers = [p for p in server_pids(h.root) if os.getppid() != p]
+            tops = [p for p in servers if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                    not in servers]
+            assert len(tops) == 2, f"expected one server per pod, got {tops} of {servers}"
+            for pid in tops:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                assert argv[-2] == b"_runwasm_serve" or b"_runwasm_serve" in argv, argv
+                assert os.path.basename(argv[0].decode()) == "containerd-shim-runwasm-v1"
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+                assert f"TTRPC_ADDRESS={h.events_sock}".encode() in environ
+                assert _forked_by(pid) == tpl, f"server {pid} was not forked from the template {tpl}"
+                assert _shares_pages_with(pid, tpl)
+                assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] != str(tpl)
+            for t, cid in ((t0, ids[0]), (t1, ids[1])):
+                await kill(t, cid, signal.SIGKILL)
+                assert (await wait(t, cid)).exit_status == 137
+                await delete(t, cid)
+                await shutdown(t, cid)
+
+    run(False, body)
+    assert _template_pid(private_template) == tpl
+
+
+def test_a_sigkilled_template_loses_no_exit_status_and_is_replaced(private_template: Path) -> None:
+    tpl = ensure_template(private_template)
+    tag = _tag()
+
+    async def body(h: Harness) -> None:
+        cid = f"{tag}-k"
+        bundle = make_bundle(h, cid, "spin.wasm")
+        async with shim(h, cid, bundle) as t:
+            await create(t, cid, bundle)
+            await start(t, cid)
+            os.kill(tpl, signal.SIGKILL)
+            # a new template can start while the servers the dead one forked still run
+            assert ensure_template(private_template, other_than=tpl) != tpl
+            os.kill(_template_pid(private_template) or 0, signal.SIGKILL)
+            await kill(t, cid, signal.SIGTERM)
+            assert (await wait(t, cid)).exit_status == 128 + signal.SIGTERM
+            await delete(t, cid)
+            await shutdown(t, cid)
+        # the next pod: the dead socket is bypassed (an exec'd server) and a new template launched
+        cid2 = f"{tag}-n"
+        bundle2 = make_bundle(h, cid2, "spin.wasm")
+        async with shim(h, cid2, bundle2) as t:
+            await create(t, cid2, bundle2)
+            await start(t, cid2)
+            (server,) = [p for p in server_pids(h.root)
+                         if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == "1"]
+            assert _forked_by(server) is None
+            await kill(t, cid2, signal.SIGKILL)
+            assert (await wait(t, cid2)).exit_status == 137
+            await delete(t, cid2)
+            await shutdown(t, cid2)
+
+    run(False, body)
+    assert ensure_template(private_template, other_than=tpl) != tpl
+
+
+def test_delete_cleans_after_a_sigkilled_forked_server(private_template: Path) -> None:
+    ensure_template(private_template)
+    tag = _tag()
+
+    async def body(h: Harness) -> None:
+        cid = f"{tag}-s"
+        bundle = make_bundle(h, cid, "spin.wasm")
+        address, version = await h.shim_start(cid, bundle)
+        from runwasm.shim.harness import connected
+
+        async with connected(address, version) as t:
+            await create(t, cid, bundle)
+            await start(t, cid)
+            servers = server_pids(h.root)
+            assert servers
+            assert all(_forked_by(p) is not None for p in servers)
+            for pid in servers:
+                os.kill(pid, signal.SIGKILL)
+        resp = await h.shim_delete(cid, bundle)
+        assert resp.exit_status == 137
+        await asyncio.sleep(0)
+
+    run(False, body)  # run() checks no server and no mount is left
+
+
+def test_only_the_templates_user_is_served(private_template: Path) -> None:
+    tpl = ensure_template(private_template)
+    sock_path = private_template / f"template-{key.install_key()}.sock"
+
+    def as_nobody() -> str:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os.close(r)
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                s.settimeout(10)
+                try:
+                    s.connect(str(sock_path))
+                    os.write(w, s.recv(256) or b"EOF")  # the template answers at accept, unasked
+                except OSError as err:
+                    os.write(w, f"error {err.errno}".encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        out = os.read(r, 256).decode()
+        os.close(r)
+        os.waitpid(pid, 0)
+        return out
+
+    assert as_nobody() == "error 13"  # 0700 directory, 0600 socket
+    dir_mode, sock_mode = private_template.stat().st_mode, sock_path.stat().st_mode
+    private_template.chmod(0o755)
+    sock_path.chmod(0o666)
+    try:
+        assert as_nobody().startswith("refused"), "the peer-credential check let another user in"
+    finally:
+        private_template.chmod(dir_mode & 0o777)
+        sock_path.chmod(sock_mode & 0o777)
+    assert _template_pid(private_template) == tpl
+
+
+def test_a_refusing_template_is_bypassed_and_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = Path("/run") / f"rwt-refuse-{os.getpid()}"
+    d.mkdir(mode=0o700)
+    monkeypatch.setenv(key.ENV_DIR, str(d))
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fake.bind(str(d / f"template-{key.install_key()}.sock"))
+    fake.listen(8)
+    refused: list[bytes] = []
+
+    def serve() -> None:  # an out-of-date template: refuses every request
+        while True:
+            try:
+                conn, _ = fake.accept()
+            except OSError:
+                return
+            with conn:
+                refused.append(conn.recv(client.MAX_REQUEST))
+                conn.send(b"refused installation key or fds do not match")
+
+    threading.Thread(target=serve, daemon=True).start()
+    tag = _tag()
+    try:
+        async def body(h: Harness) -> None:
+            cid = f"{tag}-r"
+            bundle = make_bundle(h, cid, "hello.wasm")
+            async with shim(h, cid, bundle) as t:
+                await create(t, cid, bundle)
+                await start(t, cid)
+                assert (await wait(t, cid)).exit_status == 0
+                await delete(t, cid)
+                await shutdown(t, cid)
+
+        run(False, body)
+        assert refused, "start never asked the template"
+        fake.close()
+        assert ensure_template(d) > 0  # the fallback launched a real one, which took over the path
+    finally:
+        fake.close()
+        process.stop_templates(str(d))
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+
+
+def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = Path("/run") / f"rwt-first-{os.getpid()}"
+    d.mkdir(mode=0o700)
+    monkeypatch.setenv(key.ENV_DIR, str(d))
+    monkeypatch.setenv(client.ENV_READY_TIMEOUT, "120")  # however busy the machine is
+    tag = _tag()
+    try:
+        async def body(h: Harness) -> None:
+            assert _template_pid(d) is None
+            cid = f"{tag}-f"
+            bundle = make_bundle(h, cid, "spin.wasm")
+            async with shim(h, cid, bundle) as t:
+                await create(t, cid, bundle)
+                await start(t, cid)
+                servers = server_pids(h.root)
+                assert servers
+                assert all(_forked_by(p) is not None for p in servers), "the first server was not forked from a template"
+                await kill(t, cid, signal.SIGKILL)
+                assert (await wait(t, cid)).exit_status == 137
+                await delete(t, cid)
+                await shutdown(t, cid)
+
+        run(False, body)
+        tpl = _template_pid(d)
+        assert tpl is not None
+        # node-wide: it carries none of the variables of the containerd whose start launched it
+        environ = Path(f"/proc/{tpl}/environ").read_bytes().split(b"\0")
+        assert not [v for v in environ if v.startswith((b"TTRPC_ADDRESS=", b"GRPC_ADDRESS=", b"NAMESPACE="))]
+    finally:
+        process.stop_templates(str(d))
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()

@@ -1,0 +1,94 @@
+"""The launcher side of the template protocol, against sockets the test controls."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from runwasm.shim.template import client, key
+
+
+def test_request_round_trips() -> None:
+    env = {"A": "1", "B": "x=y", "EMPTY": ""}
+    data = client.encode_request("k1", "/some/bundle", 0o022, ["/bin/shim", "-id", "c", "delete"], env)
+    assert client.decode_request(data) == ("k1", "/some/bundle", 0o022, ["/bin/shim", "-id", "c", "delete"], env)
+
+
+@pytest.mark.parametrize("data", [b"", b"XXXX\0k", b"RWT1\0k\0/\0" + b"22", b"RWT1\0k\0/\x0022\x005\0a"])
+def test_bad_requests_are_refused(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        client.decode_request(data)
+
+
+def _fake_template(directory: Path, reply: bytes) -> tuple[socket.socket, threading.Thread, list[bytes]]:
+    """A socket at the template's path that answers every request with ``reply``."""
+    path = directory / f"template-{key.install_key()}.sock"
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    lst.bind(str(path))
+    lst.listen(4)
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = lst.accept()
+        except OSError:  # closed by a test that expects no connection
+            return
+        with conn:
+            msg, anc, _f, _a = conn.recvmsg(client.MAX_REQUEST, socket.CMSG_SPACE(16))
+            seen.append(msg)
+            for _level, _kind, fds in anc:
+                for i in range(0, len(fds), 4):
+                    os.close(int.from_bytes(fds[i:i + 4], "little"))
+            conn.send(reply)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return lst, t, seen
+
+
+def test_forward_returns_the_template_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(key.ENV_DIR, str(tmp_path))
+    lst, t, seen = _fake_template(tmp_path, b"exit 3")
+    with lst:
+        assert client.forward(["/bin/shim", "-id", "c", "delete"]) == 3
+        t.join(5)
+    got = client.decode_request(seen[0])
+    assert got[0] == key.install_key()
+    assert got[1] == os.getcwd()
+    assert got[3][-1] == "delete"
+    assert got[4][key.ENV_DIR] == str(tmp_path)
+
+
+@pytest.mark.parametrize("reply", [b"refused installation key or fds do not match", b""])
+def test_refusal_or_a_dead_child_means_run_it_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    reply: bytes) -> None:
+    monkeypatch.setenv(key.ENV_DIR, str(tmp_path))
+    lst, t, _ = _fake_template(tmp_path, reply)
+    with lst:
+        assert client.forward(["/bin/shim", "-id", "c", "start"]) is None
+        t.join(5)
+
+
+def test_no_template_stale_socket_or_switched_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(key.ENV_DIR, str(tmp_path))
+    assert client.forward(["/bin/shim", "-id", "c", "start"]) is None  # no socket
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stale.bind(str(tmp_path / f"template-{key.install_key()}.sock"))
+    stale.close()  # the file stays, nobody listens: a SIGKILLed template
+    assert client.forward(["/bin/shim", "-id", "c", "start"]) is None
+    monkeypatch.setenv(key.ENV_SWITCH, "off")
+    assert client.forward(["/bin/shim", "-id", "c", "start"]) is None
+
+
+def test_only_start_and_delete_are_forwarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(key.ENV_DIR, str(tmp_path))
+    lst, _t, seen = _fake_template(tmp_path, b"exit 0")
+    with lst:
+        assert client.forward(["/bin/shim", "-v"]) is None
+        assert client.forward(["/bin/shim", "-info"]) is None
+        assert client.forward(["/bin/shim", "-id", "c", key.TEMPLATE_ACTION]) is None
+    assert seen == []
