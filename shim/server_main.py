@@ -111,6 +111,11 @@ def serve_main() -> int:
     finally:
         zygote.close()
         _flush_telemetry()
+        if log.isEnabledFor(logging.DEBUG):  # the start-up cost promise: none of it without OTEL_*
+            import sys
+
+            otel = sorted({m.split(".")[1] for m in sys.modules if m.startswith("opentelemetry.")})
+            log.debug("opentelemetry packages loaded: %s", ",".join(otel) or "none")
         log.info("shim server exiting")
     return 0
 

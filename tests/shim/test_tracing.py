@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,14 +34,14 @@ PARENT = f"00-{TRACE}-{CALLER_SPAN}-01"
 START_PARENT = f"00-{TRACE}-b7ad6b7169203331-01"
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SPAN_KIND_SERVER
 
-SITECUSTOMIZE = """
-import atexit, os, sys
-def _dump():
-    mods = sorted(m for m in sys.modules if m.split('.')[0] in ('opentelemetry', 'grpc'))
-    with open(os.path.join({out!r}, f"{{os.getpid()}}.json"), "w") as f:
-        import json
-        json.dump({{"argv": sys.argv, "modules": mods}}, f)
-atexit.register(_dump)
+START_WRAPPER = """
+import json, os, sys
+from runwasm.shim.__main__ import main
+code = main(sys.argv[1:])
+mods = sorted(m for m in sys.modules if m.split('.')[0] in ('opentelemetry', 'grpc'))
+with open(os.environ["RUNWASM_TEST_MODULES"] + "." + sys.argv[-1], "w") as f:
+    json.dump(mods, f)
+sys.exit(code)
 """
 
 
@@ -94,28 +95,27 @@ def _md(h: Harness, topic: str, cid: str) -> dict[str, list[str]]:
 
 @pytest.mark.privileged
 def test_without_otel_env_nothing_is_imported_or_invented(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``start`` runs in-process in a wrapper that dumps its ``sys.modules`` after the action; the
+    server it spawns reports its own at exit in the debug log."""
     _clear_otel(monkeypatch)
-    site = tmp_path / "site"
-    site.mkdir()
-    dumps = tmp_path / "dumps"
-    dumps.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(out=str(dumps)))
+    wrapper = tmp_path / "start_wrapper.py"
+    wrapper.write_text(START_WRAPPER)
+    dump = tmp_path / "start-modules.json"
+    monkeypatch.setattr("runwasm.shim.harness.shim_command", lambda: [sys.executable, str(wrapper)])
 
     async def main() -> tuple[Harness, str]:
         async with Harness() as h:
-            h.shim_env = {"PYTHONPATH": str(site), "TRACEPARENT": START_PARENT}
+            h.debug = True
+            h.shim_env = {"RUNWASM_TEST_MODULES": str(dump), "TRACEPARENT": START_PARENT}
             await _run_one(h, "plain", "hello.wasm", {"traceparent": PARENT})
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
             return h, h.log_files[0].read_text()
 
     h, log = asyncio.run(main())
-    # the real start and server processes, at their exit: no opentelemetry (nor grpc) module
-    seen = [json.loads(p.read_text()) for p in dumps.glob("*.json")]
-    kinds = {"start" if "start" in d["argv"] else "serve" if "_runwasm_serve" in d["argv"] else "other"
-             for d in seen}
-    assert {"start", "serve"} <= kinds, seen
-    for d in seen:
-        assert d["modules"] == [], d
+    # the real start and server processes: no opentelemetry (nor grpc) module
+    for action in ("start", "delete"):
+        assert json.loads(Path(f"{dump}.{action}").read_text()) == [], action
+    assert "opentelemetry packages loaded: none" in log
     # log correlation with containerd's trace id still works, without any span id of ours
     lines = [line for line in log.splitlines() if f"trace_id={TRACE}" in line]
     assert lines
