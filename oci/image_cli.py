@@ -22,7 +22,7 @@ from runwasm.oci.errors import OciError
 
 if TYPE_CHECKING:
     from runwasm.oci.image import Platform
-    from runwasm.oci.images import ImageStore
+    from runwasm.oci.images import ImageRecord, ImageStore
     from runwasm.oci.store import ContentStore
 
 DEFAULT_ROOT = "/var/lib/runwasm"
@@ -50,8 +50,9 @@ def _guard(handler: Handler) -> Handler:
 def _pack_wasm(ns: argparse.Namespace) -> int:
     from runwasm.oci.pack import pack_wasm
 
-    packed = pack_wasm(Path(ns.module), Path(ns.output), ns.name, args=ns.arg or None, env=ns.env or None)
-    print(json.dumps({"ref": packed.ref, "manifest": str(packed.manifest.digest),
+    packed = pack_wasm(Path(ns.module), Path(ns.output), ns.name, args=ns.arg or None, env=ns.env or None,
+                       fmt=ns.format)
+    print(json.dumps({"ref": packed.ref, "format": ns.format, "manifest": str(packed.manifest.digest),
                       "config": str(packed.config.digest), "layer": str(packed.layer.digest),
                       "entrypoint": packed.entrypoint}))
     return 0
@@ -88,12 +89,29 @@ def _import(ns: argparse.Namespace) -> int:
     from runwasm.oci.layout_import import import_layout
 
     store, images = _open_stores(ns)
+    verify = _import_verifier(ns, store, images)
     with steps.step("image.import", **{"runwasm.image.archive": str(ns.file)}):
         records = list(import_layout(store, images, Path(ns.file), name=ns.name, platforms=_platforms(ns),
-                                     progress=_progress))
+                                     progress=_progress, verify=verify))
     for record in records:
         print(f"{record.name}\t{record.target.digest}")
     return 0
+
+
+def _import_verifier(ns: argparse.Namespace, store: ContentStore,
+                     images: ImageStore) -> Callable[[list[ImageRecord]], None] | None:
+    """The ``verify`` hook of an import: ``--verify POLICY`` or the store's default policy."""
+    from runwasm.oci.verify.local import policy_for, verify_records
+
+    policy = policy_for(store_root(ns), getattr(ns, "verify", None))
+    if policy is None:
+        return None
+    checked = policy
+
+    def hook(records: list[ImageRecord]) -> None:
+        for j in verify_records(checked, store, images, records):
+            print(f"runwasm: {j.reason}", file=sys.stderr)
+    return hook
 
 
 def _ls(ns: argparse.Namespace) -> int:
@@ -105,6 +123,9 @@ def _ls(ns: argparse.Namespace) -> int:
     for record in images.list():
         if ns.quiet:
             print(record.name)
+            continue
+        if _is_signature_record(record.name):  # cosign signature image (runwasm image sign / import)
+            print(f"{record.name}\t{record.target.digest}\tsignature\t-\t{record.target.size}")
             continue
         try:
             res = resolve(store, record.target, _platforms(ns))
@@ -122,10 +143,33 @@ def _rm(ns: argparse.Namespace) -> int:
     store, images = _open_stores(ns)
     with store.lock():
         for name in ns.names:
-            print(images.delete(name).name)
+            removed = images.delete(name)
+            print(removed.name)
+            _remove_orphan_signatures(images, removed)
         result = collect_garbage(store, images)
     log.info("gc removed %d blobs", len(result.removed_blobs))
     return 0
+
+
+def _is_signature_record(name: str) -> bool:
+    from runwasm.oci.verify.local import is_signature_record
+
+    return is_signature_record(name)
+
+
+def _remove_orphan_signatures(images: ImageStore, removed: ImageRecord) -> None:
+    """Remove the ``<repo>:sha256-<hex>.sig`` record of a removed image once no record of the
+    store targets that digest any more (it would only keep dead blobs alive)."""
+    from runwasm.oci.errors import NotFoundError
+    from runwasm.oci.reference import Reference
+    from runwasm.oci.verify.cosign import sig_tag
+
+    if _is_signature_record(removed.name) or any(r.target.digest == removed.target.digest for r in images.list()):
+        return
+    try:
+        print(images.delete(f"{Reference.parse(removed.name).name}:{sig_tag(removed.target.digest)}").name)
+    except NotFoundError:
+        pass
 
 
 def _inspect(ns: argparse.Namespace) -> int:
@@ -193,6 +237,24 @@ def _umount(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _sign(ns: argparse.Namespace) -> int:
+    from runwasm.oci.verify.cli import sign
+
+    return sign(ns, store_root(ns))
+
+
+def _verify_cmd(ns: argparse.Namespace) -> int:
+    from runwasm.oci.verify.cli import verify
+
+    return verify(ns, store_root(ns))
+
+
+def _keygen(ns: argparse.Namespace) -> int:
+    from runwasm.oci.verify.cli import keygen
+
+    return keygen(ns)
+
+
 def _add_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help=f"image store root (default $RUNWASM_ROOT or {DEFAULT_ROOT})")
 
@@ -208,12 +270,18 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type:
     p.add_argument("--name", required=True, help="image reference, e.g. docker.io/library/hello:latest")
     p.add_argument("--arg", action="append", help="argument appended to the entrypoint (repeatable)")
     p.add_argument("--env", action="append", help="KEY=VALUE environment entry (repeatable)")
+    p.add_argument("--format", choices=("tar", "runwasi", "artifact"), default="tar",
+                   help="tar: module as a file in a tar layer (default; containerd 1.6 and 2.3); runwasi: "
+                        "raw module/component layer, OCI config (ctr run on containerd 2.3); artifact: CNCF "
+                        "Wasm OCI artifact (application/vnd.wasm.config.v0+json; CRI, runwasm run)")
     p.set_defaults(func=_guard(_pack_wasm))
 
     p = sub.add_parser("import", help="import an OCI image-layout tarball into the store")
     p.add_argument("file", help="layout tarball (docker save >= 25, skopeo oci-archive, pack-wasm)")
     p.add_argument("--name", help="image name to use instead of the index.json annotations")
     p.add_argument("--platform", action="append", help="os/arch[/variant] to accept (repeatable)")
+    p.add_argument("--verify", metavar="POLICY", help="refuse images the signature policy does not accept"
+                   " (default: <root>/verify-policy.toml when present)")
     _add_root(p)
     p.set_defaults(func=_guard(_import))
 
@@ -257,6 +325,10 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type:
     p.add_argument("dir", metavar="DIR")
     _add_root(p)
     p.set_defaults(func=_guard(_umount))
+
+    from runwasm.oci.verify.cli import add_arguments
+
+    add_arguments(sub, _add_root, _guard(_sign), _guard(_verify_cmd), _guard(_keygen))
 
     p = sub.add_parser("gc", help="remove unreferenced blobs, layers and ingest leftovers")
     _add_root(p)

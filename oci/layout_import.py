@@ -21,7 +21,7 @@ from pathlib import Path
 from runwasm.oci import mediatypes as mt
 from runwasm.oci.digest import Digest
 from runwasm.oci.errors import DigestMismatchError, InvalidArgumentError, NotFoundError, OciError
-from runwasm.oci.image import Descriptor, Index, Platform
+from runwasm.oci.image import Descriptor, Index, Manifest, Platform
 from runwasm.oci.images import ImageRecord, ImageStore
 from runwasm.oci.jsonparse import loads_object, opt_str
 from runwasm.oci.platforms import DEFAULT_PLATFORMS
@@ -32,6 +32,8 @@ from runwasm.oci.store import ContentStore
 log = logging.getLogger(__name__)
 MAX_META = 4 << 20
 Progress = Callable[[int, int], None]
+Verify = Callable[[list[ImageRecord]], None]
+SIG_TAG_SUFFIX = ".sig"
 
 
 def _member_name(name: str) -> str:
@@ -61,7 +63,7 @@ def _image_name(desc: Descriptor, override: str | None, index_len: int) -> str:
 
 def import_layout(store: ContentStore, images: ImageStore, tar_path: Path, *, name: str | None = None,
                   platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
-                  progress: Progress | None = None) -> list[ImageRecord]:
+                  progress: Progress | None = None, verify: Verify | None = None) -> list[ImageRecord]:
     """Import a layout tarball (plain, gzip or zstd-less compressed via tarfile's ``r:*``).
 
     Args:
@@ -69,6 +71,9 @@ def import_layout(store: ContentStore, images: ImageStore, tar_path: Path, *, na
             plain ``ref.name`` tag is appended to it).
         platforms: accepted platforms, in preference order.
         progress: called with (bytes read, total bytes) while blobs stream in.
+        verify: called with every record about to be written (images and cosign ``.sig``
+            signature images, whose blobs are then in the store) before any is written; it
+            raises (e.g. ``VerificationError``) to refuse the import, which is then undone.
 
     Returns:
         The image records written.
@@ -86,7 +91,7 @@ def import_layout(store: ContentStore, images: ImageStore, tar_path: Path, *, na
         raise NotFoundError(f"failed to import {str(tar_path)!r}: file not found") from err
     with store.lock():
         try:
-            return _import_locked(store, images, tar_path, total, name, platforms, progress, added)
+            return _import_locked(store, images, tar_path, total, name, platforms, progress, added, verify)
         except (OciError, tarfile.TarError, EOFError, OSError) as err:
             for d in added:
                 store.path(d).unlink(missing_ok=True)
@@ -97,7 +102,7 @@ def import_layout(store: ContentStore, images: ImageStore, tar_path: Path, *, na
 
 def _import_locked(store: ContentStore, images: ImageStore, tar_path: Path, total: int, name: str | None,
                    platforms: Sequence[Platform], progress: Progress | None,
-                   added: list[Digest]) -> list[ImageRecord]:
+                   added: list[Digest], verify: Verify | None = None) -> list[ImageRecord]:
     meta: dict[str, bytes] = {}
     with open(tar_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
         for member in tar:
@@ -143,6 +148,10 @@ def _import_locked(store: ContentStore, images: ImageStore, tar_path: Path, tota
     for desc in index.manifests:
         if not store.has(desc.digest):
             raise NotFoundError(f"failed to import {str(tar_path)!r}: blob {str(desc.digest)!r} missing from the tarball")
+        if _is_signature_entry(desc):  # a cosign signature image: no platform, no filesystem layers
+            _check_blobs(store, desc, tar_path)
+            records.append(ImageRecord(_image_name(desc, name, len(index.manifests)), desc))
+            continue
         resolved = resolve(store, desc, platforms)
         for layer in resolved.manifest.layers:
             if not store.has(layer.digest):
@@ -151,7 +160,27 @@ def _import_locked(store: ContentStore, images: ImageStore, tar_path: Path, tota
                 raise DigestMismatchError(f"failed to import {str(tar_path)!r}: layer {str(layer.digest)!r}"
                                           f" size {store.size(layer.digest)}, manifest says {layer.size}")
         records.append(ImageRecord(_image_name(desc, name, len(index.manifests)), desc))
+    if verify is not None:
+        verify(records)
     for record in records:
         images.put(record)
         log.info("imported %s -> %s", record.name, record.target.digest)
     return records
+
+
+def _is_signature_entry(desc: Descriptor) -> bool:
+    """An index entry tagged like cosign's signature images (``sha256-<hex>.sig``)."""
+    tag = desc.annotations.get(mt.ANNOTATION_REF_NAME, "")
+    full = desc.annotations.get(mt.ANNOTATION_IMAGE_NAME, "")
+    tag = tag.rsplit(":", 1)[-1] if ("/" in tag or ":" in tag) else tag
+    full_tag = full.rsplit(":", 1)[-1] if ":" in full.rsplit("/", 1)[-1] else ""
+    return mt.is_manifest(desc.media_type) and any(
+        t.startswith("sha256-") and t.endswith(SIG_TAG_SUFFIX) for t in (tag, full_tag))
+
+
+def _check_blobs(store: ContentStore, desc: Descriptor, tar_path: Path) -> None:
+    manifest = Manifest.from_json(store.read_bytes(desc.digest), desc.digest)
+    for blob in (manifest.config, *manifest.layers):
+        if not store.has(blob.digest):
+            raise NotFoundError(f"failed to import {str(tar_path)!r}: blob {str(blob.digest)!r} of signature"
+                                f" image {str(desc.digest)!r} missing")

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from runwasm.oci import mediatypes as mt
+from runwasm.oci.digest import Digest
 from runwasm.oci.errors import InvalidArgumentError, NotFoundError, UnsupportedMediaTypeError
 from runwasm.oci.image import Descriptor, ImageConfig, Index, Manifest, Platform
 from runwasm.oci.platforms import DEFAULT_PLATFORMS, matches, select_manifest
-from runwasm.oci.store import ContentStore
 
 MAX_DEPTH = 4
+
+
+class BlobSource(Protocol):
+    """Where ``resolve`` reads manifests and configs: runwasm's ``ContentStore``, or a client of
+    containerd's content store (``runwasm.shim.containerd_api``). Must verify the digest."""
+
+    def read_bytes(self, digest: Digest) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +40,7 @@ class ResolvedImage:
         return tuple(mt.layer_kind(layer.media_type) for layer in self.manifest.layers)
 
 
-def resolve(store: ContentStore, target: Descriptor,
+def resolve(store: BlobSource, target: Descriptor,
             wanted: Sequence[Platform] = DEFAULT_PLATFORMS) -> ResolvedImage:
     """Resolve ``target`` to a manifest for the first matching platform.
 

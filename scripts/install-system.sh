@@ -7,10 +7,12 @@
 # `runwasm image import` reads what they write and that skopeo reads what `pack-wasm` writes.
 # containernetworking-plugins (bridge, loopback, host-local) give the CRI tier's pods a network
 # inside the tests' private network namespace (tests/integration/cri).
+# docker-registry (distribution 2.8) is the registry the image-signature tests push to and pull from on
+# 127.0.0.1 (a private instance per test session, never the packaged service).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 pkgs=(containerd runc busybox-static erofs-utils cryptsetup-bin libseccomp2 hyperfine util-linux iproute2 psmisc
-      skopeo umoci containernetworking-plugins)
+      skopeo umoci containernetworking-plugins docker-registry)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,7 +9,7 @@ do raise UnimplementedError (never on the Create path).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,6 +18,8 @@ from runwasm.shim.errors import UnimplementedError
 
 if TYPE_CHECKING:
     from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup
+    from runwasm.shim.image_module import ImageModule
+    from runwasm.wasm.sandbox import Sandbox as WasmSandbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +69,33 @@ class WasmBackend:
     bundle: Path | None = None
     cgroups: bool = True
     rootfs_readonly: bool = False  # runtime options WasmRootfsReadonly: on top of root.readonly
+    image_module: ImageModule | None = None  # the image's Wasm layer runs instead of args[0]'s path
+    wasm_sandbox: WasmSandbox | None = None  # runtime options' Wasm* keys (annotations applied in plan_init)
     kind: str = "wasm"
     sandbox: CgroupSandbox | None = None  # made by plan_init
 
     def plan_init(self) -> Launch:
         from runwasm.wasm.payload import WasmTaskPayload
+        from runwasm.wasm.sandbox import Preopen, Sandbox, with_annotations
 
         proc = self.spec.process
         assert proc is not None  # the router checked
-        preopens = tuple((m.source, m.destination) for m in self.spec.mounts
-                         if m.type in ("bind", "") and ("bind" in m.options or "rbind" in m.options)
-                         and os.path.isdir(m.source))
+        binds = [m for m in self.spec.mounts if m.type in ("bind", "") and ("bind" in m.options or "rbind" in m.options)
+                 and os.path.isdir(m.source)]
+        # a bind mount's "ro" option makes its preopen read-only (sandbox preopens carry the mode)
+        preopens = tuple((m.source, m.destination) for m in binds if "ro" not in m.options)
+        sandbox = with_annotations(self.wasm_sandbox or Sandbox(), self.spec.annotations)
+        ro_binds = tuple(Preopen(m.source, m.destination, readonly=True) for m in binds if "ro" in m.options)
+        if ro_binds:
+            sandbox = replace(sandbox, preopens=ro_binds + sandbox.preopens)
         payload = WasmTaskPayload(
-            rootfs=str(self.rootfs), args=proc.args, env=proc.env, cwd=proc.cwd, preopens=preopens,
+            rootfs=str(self.rootfs),
+            args=proc.args or ((self.image_module.path.name,) if self.image_module else ()),
+            env=proc.env, cwd=proc.cwd, preopens=preopens,
             cache_dir=self.cache_dir,
+            module_file=str(self.image_module.path) if self.image_module else None,
+            module_name=self.image_module.where if self.image_module else None,
+            sandbox=sandbox.to_json(),
             rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
         if self.cgroups and self.sandbox is None:
             from runwasm.linux.task_cgroup import CgroupSandbox

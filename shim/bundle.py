@@ -65,14 +65,17 @@ def parse_dir(text: str) -> tuple[str, str]:
 
 
 def make_wasm_bundle(bundle: Path, module: Path, args: Sequence[str], env: Sequence[str],
-                     dirs: Sequence[tuple[str, str]] = (), annotations: dict[str, str] | None = None) -> None:
-    """Create ``bundle`` with the module copied to ``/<name>`` in its rootfs."""
+                     dirs: Sequence[tuple[str, str]] = (), annotations: dict[str, str] | None = None,
+                     export: str | None = None) -> None:
+    """Create ``bundle`` with the module copied to ``/<name>`` in its rootfs; ``args[0]`` is
+    ``/<name>``, or ``/<name>#<export>`` to call a named export."""
     if not module.is_file():
         raise InvalidArgumentError(f"module {str(module)!r} does not exist or is not a file")
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(module, rootfs / module.name)
-    spec = base_spec([f"/{module.name}", *args], env, annotations=annotations)
+    arg0 = f"/{module.name}#{export}" if export else f"/{module.name}"
+    spec = base_spec([arg0, *args], env, annotations=annotations)
     spec["mounts"] += [{"destination": g, "type": "bind", "source": h, "options": ["rbind", "rw"]} for h, g in dirs]
     (bundle / "config.json").write_text(json.dumps(spec, indent=2))
 

@@ -29,6 +29,10 @@ def _run(ns: argparse.Namespace) -> int:
     from runwasm.shim.ttrpc.status import RpcError
 
     target = Path(ns.target)
+    if ns.verify and target.exists():
+        print(f"runwasm: --verify applies to images in the store, and {ns.target!r} is a file or bundle"
+              " (signatures name image digests)", file=sys.stderr)
+        return 2
     cid = ns.id or f"run-{uuid.uuid4().hex[:12]}"
     env = list(ns.env or [])
     try:
@@ -58,6 +62,9 @@ def _run(ns: argparse.Namespace) -> int:
                     bundlemod.adopt_bundle(bundle, target, ns.args, env)
                 elif target.exists():
                     bundlemod.make_wasm_bundle(bundle, target, ns.args, env, dirs)
+                elif "#" in ns.target and Path(ns.target.partition("#")[0]).is_file():  # FILE#export
+                    path, _, export = ns.target.partition("#")
+                    bundlemod.make_wasm_bundle(bundle, Path(path).resolve(), ns.args, env, dirs, export=export)
                 else:  # an image reference in runwasm's store
                     release = await asyncio.to_thread(_image_bundle, ns, bundle, cid, env, dirs)
                 # pyroute2's synchronous API runs its own event loop: keep it off ours
@@ -101,8 +108,16 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
     from runwasm.shim import bundle as bundlemod
 
     root = store_root(ns)
+    image: Any = ns.target
+    policy = _verify_policy(ns, root)
+    if policy is not None:  # verify, then use the verified descriptor (not the name) from here on
+        from runwasm.oci.images import ImageStore
+        from runwasm.oci.verify.local import verified_target
+
+        with steps.step("image.verify", **{"runwasm.image.name": ns.target}):
+            image = verified_target(policy, ContentStore(root), ImageStore(root), ns.target)
     with steps.step("image.mount", **{"runwasm.image.name": ns.target}) as attrs:
-        handle = prepare_rootfs(ContentStore(root), ns.target, bundle / "rootfs", cid, mode=ns.rootfs_mode)
+        handle = prepare_rootfs(ContentStore(root), image, bundle / "rootfs", cid, mode=ns.rootfs_mode)
         attrs["runwasm.rootfs.method"] = handle.method
     try:
         cfg = handle.image.config.config
@@ -116,6 +131,13 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
         raise
     logging.getLogger(__name__).info("rootfs of %s prepared via %s", ns.target, handle.method)
     return handle.release
+
+
+def _verify_policy(ns: argparse.Namespace, root: Path) -> Any:
+    """The signature policy for an image run: ``--verify``, else ``<root>/verify-policy.toml``."""
+    from runwasm.oci.verify.local import policy_for
+
+    return policy_for(root, ns.verify)
 
 
 def _place_wasm_layer(blob: Path, rootfs: Path, arg0: str) -> None:
@@ -158,6 +180,31 @@ def _join_new_netns(bundle: Path, cid: str) -> Any:
     return handle
 
 
+def _compile(ns: argparse.Namespace) -> int:
+    """``runwasm compile``: warm the node's compile cache ahead of time (same key as the shim)."""
+    import json
+
+    from runwasm.shim.errors import InvalidArgumentError
+    from runwasm.shim.options import parse_toml
+    from runwasm.wasm.cache import CompileCache
+    from runwasm.wasm.engine import engine_fingerprint, make_engine
+    from runwasm.wasm.errors import WasmError
+
+    try:
+        opts = parse_toml(Path(ns.runtime_config).read_text(), ns.runtime_config).options \
+            if ns.runtime_config else None
+        sandbox = opts.wasm_sandbox if opts else None
+        cache_dir = ns.cache_dir or (opts.wasm_cache_dir if opts else None)
+        loaded = CompileCache(make_engine(sandbox), cache_dir, fingerprint=engine_fingerprint(sandbox)).load(
+            Path(ns.module).read_bytes())
+    except (OSError, WasmError, InvalidArgumentError) as err:  # the options' errors name the key
+        print(f"runwasm: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"module": ns.module, "flavour": loaded.flavour, "source": loaded.source,
+                      "path": str(loaded.path) if loaded.path else None}))
+    return 0
+
+
 def _stress(ns: argparse.Namespace) -> int:
     from runwasm.shim import stress
 
@@ -196,10 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--root", help="image store root (default $RUNWASM_ROOT or /var/lib/runwasm)")
     run.add_argument("--rootfs-mode", default="auto", choices=("auto", "erofs", "dirs", "flat"),
                      help="how an image's rootfs is assembled (default: the best the kernel allows)")
+    run.add_argument("--verify", metavar="POLICY",
+                     help="run an image only if this signature policy accepts it (default: the store's"
+                          " <root>/verify-policy.toml when present)")
     run.add_argument("target", help="a .wasm or .wat file, a bundle directory with config.json, or an image "
                                     "reference in the store (runwasm image import)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
     run.set_defaults(func=_run)
+    comp = sub.add_parser("compile", help="compile a module into the node's compile cache ahead of the first run")
+    comp.add_argument("--runtime-config", metavar="TOML", help="runtime options whose Wasm* keys and WasmCacheDir "
+                                                              "to compile for (as the shim would)")
+    comp.add_argument("--cache-dir", help="cache directory (default: WasmCacheDir, $RUNWASM_WASM_CACHE or "
+                                          "/var/lib/runwasm/wasm-cache)")
+    comp.add_argument("module", help="a .wasm module or component, or .wat text")
+    comp.set_defaults(func=_compile)
     stress = sub.add_parser("stress", help="task throughput through ONE shim (the harness plays containerd)")
     stress.add_argument("-n", type=int, default=200, help="tasks to run (default 200)")
     stress.add_argument("-p", type=int, default=8, help="tasks in flight at once (default 8)")

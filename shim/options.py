@@ -12,6 +12,8 @@ the CRI table). Keys (all optional)::
     Debug = false                # debug logging in the shim server (start options only)
     StandbySeconds = 0           # deprecated, no effect (logged): servers are forked from the
                                  # warm template (shim/template/)
+    Wasm*                        # the Wasm sandbox: WasmPreopens, WasmFeatures, WasmMaxMemory,
+                                 # WasmFuel, WasmUnknownImports, WasmAnnotations… (wasm/sandbox.py)
 
 Anything else is an error that names what was expected and what arrived: another options type
 (e.g. runc's ``containerd.runc.v1.Options``), a TOML syntax error, an unknown key or a wrong
@@ -27,6 +29,8 @@ from typing import Any
 
 from runwasm.shim import wire
 from runwasm.shim.errors import InvalidArgumentError
+from runwasm.wasm import sandbox as wasm_sandbox
+from runwasm.wasm.errors import SandboxError
 
 TYPE_URL = "runtimeoptions.v1.Options"
 _KEYS = {"Executor": ("executor", str), "WasmCacheDir": ("wasm_cache_dir", str),
@@ -43,6 +47,7 @@ class RuntimeOptions:
     wasm_rootfs_readonly: bool = False
     debug: bool = False
     standby_seconds: int = 0
+    wasm_sandbox: wasm_sandbox.Sandbox | None = None  # [wasm sandbox] None: defaults; given as a whole
 
     def merged(self, other: RuntimeOptions | None, given: frozenset[str]) -> RuntimeOptions:
         """``other``'s explicitly given fields over ours."""
@@ -94,10 +99,19 @@ def parse_toml(text: str, where: str) -> ParsedOptions:
         doc: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InvalidArgumentError(f"invalid TOML in {where}: {err}") from err
+    # --- [wasm sandbox] keys: parsed by runwasm.wasm.sandbox (stdlib only) ---
+    sandbox_doc = {k: doc.pop(k) for k in list(doc) if k in wasm_sandbox.KEYS}
+    values: dict[str, Any] = {}
+    if sandbox_doc:
+        try:
+            values["wasm_sandbox"] = wasm_sandbox.from_toml(sandbox_doc, where)
+        except SandboxError as err:
+            raise InvalidArgumentError(str(err)) from err
+    # --- end [wasm sandbox] ---
     unknown = sorted(set(doc) - set(_KEYS))
     if unknown:
-        raise InvalidArgumentError(f"unknown keys in {where}: {unknown}; expected some of {sorted(_KEYS)}")
-    values: dict[str, Any] = {}
+        raise InvalidArgumentError(f"unknown keys in {where}: {unknown}; expected some of "
+                                   f"{sorted([*_KEYS, *wasm_sandbox.KEYS])}")
     for key, raw in doc.items():
         name, typ = _KEYS[key]
         if not isinstance(raw, typ) or (typ is int and isinstance(raw, bool)):

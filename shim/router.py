@@ -68,3 +68,19 @@ def route(spec: RuntimeSpec, rootfs: Path, default: str = "auto") -> Route:
     raise InvalidArgumentError(
         f"cannot run process.args[0] {arg0!r} (resolved to {str(host)!r}): expected a Wasm module or component "
         f"(\\0asm magic), WAT text, an ELF binary or a #! script; found first bytes {head[:8]!r}")
+
+
+def module_in_rootfs(spec: RuntimeSpec, rootfs: Path) -> bool:
+    """False when ``process.args[0]`` names nothing to run in the rootfs: ``args`` is empty or
+    ``[""]``, or its path does not resolve to a regular file. Then the container's image may
+    carry its module as a layer (``shim/image_module.py``)."""
+    if spec.process is None or not spec.process.args:
+        return False
+    path, _export = detect.parse_entrypoint(spec.process.args[0])
+    if not path:
+        return False
+    try:
+        host = resolve.resolve_module_path(rootfs, path, spec.process.env, spec.process.cwd)
+    except WasmError:
+        return False
+    return host.is_file()

@@ -162,13 +162,16 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
     cache_dir = os.environ.get(WASM_CACHE_ENV)
 
     def backend_factory(kind: str, cid: str, spec: object, bundle: Path, rootfs: Path,
-                        opts: RuntimeOptions) -> Backend:
+                        opts: RuntimeOptions, image_module: object) -> Backend:
         from runwasm.oci.runtime_spec import RuntimeSpec
+        from runwasm.shim.image_module import ImageModule
 
         assert isinstance(spec, RuntimeSpec)
+        assert image_module is None or isinstance(image_module, ImageModule)
         if kind == "wasm":
             return WasmBackend(cid, spec, rootfs, opts.wasm_cache_dir or cache_dir, namespace=settings.namespace,
-                               bundle=bundle, rootfs_readonly=opts.wasm_rootfs_readonly)
+                               bundle=bundle, rootfs_readonly=opts.wasm_rootfs_readonly,
+                               image_module=image_module, wasm_sandbox=opts.wasm_sandbox)
         if kind == "linux":
             from runwasm.shim.linux_backend import LinuxBackend
 
@@ -176,9 +179,19 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
             return backend
         raise InvalidArgumentError(f"no executor for kind {kind!r}")
 
+    async def image_modules(cid: str, bundle: Path) -> object:
+        # containerd's gRPC socket: absent under the standalone harness (no image to ask about)
+        sock = settings.grpc_address.removeprefix("unix://")
+        if not sock or not os.path.exists(sock):
+            return None
+        from runwasm.shim.image_module import fetch_image_module
+
+        return await loop.run_in_executor(None, fetch_image_module, settings.grpc_address, settings.namespace,
+                                          cid, bundle)
+
     service = TaskService(settings.namespace, zygote, reaper,
                           lambda event: publisher.publish(settings.namespace, event, tracing.outgoing()),  # type: ignore[arg-type]
-                          backend_factory, defaults)
+                          backend_factory, defaults, image_modules)  # type: ignore[arg-type]
     server: Server
 
     def shutdown() -> None:

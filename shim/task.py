@@ -19,9 +19,10 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runwasm.oci import control
 from runwasm.oci.runtime_spec import RuntimeSpec, parse_process
@@ -44,10 +45,15 @@ from runwasm.shim.statefile import BundleState
 from runwasm.shim.stdio import StdioPaths, opened
 from runwasm.shim.zygote import Zygote
 
+if TYPE_CHECKING:
+    from runwasm.shim.image_module import ImageModule
+
 log = logging.getLogger(__name__)
 
 Publish = Callable[[object], None]
-BackendFactory = Callable[[str, str, RuntimeSpec, Path, Path, RuntimeOptions], Backend]
+BackendFactory = Callable[[str, str, RuntimeSpec, Path, Path, RuntimeOptions, "ImageModule | None"], Backend]
+ImageModuleLookup = Callable[[str, Path], Awaitable["ImageModule | None"]]
+"""(container id, bundle) -> the Wasm layer of the container's image (``shim/image_module.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +90,10 @@ class Container:
 
 class TaskService:
     def __init__(self, namespace: str, zygote: Zygote, reaper: Reaper, publish: Publish,
-                 backend_factory: BackendFactory, defaults: RuntimeOptions | None = None) -> None:
+                 backend_factory: BackendFactory, defaults: RuntimeOptions | None = None,
+                 image_modules: ImageModuleLookup | None = None) -> None:
         self.namespace = namespace
+        self._image_modules = image_modules
         self._zygote = zygote
         self._reaper = reaper
         self._publish = publish
@@ -205,9 +213,13 @@ class TaskService:
         state = BundleState(id=req.id, mounts=made)
         try:
             state.save(bundle)
-            route = router.route(spec, rootfs, opts.executor)
+            image_module = await self._image_module(req.id, spec, bundle, rootfs, opts)
+            if image_module is not None:
+                route = router.Route("wasm", f"its image has a Wasm {image_module.where}")
+            else:
+                route = router.route(spec, rootfs, opts.executor)
             log.info("container %s routed to %s: %s", req.id, route.kind, route.reason)
-            backend = self._backend_factory(route.kind, req.id, spec, bundle, rootfs, opts)
+            backend = self._backend_factory(route.kind, req.id, spec, bundle, rootfs, opts, image_module)
             state.kind = route.kind
         except BaseException:
             mounts.unmount_all(made)
@@ -240,6 +252,26 @@ class TaskService:
         self._publish(ev.task_create(req, proc.pid))
         self._watch_oom(container)
         return proc.pid
+
+    async def _image_module(self, cid: str, spec: RuntimeSpec, bundle: Path, rootfs: Path,
+                            opts: RuntimeOptions) -> ImageModule | None:
+        """The module from the image's Wasm layer, when ``args[0]`` is not in the rootfs (see
+        ``shim/image_module.py``); None when there is no lookup, the container is routed to Linux,
+        or the image has no Wasm layer (then routing reports the missing ``args[0]``)."""
+        from runwasm.shim import router
+        from runwasm.shim.errors import status_of
+        from runwasm.shim.image_module import ImageModuleError
+
+        forced = spec.annotations.get(router.EXECUTOR_ANNOTATION) or opts.executor
+        if self._image_modules is None or forced == "linux" or router.module_in_rootfs(spec, rootfs):
+            return None
+        try:
+            return await self._image_modules(cid, bundle)
+        except Exception as err:
+            arg0 = spec.process.args[0] if spec.process and spec.process.args else None
+            raise ImageModuleError(
+                f"cannot run container {cid!r}: process.args[0] {arg0!r} is not a file in its rootfs, and the "
+                f"module could not be read from its image in containerd: {err}", status_of(err)) from err
 
     def _watch_oom(self, c: Container) -> None:
         """Publish TaskOOM as soon as the memory cgroup kills something (before the TaskExit)."""

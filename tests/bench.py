@@ -43,8 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "fixtures" / "build" / "wasm" / "hello.wasm"
 GROUP_ANNOTATION = "io.containerd.runwasm.v1.group"
-OTHER_BENCHES = ("tests.bench_wasm", "tests.bench_oci", "tests.bench_linux", "tests.bench_ttrpc", "tests.bench_cost",
-                 "tests.bench_otel")
+OTHER_BENCHES = ("tests.bench_wasm", "tests.bench_cache", "tests.bench_oci", "tests.bench_linux", "tests.bench_ttrpc",
+                 "tests.bench_cost", "tests.bench_otel")
 SECTIONS = ("ctr", "harness", "memory")
 
 

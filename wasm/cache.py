@@ -1,31 +1,47 @@
-"""On-disk compile cache for core modules and components.
+"""On-disk compile cache for core modules and components, shared by every task on the node.
 
 Key: sha256 over ``engine_identity()`` (wasmtime version + native library identity, engine
 config fingerprint, CPU) + the input kind + sha256 of the input bytes. WAT input is keyed on
 its text, so a hit skips ``wat2wasm`` too. Layout::
 
-    <dir>/wasmtime-<version>/<module|component>-<key>.cwasm
+    <dir>/hmac.key                                        32 random bytes, 0600 (made once)
+    <dir>/wasmtime-<version>/<module|component>-<key>.cwasm      the serialized artifact
+    <dir>/wasmtime-<version>/<module|component>-<key>.cwasm.mac  HMAC-SHA256(hmac.key, key || sha256(artifact))
+    <dir>/wasmtime-<version>/<module|component>-<key>.lock       flock'ed around compile-or-load
 
 Directory: the ``directory`` argument, else ``$RUNWASM_WASM_CACHE``, else
 ``/var/lib/runwasm/wasm-cache``. It is created mode 0700. ``Module.deserialize_file`` trusts
 its input (a crafted artifact is native code), so a directory that is not owned by the
 current user or is writable by group/others is refused: the cache is bypassed with a warning.
 
-Concurrency: writers compile into a unique temporary file in the same directory, fsync it and
-``rename`` it over the final name, so readers only ever see complete artifacts and two
-processes compiling the same module at once both succeed (the last rename wins; the contents
-are equivalent). A hit that fails to deserialize (corrupt, or incompatible in a way the key did
-not capture) is logged, recompiled and atomically replaced. Any cache I/O failure degrades to
-compiling in memory; it never fails the task.
+Only artifacts runwasm wrote are deserialized: an entry is loaded only if its ``.mac`` side file
+matches the HMAC of the artifact's bytes under this cache's own key (read through the same open
+file that ``deserialize_file`` then maps, via ``/proc/self/fd``). A corrupt, truncated, foreign
+(copied from another cache, or written by another tool) or half-written entry fails that check,
+is logged and recompiled, never loaded.
+
+Concurrency: compiled at most once per (input, engine identity) per cache directory. A miss
+takes an exclusive ``flock`` on the entry's ``.lock`` file, checks again (another process may
+have just stored it) and only then compiles and stores; concurrent first runs wait for the
+lock and then load the stored entry. Writers compile into a unique temporary file in the same
+directory, fsync it and ``rename`` it over the final name, then the ``.mac`` the same way. A
+lock not obtained within ``LOCK_TIMEOUT`` seconds (a holder stopped, e.g. a paused container)
+degrades to compiling without the cache. Any cache I/O failure degrades to compiling in
+memory; it never fails the task.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import hmac
 import logging
 import os
 import stat
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,6 +57,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = "/var/lib/runwasm/wasm-cache"
 CACHE_ENV = "RUNWASM_WASM_CACHE"
+KEY_FILE = "hmac.key"
+KEY_BYTES = 32
+LOCK_TIMEOUT = 600.0
 
 Artifact = wasmtime.Module | wasmtime.component.Component
 
@@ -116,17 +135,123 @@ class CompileCache:
                     f"failed to load module: expected a wasm binary (\\0asm) or WAT text, got {data[:8]!r}"
                 )
         path, flavour = self.path_for(data, kind)
-        usable = self._usable_dir()
-        if usable and path.exists():
-            try:
-                artifact = self._deserialize(path, flavour)
-                return Loaded(artifact, flavour, "hit", path)
-            except wasmtime.WasmtimeError as err:
-                log.warning("wasm cache entry %r is unusable, recompiling: %s", str(path), err)
-        artifact = self._compile(data, kind, flavour)
-        if usable and self._store(path, artifact):
-            return Loaded(artifact, flavour, "compiled", path)
+        key = self._hmac_key() if self._usable_dir() else None
+        if key is None:
+            return Loaded(self._compile(data, kind, flavour), flavour, "uncached", None)
+        artifact = self._verified_load(path, flavour, key, definitive=False)
+        if artifact is not None:
+            return Loaded(artifact, flavour, "hit", path)
+        with self._locked(path.with_suffix(".lock")) as locked:
+            if locked:  # the definitive check: a writer may have finished while we waited
+                artifact = self._verified_load(path, flavour, key, definitive=True)
+                if artifact is not None:
+                    return Loaded(artifact, flavour, "hit", path)
+            artifact = self._compile(data, kind, flavour)
+            if locked and self._store(path, artifact, key):
+                return Loaded(artifact, flavour, "compiled", path)
         return Loaded(artifact, flavour, "uncached", None)
+
+    def _mac(self, key: bytes, path: Path, digest: bytes) -> bytes:
+        return hmac.new(key, path.stem.encode() + b"\0" + digest, hashlib.sha256).digest()
+
+    def _verified_load(self, path: Path, flavour: str, key: bytes, *, definitive: bool) -> Artifact | None:
+        """The entry at ``path`` if its MAC verifies and it deserializes, else None (logged when
+        ``definitive``: under the lock, where a failure is not a writer caught mid-way)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            log.warning("wasm cache entry %r cannot be opened: %s", str(path), err)
+            return None
+        try:
+            with open(fd, "rb", closefd=False) as f:
+                digest = hashlib.file_digest(f, "sha256").digest()
+            try:
+                want = bytes.fromhex(Path(f"{path}.mac").read_text().strip())
+            except (OSError, ValueError):
+                want = b""
+            if not hmac.compare_digest(want, self._mac(key, path, digest)):
+                if definitive:
+                    log.warning("wasm cache entry %r is unusable, recompiling: its MAC is missing or does not match "
+                                "(corrupt, or not written by this runwasm cache); it is not loaded", str(path))
+                return None
+            try:
+                return self._deserialize(Path(f"/proc/self/fd/{fd}"), flavour)
+            except wasmtime.WasmtimeError as err:
+                if definitive:
+                    log.warning("wasm cache entry %r is unusable, recompiling: %s", str(path), err)
+                return None
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self, lock_path: Path) -> Iterator[bool]:
+        """Hold an exclusive flock on ``lock_path``; yields False (logged) if it cannot be had."""
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as err:
+            log.warning("wasm cache lock %r cannot be opened, compiling without the cache: %s", str(lock_path), err)
+            yield False
+            return
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            pause = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        log.warning("wasm cache lock %r still held after %.0f s, compiling without the cache",
+                                    str(lock_path), LOCK_TIMEOUT)
+                        yield False
+                        return
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _hmac_key(self) -> bytes | None:
+        """This cache's secret (made once, atomically); None (logged) when unusable."""
+        path = self.root / KEY_FILE
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                self._make_key(path)
+                continue
+            except OSError as err:
+                log.warning("wasm cache key %r is unusable, compiling without the cache: %s", str(path), err)
+                return None
+            try:
+                st = os.fstat(fd)
+                key = os.read(fd, KEY_BYTES + 1)
+            finally:
+                os.close(fd)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077 or len(key) != KEY_BYTES:
+                log.warning("wasm cache key %r is not a %d-byte file private to uid %d; not using the cache",
+                            str(path), KEY_BYTES, os.geteuid())
+                return None
+            return key
+        return None
+
+    def _make_key(self, path: Path) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".key-", dir=path.parent)
+        try:
+            os.write(fd, os.urandom(KEY_BYTES))
+            os.fsync(fd)
+            os.close(fd)
+            try:
+                os.link(tmp, path)  # never replaces a key another process made first
+            except FileExistsError:
+                pass
+        except OSError as err:
+            log.warning("failed to create wasm cache key %r: %s", str(path), err)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def _deserialize(self, path: Path, flavour: str) -> Artifact:
         if flavour == "component":
@@ -162,25 +287,28 @@ class CompileCache:
             return False
         return True
 
-    def _store(self, path: Path, artifact: Artifact) -> bool:
-        """Atomically write the serialized artifact to ``path``; False (logged) on failure."""
-        tmp = None
+    def _store(self, path: Path, artifact: Artifact, key: bytes) -> bool:
+        """Atomically write the serialized artifact to ``path``, then its MAC; False (logged) on failure."""
         try:
-            blob = artifact.serialize()
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, path)
-            tmp = None
+            blob = bytes(artifact.serialize())
+            _write_atomic(path, blob)
+            _write_atomic(Path(f"{path}.mac"), self._mac(key, path, hashlib.sha256(blob).digest()).hex().encode())
             return True
         except (OSError, wasmtime.WasmtimeError) as err:
             log.warning("failed to store wasm cache entry %r: %s", str(path), err)
             return False
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError as err:
-                    log.warning("failed to remove temporary cache file %r: %s", tmp, err)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

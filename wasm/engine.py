@@ -12,6 +12,10 @@ Config: wasmtime's defaults, deliberately. Why nothing is switched on:
 A stable, minimal config also keeps compiled artifacts valid across runwasm releases: the cache
 key (``engine_identity``) only changes when wasmtime, this fingerprint or the CPU changes.
 If you change the Config, bump ``ENGINE_FINGERPRINT``.
+
+The runtime options' sandbox (``runwasm.wasm.sandbox``) may switch wasmtime proposals on or off
+and turn fuel metering on; ``engine_fingerprint(sandbox)`` then differs, so those artifacts get
+cache keys of their own (the default sandbox keeps the default fingerprint).
 """
 
 from __future__ import annotations
@@ -22,12 +26,29 @@ from functools import lru_cache
 
 import wasmtime
 
+from runwasm.wasm.sandbox import FEATURES, Sandbox
+
 ENGINE_FINGERPRINT = "runwasm-engine-v1:wasmtime-defaults"
 
 
-def make_engine() -> wasmtime.Engine:
-    """A new Engine with the task configuration described above."""
-    return wasmtime.Engine(wasmtime.Config())
+def make_engine(sandbox: Sandbox | None = None) -> wasmtime.Engine:
+    """A new Engine with the task configuration described above, plus ``sandbox``'s features
+    and fuel metering (the sandbox must have passed ``Sandbox.checked``: wasmtime aborts the
+    process on some impossible feature sets instead of raising)."""
+    cfg = wasmtime.Config()
+    if sandbox is not None:
+        for name, on in sandbox.features:
+            setattr(cfg, FEATURES[name], on)
+        if sandbox.fuel is not None:
+            cfg.consume_fuel = True
+    return wasmtime.Engine(cfg)
+
+
+def engine_fingerprint(sandbox: Sandbox | None = None) -> str:
+    """``ENGINE_FINGERPRINT``, extended with what of ``sandbox`` changes compiled code."""
+    if sandbox is None or (not sandbox.features and sandbox.fuel is None):
+        return ENGINE_FINGERPRINT
+    return f"{ENGINE_FINGERPRINT};{sandbox.engine_fingerprint}"
 
 
 @lru_cache(maxsize=1)

@@ -68,6 +68,12 @@ class WasiSetupError(WasmError):
     status = "failed_precondition"
 
 
+class SandboxError(InvalidPayloadError):
+    """A Wasm sandbox setting (runtime options or annotation) is invalid; the message names the key."""
+
+    status = "invalid_argument"
+
+
 def _all_subclasses(cls: type[WasmError]) -> list[type[WasmError]]:
     out: list[type[WasmError]] = [cls]
     for sub in cls.__subclasses__():

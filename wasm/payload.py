@@ -27,6 +27,12 @@ class WasmTaskPayload:
     preopens: extra ``(host dir, guest dir)`` pairs (bind mounts), absolute paths, in order.
     cache_dir: compile cache directory; None means ``$RUNWASM_WASM_CACHE`` or the default.
     rootfs_readonly: ``root.readonly`` from the spec; the ``/`` preopen is then read-only.
+    module_file: absolute host path of the module to run instead of resolving ``args[0]``'s
+        path in the rootfs (a Wasm layer of the image, ``runwasm.shim.image_module``); the
+        ``#export`` part of ``args[0]`` still applies.
+    module_name: how to name ``module_file`` in messages (e.g. the layer digest and image).
+    sandbox: ``runwasm.wasm.sandbox.Sandbox.to_json()`` (engine features, limits, fuel, extra
+        preopens, unknown imports); None means the defaults.
     """
 
     rootfs: str
@@ -36,6 +42,9 @@ class WasmTaskPayload:
     preopens: tuple[tuple[str, str], ...] = ()
     cache_dir: str | None = None
     rootfs_readonly: bool = False
+    module_file: str | None = None
+    module_name: str | None = None
+    sandbox: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.rootfs.startswith("/"):
@@ -47,6 +56,8 @@ class WasmTaskPayload:
                 raise InvalidPayloadError(f"invalid wasm payload: env entry {item!r} is not K=V")
         if not self.cwd.startswith("/"):
             raise InvalidPayloadError(f"invalid wasm payload: cwd must be absolute, got {self.cwd!r}")
+        if self.module_file is not None and not self.module_file.startswith("/"):
+            raise InvalidPayloadError(f"invalid wasm payload: module_file must be absolute, got {self.module_file!r}")
         for host, guest in self.preopens:
             if not host.startswith("/") or not guest.startswith("/"):
                 raise InvalidPayloadError(
@@ -63,6 +74,9 @@ class WasmTaskPayload:
             "preopens": [[h, g] for h, g in self.preopens],
             "cache_dir": self.cache_dir,
             "rootfs_readonly": self.rootfs_readonly,
+            "module_file": self.module_file,
+            "module_name": self.module_name,
+            "sandbox": self.sandbox,
         }
 
     @classmethod
@@ -93,15 +107,27 @@ class WasmTaskPayload:
             readonly = data.get("rootfs_readonly", False)
             if not isinstance(readonly, bool):
                 raise InvalidPayloadError(f"invalid wasm payload: rootfs_readonly must be a bool, got {readonly!r}")
+            module_file = _opt_str(data, "module_file")
+            module_name = _opt_str(data, "module_name")
+            sandbox = data.get("sandbox")
+            if sandbox is not None and not isinstance(sandbox, dict):
+                raise InvalidPayloadError(f"invalid wasm payload: sandbox must be an object, got {sandbox!r}")
         except KeyError as err:
             raise InvalidPayloadError(f"invalid wasm payload: missing key {err.args[0]!r}") from err
-        return cls(rootfs, args, env, cwd, preopens, cache_dir, readonly)
+        return cls(rootfs, args, env, cwd, preopens, cache_dir, readonly, module_file, module_name, sandbox)
 
 
 def _str(data: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = data[key] if default is None else data.get(key, default)
     if not isinstance(value, str):
         raise InvalidPayloadError(f"invalid wasm payload: {key} must be a string, got {value!r}")
+    return value
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidPayloadError(f"invalid wasm payload: {key} must be a string or null, got {value!r}")
     return value
 
 

@@ -6,7 +6,9 @@ context, link. It raises ``WasmError`` subclasses only. No guest code runs in ``
 core modules are linked into an ``InstancePre`` (link errors surface here) and instantiated in
 ``run``, because instantiation runs a module's ``start`` function.
 
-``run`` instantiates and calls the entry export and returns the process exit status:
+``run`` instantiates and calls the entry export and returns the process exit status (a core
+module called through a named ``#export`` that also exports ``_initialize``, a WASI reactor such
+as CRuby's ``ruby.wasm``, gets ``_initialize`` called first, as the WASI application ABI asks):
 - normal return: 0;
 - ``proc_exit(n)``: ``n & 0xff``, i.e. exactly n for 0..255 (what a native process gets).
   wasmtime-py turns n >= 126 into a plain WasmtimeError that loses the code, so
@@ -41,7 +43,7 @@ import wasmtime.component as wc
 from runwasm.oci import steps
 from runwasm.wasm.cache import CompileCache
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
-from runwasm.wasm.engine import make_engine
+from runwasm.wasm.engine import engine_fingerprint, make_engine
 from runwasm.wasm.errors import (
     ExportNotFoundError,
     InvalidModuleError,
@@ -51,6 +53,7 @@ from runwasm.wasm.errors import (
 )
 from runwasm.wasm.payload import WasmTaskPayload
 from runwasm.wasm.resolve import open_module, resolve_in_rootfs, resolve_module_path
+from runwasm.wasm.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class PreparedTask:
     component: wc.Component | None = None
     component_linker: wc.Linker | None = None
     cli_run: str | None = None  # the exact wasi:cli/run@x.y.z export name, for commands
+    initialize: bool = False  # a reactor: call its ``_initialize`` before the named export
     cache_source: str = ""
 
 
@@ -92,7 +96,7 @@ def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
     return env
 
 
-def build_wasi(p: WasmTaskPayload) -> wasmtime.WasiConfig:
+def build_wasi(p: WasmTaskPayload, sandbox: Sandbox | None = None) -> wasmtime.WasiConfig:
     """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc)."""
     cfg = wasmtime.WasiConfig()
     try:
@@ -105,6 +109,7 @@ def build_wasi(p: WasmTaskPayload) -> wasmtime.WasiConfig:
     cfg.inherit_stderr()
     preopens: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
     preopens += [(host, guest, True) for host, guest in p.preopens]
+    preopens += [(x.host, x.guest, not x.readonly) for x in (sandbox.preopens if sandbox else ())]
     if p.cwd != "/":
         preopens.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
     for host, guest, mutable in preopens:
@@ -134,7 +139,8 @@ def _check_module_export(module: wasmtime.Module, name: str, where: str) -> None
     )
 
 
-def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: str | None, where: str) -> wasmtime.InstancePre:
+def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: str | None, where: str,
+                    unknown_imports: str = "error", store: wasmtime.Store | None = None) -> wasmtime.InstancePre:
     name = export or "_start"
     _check_module_export(module, name, where)
     linker = wasmtime.Linker(engine)
@@ -146,6 +152,10 @@ def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: st
 
     linker.define_func(WASI_P1, "proc_exit", wasmtime.FuncType([wasmtime.ValType.i32()], []), proc_exit)
     try:
+        if unknown_imports == "trap":  # sandbox WasmUnknownImports: like wasmtime run -W unknown-imports-trap=y
+            linker.define_unknown_imports_as_traps(module)
+        elif unknown_imports == "default":
+            linker.define_unknown_imports_as_default_values(store or wasmtime.Store(engine), module)
         return linker.instantiate_pre(module)
     except wasmtime.WasmtimeError as err:
         wanted = sorted(f"{i.module}::{i.name}" for i in module.imports if i.module != WASI_P1)
@@ -154,7 +164,8 @@ def _prepare_module(engine: wasmtime.Engine, module: wasmtime.Module, export: st
         ) from err
 
 
-def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str | None, where: str) -> tuple[wc.Linker, str | None]:
+def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str | None, where: str,
+                       unknown_imports: str = "error") -> tuple[wc.Linker, str | None]:
     exports = comp.type.exports(engine)
     cli_run: str | None = None
     if export is None:
@@ -172,22 +183,43 @@ def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str 
                 f"failed to find entry point in component {where!r}: expected a function export "
                 f"{export!r} without parameters, got exports {sorted(exports)!r}"
             )
+    if unknown_imports == "default":
+        raise LinkError(f"failed to link component {where!r}: WasmUnknownImports = 'default' is for core modules "
+                        "(wasmtime-py 50's component Linker can only define unknown imports as traps)")
     foreign = sorted(n for n in comp.type.imports(engine) if not n.startswith("wasi:"))
-    if foreign:
+    if foreign and unknown_imports != "trap":
         raise LinkError(f"failed to link component {where!r}: only WASI 0.2 imports are provided, it also imports {foreign!r}")
     linker = wc.Linker(engine)
     linker.add_wasip2()
+    if unknown_imports == "trap":
+        try:
+            linker.define_unknown_imports_as_traps(comp)
+        except wasmtime.WasmtimeError as err:
+            raise LinkError(f"failed to link component {where!r}: {err}") from err
     return linker, cli_run
+
+
+def _read_module_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise InvalidModuleError(f"failed to read module {path!r}: {err.strerror}") from err
 
 
 def prepare(p: WasmTaskPayload) -> PreparedTask:
     """Everything before ``ready`` (see module doc). Raises ``WasmError`` subclasses only."""
     with steps.step("wasm.resolve", **{"runwasm.wasm.module": p.args[0]}) as attrs:
         path, export = parse_entrypoint(p.args[0])
-        host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
-        where = f"{path} (host {host})"
-        data = open_module(p.rootfs, host)
-        attrs["runwasm.wasm.module.path"] = host
+        if p.module_file is not None:  # the image's Wasm layer, written by the shim (outside the rootfs)
+            where = p.module_name or p.module_file
+            data = _read_module_file(p.module_file)
+            attrs["runwasm.wasm.module.path"] = p.module_file
+        else:
+            host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
+            where = f"{path} (host {host})"
+            data = open_module(p.rootfs, host)
+            attrs["runwasm.wasm.module.path"] = host
         attrs["runwasm.wasm.module.size"] = len(data)
     kind = classify_bytes(data[:SNIFF_BYTES])
     if kind is None:
@@ -195,10 +227,11 @@ def prepare(p: WasmTaskPayload) -> PreparedTask:
             f"failed to load module {where!r}: expected a wasm binary (\\0asm magic) or WAT text "
             f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
         )
-    engine = make_engine()
+    sandbox = Sandbox.from_json(p.sandbox) if p.sandbox else Sandbox()
+    engine = make_engine(sandbox)
     with steps.step("wasm.compile", **{"runwasm.wasm.kind": kind}) as attrs:
         try:
-            loaded = CompileCache(engine, p.cache_dir).load(data, kind)
+            loaded = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox)).load(data, kind)
         except InvalidModuleError as err:
             raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
         attrs["runwasm.wasm.cache.source"] = loaded.source
@@ -206,15 +239,24 @@ def prepare(p: WasmTaskPayload) -> PreparedTask:
             attrs["runwasm.wasm.cache.hit"] = loaded.source == "hit"
     log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
     store = wasmtime.Store(engine)
-    store.set_wasi(build_wasi(p))
-    task = PreparedTask(loaded.flavour, store, export or "", path, cache_source=loaded.source)
+    if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):
+        store.set_limits(memory_size=sandbox.max_memory or -1, table_elements=sandbox.max_table_elements or -1,
+                         instances=sandbox.max_instances or -1)
+    if sandbox.fuel is not None:
+        store.set_fuel(sandbox.fuel)
+    store.set_wasi(build_wasi(p, sandbox))
+    task = PreparedTask(loaded.flavour, store, export or "", path or where, cache_source=loaded.source)
     with steps.step("wasm.link"):
         if isinstance(loaded.artifact, wasmtime.Module):
-            task.pre = _prepare_module(engine, loaded.artifact, export, where)
+            task.pre = _prepare_module(engine, loaded.artifact, export, where, sandbox.unknown_imports, store)
             task.export = export or "_start"
+            task.initialize = task.export != "_start" and any(
+                e.name == "_initialize" and isinstance(e.type, wasmtime.FuncType) and not e.type.params
+                for e in loaded.artifact.exports)
         else:
             task.component = loaded.artifact
-            task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where)
+            task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where,
+                                                                     sandbox.unknown_imports)
     return task
 
 
@@ -283,6 +325,10 @@ def _run(task: PreparedTask, report_fd: int | None) -> int:
         if task.pre is not None:
             with steps.step("wasm.instantiate"):
                 instance = task.pre.instantiate(store)
+            if task.initialize:  # WASI reactor ABI: _initialize runs once before any other export
+                init = instance.exports(store)["_initialize"]
+                assert isinstance(init, wasmtime.Func)
+                init(store)
             func = instance.exports(store)[task.export]
             assert isinstance(func, wasmtime.Func)
             func(store)

@@ -30,3 +30,29 @@ def test_bad_config_file_is_reported_to_the_user(containerd: Containerd, wasm_im
     assert res.returncode != 0
     assert "invalid Executor" in res.output
     assert "expected one of ['auto', 'wasm', 'linux']" in res.output
+
+
+def test_sandbox_fuel_and_annotations_through_ctr(containerd: Containerd, wasm_images: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    """WasmFuel from the runtime options stops a spinning guest (trap, 134); an annotation may set
+    it only because WasmAnnotations lists it, and an unlisted one is refused at Create."""
+    cfg = tmp_path / "runwasm.toml"
+    cfg.write_text('WasmFuel = 2000000\nWasmAnnotations = ["WasmUnknownImports"]\n')
+    res = containerd.run(wasm_images["spin"], "sb-fuel", extra=("--runtime-config-path", str(cfg)), timeout=60)
+    assert res.returncode == 134, res.output
+    res = containerd.run(wasm_images["hello"], "sb-ann-ok", extra=(
+        "--runtime-config-path", str(cfg), "--annotation", "io.containerd.runwasm.v1.WasmUnknownImports=trap"))
+    assert (res.returncode, res.stdout) == (0, "hello from wasm\n"), res.output
+    res = containerd.run(wasm_images["hello"], "sb-ann-no", extra=(
+        "--runtime-config-path", str(cfg), "--annotation", "io.containerd.runwasm.v1.WasmFuel=1"))
+    assert res.returncode != 0
+    assert "'io.containerd.runwasm.v1.WasmFuel' is not allowed" in res.output
+
+
+def test_sandbox_refusal_at_start_names_the_key(containerd: Containerd, wasm_images: dict[str, str],
+                                                tmp_path: Path) -> None:
+    cfg = tmp_path / "runwasm.toml"
+    cfg.write_text("WasmNetwork = true\n")
+    res = containerd.run(wasm_images["hello"], "sb-net", extra=("--runtime-config-path", str(cfg)))
+    assert res.returncode != 0
+    assert "invalid WasmNetwork" in res.output

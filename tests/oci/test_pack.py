@@ -120,3 +120,48 @@ def test_import_of_ctr_export(wasm_module: Path, tmp_path: Path, containerd: Con
     (record,) = import_layout(store, ImageStore(store.root), tmp_path / "exported.tar")
     assert record.name == "docker.io/library/hello:v2"
     assert resolve(store, record.target).config.config.entrypoint == ("/hello.wasm",)
+
+
+def _blobs(path: Path) -> tuple[Manifest, dict[str, bytes]]:
+    members = _members(path)
+    index = Index.from_json(members["index.json"])
+    manifest = Manifest.from_json(members["blobs/sha256/" + index.manifests[0].digest.hex])
+    return manifest, members
+
+
+def test_pack_runwasi_format_raw_layer_no_diff_ids(wasm_module: Path, tmp_path: Path) -> None:
+    packed = pack_wasm(wasm_module, tmp_path / "r.tar", "hello", fmt="runwasi")
+    manifest, members = _blobs(tmp_path / "r.tar")
+    (layer,) = manifest.layers
+    assert layer.media_type == mt.WASM_MODULE
+    assert members["blobs/sha256/" + layer.digest.hex] == HELLO_WASM
+    config = ImageConfig.from_json(members["blobs/sha256/" + manifest.config.digest.hex])
+    assert (config.os, config.architecture, config.diff_ids) == ("wasip1", "wasm", ())
+    assert manifest.config.media_type == mt.OCI_CONFIG
+    assert packed.entrypoint == "/hello.wasm"
+
+
+def test_pack_artifact_format(wasm_module: Path, tmp_path: Path) -> None:
+    pack_wasm(wasm_module, tmp_path / "a.tar", "hello", fmt="artifact")
+    manifest, members = _blobs(tmp_path / "a.tar")
+    assert manifest.artifact_type == mt.WASM_MODULE
+    assert manifest.config.media_type == mt.WASM_CONFIG
+    config = json.loads(members["blobs/sha256/" + manifest.config.digest.hex])
+    assert config["architecture"] == "wasm"
+    assert config["layerDigests"] == [str(manifest.layers[0].digest)]
+    with pytest.raises(InvalidArgumentError, match="no Cmd/Env"):
+        pack_wasm(wasm_module, tmp_path / "b.tar", "hello", fmt="artifact", args=["x"])
+
+
+def test_pack_component_is_wasip2(tmp_path: Path) -> None:
+    from tests.conftest import built_fixture
+
+    pack_wasm(built_fixture("wasm", "component_run_ok.wasm"), tmp_path / "c.tar", "c", fmt="runwasi")
+    manifest, members = _blobs(tmp_path / "c.tar")
+    assert manifest.layers[0].media_type == mt.WASM_COMPONENT_LAYER
+    assert ImageConfig.from_json(members["blobs/sha256/" + manifest.config.digest.hex]).os == "wasip2"
+
+
+def test_pack_unknown_format(wasm_module: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="unknown format 'oci'"):
+        pack_wasm(wasm_module, tmp_path / "o.tar", "x", fmt="oci")

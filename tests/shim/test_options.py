@@ -74,3 +74,16 @@ def test_wire_decoder_agrees_with_protobuf() -> None:
     value = api_pb2.Options(type_url="x", config_path="/p", config_body="b").SerializeToString()
     fields = {num: v for num, _wt, v in wire.fields(value)}
     assert fields == {1: b"x", 2: b"/p", 3: b"b"}
+
+
+def test_wasm_sandbox_keys_are_parsed_and_checked() -> None:
+    from runwasm.shim.options import parse_toml
+
+    parsed = parse_toml('WasmFuel = 7\nWasmPreopens = ["/srv:/data:rw"]\nDebug = true\n', "t")
+    assert parsed.options.wasm_sandbox is not None
+    assert parsed.options.wasm_sandbox.fuel == 7
+    assert parsed.given == {"wasm_sandbox", "debug"}
+    with pytest.raises(InvalidArgumentError, match="invalid WasmMaxInstances in t"):
+        parse_toml("WasmMaxInstances = -1\n", "t")
+    with pytest.raises(InvalidArgumentError, match=r"unknown keys in t: \['WasmTurbo'\]"):
+        parse_toml("WasmTurbo = 1\n", "t")

@@ -107,3 +107,13 @@ def test_empty_args(rootfs: Path) -> None:
     spec = RuntimeSpec.from_json({"ociVersion": "1.0.2", "process": {"args": [], "cwd": "/"}})
     with pytest.raises(InvalidArgumentError, match="process.args is empty"):
         route(spec, rootfs)
+
+
+@pytest.mark.parametrize(("args", "found"), [
+    (["/app/hello.wasm"], True), (["hellow"], True), (["/app/hello.wasm#greet"], True),
+    (["/module.wasm"], False), ([""], False), (["#init"], False), (["/app"], False), (["../../etc"], False),
+])
+def test_module_in_rootfs(rootfs: Path, args: list[str], found: bool) -> None:
+    from runwasm.shim.router import module_in_rootfs
+
+    assert module_in_rootfs(_spec(args), rootfs) is found

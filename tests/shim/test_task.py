@@ -100,7 +100,7 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
     exec_r, exec_w = os.pipe()
     backends: list[_Backend] = []
 
-    def factory(kind: str, cid: str, spec: object, bundle: Path, rootfs: Path, opts: object) -> Any:
+    def factory(kind: str, cid: str, spec: object, bundle: Path, rootfs: Path, opts: object, module: object) -> Any:
         backends.append(_Backend({"init": init_r, "exec": exec_r}))
         return backends[-1]
 

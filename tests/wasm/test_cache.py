@@ -1,4 +1,5 @@
-"""The on-disk compile cache: miss, hit, corrupt entry, WAT and components, unsafe dirs, races."""
+"""The on-disk compile cache: miss, hit, corrupt/foreign entries, WAT and components, unsafe dirs,
+concurrent first runs (compiled once)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ COMPONENT_WAT = (Path(__file__).resolve().parents[2] / "fixtures" / "wasm" / "co
 
 
 def entries(d: Path) -> list[Path]:
-    return sorted(p for p in d.rglob("*") if p.is_file())
+    """The artifacts (``.cwasm``) under ``d``."""
+    return sorted(p for p in d.rglob("*.cwasm") if p.is_file())
+
+
+def stray_files(d: Path) -> list[Path]:
+    """Temporary files a writer left behind (should be none)."""
+    return sorted(p for p in d.rglob(".*") if p.is_file())
 
 
 def test_miss_then_hit_across_engines(cache_dir: Path) -> None:
@@ -130,7 +137,7 @@ def test_concurrent_processes_share_one_entry(cache_dir: Path, tmp_path: Path) -
         subprocess.Popen([sys.executable, "-c", RACER, str(cache_dir), str(src)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for _ in range(6)
-    ]
+    ]  # 6, not 8: 2 cores; the flock makes the count irrelevant to the outcome
     for p in procs:
         assert p.stdin is not None
         p.stdin.close()  # all racers are started before any of them reads its module
@@ -141,10 +148,49 @@ def test_concurrent_processes_share_one_entry(cache_dir: Path, tmp_path: Path) -
         p.stdout.close()
         p.wait()
     assert [p.returncode for p in procs] == [0] * 6
-    assert set(outs) <= {"compiled", "hit"}
-    assert "compiled" in outs, outs
+    assert sorted(outs) == ["compiled"] + ["hit"] * 5, outs  # compiled exactly once: the others waited
     files = entries(cache_dir)
-    assert len(files) == 1, files  # no temporary files left behind
-    assert not files[0].name.startswith(".")
+    assert len(files) == 1, files
+    assert stray_files(cache_dir) == []
     assert CompileCache(make_engine(), cache_dir).load(src.read_bytes()).source == "hit"
     assert os.stat(cache_dir / files[0].parent.name).st_mode & 0o777 == 0o700
+
+
+def test_foreign_artifact_without_mac_is_never_loaded(cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A valid wasmtime artifact of *another* module planted at the entry's name is not loaded."""
+    wasm = bytes(wasmtime.wat2wasm(HELLO_WAT.decode()))
+    path, _ = CompileCache(make_engine(), cache_dir).path_for(wasm, "module")
+    path.parent.mkdir(parents=True, mode=0o700)
+    other = wasmtime.Module(make_engine(), '(module (func (export "planted")))')
+    path.write_bytes(other.serialize())
+    with caplog.at_level(logging.WARNING, logger="runwasm.wasm.cache"):
+        loaded = CompileCache(make_engine(), cache_dir).load(wasm)
+    assert loaded.source == "compiled"
+    assert isinstance(loaded.artifact, wasmtime.Module)
+    assert "planted" not in [e.name for e in loaded.artifact.exports]
+    assert "MAC is missing or does not match" in caplog.text
+    assert CompileCache(make_engine(), cache_dir).load(wasm).source == "hit"
+
+
+def test_entry_copied_from_another_cache_is_not_loaded(tmp_path: Path) -> None:
+    """Entry and MAC copied from another cache directory: signed with another key, recompiled."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = CompileCache(make_engine(), a).load(HELLO_WAT)
+    assert first.path is not None
+    CompileCache(make_engine(), b).load(b"(module)")  # makes b's own key
+    target = b / first.path.relative_to(a)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(first.path.read_bytes())
+    Path(f"{target}.mac").write_bytes(Path(f"{first.path}.mac").read_bytes())
+    assert CompileCache(make_engine(), b).load(HELLO_WAT).source == "compiled"
+
+
+def test_key_file_is_private(cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    CompileCache(make_engine(), cache_dir).load(HELLO_WAT)
+    key = cache_dir / "hmac.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert len(key.read_bytes()) == 32
+    key.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="runwasm.wasm.cache"):
+        assert CompileCache(make_engine(), cache_dir).load(HELLO_WAT).source == "uncached"
+    assert "not a 32-byte file private" in caplog.text

@@ -259,3 +259,17 @@ def test_missing_preopen_dir(rootfs: Path, cache_dir: Path, tmp_path: Path) -> N
     msg = expect_error(p)
     assert msg["kind"] == "WasiSetupError"
     assert "absent" in msg["message"]
+
+
+def test_module_file_runs_instead_of_args0(tmp_path: Path, cache_dir: Path) -> None:
+    """An image's Wasm layer (``module_file``) runs whatever args[0] names; ``#export`` still applies."""
+    from tests.conftest import built_fixture
+
+    empty = tmp_path / "empty-rootfs"
+    empty.mkdir()
+    layer = built_fixture("wasm", "hello.wasm")
+    rc, out, _, _ = harness.run(payload(empty, cache_dir, "wasi-demo.wasm#greet", module_file=str(layer),
+                                        module_name="layer sha256:x"))
+    assert (rc, out) == (0, "greetings from wasm\n")
+    msg = expect_error(payload(empty, cache_dir, "/x.wasm", module_file=str(tmp_path / "gone.wasm")))
+    assert "gone.wasm" in msg["message"]

@@ -13,7 +13,8 @@ from runwasm.wasm.payload import WasmTaskPayload
 def test_round_trip() -> None:
     p = WasmTaskPayload(
         rootfs="/r", args=("/m.wasm#f", "x"), env=("A=1",), cwd="/w",
-        preopens=(("/h", "/g"),), cache_dir="/c", rootfs_readonly=True,
+        preopens=(("/h", "/g"),), cache_dir="/c", rootfs_readonly=True, module_file="/b/l.wasm",
+        module_name="layer sha256:ab",
     )
     data = p.to_json()
     assert json.loads(json.dumps(data)) == data
@@ -38,6 +39,8 @@ def test_defaults() -> None:
         ({"rootfs": "/r", "args": ["/m"], "preopens": [["/h"]]}, "preopen must be"),
         ({"rootfs": "/r", "args": ["/m"], "preopens": [["/h", "g"]]}, "two absolute paths"),
         ({"rootfs": "/r", "args": ["/m"], "cache_dir": 3}, "cache_dir must be"),
+        ({"rootfs": "/r", "args": ["/m"], "module_file": "rel.wasm"}, "module_file must be absolute"),
+        ({"rootfs": "/r", "args": ["/m"], "module_name": 1}, "module_name must be"),
         ({"rootfs": "/r", "args": ["/m"], "rootfs_readonly": "yes"}, "must be a bool"),
         ({"rootfs": "/r", "args": ["/m"], "bogus": 1}, "unknown keys"),
         ("not json", "not JSON"),
