@@ -82,7 +82,7 @@ async def _run_one(h: Harness, cid: str, module: str, metadata: dict[str, str]) 
         with pytest.raises(RpcError) as failed:
             await t.call("Create", pb.CreateTaskRequest(id="bad", bundle=str(bad), stdout=out, stderr=err),
                          pb.CreateTaskResponse)
-        assert failed.value.code == Code.INVALID_ARGUMENT
+        assert failed.value.code == Code.INVALID_ARGUMENT, failed.value
         await t.call("Delete", pb.DeleteRequest(id=cid), pb.DeleteResponse)
         await h.events.wait_for("/tasks/delete", cid)
         await t.call("Shutdown", pb.ShutdownRequest(id=cid), empty_pb2.Empty)
