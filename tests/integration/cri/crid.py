@@ -66,7 +66,7 @@ class CriContainerd(Containerd):
             raise DaemonError(CRICTL_MISSING)
         self.log_dir = self.dir / "pods"
         self.log_dir.mkdir()
-        self._netns_before = set(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else set()
+        self.pod_netns: set[str] = set()  # network namespace files CRI made for our pods
 
     # --- configuration ----------------------------------------------------------------------
 
@@ -128,9 +128,15 @@ class CriContainerd(Containerd):
         self.crictl_run("rmp", "-f", "-a", check=False)
 
     def cri_leftovers(self) -> list[str]:
-        """Network namespaces CRI created for our pods and not removed (besides ``leftovers()``)."""
-        now = set(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else set()
-        return [f"netns {n}" for n in sorted(now - self._netns_before - {self.netns})]
+        """Network namespaces CRI created for our pods and not removed (besides ``leftovers()``);
+        only ours, recorded at ``runp``: CRI daemons of other sessions make theirs in the same dir."""
+        return [f"netns {n}" for n in sorted(self.pod_netns) if os.path.lexists(n)]
+
+    def _record_pod_netns(self, pod: str) -> None:
+        info = json.loads(self.crictl_run("inspectp", pod).stdout).get("info", {})
+        for ns in info.get("runtimeSpec", {}).get("linux", {}).get("namespaces", []):
+            if ns.get("type") == "network" and ns.get("path"):
+                self.pod_netns.add(ns["path"])
 
     # --- crictl -----------------------------------------------------------------------------
 
@@ -153,6 +159,8 @@ class CriContainerd(Containerd):
         if check and proc.returncode != 0:
             raise DaemonError(f"`crictl {' '.join(args)}` failed with {proc.returncode}: {res.output.strip()}\n"
                               f"{self.log_tail(20)}")
+        if args[:1] == ("runp",) and proc.returncode == 0:
+            self._record_pod_netns(proc.stdout.strip())
         return res
 
     def write_json(self, name: str, doc: dict[str, Any]) -> Path:

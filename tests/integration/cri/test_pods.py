@@ -39,6 +39,7 @@ def _wait_state(cri: CriContainerd, cid: str, want: str, timeout: float = 60.0) 
 def test_mixed_wasm_and_linux_pod(cri: CriContainerd) -> None:
     pod_cfg = cri.write_json("pod-mixed.json", _pod_config(cri, "mixed"))
     pod = cri.crictl_run("runp", "--runtime", "runwasm", str(pod_cfg)).stdout.strip()
+    assert cri.pod_netns, "the pod's network namespace was not recorded for the leak check"
     wasm_cfg = cri.write_json("wasm.json", {"metadata": {"name": "hello"}, "image": {"image": WASM_REF},
                                             "log_path": "hello.log", "linux": {}})
     side_cfg = cri.write_json("side.json", {
