@@ -37,6 +37,7 @@ from runwasm.linux import (
 from runwasm.linux import seccomp as seccomp_step
 from runwasm.linux.errors import LinuxError, SetupError
 from runwasm.linux.payload import InitPayload
+from runwasm.oci import steps
 from runwasm.oci.control import report_error, wait_start
 from runwasm.oci.runtime_spec import Process, RuntimeSpec, SpecError
 
@@ -229,9 +230,11 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
     control = fds["control"]
     step = "payload"
     try:
-        c = _context(payload, fds)
-        for step, fn in STEPS:  # noqa: B007 - step is reported in the except below
-            fn(c)
+        with steps.step("linux.init"):
+            c = _context(payload, fds)
+            for step, fn in STEPS:  # noqa: B007 - step is reported in the except below
+                with steps.step(f"linux.{step}"):
+                    fn(c)
     except BaseException as err:  # noqa: BLE001 - everything before ready is reported
         if not isinstance(err, LinuxError | SpecError):
             err = SetupError(f"failed at step {step!r}: {type(err).__name__}: {err}")
@@ -257,6 +260,8 @@ def run_user_process(fds: dict[str, int], pty_slave: int | None, exe: str, proc:
         if before is not None:
             before()
         process.dup_stdio(fds, pty_slave)
+        # the last step: written (synchronously, to the shim's pipe) before execve replaces us
+        steps.point("linux.exec", **{"process.executable.path": exe, "process.command": proc.args[0]})
         credentials.close_extra_fds()
         if late_filter is not None:
             seccomp_step.load(late_filter)

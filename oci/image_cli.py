@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runwasm.oci import steps
 from runwasm.oci.errors import InvalidArgumentError, OciError
 
 if TYPE_CHECKING:
@@ -117,8 +118,10 @@ def _import(ns: argparse.Namespace) -> int:
 
     store, images = _open_stores(ns)
     verify = _import_verifier(ns, store, images)
-    for record in import_layout(store, images, Path(ns.file), name=ns.name, platforms=_platforms(ns),
-                                progress=_progress, verify=verify):
+    with steps.step("image.import", **{"runwasm.image.archive": str(ns.file)}):
+        records = list(import_layout(store, images, Path(ns.file), name=ns.name, platforms=_platforms(ns),
+                                     progress=_progress, verify=verify))
+    for record in records:
         print(f"{record.name}\t{record.target.digest}")
     return 0
 
@@ -227,7 +230,8 @@ def _convert(ns: argparse.Namespace) -> int:
         print("runwasm: image convert: only --erofs is supported", file=sys.stderr)
         return 2
     store, images = _open_stores(ns)
-    record = convert_to_erofs(store, images, ns.src, ns.dst, zstd=ns.zstd, platforms=_platforms(ns))
+    with steps.step("image.convert", **{"runwasm.image.source": ns.src, "runwasm.image.target": ns.dst}):
+        record = convert_to_erofs(store, images, ns.src, ns.dst, zstd=ns.zstd, platforms=_platforms(ns))
     print(f"{record.name}\t{record.target.digest}")
     return 0
 
@@ -243,8 +247,10 @@ def _mount(ns: argparse.Namespace) -> int:
 
     store, _ = _open_stores(ns)
     target = Path(ns.dir)
-    handle = prepare_rootfs(store, ns.name, target, _mount_id(target), mode=ns.mode, readonly=not ns.rw,
-                            platforms=_platforms(ns))
+    with steps.step("image.mount", **{"runwasm.image.name": ns.name}) as attrs:
+        handle = prepare_rootfs(store, ns.name, target, _mount_id(target), mode=ns.mode, readonly=not ns.rw,
+                                platforms=_platforms(ns))
+        attrs["runwasm.rootfs.method"] = handle.method
     print(f"{handle.rootfs}\t{handle.method}")
     return 0
 

@@ -1,6 +1,6 @@
 """``runwasm``: the standalone harness and image tools.
 
-    runwasm run [--legacy] [--env K=V] [--dir HOST:GUEST] [--id ID] MODULE_OR_BUNDLE [-- ARGS...]
+    runwasm run [--legacy] [--trace] [--env K=V] [--dir HOST:GUEST] [--id ID] MODULE_OR_BUNDLE [-- ARGS...]
     runwasm image pack-wasm|import|ls|rm|inspect|convert|mount|umount ...
     runwasm stress [-n N] [-p P] [--full] [MODULE]
 
@@ -48,8 +48,16 @@ def _run(ns: argparse.Namespace) -> int:
               " (signatures name image digests)", file=sys.stderr)
         return 2
 
+    tracer = None
+    if ns.trace:
+        from runwasm.shim.cli_trace import RunTrace
+
+        tracer = RunTrace(f"runwasm run {ns.target}")
+
     async def main() -> int:
         async with Harness(legacy=ns.legacy, keep=ns.keep) as h:
+            if tracer is not None:
+                tracer.configure(h)
             bundle = h.new_bundle(cid)
             release = net = None
             loop = asyncio.get_running_loop()
@@ -86,13 +94,17 @@ def _run(ns: argparse.Namespace) -> int:
                     print(f"runwasm: state kept in {h.root}", file=sys.stderr)
             return result.exit_status
 
+    failure = ""
     try:
-        return asyncio.run(main())
+        code = asyncio.run(main())
     except (ShimError, OciError, RuntimeError, OSError, RpcError) as err:
         from runwasm.oci.image_cli import user_message
 
         print(f"runwasm: {user_message(err)}", file=sys.stderr)
-        return 125
+        failure, code = str(err), 125
+    if tracer is not None:
+        print(tracer.finish(failure or (f"exit status {code}" if code else "")), file=sys.stderr)
+    return code
 
 
 def classify_target(text: str) -> tuple[str, Path]:
@@ -135,6 +147,7 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
                   dirs: list[tuple[str, str]]) -> Callable[[], None]:
     """Prepare the rootfs of image ``ns.target`` from the store at ``<bundle>/rootfs``; returns
     the function that releases it (unmounts)."""
+    from runwasm.oci import steps
     from runwasm.oci.image_cli import open_stores, store_root
     from runwasm.oci.mounts.rootfs import prepare_rootfs
     from runwasm.shim import bundle as bundlemod
@@ -146,8 +159,11 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
     if policy is not None:  # verify, then use the verified descriptor (not the name) from here on
         from runwasm.oci.verify.local import verified_target
 
-        image = verified_target(policy, store, images, ns.target)
-    handle = prepare_rootfs(store, image, bundle / "rootfs", cid, mode=ns.rootfs_mode)
+        with steps.step("image.verify", **{"runwasm.image.name": ns.target}):
+            image = verified_target(policy, store, images, ns.target)
+    with steps.step("image.mount", **{"runwasm.image.name": ns.target}) as attrs:
+        handle = prepare_rootfs(store, image, bundle / "rootfs", cid, mode=ns.rootfs_mode)
+        attrs["runwasm.rootfs.method"] = handle.method
     try:
         cfg = handle.image.config.config
         args = bundlemod.image_process(cfg.entrypoint, cfg.cmd, ns.args) if not handle.wasm_modules or \
@@ -269,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--net", action="store_true",
                      help="give the container its own network namespace with a veth pair to the host")
     run.add_argument("--show-events", action="store_true", help="print the events the shim published")
+    run.add_argument("--trace", action="store_true",
+                     help="print the span tree of this run (shim RPCs, workload steps) as a waterfall; "
+                          "no collector needed")
     run.add_argument("--root", help="image store root (default $RUNWASM_ROOT or /var/lib/runwasm)")
     run.add_argument("--rootfs-mode", default="auto", choices=("auto", "erofs", "dirs", "flat"),
                      help="how an image's rootfs is assembled (default: the best the kernel allows)")
@@ -322,7 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         ns.args = ns.args[1:]
     logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING, format="runwasm: %(message)s")
     try:
-        code: int = ns.func(ns)
+        if ns.command == "run":
+            code: int = ns.func(ns)
+        else:  # image commands: a span per command when OTEL_* configures traces
+            from runwasm.shim.cli_trace import traced_command
+
+            code = traced_command(f"{ns.command} {getattr(ns, 'image_command', '') or ''}".strip(),
+                                  lambda: ns.func(ns))
         sys.stdout.flush()
     except KeyboardInterrupt:
         print("runwasm: interrupted", file=sys.stderr)

@@ -3,7 +3,8 @@
 One ordered queue per server. A single worker sends each envelope with ttrpc
 ``containerd.services.events.ttrpc.v1.Events/Forward`` to containerd's ttrpc socket, with the
 ``containerd-namespace-ttrpc`` metadata and the W3C trace context of the request that caused
-it (when there is one). On a broken connection (containerd restarting: EPIPE, refused) it
+it (when tracing is on and there is one; ``runwasm.shim.tracing.outgoing``). Retries and drops
+are counted (``runwasm.shim.otel_metrics``). On a broken connection (containerd restarting: EPIPE, refused) it
 reconnects and retries the same event with a growing delay, so nothing is lost or reordered;
 an event containerd rejects outright (a status error) is logged and dropped, as upstream does.
 ``close()`` drains what is queued (bounded by ``drain_timeout``) so the last TaskDelete gets out.
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from runwasm.shim import otel_metrics
 from runwasm.shim.api.services.ttrpc.events.v1 import events_pb2
 from runwasm.shim.api.types import event_pb2
 from runwasm.shim.ttrpc.client import Client
@@ -66,6 +68,7 @@ class EventPublisher:
         if self._queue.full():
             dropped, _ = self._queue.get_nowait()
             log.error("event queue full (%d): dropped %s", MAX_QUEUE, dropped.topic)
+            otel_metrics.publish_drop(dropped.topic)
         self._queue.put_nowait((envelope(namespace, event), dict(trace or {})))
 
     async def _send(self, env: event_pb2.Envelope, trace: Mapping[str, str]) -> None:
@@ -95,6 +98,7 @@ class EventPublisher:
                 except RpcError as err:
                     if err.code != Code.DEADLINE_EXCEEDED:
                         log.error("containerd rejected event %s: %s", env.topic, err)
+                        otel_metrics.publish_drop(env.topic)
                         break
                     await self._retry_pause(env.topic, attempt := attempt + 1, err)
                 except (OSError, TimeoutError) as err:
@@ -104,6 +108,7 @@ class EventPublisher:
     async def _retry_pause(self, topic: str, attempt: int, err: BaseException) -> None:
         """After a failed send (containerd away or not answering): drop the connection, back off."""
         await self._drop_client()
+        otel_metrics.publish_retry(topic)
         if attempt == 1 or attempt % 20 == 0:
             log.warning("failed to publish %s (attempt %d): %s; retrying", topic, attempt, err)
         await asyncio.sleep(min(0.05 * attempt, 1.0))
@@ -116,6 +121,7 @@ class EventPublisher:
             await asyncio.wait_for(self._queue.join(), self._drain_timeout)
         except TimeoutError:
             log.error("dropping %d undelivered events at shutdown", self._queue.qsize())
+            otel_metrics.publish_drop("shutdown", self._queue.qsize())
         self._worker.cancel()
         try:
             await self._worker

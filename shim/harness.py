@@ -104,6 +104,11 @@ class Harness:
         self._serve_task: asyncio.Task[None] | None = None
         self._log_fds: list[int] = []
         self.log_files: list[Path] = []
+        # tracing (``runwasm run --trace``, tests): OTEL_*/TRACEPARENT for the shim binary, and the
+        # W3C metadata sent on every task RPC, as containerd's otelttrpc interceptor does
+        self.shim_env: dict[str, str] = {}
+        self.trace_metadata: dict[str, str] = {}
+        self.debug = False  # -debug (legacy) or bootstrap log_level DEBUG
 
     # --- containerd's side -------------------------------------------------------------------
 
@@ -192,15 +197,17 @@ class Harness:
         bootstrap extension (2.3), or the whole of stdin (legacy)."""
         self._log_fifo(bundle)
         argv = [*shim_command(), "-namespace", NAMESPACE, "-address", self.grpc_address,
-                "-publish-binary", "/usr/bin/containerd", "-id", container_id, "start"]
-        env = dict(os.environ, TTRPC_ADDRESS=str(self.events_sock), GOMAXPROCS="2")
+                "-publish-binary", "/usr/bin/containerd", "-id", container_id, *(["-debug"] if self.debug else []),
+                "start"]
+        env = dict(os.environ, TTRPC_ADDRESS=str(self.events_sock), GOMAXPROCS="2", **self.shim_env)
         if self.legacy:
             env["RUNWASM_SOCKET_DIR"] = str(self.socket_dir)
             stdin = options.SerializeToString() if options is not None else b""
         else:
             env.update(GRPC_ADDRESS=self.grpc_address, NAMESPACE=NAMESPACE, MAX_SHIM_VERSION="2")
             stdin = bootstrap_pb2.BootstrapParams(
-                instance_id=container_id, namespace=NAMESPACE, log_level=bootstrap_pb2.LOG_LEVEL_INFO,
+                instance_id=container_id, namespace=NAMESPACE,
+                log_level=bootstrap_pb2.LOG_LEVEL_DEBUG if self.debug else bootstrap_pb2.LOG_LEVEL_INFO,
                 containerd_version="2.3.4+runwasm-harness", containerd_ttrpc_address=str(self.events_sock),
                 containerd_grpc_address=self.grpc_address, containerd_binary="/usr/bin/containerd",
                 socket_dir=str(self.socket_dir),
@@ -222,7 +229,7 @@ class Harness:
         argv = [*shim_command(), "-namespace", NAMESPACE, "-address", self.grpc_address,
                 "-publish-binary", "/usr/bin/containerd", "-id", container_id, "-bundle", str(bundle), "delete"]
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=bundle, stdin=asyncio.subprocess.DEVNULL,
+            *argv, cwd=bundle, stdin=asyncio.subprocess.DEVNULL, env=dict(os.environ, **self.shim_env),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         if proc.returncode != 0:
@@ -241,13 +248,14 @@ class Harness:
 class TaskClient:
     """Task API calls on one shim connection (v2 or v3 service name)."""
 
-    def __init__(self, client: Client, version: int) -> None:
+    def __init__(self, client: Client, version: int, metadata: dict[str, str] | None = None) -> None:
         self.client = client
         self.service = f"containerd.task.v{3 if version >= 3 else 2}.Task"
+        self.metadata = dict(metadata or {})
 
     async def call(self, method: str, req: Any, resp_cls: Any, timeout: float | None = None,  # noqa: ASYNC109
                    metadata: dict[str, str] | None = None) -> Any:
-        md = {"containerd-namespace-ttrpc": NAMESPACE, **(metadata or {})}
+        md = {"containerd-namespace-ttrpc": NAMESPACE, **self.metadata, **(metadata or {})}
         data = await self.client.call(self.service, method, req.SerializeToString(),
                                       timeout=timeout, metadata=md)
         return resp_cls.FromString(data)
@@ -353,10 +361,10 @@ async def feed_stdin(source: int, fifo: int, close_io: Callable[[], Awaitable[ob
 
 
 @contextlib.asynccontextmanager
-async def connected(address: str, version: int) -> AsyncIterator[TaskClient]:
+async def connected(address: str, version: int, metadata: dict[str, str] | None = None) -> AsyncIterator[TaskClient]:
     client = await Client.connect(address)
     try:
-        yield TaskClient(client, version)
+        yield TaskClient(client, version, metadata)
     finally:
         await client.close()
 
@@ -397,7 +405,7 @@ async def run_task(h: Harness, container_id: str, bundle: Path, *, stdout: int =
     feeder: asyncio.Task[None] | None = None
     created_ok = False
     try:
-        async with connected(address, version) as t:
+        async with connected(address, version, h.trace_metadata) as t:
             try:
                 created = await t.call("Create", pb.CreateTaskRequest(
                     id=container_id, bundle=str(bundle), stdin=stdin_p if fifo_in is not None else "",

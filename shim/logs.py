@@ -2,7 +2,7 @@
 
 containerd copies ``<bundle>/log`` byte for byte into its own log (shim-protocol.md §16), so
 lines follow its shape: ``time="…" level=info msg="…" runtime=io.containerd.runwasm.v1
-namespace=… id=… [trace_id=…]``. Writes never block and never raise: while containerd is down
+namespace=… id=… [trace_id=… [span_id=…]]``. Writes never block and never raise: while containerd is down
 the FIFO has no reader (EPIPE) or is full (EAGAIN), and those lines are dropped.
 """
 
@@ -35,6 +35,9 @@ class LogfmtFormatter(logging.Formatter):
         trace_id = getattr(record, "trace_id", "")
         if trace_id:
             line += f" trace_id={trace_id}"
+            span_id = getattr(record, "span_id", "")
+            if span_id:
+                line += f" span_id={span_id}"
         return line
 
 

@@ -3,13 +3,15 @@
 ``io.containerd.cgroups.v1.Metrics`` (containerd/cgroups ``stats/v1/metrics.proto``) for
 cgroup v1 hosts and ``io.containerd.cgroups.v2.Metrics`` (``cgroup2/stats/metrics.proto``)
 for v2; field numbers follow those files. Encoded with the small wire writer: only the fields
-runwasm reads are written.
+runwasm reads are written; the swap/kernel/kernel_tcp entries and blkio/io only where the cgroup
+has them (``runwasm.linux.stats``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from runwasm.linux.stats import BlkioEntry, MemEntry
 from runwasm.shim import wire
 
 if TYPE_CHECKING:
@@ -33,6 +35,12 @@ _V2_MEM = {"anon": 1, "file": 2, "kernel_stack": 3, "slab": 4, "sock": 5, "shmem
            "slab_unreclaimable": 17, "pgfault": 18, "pgmajfault": 19}
 
 
+# v1 BlkIOStat field numbers
+_V1_BLKIO = {"io_service_bytes_recursive": 1, "io_serviced_recursive": 2, "io_queued_recursive": 3,
+             "io_service_time_recursive": 4, "io_wait_time_recursive": 5, "io_merged_recursive": 6,
+             "time_recursive": 7, "sectors_recursive": 8}
+
+
 def _msg(num: int, body: bytes) -> bytes:
     return wire.enc_bytes(num, body, keep_empty=True)
 
@@ -45,11 +53,23 @@ def encode_v1(m: Metrics) -> bytes:
     throttle = wire.enc_int(1, m.cpu.nr_periods) + wire.enc_int(2, m.cpu.nr_throttled) + wire.enc_int(3, m.cpu.throttled_ns)
     cpu = _msg(1, usage) + _msg(2, throttle)
     mem = b"".join(wire.enc_int(num, m.memory.stat.get(key, 0)) for key, num in _V1_MEM.items())
-    mem += _msg(33, wire.enc_int(1, m.memory.limit) + wire.enc_int(2, m.memory.usage)
-                + wire.enc_int(3, m.memory.max_usage) + wire.enc_int(4, m.memory.failcnt))
-    mem += _msg(34, wire.enc_int(1, m.memory.swap_limit) + wire.enc_int(2, m.memory.swap_usage))
+    mem += _msg(33, _entry(MemEntry(m.memory.limit, m.memory.usage, m.memory.max_usage, m.memory.failcnt)))
+    for num, entry in ((34, m.memory.swap), (35, m.memory.kernel), (36, m.memory.kernel_tcp)):
+        if entry is not None:  # only where the cgroup has the files, as containerd/cgroups does
+            mem += _msg(num, _entry(entry))
     oom = wire.enc_int(3, m.memory.oom_kills)
-    return _msg(2, pids) + _msg(3, cpu) + _msg(4, mem) + _msg(9, oom)
+    blkio = b"".join(wire.enc_bytes(_V1_BLKIO[name], _blkio_entry(e), keep_empty=True)
+                     for name, entries in m.blkio.items() if name in _V1_BLKIO for e in entries)
+    return _msg(2, pids) + _msg(3, cpu) + _msg(4, mem) + (_msg(5, blkio) if blkio else b"") + _msg(9, oom)
+
+
+def _entry(e: MemEntry) -> bytes:
+    return wire.enc_int(1, e.limit) + wire.enc_int(2, e.usage) + wire.enc_int(3, e.max) + wire.enc_int(4, e.failcnt)
+
+
+def _blkio_entry(e: BlkioEntry) -> bytes:
+    return (wire.enc_str(1, e.op) + wire.enc_str(2, e.device) + wire.enc_int(3, e.major) + wire.enc_int(4, e.minor)
+            + wire.enc_int(5, e.value))
 
 
 def encode_v2(m: Metrics) -> bytes:
@@ -61,7 +81,10 @@ def encode_v2(m: Metrics) -> bytes:
     mem += (wire.enc_int(32, m.memory.usage) + wire.enc_int(33, m.memory.limit)
             + wire.enc_int(34, m.memory.swap_usage) + wire.enc_int(35, m.memory.swap_limit))
     events = wire.enc_int(5, m.memory.oom_kills)
-    return _msg(1, pids) + _msg(2, cpu) + _msg(4, mem) + _msg(8, events)
+    io = b"".join(wire.enc_bytes(1, wire.enc_int(1, e.major) + wire.enc_int(2, e.minor) + wire.enc_int(3, e.rbytes)
+                                 + wire.enc_int(4, e.wbytes) + wire.enc_int(5, e.rios) + wire.enc_int(6, e.wios),
+                                 keep_empty=True) for e in m.io)
+    return _msg(1, pids) + _msg(2, cpu) + _msg(4, mem) + (_msg(6, io) if io else b"") + _msg(8, events)
 
 
 def encode_metrics(m: Metrics) -> tuple[str, bytes]:

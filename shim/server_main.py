@@ -29,6 +29,7 @@ from pathlib import Path
 
 from runwasm.shim.bootstrap import Settings
 from runwasm.shim.options import RuntimeOptions
+from runwasm.shim.otel_env import ENV_HANDOFF
 from runwasm.shim.start import ENV_LISTEN_FD, ENV_SETTINGS, settings_from_doc
 
 log = logging.getLogger(__name__)
@@ -61,25 +62,61 @@ def _attach_log(settings: Settings, defaults: RuntimeOptions, options_error: str
         log.error("ignoring runtime options: %s", options_error)
 
 
+def _setup_telemetry(started_ns: int, handoff: str) -> None:
+    """OTel from the standard OTEL_* environment (after the zygote fork: exporters run threads)."""
+    from runwasm.shim import otel_env, otel_metrics, tracing
+
+    try:
+        config = otel_env.parse()
+    except otel_env.OtelConfigError as err:
+        log.error("OpenTelemetry disabled: %s", err)
+        config = otel_env.OtelConfig()
+    tracing.setup(config)
+    otel_metrics.setup(config)
+    tracing.adopt_handoff(handoff, started_ns)
+    if config.any:
+        log.debug("OpenTelemetry: traces=%s (%s) metrics=%s (%s) service.name=%s", config.traces,
+                  config.traces_protocol, config.metrics, config.metrics_protocol, config.service_name)
+
+
+def _flush_telemetry() -> None:
+    from runwasm.shim import otel_metrics, tracing
+
+    tracing.shutdown()
+    otel_metrics.shutdown()
+
+
 def serve_main() -> int:
-    from runwasm.shim import nsutil, tracing
+    import time
+
+    from runwasm.shim import nsutil
     from runwasm.shim.zygote import Zygote
+
+    started_ns = time.time_ns()
 
     settings, socket_path = settings_from_doc(json.loads(os.environ.pop(ENV_SETTINGS)))
     listen_fd = int(os.environ.pop(ENV_LISTEN_FD))
+    handoff = os.environ.pop(ENV_HANDOFF, "")  # start -> server trace context (see shim/tracing.py)
     defaults, options_error = _defaults(settings)
     _attach_log(settings, defaults, options_error)
     os.chdir("/")
     nsutil.set_child_subreaper()
     zygote = Zygote()
-    zygote.start(preload=("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.wasm_workload", "runwasm.linux.init"))
-    tracing.setup(os.environ.get("OTEL_SERVICE_NAME", f"containerd-shim-runwasm-{settings.id}"))
+    zygote.start(preload=("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.wasm_workload",
+                          "runwasm.linux.init"))
+    _setup_telemetry(started_ns, handoff)
     log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)
     try:
         asyncio.run(_main(settings, socket_path, socket.socket(fileno=listen_fd), zygote, defaults))
     finally:
         zygote.close()
+        _flush_telemetry()
+        if log.isEnabledFor(logging.DEBUG):  # the start-up cost promise: none of it without OTEL_*
+            import sys
+
+            otel = sorted({m.split(".")[1] for m in sys.modules if m.startswith("opentelemetry.")})
+            log.debug("opentelemetry packages loaded: %s", ",".join(otel) or "none")
         log.info("shim server exiting")
     return 0
 

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -75,14 +76,29 @@ def settings_from_doc(doc: dict[str, Any]) -> tuple[Settings, str]:
     return Settings(**doc), socket_path
 
 
-def spawn_server(settings: Settings, sock: socket.socket, sock_path: str) -> int:
+def trace_handoff(env: dict[str, str], started_ns: int) -> dict[str, str]:
+    """start -> server trace hand-off (``runwasm.shim.otel_env.handoff_env``): the environment
+    carrier start inherited, moved into one variable; {} when traces are off (nothing imported)."""
+    from runwasm.shim import otel_env
+
+    try:
+        if not otel_env.parse(env).traces:
+            return {}
+    except otel_env.OtelConfigError:
+        return {}  # the server reports it in the log
+    for var in otel_env.ENV_CARRIER.values():
+        env.pop(var, None)
+    return otel_env.handoff_env(os.environ, started_ns)
+
+
+def spawn_server(settings: Settings, sock: socket.socket, sock_path: str, started_ns: int = 0) -> int:
     """Launch the server in its own session with /dev/null stdio and the socket inherited."""
     fd = sock.fileno()
     os.set_inheritable(fd, True)
     env = dict(os.environ)
     env[ENV_SETTINGS] = json.dumps(settings_doc(settings, sock_path))
     env[ENV_LISTEN_FD] = str(fd)
-    env.setdefault("OTEL_SERVICE_NAME", f"containerd-shim-runwasm-{settings.id}")
+    env.update(trace_handoff(env, started_ns or time.time_ns()))
     null = os.devnull
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0),
@@ -110,6 +126,7 @@ def spawn_server(settings: Settings, sock: socket.socket, sock_path: str) -> int
 
 def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
     """Perform start; returns (stdout bytes, exit code)."""
+    started_ns = time.time_ns()
     settings = bootstrap.detect(flags, stdin, os.environ, os.getcwd())
     if not settings.id or not settings.namespace:
         raise StartError("start needs -id and -namespace (or containerd 2.3 bootstrap parameters on stdin)")
@@ -127,7 +144,7 @@ def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
     sock = _bind(path)
     if sock is not None:
         try:
-            spawn_server(settings, sock, path)
+            spawn_server(settings, sock, path, started_ns)
         except OSError as err:
             os.unlink(path)
             raise StartError(f"failed to launch shim server: {err}") from err

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from runwasm.oci import control
 from runwasm.oci.runtime_spec import RuntimeSpec, parse_process
 from runwasm.shim import events_factory as ev
-from runwasm.shim import mounts
+from runwasm.shim import mounts, spanpipe, tracing
 from runwasm.shim.backends import Backend, Launch
 from runwasm.shim.errors import (
     AlreadyExistsError,
@@ -130,6 +130,7 @@ class TaskService:
     async def _spawn(self, cid: str, exec_id: str, launch: Launch, stdio: StdioPaths) -> Proc:
         ours, theirs = control.socketpair()
         ours.setblocking(False)
+        steps_fd = spanpipe.open_pipe(f"{cid} {exec_id}".strip())  # None unless OTEL_* is configured
         try:
             # a workload that makes a pty gets its slave; the server copies the FIFOs. A Wasm task
             # with terminal=true has no pty: it writes to the FIFOs itself.
@@ -137,6 +138,8 @@ class TaskService:
                 # "log": the server's current stderr, i.e. this group's log FIFO (a zygote forked for
                 # an earlier group, e.g. by a standby server, would otherwise log to that group's)
                 named = {"control": theirs.fileno(), **fds, "log": 2, **launch.extra_fds}
+                if steps_fd is not None:
+                    named["trace"] = steps_fd
                 with self._reaper.spawning():  # its exit may be reaped before the watch below
                     spawned = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:
@@ -144,6 +147,8 @@ class TaskService:
             raise
         finally:
             theirs.close()
+            if steps_fd is not None:
+                os.close(steps_fd)
         return Proc(cid, exec_id, spawned.pid, stdio, ours, start_time=spawned.start_time)
 
     @staticmethod
@@ -237,7 +242,8 @@ class TaskService:
         container = Container(req.id, bundle, spec, backend, proc, made, state,
                               io_owner=(opts.io_uid, opts.io_gid))
         self.containers[req.id] = container
-        self._reaper.watch(proc.pid, proc.start_time, lambda pid, st, when: self._on_exit(container, proc, st, when))
+        self._reaper.watch(proc.pid, proc.start_time,
+                           tracing.bind(lambda pid, st, when: self._on_exit(container, proc, st, when)))
         try:
             backend.attach(proc.pid)
             await proc.wait_ready()
@@ -421,7 +427,7 @@ class TaskService:
         give_to(stdio, *c.io_owner)
         p = await self._spawn(cid, exec_id, launch, stdio)
         c.execs[exec_id] = p
-        self._reaper.watch(p.pid, p.start_time, lambda pid, st, when: self._on_exit(c, p, st, when))
+        self._reaper.watch(p.pid, p.start_time, tracing.bind(lambda pid, st, when: self._on_exit(c, p, st, when)))
         try:
             c.backend.attach(p.pid)
             await p.wait_ready()

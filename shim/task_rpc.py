@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 
 from runwasm.oci.spec_reader import SIGNAL_MAX
 from runwasm.shim import events_factory as ev
-from runwasm.shim import wire
+from runwasm.shim import otel_metrics, wire
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
 from runwasm.shim.api.types.task import task_pb2
 from runwasm.shim.errors import UNKNOWN, InvalidArgumentError, UnimplementedError, to_status
@@ -127,28 +128,79 @@ class TaskRpc:
         raise UnimplementedError("checkpoint is not supported by runwasm")
 
 
+def _describe(method: str, req: Any) -> str:
+    """What ``-debug`` logs about a request: the fields an operator needs, not the payload."""
+    if method == "Create":
+        mounts = "; ".join(f"{m.type}:{m.source} [{','.join(m.options)}]" for m in req.rootfs) or "none"
+        return (f"bundle={req.bundle} rootfs=({mounts}) terminal={req.terminal} stdin={req.stdin!r} "
+                f"stdout={req.stdout!r} stderr={req.stderr!r} options={req.options.type_url or 'none'}")
+    if method == "Kill":
+        return f"exec_id={req.exec_id!r} signal={req.signal} all={req.all}"
+    if method == "Exec":
+        return f"exec_id={req.exec_id!r} terminal={req.terminal} spec={req.spec.type_url}"
+    exec_id: str = getattr(req, "exec_id", "")
+    return f"exec_id={exec_id!r}" if exec_id else ""
+
+
+def _record(rpc: TaskRpc, method: str, req: Any, began_ns: int) -> None:
+    """Task metrics after a successful call (no-ops unless OTEL_* configures metrics)."""
+    if not otel_metrics.active() or str(getattr(req, "exec_id", "")):
+        return
+    c = rpc.s.containers.get(getattr(req, "id", ""))
+    kind = (c.state_file.kind or "") if c is not None else ""
+    if method == "Create" and c is not None:
+        otel_metrics.task_created(req.id, kind, began_ns)
+    elif method == "Start" and c is not None:
+        otel_metrics.task_started(req.id, kind)
+
+
 def _adapter(rpc: TaskRpc, method: str, in_cls: type[Message], namespace: str) -> Handler:
     impl: Callable[[Any], Awaitable[Message]] = getattr(rpc, method)
 
     async def handle(payload: bytes, ctx: RequestContext) -> bytes:
+        began = time.monotonic_ns()
+        req: Any = None
         try:
             req = in_cls.FromString(payload)
         except DecodeError as err:
-            raise RpcError(Code.INVALID_ARGUMENT, f"failed to decode {in_cls.DESCRIPTOR.full_name}: {err}") from err
-        with rpc_span(ctx.service, method, ctx.metadata, getattr(req, "id", ""), namespace):
+            bad = RpcError(Code.INVALID_ARGUMENT, f"failed to decode {in_cls.DESCRIPTOR.full_name}: {err}")
+        cid, exec_id = getattr(req, "id", ""), getattr(req, "exec_id", "")
+        code_name = "OK"
+        with rpc_span(ctx.service, method, ctx.metadata, cid, namespace, exec_id) as span:
+            if req is None:
+                span.fail(bad.code, bad.code.name, bad.message)
+                log.warning("%s failed: code=%s: %s", method, bad.code.name, bad.message)
+                raise bad
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s %s %s", method, cid, _describe(method, req))
+            kind = ""
+            if method == "Delete" and not exec_id and (c := rpc.s.containers.get(cid)) is not None:
+                kind = c.state_file.kind or ""
             try:
-                return (await impl(req)).SerializeToString()
-            except RpcError:
-                raise
+                reply = (await impl(req)).SerializeToString()
+                _record(rpc, method, req, began)
+                if kind:
+                    otel_metrics.task_deleted(cid, kind)
+                return reply
             except Exception as err:
-                code, message = to_status(err)
-                if code == UNKNOWN:
-                    log.exception("%s %s failed", method, getattr(req, "id", ""))
+                code: int
+                if isinstance(err, RpcError):
+                    code, message = int(err.code), err.message
                 else:
-                    log.info("%s %s: %s", method, getattr(req, "id", ""), message)
-                if method == "Create" and code == Code.UNIMPLEMENTED:
-                    code, message = to_status(InvalidArgumentError(str(err)))
+                    code, message = to_status(err)
+                    if method == "Create" and code == Code.UNIMPLEMENTED:
+                        code, message = to_status(InvalidArgumentError(str(err)))
+                code_name = Code(code).name
+                span.fail(code, code_name, message)
+                if code == UNKNOWN:
+                    log.error("%s %s failed: code=%s", method, cid, code_name, exc_info=err)
+                else:
+                    log.warning("%s %s failed: code=%s: %s", method, cid, code_name, message)
+                if isinstance(err, RpcError):
+                    raise
                 raise RpcError(Code(code), message) from err
+            finally:
+                otel_metrics.rpc_duration(ctx.service, method, (time.monotonic_ns() - began) / 1e9, code_name)
 
     return handle
 

@@ -87,6 +87,10 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
             os.dup2(fd, 3 + i, inheritable=False)
             named[name] = 3 + i
         os.closerange(3 + len(names), 65536)
+        if "trace" in named:  # tracing on: the workload's steps go to this pipe (runwasm.oci.steps)
+            from runwasm.oci import steps
+
+            steps.install(named.pop("trace"))
         module, _, func = str(req["entry"]).partition(":")
         target = getattr(importlib.import_module(module), func)
         target(req["payload"], named)

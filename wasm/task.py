@@ -40,6 +40,7 @@ from typing import Any, Literal
 import wasmtime
 import wasmtime.component as wc
 
+from runwasm.oci import steps
 from runwasm.wasm.cache import CompileCache
 from runwasm.wasm.confine import Confinement, NoConfinement
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
@@ -263,14 +264,18 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
     host = None if p.module_file is not None else resolve_module_path(p.rootfs, path, p.env, p.cwd)
     preopens = open_preopens(p, sandbox)
     try:
-        if host is None:  # the image's Wasm layer, written by the shim (outside the rootfs)
-            where = p.module_name or p.module_file or ""
-            data = _read_module_file(p.module_file or "")
-        else:
-            where = f"{path} (host {host})"
-            with conf.as_guest():  # the container's user must be able to read the module
-                fd = open_module_fd(p.rootfs, host, preopens[0].fd)
-            data = read_module(p.rootfs, host, fd)
+        with steps.step("wasm.resolve", **{"runwasm.wasm.module": p.args[0]}) as attrs:
+            if host is None:  # the image's Wasm layer, written by the shim (outside the rootfs)
+                where = p.module_name or p.module_file or ""
+                data = _read_module_file(p.module_file or "")
+                attrs["runwasm.wasm.module.path"] = p.module_file or ""
+            else:
+                where = f"{path} (host {host})"
+                with conf.as_guest():  # the container's user must be able to read the module
+                    fd = open_module_fd(p.rootfs, host, preopens[0].fd)
+                data = read_module(p.rootfs, host, fd)
+                attrs["runwasm.wasm.module.path"] = host
+            attrs["runwasm.wasm.module.size"] = len(data)
         kind = classify_bytes(data[:SNIFF_BYTES])
         if kind is None:
             raise InvalidModuleError(
@@ -278,10 +283,14 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
                 f"starting with '(module' or '(component', got {data[:16]!r} ({len(data)} bytes)"
             )
         engine = make_engine(sandbox)
-        try:
-            loaded = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox)).load(data, kind)
-        except InvalidModuleError as err:
-            raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
+        with steps.step("wasm.compile", **{"runwasm.wasm.kind": kind}) as attrs:
+            try:
+                loaded = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox)).load(data, kind)
+            except InvalidModuleError as err:
+                raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
+            attrs["runwasm.wasm.cache.source"] = loaded.source
+            if loaded.source != "uncached":
+                attrs["runwasm.wasm.cache.hit"] = loaded.source == "hit"
         log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
         store = wasmtime.Store(engine)
         if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):
@@ -294,16 +303,17 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
     finally:
         close_preopens(preopens)
     task = PreparedTask(loaded.flavour, store, export or "", path or where, cache_source=loaded.source)
-    if isinstance(loaded.artifact, wasmtime.Module):
-        task.pre = _prepare_module(engine, loaded.artifact, export, where, sandbox.unknown_imports, store)
-        task.export = export or "_start"
-        task.initialize = task.export != "_start" and any(
-            e.name == "_initialize" and isinstance(e.type, wasmtime.FuncType) and not e.type.params
-            for e in loaded.artifact.exports)
-    else:
-        task.component = loaded.artifact
-        task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where,
-                                                                 sandbox.unknown_imports)
+    with steps.step("wasm.link"):
+        if isinstance(loaded.artifact, wasmtime.Module):
+            task.pre = _prepare_module(engine, loaded.artifact, export, where, sandbox.unknown_imports, store)
+            task.export = export or "_start"
+            task.initialize = task.export != "_start" and any(
+                e.name == "_initialize" and isinstance(e.type, wasmtime.FuncType) and not e.type.params
+                for e in loaded.artifact.exports)
+        else:
+            task.component = loaded.artifact
+            task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where,
+                                                                     sandbox.unknown_imports)
     return task
 
 
@@ -360,10 +370,18 @@ def _variant_status(value: Any) -> int:
 def run(task: PreparedTask, report_fd: int | None = None) -> int:
     """Instantiate and run the entry point; return the exit status (see module doc). A trap or
     runtime failure is logged, and reported on ``report_fd`` (the task's stderr) when given."""
+    with steps.step("wasm.run", **{"runwasm.wasm.export": task.cli_run or task.export}) as attrs:
+        status = _run(task, report_fd)
+        attrs["process.exit.code"] = status
+        return status
+
+
+def _run(task: PreparedTask, report_fd: int | None) -> int:
     store = task.store
     try:
         if task.pre is not None:
-            instance = task.pre.instantiate(store)
+            with steps.step("wasm.instantiate"):
+                instance = task.pre.instantiate(store)
             if task.initialize:  # WASI reactor ABI: _initialize runs once before any other export
                 init = instance.exports(store)["_initialize"]
                 assert isinstance(init, wasmtime.Func)
@@ -374,7 +392,8 @@ def run(task: PreparedTask, report_fd: int | None = None) -> int:
             return 0
         assert task.component is not None
         assert task.component_linker is not None
-        inst = task.component_linker.instantiate(store, task.component)
+        with steps.step("wasm.instantiate"):
+            inst = task.component_linker.instantiate(store, task.component)
         if task.cli_run is not None:
             idx = inst.get_export_index(store, task.cli_run)
             fidx = inst.get_export_index(store, "run", idx) if idx is not None else None

@@ -112,7 +112,12 @@ def _alive(pid: int) -> bool:
 class Containerd:
     """One private containerd daemon; use ``start()``/``close()`` or as a context manager."""
 
-    def __init__(self, namespace: str | None = None, flavour: str = "1.6") -> None:
+    def __init__(self, namespace: str | None = None, flavour: str = "1.6", *, env: dict[str, str] | None = None,
+                 extra_config: str = "") -> None:
+        """``env``: added to the daemon's (and ctr's) environment, e.g. ``OTEL_*``;
+        ``extra_config``: TOML appended to the config (e.g. a plugin table)."""
+        self.extra_env = dict(env or {})
+        self.extra_config = extra_config
         if flavour not in ("1.6", "2.3"):
             raise ValueError(f"unknown containerd flavour {flavour!r} (expected '1.6' or '2.3')")
         self.flavour = flavour
@@ -155,7 +160,7 @@ class Containerd:
                 f"disabled_plugins = {disabled!r}\n".replace("'", '"')
                 + f'[grpc]\n  address = "{self.address}"\n'
                 f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
-                f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
+                f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n' + self.extra_config)
             return
         self.config.write_text(
             "version = 2\n"
@@ -164,14 +169,14 @@ class Containerd:
             'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
             f'[grpc]\n  address = "{self.address}"\n'
             f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
-            f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
+            f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n' + self.extra_config)
 
     def env(self) -> dict[str, str]:
         """The daemon's and ctr's environment: the venv's bin first (this checkout's shim), then,
         for 2.3, the 2.3.4 bin dir (its runc shim), then the caller's PATH."""
         first = [str(venv_bin())] + ([str(self.bin_dir)] if self.bin_dir else [])
         path = os.pathsep.join([*first, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
-        return dict(os.environ, PATH=path)
+        return dict(os.environ, PATH=path, **self.extra_env)
 
     def binary(self, name: str) -> str | None:
         """``containerd`` or ``ctr`` of this daemon's flavour."""
