@@ -75,12 +75,24 @@ class WasmBackend:
     sandbox: CgroupSandbox | None = None  # made by plan_init
 
     def plan_init(self) -> Launch:
+        proc = self.spec.process
+        assert proc is not None  # the router checked
+        launch = self._launch(proc, self.image_module)
+        if self.cgroups and self.sandbox is None:
+            from runwasm.linux.task_cgroup import CgroupSandbox
+
+            state_dir = self.bundle if self.bundle is not None else self.rootfs.parent
+            self.sandbox = CgroupSandbox.create(state_dir, self.container_id, self.namespace, self.spec.linux)
+        return launch
+
+    def _launch(self, proc: Process, image_module: ImageModule | None) -> Launch:
+        """The Wasm workload for ``proc`` (the init's or an exec's process) in this container:
+        its rootfs, bind-mount preopens, sandbox options and seccomp filter, ``proc``'s args, env,
+        cwd and credentials."""
         from runwasm.shim.preopens import wasm_preopens
         from runwasm.wasm.payload import WasmTaskPayload
         from runwasm.wasm.sandbox import Preopen, Sandbox, with_annotations
 
-        proc = self.spec.process
-        assert proc is not None  # the router checked
         # bind mounts of directories become preopens; ro/rro make them read-only (sandbox
         # preopens carry the mode), options a preopen cannot enforce are refused (shim/preopens.py)
         binds = wasm_preopens(self.container_id, self.spec.mounts)
@@ -91,18 +103,13 @@ class WasmBackend:
             sandbox = replace(sandbox, preopens=ro_binds + sandbox.preopens)
         payload = WasmTaskPayload(
             rootfs=str(self.rootfs),
-            args=proc.args or ((self.image_module.path.name,) if self.image_module else ()),
+            args=proc.args or ((image_module.path.name,) if image_module else ()),
             env=proc.env, cwd=proc.cwd, preopens=preopens,
             cache_dir=self.cache_dir,
-            module_file=str(self.image_module.path) if self.image_module else None,
-            module_name=self.image_module.where if self.image_module else None,
+            module_file=str(image_module.path) if image_module else None,
+            module_name=image_module.where if image_module else None,
             sandbox=sandbox.to_json(),
             rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
-        if self.cgroups and self.sandbox is None:
-            from runwasm.linux.task_cgroup import CgroupSandbox
-
-            state_dir = self.bundle if self.bundle is not None else self.rootfs.parent
-            self.sandbox = CgroupSandbox.create(state_dir, self.container_id, self.namespace, self.spec.linux)
         seccomp = self.spec.linux.seccomp if self.spec.linux is not None else None
         return Launch(entry="runwasm.shim.wasm_workload:main",
                       payload={"task": payload.to_json(), "process": process_to_json(proc),
@@ -125,7 +132,24 @@ class WasmBackend:
         return None if self.sandbox is None else self.sandbox.cg.oom_watcher()
 
     def plan_exec(self, exec_id: str, process: Process, init_pid: int) -> Launch:
-        raise UnimplementedError(f"exec into Wasm container {self.container_id!r} is not supported")
+        """An exec into a Wasm container is a new Wasm workload: ``process.args[0]`` names a module
+        (or ``PATH#export``) in the container's rootfs, run with the container's preopens, sandbox
+        and seccomp filter and the exec's own env, cwd and credentials; the Task service moves it
+        into the container's cgroup (``attach``) before it runs. The image's Wasm layer (runwasi
+        and CNCF artifact images, whose module is not in the rootfs) runs when ``args[0]`` names no
+        file of the rootfs."""
+        from runwasm.shim.errors import InvalidArgumentError
+
+        if not process.args or not process.args[0]:
+            raise InvalidArgumentError(
+                f"failed to exec {exec_id!r} in Wasm container {self.container_id!r}: process.args is empty; "
+                "it must name a Wasm module in the container's rootfs (PATH or PATH#export)")
+        layer = None
+        if self.image_module is not None:
+            path = process.args[0].partition("#")[0]
+            if not path or not (self.rootfs / path.lstrip("/")).exists():
+                layer = self.image_module
+        return self._launch(process, layer)
 
     def pids(self, known: list[int]) -> list[int]:
         if self.sandbox is None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runwasm.linux.errors import NotFoundError as ProcessGoneError
 from runwasm.oci import control
 from runwasm.oci.runtime_spec import RuntimeSpec, parse_process
 from runwasm.shim import events_factory as ev
@@ -49,6 +50,16 @@ if TYPE_CHECKING:
     from runwasm.shim.image_module import ImageModule
 
 log = logging.getLogger(__name__)
+
+
+def _attach(backend: Backend, proc: Proc) -> None:
+    """Move a new workload into its container's cgroup. One that is already gone (it reported a
+    set-up error on its control channel and exited, e.g. an exec of a file that is no module) is
+    left to ``wait_ready``, which raises that error rather than a bare "no such process"."""
+    try:
+        backend.attach(proc.pid)
+    except ProcessGoneError as err:
+        log.debug("workload %d exited before it could join its cgroup: %s", proc.pid, err)
 
 Publish = Callable[[object], None]
 BackendFactory = Callable[[str, str, RuntimeSpec, Path, Path, RuntimeOptions, "ImageModule | None"], Backend]
@@ -245,7 +256,7 @@ class TaskService:
         self._reaper.watch(proc.pid, proc.start_time,
                            tracing.bind(lambda pid, st, when: self._on_exit(container, proc, st, when)))
         try:
-            backend.attach(proc.pid)
+            _attach(backend, proc)
             await proc.wait_ready()
             self._attach_console(proc)
             state.pid, state.pid_start_time = proc.pid, proc.start_time
@@ -429,7 +440,7 @@ class TaskService:
         c.execs[exec_id] = p
         self._reaper.watch(p.pid, p.start_time, tracing.bind(lambda pid, st, when: self._on_exit(c, p, st, when)))
         try:
-            c.backend.attach(p.pid)
+            _attach(c.backend, p)
             await p.wait_ready()
             self._attach_console(p)
         except BaseException:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.integration.daemon import Containerd
+from tests.integration.daemon import Containerd, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -47,3 +49,31 @@ def test_same_id_can_run_again_after_rm(containerd: Containerd, wasm_images: dic
     for _ in range(2):
         res = containerd.run(wasm_images["hello"], "again1")
         assert (res.returncode, res.stdout) == (0, "hello from wasm\n"), res.output
+
+
+def test_exec_into_a_running_wasm_task(containerd: Containerd, wasm_images: dict[str, str]) -> None:
+    """``ctr task exec`` of a module from the container's rootfs: a new process in the task's
+    cgroup (``ctr task ps`` lists it), with its own exit status; a non-module is refused."""
+    cid = "wasm-exec1"
+    containerd.run(wasm_images["sleep"], cid, rm=False, detach=True, check=True)
+    init_pid, _ = wait_status(containerd, cid, "RUNNING")
+    containerd.ctr("task", "exec", "-d", "--exec-id", "blocker", "--fifo-dir", str(containerd.fifo_dir), cid,
+                   "/sleep.wasm")
+    deadline = time.monotonic() + 30
+    pids: list[str] = []
+    while time.monotonic() < deadline:
+        pids = containerd.ctr("task", "ps", cid).stdout.split()[2::2]
+        if len(pids) >= 2:
+            break
+        time.sleep(0.1)
+    assert str(init_pid) in pids
+    assert len(pids) == 2, pids  # the exec runs in the container's cgroup
+    containerd.ctr("task", "kill", "--exec-id", "blocker", "-s", "SIGKILL", cid)
+    refused = containerd.ctr("task", "exec", "--exec-id", "bad", "--fifo-dir", str(containerd.fifo_dir), cid,
+                             "/no/such.wasm", check=False)
+    assert refused.returncode != 0
+    assert "/no/such.wasm" in refused.output, refused.output
+    containerd.ctr("task", "kill", "-s", "SIGKILL", cid)
+    wait_status(containerd, cid, "STOPPED")
+    containerd.ctr("task", "rm", cid)
+    containerd.ctr("containers", "rm", cid)

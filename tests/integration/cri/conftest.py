@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fixtures.images import busybox_image, single_file_image
+from fixtures.images import busybox_image, files_image, single_file_image
 from tests.conftest import built_fixture
 from tests.integration.cri.crid import CRICTL_MISSING, PAUSE_REF, CriContainerd, crictl_binary
 from tests.integration.daemon import CONTAINERD23_MISSING, containerd23_bin, containerd_binary
@@ -16,6 +16,9 @@ BUSYBOX_REF = "docker.io/library/busybox:latest"
 WASM_REF = "docker.io/library/wasmhello:latest"
 SPIN_REF = "docker.io/library/wasmspin:latest"
 MEMHOG_REF = "docker.io/library/wasmmemhog:latest"
+# a long-running module (the entrypoint) and commands to exec next to it, plus a file that is no module
+EXEC_REF = "docker.io/library/wasmexec:latest"
+EXEC_MODULES = ("sleep", "hello", "exit7", "argsenv")
 
 
 @pytest.fixture(scope="session", params=["1.6", "2.3"], ids=["cri16", "cri23"])
@@ -37,6 +40,9 @@ def cri(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             module = built_fixture(area, f"{name}.wasm")
             tars.append(single_file_image(images / f"{name}.tar", ref, f"{name}.wasm", module.read_bytes(),
                                           [f"/{name}.wasm"]))
+        files = {f"{m}.wasm": built_fixture("wasm", f"{m}.wasm").read_bytes() for m in EXEC_MODULES}
+        files["notes.txt"] = b"not a module\n"
+        tars.append(files_image(images / "exec.tar", EXEC_REF, files, ["/sleep.wasm"], env=["IMAGE_ENV=from-image"]))
         for tar in tars:
             daemon.ctr("images", "import", str(tar))
         yield daemon

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cri.conftest import BUSYBOX_REF, MEMHOG_REF, SPIN_REF, WASM_REF
+from tests.integration.cri.conftest import BUSYBOX_REF, EXEC_REF, MEMHOG_REF, SPIN_REF, WASM_REF
 from tests.integration.cri.crid import CriContainerd
 
 pytestmark = pytest.mark.integration
@@ -124,3 +124,34 @@ def test_wasm_containers_stats_oom_and_restart(cri: CriContainerd) -> None:
     while cri.our_processes() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert cri.our_processes() == [], "shim or workload processes outlived crictl rmp"
+
+
+def test_exec_into_a_wasm_container(cri: CriContainerd) -> None:
+    """ExecSync/``crictl exec`` of a Wasm command from the container's rootfs, in a new process
+    with the container's env (and cgroup, preopens, credentials): exec probes work on Wasm pods."""
+    pod_cfg = cri.write_json("pod-exec.json", _pod_config(cri, "execpod"))
+    pod = cri.crictl_run("runp", "--runtime", "runwasm", str(pod_cfg)).stdout.strip()
+    app_cfg = cri.write_json("app.json", {
+        "metadata": {"name": "app"}, "image": {"image": EXEC_REF}, "log_path": "app.log",
+        "envs": [{"key": "GREETING", "value": "hi there"}], "linux": {}})
+    app = cri.crictl_run("create", pod, str(app_cfg), str(pod_cfg)).stdout.strip()
+    cri.crictl_run("start", app)
+    _wait_state(cri, app, "CONTAINER_RUNNING")
+
+    assert cri.crictl_run("exec", app, "/hello.wasm").stdout == "hello from wasm\n"
+    res = cri.crictl_run("exec", app, "/argsenv.wasm", "one", "two words")
+    lines = res.stdout.splitlines()
+    assert lines[:3] == ["arg: /argsenv.wasm", "arg: one", "arg: two words"], res.output
+    assert "env: GREETING=hi there" in lines, res.output
+    assert "env: IMAGE_ENV=from-image" in lines, res.output
+    failed = cri.crictl_run("exec", app, "/exit7.wasm", check=False)
+    assert failed.returncode != 0
+    assert "command terminated with exit code 7" in failed.output, failed.output  # ExecSync's exit code
+    refused = cri.crictl_run("exec", app, "/notes.txt", check=False)
+    assert refused.returncode != 0
+    assert "/notes.txt" in refused.output
+    assert "expected a wasm binary" in refused.output, refused.output
+    _wait_state(cri, app, "CONTAINER_RUNNING")  # the execs left the container running
+
+    cri.crictl_run("stopp", pod)
+    cri.crictl_run("rmp", pod)
