@@ -1,6 +1,6 @@
 """Errors raised by ``runwasm.linux``.
 
-Tree (``status`` is the generic meaning ``runwasm.shim.errors`` maps to a google.rpc code)::
+Tree (``status`` is the generic meaning ``runwasm.shim.common.errors`` maps to a google.rpc code)::
 
     LinuxError                    status "internal": base of everything this package raises
     ├── NotFoundError             "not_found": a path, binary, cgroup or process is not there

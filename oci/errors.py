@@ -11,7 +11,7 @@ Tree::
     ├── FailedPreconditionError   the state does not allow the operation (e.g. image in use)
     └── UnavailableError          the kernel or a tool lacks a feature (EROFS, overlay, dm)
 
-Each class carries ``status`` (its meaning, spelled like a google.rpc code); ``runwasm.shim.errors``
+Each class carries ``status`` (its meaning, spelled like a google.rpc code); ``runwasm.shim.common.errors``
 maps that to the code; messages follow the form
 "failed to <verb> <object>: <cause>" with ids, paths and digests quoted with ``!r``.
 """

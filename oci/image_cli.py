@@ -1,6 +1,6 @@
 """The ``runwasm image`` command group.
 
-``add_image_commands(subparsers)`` is called by ``runwasm.shim.cli``; each subcommand sets
+``add_image_commands(subparsers)`` is called by ``runwasm.shim.harness.cli``; each subcommand sets
 ``func`` (``Namespace -> int`` exit code). Handlers import their implementation lazily so that
 ``runwasm --help`` stays cheap. ``OciError`` is printed as ``runwasm: <message>`` with exit 1.
 The store root is ``--root`` (per subcommand), else ``$RUNWASM_ROOT``, else ``/var/lib/runwasm``.

@@ -10,7 +10,7 @@ Three flavours (``fmt``), one manifest each, platform ``wasip1/wasm`` for a core
   (``rootfs.diff_ids`` empty) whose one layer is the raw module (``application/wasm``) or
   component (``application/vnd.bytecodealliance.wasm.component.layer.v0+wasm``);
   ``Entrypoint ["/<stem>.wasm"]`` (a path that is not in the rootfs: the shim runs the layer,
-  read from containerd's content store, ``runwasm.shim.image_module``).
+  read from containerd's content store, ``runwasm.shim.server.image_module``).
 - ``artifact``: the CNCF Wasm OCI artifact: ``artifactType: application/wasm``, config
   ``application/vnd.wasm.config.v0+json`` (``architecture``, ``os``, ``layerDigests``,
   ``created``), one ``application/wasm`` layer. containerd's own client refuses to run its

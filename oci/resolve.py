@@ -22,7 +22,7 @@ MAX_DEPTH = 4
 
 class BlobSource(Protocol):
     """Where ``resolve`` reads manifests and configs: runwasm's ``ContentStore``, or a client of
-    containerd's content store (``runwasm.shim.containerd_api``). Must verify the digest."""
+    containerd's content store (``runwasm.shim.server.containerd_api``). Must verify the digest."""
 
     def read_bytes(self, digest: Digest) -> bytes: ...
 

@@ -12,7 +12,7 @@ cannot kill the workload with SIGPIPE) as soon as the step ends:
 
 ``id``/``parent`` are local to the process (``parent`` null: a child of the RPC span the
 process was spawned under); times are ``time.time_ns()``. The server reads the pipe until EOF
-(process exit or ``execve``) and creates the spans (``runwasm.shim.spanpipe``). Without a
+(process exit or ``execve``) and creates the spans (``runwasm.shim.common.spanpipe``). Without a
 ``trace`` fd (tracing off) every call here is a no-op that allocates nothing.
 """
 

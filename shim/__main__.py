@@ -17,12 +17,12 @@ def _write(data: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runwasm.shim import flags as flagmod
+    from runwasm.shim.entry import flags as flagmod
 
     args = sys.argv[1:] if argv is None else argv
     flags = flagmod.parse(args)
     if flags.action == "_runwasm_serve":
-        from runwasm.shim.server_main import serve_main
+        from runwasm.shim.server.server_main import serve_main
 
         return serve_main()
     if flags.action == "_runwasm_template":  # shim/template/: the node-wide warm template
@@ -30,18 +30,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return template_main()
     if flags.version:
-        from runwasm.shim.naming import RUNTIME_NAME
-        from runwasm.shim.version import REVISION, VERSION
+        from runwasm.shim.common.naming import RUNTIME_NAME
+        from runwasm.shim.common.version import REVISION, VERSION
 
         print(f"containerd-shim-runwasm-v1:\n  Version:  {VERSION}\n  Revision: {REVISION}\n  Runtime:  {RUNTIME_NAME}")
         return 0
     if flags.info:
-        from runwasm.shim import bootstrap, info
+        from runwasm.shim.entry import bootstrap, info
 
         _write(info.run(bootstrap.read_stdin()))
         return 0
     if flags.action == "start":
-        from runwasm.shim import bootstrap, start
+        from runwasm.shim.entry import bootstrap, start
 
         try:
             out, code = start.run(flags, bootstrap.read_stdin())
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(out)
         return code
     if flags.action == "delete":
-        from runwasm.shim import delete
+        from runwasm.shim.entry import delete
 
         _write(delete.run(flags))
         return 0

@@ -121,8 +121,8 @@ async def _harness_rates(tasks: int, inflight: int) -> list[tuple[str, int, int,
     from google.protobuf import empty_pb2
 
     from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-    from runwasm.shim.bundle import make_wasm_bundle
-    from runwasm.shim.harness import Harness, connected, run_task
+    from runwasm.shim.harness.bundle import make_wasm_bundle
+    from runwasm.shim.harness.driver import Harness, connected, run_task
 
     group = {GROUP_ANNOTATION: f"bench-{os.getpid()}"}
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -257,8 +257,8 @@ async def _harness_memory() -> list[Mem]:
     from google.protobuf import empty_pb2
 
     from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-    from runwasm.shim.bundle import make_wasm_bundle
-    from runwasm.shim.harness import NAMESPACE, Harness, connected
+    from runwasm.shim.harness.bundle import make_wasm_bundle
+    from runwasm.shim.harness.driver import NAMESPACE, Harness, connected
 
     spin_module = HELLO.parent / "spin.wasm"
     group = {GROUP_ANNOTATION: f"mem-{os.getpid()}"}

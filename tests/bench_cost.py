@@ -16,7 +16,7 @@ daemon, with the shims using a private warm template (``shim/template/``) stoppe
    ``TTRPC_ADDRESS``), plus the template for runwasm (node-wide, counted once), divided by 10.
 
 Then, through the harness (no containerd): the PSS one more running ``sleep.wasm`` adds to a pod
-(5 more tasks in one shim, delta / 5), and ``runwasm stress`` (``shim/stress.py``) sequential and
+(5 more tasks in one shim, delta / 5), and ``runwasm stress`` (``shim/harness/stress.py``) sequential and
 8 in flight. No figure is asserted.
 """
 
@@ -167,8 +167,8 @@ async def _extra_task_pss(more: int) -> str:
     from google.protobuf import empty_pb2
 
     from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-    from runwasm.shim.bundle import make_wasm_bundle
-    from runwasm.shim.harness import Harness, connected
+    from runwasm.shim.harness.bundle import make_wasm_bundle
+    from runwasm.shim.harness.driver import Harness, connected
 
     group = {"io.containerd.runwasm.v1.group": f"cost-{os.getpid()}"}
     tag = f"cost{os.getpid()}"
@@ -234,7 +234,7 @@ def main() -> None:
             print("\n".join(lines), flush=True)
             lines = []
         print(asyncio.run(_extra_task_pss(5)), flush=True)
-        from runwasm.shim import stress
+        from runwasm.shim.harness import stress
 
         for tasks, inflight in ((max(50, 10 * n), 1), (max(100, 20 * n), 8)):
             result = asyncio.run(stress.run_stress(WASM / "hello.wasm", tasks, inflight))

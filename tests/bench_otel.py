@@ -53,7 +53,7 @@ def _no_otel_env() -> Iterator[None]:
 
 
 def bench_ctr(n: int, warmup: int = 2) -> str:
-    from runwasm.shim.otlp_receiver import HttpReceiver
+    from runwasm.shim.harness.otlp_receiver import HttpReceiver
     from tests.integration.daemon import Containerd, containerd23_bin, containerd_binary
     from tests.integration.images import pack_wasm_image
 
@@ -102,8 +102,8 @@ async def _startup_once(env: dict[str, str], i: int) -> tuple[float, float, floa
     from google.protobuf import empty_pb2
 
     from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-    from runwasm.shim.bundle import make_wasm_bundle
-    from runwasm.shim.harness import Harness, connected
+    from runwasm.shim.harness.bundle import make_wasm_bundle
+    from runwasm.shim.harness.driver import Harness, connected
 
     async with Harness() as h:
         h.shim_env = env
@@ -124,7 +124,7 @@ async def _startup_once(env: dict[str, str], i: int) -> tuple[float, float, floa
 
 
 def bench_startup(n: int) -> str:
-    from runwasm.shim.otlp_receiver import HttpReceiver
+    from runwasm.shim.harness.otlp_receiver import HttpReceiver
 
     with HttpReceiver() as rx, _no_otel_env():
         modes = {"unset": {}, "set": rx.env()}

@@ -1,5 +1,5 @@
 """Real OTLP receivers for the tests: gRPC (TraceService + MetricsService from opentelemetry-proto's
-generated code, served by grpcio) and http/protobuf (``runwasm.shim.otlp_receiver.HttpReceiver``).
+generated code, served by grpcio) and http/protobuf (``runwasm.shim.harness.otlp_receiver.HttpReceiver``).
 
 Both record into ``Collected``; ``env()`` is the standard environment that points an exporter
 (the shim's, containerd's) at the receiver.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent import futures
 from typing import Any
 
-from runwasm.shim.otlp_receiver import Collected, HttpReceiver, SpanRecord
+from runwasm.shim.harness.otlp_receiver import Collected, HttpReceiver, SpanRecord
 
 __all__ = ["Collected", "GrpcReceiver", "HttpReceiver", "SpanRecord", "receiver"]
 

@@ -50,7 +50,7 @@ def test_start_delete_info_paths_import_light() -> None:
     import sys
 
     code = (
-        "import sys, runwasm.shim.__main__ as m, runwasm.shim.start, runwasm.shim.delete, runwasm.shim.info;"
+        "import sys, runwasm.shim.__main__ as m, runwasm.shim.entry.start, runwasm.shim.entry.delete, runwasm.shim.entry.info;"
         "heavy=[n for n in ('wasmtime','google.protobuf','grpc','opentelemetry','pyroute2','zstandard') "
         "if n in sys.modules]; print(','.join(heavy))"
     )

@@ -1,5 +1,5 @@
 """Wasm task workload body: ``main`` runs in the process the zygote forks (entered through
-``runwasm.shim.wasm_workload:main``, which supplies the credential steps).
+``runwasm.shim.spawn.wasm_workload:main``, which supplies the credential steps).
 
 Contract (see docs/contributing.md, "Process model"):
 - ``payload`` is ``WasmTaskPayload.to_json()``; ``fds`` maps names to open fds: ``control``

@@ -3,7 +3,7 @@ runtime itself still needs from the kernel once the spec's seccomp filter is in 
 
 Stdlib only. ``runwasm.wasm`` does not know how credentials are applied (that is kernel work in
 ``runwasm.linux``, which this package may not import); ``prepare`` and ``child.main`` call a
-``Confinement`` at fixed points, and the shim's Wasm entry (``runwasm.shim.wasm_workload``)
+``Confinement`` at fixed points, and the shim's Wasm entry (``runwasm.shim.spawn.wasm_workload``)
 passes one that applies ``process.user``, capabilities, rlimits, oomScoreAdj,
 noNewPrivileges and ``linux.seccomp``. The points, in order:
 

@@ -28,7 +28,7 @@ class WasmTaskPayload:
     cache_dir: compile cache directory; None means ``$RUNWASM_WASM_CACHE`` or the default.
     rootfs_readonly: ``root.readonly`` from the spec; the ``/`` preopen is then read-only.
     module_file: absolute host path of the module to run instead of resolving ``args[0]``'s
-        path in the rootfs (a Wasm layer of the image, ``runwasm.shim.image_module``); the
+        path in the rootfs (a Wasm layer of the image, ``runwasm.shim.server.image_module``); the
         ``#export`` part of ``args[0]`` still applies.
     module_name: how to name ``module_file`` in messages (e.g. the layer digest and image).
     sandbox: ``runwasm.wasm.sandbox.Sandbox.to_json()`` (engine features, limits, fuel, extra

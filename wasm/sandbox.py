@@ -3,7 +3,7 @@
 Stdlib only: the shim parses it at ``start`` (runtime options) and at Create (annotations);
 the workload applies it (``runwasm.wasm.engine.make_engine``, ``runwasm.wasm.task``).
 
-Keys, as runtime options TOML keys (``shim/options.py``) and, where the operator lists them in
+Keys, as runtime options TOML keys (``shim/common/options.py``) and, where the operator lists them in
 ``WasmAnnotations``, as pod/container annotations ``io.containerd.runwasm.v1.<Key>`` (values as
 text: ``true``/``false``, decimal integers, ``a,b`` lists, ``name=true,name=false`` tables)::
 

@@ -40,7 +40,7 @@ def package_path() -> list[str]:
 
 def install_key() -> str:
     """A short stable name for this installation (environment + package dir + version)."""
-    from runwasm.shim.version import REVISION, VERSION
+    from runwasm.shim.common.version import REVISION, VERSION
 
     env_dir = os.path.dirname(os.path.dirname(sys.executable))  # the venv (sys.prefix needs `site`)
     text = "\0".join([env_dir, *package_path(), VERSION, REVISION])

@@ -43,16 +43,16 @@ from runwasm.shim.template import client, key
 PRELOAD = (
     "asyncio", "json", "logging", "ctypes", "ctypes.util",
     "google.protobuf.empty_pb2", "google.protobuf.any_pb2", "google.protobuf.timestamp_pb2",
-    "runwasm.shim.__main__", "runwasm.shim.start", "runwasm.shim.delete", "runwasm.shim.info",
-    "runwasm.shim.server_main", "runwasm.shim.task", "runwasm.shim.task_rpc", "runwasm.shim.ttrpc.server",
-    "runwasm.shim.events", "runwasm.shim.backends", "runwasm.shim.linux_backend", "runwasm.shim.reaper",
-    "runwasm.shim.zygote", "runwasm.shim.tracing", "runwasm.shim.logs", "runwasm.shim.console",
-    "runwasm.shim.router", "runwasm.shim.template.server",
+    "runwasm.shim.__main__", "runwasm.shim.entry.start", "runwasm.shim.entry.delete", "runwasm.shim.entry.info",
+    "runwasm.shim.server.server_main", "runwasm.shim.server.task", "runwasm.shim.server.task_rpc", "runwasm.shim.ttrpc.server",
+    "runwasm.shim.server.events", "runwasm.shim.server.backends", "runwasm.shim.server.linux_backend", "runwasm.shim.server.reaper",
+    "runwasm.shim.spawn.zygote", "runwasm.shim.common.tracing", "runwasm.shim.server.logs", "runwasm.shim.server.console",
+    "runwasm.shim.server.router", "runwasm.shim.template.server",
     "runwasm.oci.runtime_spec",
 )
 # imported one at a time between requests once listening: what the zygotes and workloads need
 # (a server forked before they are in gets a zygote that imports them itself, as before)
-PRELOAD_LATER = ("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.wasm_workload", "runwasm.linux.init")
+PRELOAD_LATER = ("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
 IDLE_POLL = 2.0
 

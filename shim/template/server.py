@@ -89,7 +89,7 @@ def _become_server(argv: Sequence[str], env: dict[str, str]) -> None:
         os.environ.clear()
         os.environ.update(env)
         set_process_identity(argv, env)
-        from runwasm.shim.server_main import serve_main
+        from runwasm.shim.server.server_main import serve_main
 
         code = serve_main()
     finally:

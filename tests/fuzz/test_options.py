@@ -1,4 +1,4 @@
-"""Fuzz: the runtime-options TOML (``runwasm.shim.options.parse_toml``).
+"""Fuzz: the runtime-options TOML (``runwasm.shim.common.options.parse_toml``).
 
 Properties: any text, and any table over the known keys with values of any TOML type, parses to
 ``ParsedOptions`` or raises ``InvalidArgumentError`` (-> INVALID_ARGUMENT) naming where the TOML
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runwasm.shim.errors import INVALID_ARGUMENT, InvalidArgumentError, to_status
-from runwasm.shim.options import EXECUTORS, MAX_STANDBY_SECONDS, parse_toml
+from runwasm.shim.common.errors import INVALID_ARGUMENT, InvalidArgumentError, to_status
+from runwasm.shim.common.options import EXECUTORS, MAX_STANDBY_SECONDS, parse_toml
 
 pytestmark = pytest.mark.fuzz
 

@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runwasm.oci.runtime_spec import RuntimeSpec, SpecError, parse_process
-from runwasm.shim.bundle import base_spec
-from runwasm.shim.errors import INVALID_ARGUMENT, to_status
+from runwasm.shim.common.errors import INVALID_ARGUMENT, to_status
+from runwasm.shim.harness.bundle import base_spec
 
 pytestmark = pytest.mark.fuzz
 

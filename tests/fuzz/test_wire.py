@@ -1,5 +1,5 @@
-"""Fuzz: the hand-written protobuf codec of the short-lived entry points (``shim/wire.py``,
-``shim/bootstrap.py``, the options ``Any`` of ``shim/options.py``), against the generated
+"""Fuzz: the hand-written protobuf codec of the short-lived entry points (``shim/common/wire.py``,
+``shim/entry/bootstrap.py``, the options ``Any`` of ``shim/common/options.py``), against the generated
 protobuf classes as the oracle.
 
 Properties: any bytes decode or raise ``WireError`` (nothing else); whatever the real protobuf
@@ -15,11 +15,12 @@ from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runwasm.shim import bootstrap, wire
 from runwasm.shim.api.runtime.bootstrap.v1 import bootstrap_pb2
-from runwasm.shim.errors import InvalidArgumentError
-from runwasm.shim.flags import Flags
-from runwasm.shim.options import parse as parse_options
+from runwasm.shim.common import wire
+from runwasm.shim.common.errors import InvalidArgumentError
+from runwasm.shim.common.options import parse as parse_options
+from runwasm.shim.entry import bootstrap
+from runwasm.shim.entry.flags import Flags
 
 pytestmark = pytest.mark.fuzz
 

@@ -2,7 +2,7 @@
 
 containerd 2.3.4: ``ctr run`` of a runwasi-flavour image reaches the shim with an empty rootfs;
 the shim reads the Wasm layer from containerd's content store over gRPC
-(``shim/image_module.py``) and runs it, whatever path ``args[0]`` names. Debian's 1.6.20 refuses
+(``shim/server/image_module.py``) and runs it, whatever path ``args[0]`` names. Debian's 1.6.20 refuses
 such images before the shim is involved; those tests pin down exactly what it says.
 """
 

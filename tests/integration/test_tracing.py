@@ -11,7 +11,7 @@ receiver, with ``OTEL_*`` only in the daemon's environment (the shim inherits it
   arrives); 1.6 sends no trace context to shims, so the shim's spans are roots of their own
   traces, still with the workload steps under Create and trace ids in the log lines.
 - Without ``OTEL_*``: nothing reaches the receiver and the shim's server reports (debug log, at
-  exit) that no opentelemetry package was loaded; ``start`` is checked in tests/shim/test_tracing.py.
+  exit) that no opentelemetry package was loaded; ``start`` is checked in tests/shim/common/test_tracing.py.
 
 The 2.3.4 binaries come from ``$RUNWASM_CONTAINERD23_BIN`` (``tests/integration/daemon.py``);
 that tier is skipped when absent.

@@ -26,8 +26,8 @@ from runwasm.linux.task_cgroup import (
     destroy_recorded,
 )
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-from runwasm.shim.bundle import make_wasm_bundle
-from runwasm.shim.harness import Harness, TaskClient, connected, run_task
+from runwasm.shim.harness.bundle import make_wasm_bundle
+from runwasm.shim.harness.driver import Harness, TaskClient, connected, run_task
 from tests.conftest import built_fixture
 
 pytestmark = pytest.mark.privileged

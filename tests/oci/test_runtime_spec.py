@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runwasm.oci.runtime_spec import RuntimeSpec, SpecError, parse_process, spec_to_json
-from runwasm.shim.errors import INVALID_ARGUMENT, to_status
+from runwasm.shim.common.errors import INVALID_ARGUMENT, to_status
 
 ID_MAX = 2**32 - 2
 

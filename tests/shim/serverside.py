@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from runwasm.shim import nsutil
-from runwasm.shim.reaper import Reaper
-from runwasm.shim.zygote import Zygote
+from runwasm.shim.common import nsutil
+from runwasm.shim.server.reaper import Reaper
+from runwasm.shim.spawn.zygote import Zygote
 
 
 def server_side() -> tuple[Zygote, Reaper]:

@@ -1,7 +1,7 @@
 """Wasm OCI images whose module is a layer, as Kubernetes pods on the ``runwasm`` handler through
 containerd's CRI: the CNCF Wasm artifact (config ``application/vnd.wasm.config.v0+json``, which
 ``ctr run`` refuses) and runwasi's flavour, with runwasi's bare ``command: ["wasi-demo.wasm"]``.
-The shim reads the layer from containerd's content store (``shim/image_module.py``)."""
+The shim reads the layer from containerd's content store (``shim/server/image_module.py``)."""
 
 from __future__ import annotations
 

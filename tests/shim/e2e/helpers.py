@@ -16,9 +16,9 @@ from typing import Any
 
 from google.protobuf import empty_pb2
 
-from runwasm.shim import bundle as bundlemod
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-from runwasm.shim.harness import Harness, TaskClient, connected, copy_fifo
+from runwasm.shim.harness import bundle as bundlemod
+from runwasm.shim.harness.driver import Harness, TaskClient, connected, copy_fifo
 
 __all__ = ["Harness", "TaskClient", "connected"]
 from tests.conftest import built_fixture

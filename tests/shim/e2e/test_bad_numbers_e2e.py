@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runwasm.shim.harness import Harness
+from runwasm.shim.harness.driver import Harness
 from runwasm.shim.ttrpc.status import Code, RpcError
 from tests.shim.e2e import helpers as e
 from tests.shim.e2e.helpers import run

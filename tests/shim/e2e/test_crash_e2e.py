@@ -7,7 +7,7 @@ import os
 import signal
 import stat
 
-from runwasm.shim.harness import Harness
+from runwasm.shim.harness.driver import Harness
 from tests.shim.e2e import helpers as e
 from tests.shim.e2e.helpers import GROUP_ANNOTATION, run
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from runwasm.shim.harness import Harness
+from runwasm.shim.harness.driver import Harness
 from tests.shim.e2e import helpers as e
 
 

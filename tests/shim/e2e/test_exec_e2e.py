@@ -8,10 +8,10 @@ from pathlib import Path
 
 from google.protobuf import any_pb2, empty_pb2
 
-from runwasm.shim import bundle as bundlemod
 from runwasm.shim.api.events import task_pb2
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-from runwasm.shim.harness import Harness
+from runwasm.shim.harness import bundle as bundlemod
+from runwasm.shim.harness.driver import Harness
 from tests.conftest import built_fixture
 from tests.shim.e2e import helpers as e
 

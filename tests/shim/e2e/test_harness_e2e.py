@@ -15,7 +15,7 @@ import pytest
 
 from runwasm.shim.api.events import task_pb2 as events_pb2
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-from runwasm.shim.harness import NAMESPACE, Harness, run_task
+from runwasm.shim.harness.driver import NAMESPACE, Harness, run_task
 from runwasm.shim.ttrpc.status import Code, RpcError
 from tests.shim.e2e import helpers as e
 from tests.shim.e2e.helpers import GROUP_ANNOTATION, run

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import empty_pb2
 
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-from runwasm.shim.harness import Harness
+from runwasm.shim.harness.driver import Harness
 from runwasm.shim.ttrpc.status import Code, RpcError
 from tests.shim.e2e import helpers as e
 from tests.shim.e2e.helpers import run

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runwasm.shim.harness import Harness, run_task, runtime_options
+from runwasm.shim.harness.driver import Harness, run_task, runtime_options
 from runwasm.shim.ttrpc.status import Code, RpcError
 from tests.shim.e2e import helpers as e
 

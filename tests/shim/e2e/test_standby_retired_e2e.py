@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-from runwasm.shim.harness import Harness, connected, runtime_options
+from runwasm.shim.harness.driver import Harness, connected, runtime_options
 from tests.shim.e2e import helpers as e
 
 

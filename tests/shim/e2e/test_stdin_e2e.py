@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from runwasm.shim.harness import Harness, run_task
+from runwasm.shim.harness.driver import Harness, run_task
 from tests.shim.e2e import helpers as e
 from tests.shim.e2e.helpers import run
 

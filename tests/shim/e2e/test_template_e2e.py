@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runwasm.shim.harness import Harness, shim_command
+from runwasm.shim.harness.driver import Harness, shim_command
 from runwasm.shim.template import client, key, process
 from tests.shim.e2e.helpers import (
     GROUP_ANNOTATION,
@@ -154,7 +154,7 @@ def test_delete_cleans_after_a_sigkilled_forked_server(private_template: Path) -
         cid = f"{tag}-s"
         bundle = make_bundle(h, cid, "spin.wasm")
         address, version = await h.shim_start(cid, bundle)
-        from runwasm.shim.harness import connected
+        from runwasm.shim.harness.driver import connected
 
         async with connected(address, version) as t:
             await create(t, cid, bundle)

@@ -1,0 +1,1 @@
+"""Small modules shared by every shim process (entry points, server, harness); stdlib-only."""

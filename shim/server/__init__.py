@@ -1,0 +1,1 @@
+"""The long-lived shim server of one pod/group: Task service, events, reaper, zygote."""

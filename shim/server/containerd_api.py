@@ -1,0 +1,125 @@
+"""A small synchronous gRPC client of containerd's metadata and content services.
+
+Used by the shim server only, and only when a container's module has to come from its image
+(``shim/server/image_module.py``): importing this module imports ``grpc``, which ``start``, ``delete``
+and ``-info`` never do. Calls carry the namespace in the ``containerd-namespace`` metadata key,
+as containerd's own clients do, and a deadline; failures become the shim's errors with the
+method, the object and containerd's message:
+
+- ``NOT_FOUND`` -> ``NotFoundError``; ``UNAVAILABLE``/``DEADLINE_EXCEEDED`` -> ``UnavailableError``;
+  anything else -> ``ShimError`` with the status name.
+
+``read_bytes`` verifies that what containerd streamed hashes to the digest asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from runwasm.oci.digest import Digest
+from runwasm.oci.errors import DigestMismatchError
+from runwasm.oci.image import Descriptor
+from runwasm.shim.api.services.containers.v1 import containers_pb2
+from runwasm.shim.api.services.content.v1 import content_pb2
+from runwasm.shim.api.services.images.v1 import images_pb2
+from runwasm.shim.common.errors import InvalidArgumentError, NotFoundError, ShimError, UnavailableError
+
+NAMESPACE_KEY = "containerd-namespace"
+DEFAULT_TIMEOUT = 30.0
+MAX_BLOB = 1 << 30
+
+
+def grpc_target(address: str) -> str:
+    """containerd's gRPC address (a socket path, or ``unix://PATH``) as a grpc target."""
+    if address.startswith("unix://"):
+        address = address[len("unix://"):]
+    if not address.startswith("/"):
+        raise InvalidArgumentError(f"invalid containerd gRPC address {address!r}: expected a unix socket path")
+    return "unix:" + address
+
+
+class ContainerdClient:
+    """One channel to containerd in one namespace. Not thread-safe beyond what grpc is."""
+
+    def __init__(self, address: str, namespace: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address = address
+        self.namespace = namespace
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(grpc_target(address), options=[
+            ("grpc.max_receive_message_length", 64 << 20)])
+        self._metadata = ((NAMESPACE_KEY, namespace),)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ContainerdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _error(self, err: grpc.RpcError, what: str) -> ShimError:
+        code = err.code() if isinstance(err, grpc.Call) else None
+        detail = err.details() if isinstance(err, grpc.Call) else str(err)
+        msg = f"failed to {what} (containerd {self.address!r}, namespace {self.namespace!r}): {detail}"
+        if code == grpc.StatusCode.NOT_FOUND:
+            return NotFoundError(msg)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return UnavailableError(msg)
+        return ShimError(f"{msg} ({code.name if code else 'no status'})")
+
+    def _unary(self, method: str, request: Any, response_type: Any, what: str) -> Any:
+        call = self._channel.unary_unary(method, request_serializer=lambda m: m.SerializeToString(),
+                                         response_deserializer=response_type.FromString)
+        try:
+            return call(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise self._error(err, what) from err
+
+    def container_image(self, container_id: str) -> str:
+        """The image reference recorded on container ``container_id`` ("" when it has none)."""
+        resp = self._unary("/containerd.services.containers.v1.Containers/Get",
+                           containers_pb2.GetContainerRequest(id=container_id),
+                           containers_pb2.GetContainerResponse, f"get container {container_id!r}")
+        return str(resp.container.image)
+
+    def image_target(self, name: str) -> Descriptor:
+        """The target descriptor (index or manifest) of image ``name``."""
+        resp = self._unary("/containerd.services.images.v1.Images/Get", images_pb2.GetImageRequest(name=name),
+                           images_pb2.GetImageResponse, f"get image {name!r}")
+        t = resp.image.target
+        digest = Digest.parse(t.digest)  # an oci InvalidArgumentError naming the text
+        return Descriptor(t.media_type, digest, int(t.size), dict(t.annotations))
+
+    def info_labels(self, digest: Digest) -> dict[str, str]:
+        """The labels of blob ``digest`` (raises NotFoundError when it is not in the store)."""
+        resp = self._unary("/containerd.services.content.v1.Content/Info",
+                           content_pb2.InfoRequest(digest=str(digest)), content_pb2.InfoResponse,
+                           f"stat content {str(digest)!r}")
+        return dict(resp.info.labels)
+
+    def read_bytes(self, digest: Digest, max_size: int = MAX_BLOB) -> bytes:
+        """The whole blob ``digest``, verified against it."""
+        call = self._channel.unary_stream("/containerd.services.content.v1.Content/Read",
+                                          request_serializer=lambda m: m.SerializeToString(),
+                                          response_deserializer=content_pb2.ReadContentResponse.FromString)
+        h = digest.hasher()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for msg in call(content_pb2.ReadContentRequest(digest=str(digest)), timeout=self.timeout,
+                            metadata=self._metadata):
+                data = bytes(msg.data)
+                size += len(data)
+                if size > max_size:
+                    raise InvalidArgumentError(f"failed to read content {str(digest)!r}: larger than {max_size} bytes")
+                h.update(data)
+                chunks.append(data)
+        except grpc.RpcError as err:
+            raise self._error(err, f"read content {str(digest)!r}") from err
+        got = Digest.from_hasher(h)
+        if got != digest:
+            raise DigestMismatchError(f"failed to read content {str(digest)!r}: containerd sent bytes hashing to {str(got)!r}")
+        return b"".join(chunks)

@@ -1,0 +1,241 @@
+"""The zygote: a small process forked before the server starts any thread, that forks workloads.
+
+Forking a process that runs threads (grpc, OTel exporters, wasmtime compile threads, asyncio
+``to_thread`` workers) is unsafe, so the server forks this zygote first and asks it for every
+workload process (docs/contributing.md, "Process model"). Protocol on a SOCK_SEQPACKET pair:
+
+    server -> zygote   one packet: JSON {"entry", "payload", "names": [fd names], "pidns"}
+                       with the fds attached (SCM_RIGHTS) in the order of "names"
+    zygote -> server   one packet: {"pid": <host pid>, "start_time": <ticks>} or {"error": "<text>"}
+
+For each request the zygote forks an intermediate that (optionally) unshares or joins a pid
+namespace and forks the workload, reports the workload's pid and start time (field 22 of ``/proc/<pid>/stat``, read while the
+workload is still its child, so it cannot have been reaped and the pid reused) through a pipe
+and exits; the pair is the workload's identity for the reaper. The
+workload is re-parented to the server (a child subreaper), which reaps it. In the workload:
+``setsid()``, default signal dispositions, an empty signal mask, the named fds renumbered from 3
+(stdio 0-2 stay as the zygote had them: /dev/null and the shim log), every other fd closed,
+then ``entry(payload, fds)``, which must not return.
+
+The zygote exits when the server's end of the socket closes.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fcntl
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from runwasm.shim.common import nsutil
+from runwasm.shim.common.statefile import process_start_time
+
+log = logging.getLogger(__name__)
+
+MAX_FDS = 16
+_MAX_MSG = 1 << 20
+
+
+class SpawnError(Exception):
+    """The zygote could not create the workload process."""
+
+
+class Spawned(NamedTuple):
+    """A workload process: its host pid and start time (its identity for ``Reaper.watch``)."""
+
+    pid: int
+    start_time: int
+
+
+def _recv_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    msg, anc, _flags, _addr = sock.recvmsg(_MAX_MSG, socket.CMSG_SPACE(MAX_FDS * 4))
+    if not msg:
+        return None
+    fds: list[int] = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            fds.extend(arr)
+    return json.loads(msg), fds
+
+
+def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
+    """Runs in the workload process; never returns."""
+    try:
+        os.setsid()
+        for sig in signal.valid_signals():
+            if sig in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        names: list[str] = req["names"]
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1024) for fd in fds]
+        named: dict[str, int] = {}
+        for i, (name, fd) in enumerate(zip(names, high, strict=True)):
+            os.dup2(fd, 3 + i, inheritable=False)
+            named[name] = 3 + i
+        os.closerange(3 + len(names), 65536)
+        if "trace" in named:  # tracing on: the workload's steps go to this pipe (runwasm.oci.steps)
+            from runwasm.oci import steps
+
+            steps.install(named.pop("trace"))
+        module, _, func = str(req["entry"]).partition(":")
+        target = getattr(importlib.import_module(module), func)
+        target(req["payload"], named)
+        os._exit(0)  # an entry that returns is a bug; do not fall back into the zygote
+    except BaseException:  # noqa: BLE001 - last resort in a forked child
+        try:
+            os.write(2, ("runwasm zygote: workload failed before its entry took over:\n"
+                         + traceback.format_exc()).encode())
+        finally:
+            os._exit(127)
+
+
+def _spawn(req: dict[str, Any], fds: list[int]) -> Spawned:
+    r, w = os.pipe()
+    mid = os.fork()
+    if mid == 0:  # intermediate
+        try:
+            os.close(r)
+            pidns = req.get("pidns")
+            if pidns == "new":
+                nsutil.unshare(nsutil.CLONE_NEWPID)
+            elif pidns:
+                nsfd = os.open(str(pidns), os.O_RDONLY | os.O_CLOEXEC)
+                nsutil.setns(nsfd, nsutil.CLONE_NEWPID)
+                os.close(nsfd)
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                _become_workload(req, fds)
+            os.write(w, f"{pid} {process_start_time(pid)}".encode())
+            os._exit(0)
+        except BaseException as err:  # noqa: BLE001
+            try:
+                os.write(w, f"E{err}".encode())
+            finally:
+                os._exit(1)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 4096):
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(mid, 0)
+    out = b"".join(chunks).decode()
+    if not out or out.startswith("E"):
+        raise SpawnError(out[1:] or "intermediate process died")
+    pid_text, start_text = out.split()
+    return Spawned(int(pid_text), int(start_text))
+
+
+def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            os.write(2, f"runwasm zygote: cannot preload {name}: {err}\n".encode())
+    while True:
+        got = _recv_request(sock)
+        if got is None:
+            os._exit(0)
+        req, fds = got
+        try:
+            spawned = _spawn(req, fds)
+            reply: dict[str, Any] = {"pid": spawned.pid, "start_time": spawned.start_time}
+        except Exception as err:  # noqa: BLE001 - reported to the server
+            reply = {"error": str(err)}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(json.dumps(reply).encode())
+
+
+def _kill_abandoned(exchange: asyncio.Future[bytes]) -> None:
+    """The spawn was cancelled: SIGKILL the workload the zygote made anyway (the reaper collects it)."""
+    if exchange.cancelled() or exchange.exception() is not None:
+        return
+    try:
+        pid = int(json.loads(exchange.result()).get("pid", 0))
+    except (ValueError, AttributeError):
+        return
+    if pid > 0:
+        log.info("killing workload pid %d of a cancelled spawn", pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Zygote:
+    """Server-side handle. ``start()`` before any thread exists; ``spawn()`` from the loop."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._lock = asyncio.Lock()
+        self.pid = 0
+
+    def start(self, preload: Sequence[str] = ()) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            try:
+                _zygote_main(child, preload)
+            finally:
+                os._exit(0)
+        child.close()
+        parent.setblocking(False)
+        self._sock = parent
+        self.pid = pid
+
+    async def spawn(self, entry: str, payload: Mapping[str, Any], fds: Mapping[str, int],
+                    *, pidns: str | None = None) -> Spawned:
+        """Create a workload process; returns its host pid and start time. Raises SpawnError."""
+        if self._sock is None:
+            raise SpawnError("zygote not started")
+        if len(fds) > MAX_FDS:
+            raise SpawnError(f"too many fds for one workload: {len(fds)} > {MAX_FDS}")
+        req = json.dumps({"entry": entry, "payload": dict(payload), "names": list(fds),
+                          "pidns": pidns}).encode()
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", list(fds.values())).tobytes())]
+        # The exchange runs as a task of its own that keeps the lock until the reply is read:
+        # a caller cancelled mid-request (an RPC deadline) must not leave its reply queued for
+        # the next spawn, which would then take another workload's pid.
+        exchange = asyncio.ensure_future(self._exchange(self._sock, req, anc))
+        try:
+            data = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            exchange.add_done_callback(_kill_abandoned)
+            raise
+        if not data:
+            raise SpawnError("zygote exited")
+        reply = json.loads(data)
+        if "error" in reply:
+            raise SpawnError(f"failed to create workload process: {reply['error']}")
+        return Spawned(int(reply["pid"]), int(reply["start_time"]))
+
+    async def _exchange(self, sock: socket.socket, req: bytes, anc: list[tuple[int, int, bytes]]) -> bytes:
+        async with self._lock:
+            try:
+                sock.sendmsg([req], anc)
+                return await asyncio.get_running_loop().sock_recv(sock, 65536)
+            except OSError as err:
+                raise SpawnError(f"zygote unreachable: {err}") from err
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

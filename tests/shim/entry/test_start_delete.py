@@ -1,0 +1,151 @@
+"""The short-lived actions of the real ``containerd-shim-runwasm-v1`` binary, run as containerd runs them."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from google.protobuf import any_pb2
+
+from runwasm.shim.api.runtime.task.v3 import shim_pb2
+from runwasm.shim.api.types import introspection_pb2
+from runwasm.shim.api.types.runtimeoptions.v1 import api_pb2 as runtimeoptions_pb2
+from runwasm.shim.common.version import VERSION
+from runwasm.shim.harness.driver import shim_command
+
+
+def _run(args: list[str], *, stdin: bytes = b"", cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*shim_command(), *args], input=stdin, cwd=cwd, capture_output=True, timeout=30,
+                          check=False)
+
+
+def test_binary_is_the_installed_script() -> None:
+    assert Path(shim_command()[0]).name == "containerd-shim-runwasm-v1"
+
+
+@pytest.mark.parametrize("flag", ["-v", "-version", "--version"])
+def test_version(flag: str) -> None:
+    p = _run([flag])
+    assert p.returncode == 0
+    assert VERSION in p.stdout.decode()
+    assert "io.containerd.runwasm.v1" in p.stdout.decode()
+    assert p.stderr == b""
+
+
+def test_info_without_options() -> None:
+    p = _run(["-info"])
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == b""
+    info = introspection_pb2.RuntimeInfo.FromString(p.stdout)
+    assert info.name == "io.containerd.runwasm.v1"
+    assert info.version.version == VERSION
+    assert not info.HasField("options")
+
+
+def test_info_echoes_options() -> None:
+    opts = any_pb2.Any(type_url="runtimeoptions.v1.Options",
+                       value=runtimeoptions_pb2.Options(config_path="/etc/runwasm.toml").SerializeToString())
+    p = _run(["-info"], stdin=opts.SerializeToString())
+    assert p.returncode == 0, p.stderr
+    info = introspection_pb2.RuntimeInfo.FromString(p.stdout)
+    assert info.name == "io.containerd.runwasm.v1"
+    assert info.options == opts
+
+
+def _delete_argv(bundle: Path) -> list[str]:
+    return ["-namespace", "default", "-address", "/run/containerd/containerd.sock", "-publish-binary",
+            "/usr/bin/containerd", "-id", "c1", "-bundle", str(bundle), "-debug", "delete"]
+
+
+def test_delete_empty_bundle_is_idempotent(tmp_path: Path) -> None:
+    for _ in range(2):
+        p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert p.stderr == b""
+        resp = shim_pb2.DeleteResponse.FromString(p.stdout)
+        assert resp.exit_status == 137
+        assert resp.pid == 0
+        assert resp.HasField("exited_at")
+        assert resp.exited_at.seconds > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_delete_uses_cwd_without_bundle_flag(tmp_path: Path) -> None:
+    p = _run(["-namespace", "default", "-id", "c1", "delete"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert shim_pb2.DeleteResponse.FromString(p.stdout).exit_status == 137
+
+
+def test_delete_reports_recorded_exit(tmp_path: Path) -> None:
+    (tmp_path / "runwasm.json").write_text(
+        '{"id": "c1", "kind": "wasm", "pid": 0, "pid_start_time": 0, "exit_status": 7, "mounts": [], "cgroup": ""}')
+    p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert shim_pb2.DeleteResponse.FromString(p.stdout).exit_status == 7
+
+
+def test_start_without_id_fails_clearly(tmp_path: Path) -> None:
+    p = _run(["-namespace", "default", "-address", "/run/containerd/containerd.sock", "start"], cwd=tmp_path)
+    assert p.returncode == 1
+    assert p.stdout == b""
+    err = p.stderr.decode()
+    assert err.count("\n") == 1
+    assert err.endswith("\n")
+    assert "-id" in err
+    assert not (tmp_path / "address").exists()
+
+
+def test_unknown_action(tmp_path: Path) -> None:
+    p = _run(["-id", "c1", "frobnicate"], cwd=tmp_path)
+    assert p.returncode == 2
+    assert "'frobnicate'" in p.stderr.decode()
+
+
+def test_delete_knows_the_executors_record_files() -> None:
+    from runwasm.linux import executor, task_cgroup
+    from runwasm.shim.entry import delete
+
+    assert delete.LINUX_RECORD == executor.STATE_FILE
+    assert delete.WASM_RECORD == task_cgroup.WASM_STATE_FILE
+
+
+def _address(bundle: Path, path: Path) -> None:
+    (bundle / "address").write_text(f"unix://{path}")
+
+
+def test_delete_removes_a_stale_group_socket(tmp_path: Path) -> None:
+    path = tmp_path / "group.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()  # what a SIGKILLed server leaves: the file, with nothing bound to it
+    _address(tmp_path, path)
+    p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "bound-by-a-start"])
+def test_delete_keeps_a_socket_that_is_in_use(tmp_path: Path, listening: bool) -> None:
+    path = tmp_path / "group.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))  # not listening: a `start` between its bind and its listen
+        if listening:
+            sock.listen()
+        _address(tmp_path, path)
+        p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert stat.S_ISSOCK(path.lstat().st_mode)
+    finally:
+        sock.close()
+
+
+def test_delete_leaves_what_is_not_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-socket"
+    path.write_text("x")
+    _address(tmp_path, path)
+    assert _run(_delete_argv(tmp_path), cwd=tmp_path).returncode == 0
+    assert path.read_text() == "x"

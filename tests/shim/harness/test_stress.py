@@ -1,0 +1,70 @@
+"""``runwasm stress`` (shim/harness/stress.py): its statistics, and a short real run through one shim."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from runwasm.shim.harness import stress
+from tests.conftest import built_fixture
+
+
+def test_percentile_is_nearest_rank() -> None:
+    xs = tuple(float(i) for i in range(1, 101))
+    assert stress.percentile(xs, 50) == 50.0
+    assert stress.percentile(xs, 99) == 99.0
+    assert stress.percentile((3.0,), 99) == 3.0
+    assert math.isnan(stress.percentile((), 50))
+
+
+def test_bad_counts_are_refused() -> None:
+    with pytest.raises(ValueError, match="-n >= 1 and -p >= 1, got -n 0 -p 8"):
+        asyncio.run(stress.run_stress(built_fixture("wasm", "hello.wasm"), 0, 8))
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("full", [False, True], ids=["task-api", "with-start-delete"])
+def test_tasks_run_through_one_shim_and_are_timed(full: bool) -> None:
+    r = asyncio.run(stress.run_stress(built_fixture("wasm", "hello.wasm"), 6, 3, full=full))
+    assert (r.tasks, r.inflight, r.failures, r.errors) == (6, 3, 0, ())
+    assert len(r.create_start) == len(r.wait_delete) == 6
+    assert r.rate > 0
+    text = stress.report(r)
+    assert text.startswith("6 tasks, 3 in flight: ")
+    assert "create+start  p50" in text
+
+
+@pytest.mark.privileged
+def test_a_module_that_fails_stops_the_run_at_its_warm_up() -> None:
+    with pytest.raises(stress.StressError, match="warm-up task failed.*exited 7, expected 0"):
+        asyncio.run(stress.run_stress(built_fixture("wasm", "exit7.wasm"), 2, 1))
+    assert _servers_left() == [], "the anchor's shim server was left running"
+
+
+def _servers_left(timeout: float = 10.0) -> list[int]:
+    """Shim servers of this process's stress runs still alive after ``timeout``."""
+    mark = f"stress{os.getpid()}-".encode()
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if mark in (d / "cmdline").read_bytes():
+                        pids.append(int(d.name))
+                except OSError:
+                    pass
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
+@pytest.mark.privileged
+def test_a_wrong_exit_status_counts_as_a_failure() -> None:
+    r = asyncio.run(stress.run_stress(built_fixture("wasm", "exit7.wasm"), 2, 1, expect_status=7))
+    assert (r.failures, len(r.create_start)) == (0, 2)

@@ -1,0 +1,41 @@
+"""``WasmBackend.plan_init``: the payload it builds from the spec, the image layer and the sandbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from runwasm.oci.runtime_spec import RuntimeSpec
+from runwasm.shim.server.backends import WasmBackend
+from runwasm.wasm.payload import WasmTaskPayload
+from runwasm.wasm.sandbox import Preopen, Sandbox
+
+
+def _spec(tmp_path: Path, annotations: dict[str, str] | None = None) -> RuntimeSpec:
+    for d in ("rw", "ro"):
+        (tmp_path / d).mkdir()
+    doc: dict[str, Any] = {
+        "ociVersion": "1.0.2", "root": {"path": "rootfs"}, "annotations": annotations or {},
+        "process": {"args": ["/m.wasm"], "cwd": "/", "env": []},
+        "mounts": [{"destination": "/w", "type": "bind", "source": str(tmp_path / "rw"), "options": ["rbind", "rw"]},
+                   {"destination": "/r", "type": "bind", "source": str(tmp_path / "ro"), "options": ["rbind", "ro"]}]}
+    return RuntimeSpec.from_json(doc)
+
+
+def test_read_only_bind_mount_becomes_a_read_only_preopen(tmp_path: Path) -> None:
+    backend = WasmBackend("c1", _spec(tmp_path), tmp_path / "rootfs", cgroups=False,
+                          wasm_sandbox=Sandbox(preopens=(Preopen("/srv", "/data", readonly=False),)))
+    p = WasmTaskPayload.from_json(backend.plan_init().payload["task"])
+    assert p.preopens == ((str(tmp_path / "rw"), "/w"),)
+    assert p.sandbox is not None
+    assert Sandbox.from_json(p.sandbox).preopens == (Preopen(str(tmp_path / "ro"), "/r", True),
+                                                     Preopen("/srv", "/data", False))
+
+
+def test_allowed_annotation_reaches_the_payload(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, {"io.containerd.runwasm.v1.WasmFuel": "99"})
+    backend = WasmBackend("c1", spec, tmp_path / "rootfs", cgroups=False,
+                          wasm_sandbox=Sandbox(annotations=("WasmFuel",)))
+    sandbox = WasmTaskPayload.from_json(backend.plan_init().payload["task"]).sandbox
+    assert sandbox is not None
+    assert Sandbox.from_json(sandbox).fuel == 99

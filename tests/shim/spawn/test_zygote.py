@@ -1,0 +1,187 @@
+"""The zygote forks real workloads; a subreaper ``Reaper`` collects their exits.
+
+Each scenario runs in a fresh interpreter (``python -c``) because the server side makes its
+process a child subreaper, which must not leak into the pytest process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runwasm.shim.common.statefile import process_start_time
+
+ROOT = Path(__file__).resolve().parents[3]
+ENTRY = "tests.shim.spawn.test_zygote:_entry"
+
+
+def _entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
+    """Workload entry: report what the process looks like, then exit as told."""
+    if payload.get("mode") == "return":
+        return
+    if payload.get("mode") == "raise":
+        raise RuntimeError("entry failed")
+    out = fds["out"]
+    report = {
+        "fds": fds,
+        "open": sorted(int(n) for n in os.listdir("/proc/self/fd")),
+        "pid": os.getpid(),
+        "sid": os.getsid(0),
+        "sigint": signal.getsignal(signal.SIGINT) == signal.SIG_DFL,
+        "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+        "extra": os.read(fds["extra"], 100).decode() if "extra" in fds else "",
+        "start_time": process_start_time(int(os.readlink("/proc/self"))),
+    }
+    os.write(out, json.dumps(report).encode())
+    os.close(out)
+    if payload.get("signal"):
+        os.kill(os.getpid(), int(payload["signal"]))
+    os._exit(int(payload.get("code", 0)))
+
+
+async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str) -> dict[str, Any]:
+    from runwasm.shim.spawn.zygote import SpawnError
+    from tests.shim.serverside import server_side
+
+    zygote, reaper = server_side()
+    loop = asyncio.get_running_loop()
+    r, w = os.pipe()
+    er, ew = os.pipe()
+    os.write(ew, b"extra-data")
+    os.close(ew)
+    result: dict[str, Any] = {}
+    try:
+        try:
+            with reaper.spawning():
+                pid, start_time = await zygote.spawn(entry, payload, {"out": w, "extra": er}, pidns=pidns)
+        except SpawnError as err:
+            return {"spawn_error": str(err)}
+        finally:
+            os.close(w)
+            os.close(er)
+        exited: asyncio.Future[tuple[int, int, int]] = loop.create_future()
+        reaper.watch(pid, start_time, lambda p, s, t: exited.set_result((p, s, t)))
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+        got_pid, status, when = await asyncio.wait_for(exited, 20)
+        result = {"host_pid": pid, "start_time": start_time, "watched_pid": got_pid, "status": status, "when": when,
+                  "report": json.loads(b"".join(chunks)) if chunks else None}
+    finally:
+        os.close(r)
+        zygote.close()
+        await asyncio.sleep(0.05)
+        reaper.reap()
+    return result
+
+
+def _run(payload: dict[str, Any], pidns: str | None = None, entry: str = ENTRY) -> dict[str, Any]:
+    code = ("import asyncio, json, sys; from tests.shim.spawn.test_zygote import _scenario; "
+            f"print(json.dumps(asyncio.run(_scenario(json.loads(sys.argv[1]), {pidns!r}, {entry!r}))))")
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(payload)], cwd=ROOT, capture_output=True,
+                       timeout=60, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    out: dict[str, Any] = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    out["stderr"] = p.stderr.decode()
+    return out
+
+
+def test_spawn_renumbers_fds_and_reports_exit() -> None:
+    res = _run({"code": 7})
+    rep = res["report"]
+    assert rep["fds"] == {"out": 3, "extra": 4}
+    assert rep["extra"] == "extra-data"
+    assert [fd for fd in rep["open"] if fd > 4] in ([], [5])  # 5: the listdir fd itself, at most
+    assert rep["pid"] == res["host_pid"] == res["watched_pid"]
+    assert rep["start_time"] == res["start_time"] > 0  # the identity the reaper matches exits by
+    assert rep["sid"] == rep["pid"]  # setsid()
+    assert rep["sigint"] is True  # dispositions reset (the zygote ignores SIGINT)
+    assert rep["mask"] == []
+    assert res["status"] == 7
+    assert res["when"] > 0
+
+
+def test_signalled_exit_is_128_plus_signal() -> None:
+    assert _run({"signal": int(signal.SIGTERM)})["status"] == 143
+    assert _run({"signal": int(signal.SIGKILL)})["status"] == 137
+
+
+def test_entry_that_returns_exits_zero() -> None:
+    res = _run({"mode": "return"})
+    assert res["status"] == 0
+    assert res["report"] is None
+
+
+def test_entry_that_raises_exits_127_with_traceback() -> None:
+    res = _run({"mode": "raise"})
+    assert res["status"] == 127
+
+
+def test_bad_entry_module() -> None:
+    assert _run({}, entry="tests.shim.no_such_module:_entry")["status"] == 127
+
+
+def test_bad_pidns_path_is_spawn_error() -> None:
+    res = _run({}, pidns="/proc/self/ns/does-not-exist")
+    assert "spawn_error" in res
+    assert "does-not-exist" in res["spawn_error"] or "No such file" in res["spawn_error"]
+
+
+@pytest.mark.privileged
+def test_new_pid_namespace_gives_pid_1() -> None:
+    res = _run({"code": 3}, pidns="new")
+    assert res["report"]["pid"] == 1
+    assert res["host_pid"] != 1
+    assert res["watched_pid"] == res["host_pid"]
+    assert res["status"] == 3
+
+
+async def _cancelled_spawn_scenario() -> dict[str, Any]:
+    """Cancel a spawn while the zygote is forking (an RPC deadline), then spawn again."""
+    from tests.shim.serverside import server_side
+
+    zygote, reaper = server_side()
+    loop = asyncio.get_running_loop()
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        first = asyncio.create_task(zygote.spawn(ENTRY, {"code": 0}, {"out": w1}))
+        await asyncio.sleep(0)  # the request is sent; the reply is not read yet
+        first.cancel()
+        try:
+            await first
+        except asyncio.CancelledError:
+            pass
+        os.close(w1)
+        with reaper.spawning():
+            pid, start_time = await asyncio.wait_for(zygote.spawn(ENTRY, {"code": 5}, {"out": w2}), 20)
+        os.close(w2)
+        exited: asyncio.Future[int] = loop.create_future()
+        reaper.watch(pid, start_time, lambda p, s, t: exited.set_result(s))
+        report = json.loads(os.read(r2, 65536))
+        status = await asyncio.wait_for(exited, 20)
+        return {"pid": pid, "report_pid": report["pid"], "status": status}
+    finally:
+        os.close(r1)
+        os.close(r2)
+        zygote.close()
+        await asyncio.sleep(0.05)
+        reaper.reap()
+
+
+def test_cancelled_spawn_does_not_hand_its_pid_to_the_next_spawn() -> None:
+    code = ("import asyncio, json; from tests.shim.spawn.test_zygote import _cancelled_spawn_scenario; "
+            "print(json.dumps(asyncio.run(_cancelled_spawn_scenario())))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert res["pid"] == res["report_pid"]
+    assert res["status"] == 5
