@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,12 @@ def collision_scenario(during_spawn: bool) -> dict[str, Any]:
     spawn: AbstractContextManager[None] = reaper.spawning() if during_spawn else nullcontext()
     with spawn:
         old = _orphan(3)
+        old_start = process_start_time(old)  # a zombie's stat is still there
         reaper.reap()
         kept = reaper.unclaimed
+        # a real pid wrap takes far longer than one clock tick (the start time's unit): make the
+        # forced collision happen in a later tick too, or the two processes are indistinguishable
+        time.sleep(0.05)
         new, release = _fork_with_pid(old)
         start_time = process_start_time(new)
     got: list[tuple[int, int]] = []
@@ -80,7 +85,8 @@ def collision_scenario(during_spawn: bool) -> dict[str, Any]:
     os.close(release)
     _wait_zombie(new)
     reaper.reap()
-    return {"old": old, "new": new, "kept": kept, "early": early, "got": got}
+    return {"old": old, "new": new, "kept": kept, "early": early, "got": got,
+            "distinct_start": start_time != old_start}
 
 
 def early_exit_scenario() -> dict[str, Any]:
@@ -114,6 +120,7 @@ def _in_pid_namespace(call: str) -> dict[str, Any]:
 def test_an_orphan_exit_is_never_handed_to_a_new_process_with_its_pid(during_spawn: bool) -> None:
     res = _in_pid_namespace(f"collision_scenario({during_spawn})")
     assert res["new"] == res["old"]  # the collision really happened
+    assert res["distinct_start"]
     assert res["kept"] == (1 if during_spawn else 0)  # unwatched orphan exits are dropped when idle
     assert res["early"] == []  # before the fix: the orphan's status 3, at once
     assert res["got"] == [[res["new"], 5]]
