@@ -75,6 +75,7 @@ class Proc:
     announced: bool = False  # TaskCreate/TaskExecAdded published: exits are published too
     _watched_fd: int = -1
     _on_executed: Callable[[], None] | None = None
+    _awaiting_ready: bool = True  # wait_ready has not read the workload's first word yet
 
     @property
     def what(self) -> str:
@@ -82,11 +83,18 @@ class Proc:
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:  # noqa: ASYNC109
         """Wait for the workload's ``ready``; raise WorkloadSetupError/UnavailableError otherwise."""
-        if self.control is None:  # its exit was delivered first: it died before a word was read
+        if self.control is None:  # closed by an abort: no word will come
             raise UnavailableError(f"{self.what}: workload exited during set-up with status {self.exit_status}")
-        # our own reference: a workload that reports an error exits at once, and the reaper's
-        # on_exit() closes self.control, possibly before the error message has been read here
-        sock = self.control.dup()
+        try:
+            await self._read_ready(self.control, timeout)
+        finally:
+            self._awaiting_ready = False
+            if self.exited.is_set():  # on_exit() left the channel open for us to read its last words
+                self.close_control()
+
+    async def _read_ready(self, control_sock: socket.socket, timeout: float) -> None:  # noqa: ASYNC109
+        # our own reference, so that nothing closing self.control meanwhile pulls the fd away
+        sock = control_sock.dup()
         loop = asyncio.get_running_loop()
         readable: asyncio.Future[None] = loop.create_future()
 
@@ -110,6 +118,9 @@ class Proc:
         try:
             msg = control.decode(data)
         except control.ControlChannelError as err:
+            if self.exited.is_set():
+                raise UnavailableError(f"{self.what}: workload exited during set-up with status "
+                                       f"{self.exit_status}") from err
             raise UnavailableError(f"{self.what}: workload exited during set-up ({err})") from err
         if msg["type"] == "error":
             status = msg.get("status")
@@ -171,5 +182,8 @@ class Proc:
         self.state = transition(self.state, Op.EXIT, self.what)
         self.exit_status, self.exited_at_ns = status, when_ns
         self.exited.set()
-        self.close_control()
+        if not self._awaiting_ready:
+            self.close_control()
+        # else: a workload that reports a set-up error exits at once, and its exit may be reaped
+        # before wait_ready() has read the error: the channel stays open until it has
         return True

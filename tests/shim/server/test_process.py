@@ -55,3 +55,22 @@ def test_a_workload_whose_exit_came_first_is_unavailable_not_an_assertion() -> N
             await proc.wait_ready(timeout=5)
 
     asyncio.run(main())
+
+
+def test_a_set_up_error_is_reported_even_when_the_exit_was_reaped_first() -> None:
+    """A workload that reports a set-up error exits at once; its exit may be delivered before
+    wait_ready reads the error. The error (and its status code) must still be what Create says."""
+    async def main() -> None:
+        ours, theirs = control.socketpair()
+        ours.setblocking(False)
+        control.send(theirs, {"type": "error", "kind": "InvalidModuleError", "status": "invalid_argument",
+                              "message": "failed to load module '/x.wasm': not wasm"})
+        theirs.close()
+        proc = Proc("c1", "", 1, StdioPaths(), ours)
+        proc.on_exit(1, 1)  # reaped before the error was read
+        with pytest.raises(WorkloadSetupError, match="not wasm") as err:
+            await proc.wait_ready(timeout=5)
+        assert err.value.status == "invalid_argument"
+        assert proc.control is None  # closed once read
+
+    asyncio.run(main())
