@@ -48,11 +48,27 @@ def decode_request(data: bytes) -> tuple[str, str, int, list[str], dict[str, str
     return key, cwd, int(umask, 8), argv, env
 
 
+def _exports_telemetry(env: dict[str, str] | os._Environ[str]) -> bool:
+    """True when ``OTEL_*`` configures an exporter. Such a shim takes the exec'd path: servers
+    forked from a template that has served for a while were seen to export nothing (their spans
+    never reached the collector, in the suite's tracing tests after other tests had used the
+    template), while exec'd servers export reliably; until that is understood, tracing costs the
+    exec'd start-up instead of losing spans."""
+    from runwasm.shim.common import otel_env
+
+    try:
+        return otel_env.parse(env).any
+    except otel_env.OtelConfigError:
+        return True  # the exec'd server reports the bad configuration in its log
+
+
 def forward(argv: list[str]) -> int | None:
     """Run ``argv`` (the launcher's, action last) in a child of the template; None to run it here."""
     from runwasm.shim.template import key as keymod
 
     if not argv or argv[-1] not in FORWARDED or not keymod.enabled(os.environ):
+        return None
+    if _exports_telemetry(os.environ):
         return None
     import _socket
 

@@ -92,3 +92,16 @@ def test_only_start_and_delete_are_forwarded(tmp_path: Path, monkeypatch: pytest
         assert client.forward(["/bin/shim", "-info"]) is None
         assert client.forward(["/bin/shim", "-id", "c", key.TEMPLATE_ACTION]) is None
     assert seen == []
+
+
+def test_a_shim_that_exports_telemetry_is_not_forwarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an OTLP exporter configured, start/delete take the exec'd path (see client._exports_telemetry)."""
+    from runwasm.shim.template import client
+
+    for var in [v for v in os.environ if v.startswith("OTEL_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert client._exports_telemetry(os.environ)
+    assert client.forward(["containerd-shim-runwasm-v1", "-id", "x", "start"]) is None
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert not client._exports_telemetry(os.environ)
