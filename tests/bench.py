@@ -117,69 +117,19 @@ def bench_ctr(n: int, warmup: int) -> str:
 
 # --- 2. tasks/s through one shim (harness library) --------------------------------------------
 
-async def _harness_rates(tasks: int, inflight: int) -> list[tuple[str, int, int, float]]:
-    from google.protobuf import empty_pb2
-
-    from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-    from runwasm.shim.harness.bundle import make_wasm_bundle
-    from runwasm.shim.harness.driver import Harness, connected, run_task
-
-    group = {GROUP_ANNOTATION: f"bench-{os.getpid()}"}
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    results: list[tuple[str, int, int, float]] = []
-    try:
-        async with Harness() as h:
-            anchor = "anchor"
-            anchor_bundle = h.new_bundle(anchor)
-            make_wasm_bundle(anchor_bundle, HELLO, [], [], annotations=group)
-            address, version = await h.shim_start(anchor, anchor_bundle)
-            try:
-                async with connected(address, version) as t:
-                    await t.call("Create", pb.CreateTaskRequest(id=anchor, bundle=str(anchor_bundle)),
-                                 pb.CreateTaskResponse)
-                    counter = 0
-
-                    async def one(prefix: str) -> bool:
-                        nonlocal counter
-                        counter += 1
-                        cid = f"{prefix}{counter}"
-                        bundle = h.new_bundle(cid)
-                        make_wasm_bundle(bundle, HELLO, [], [], annotations=group)
-                        res = await run_task(h, cid, bundle, stdout=devnull, stderr=devnull)
-                        return bool(res.exit_status == 0)
-
-                    for mode, width in (("sequential", 1), (f"{inflight} in flight", inflight)):
-                        await one("warm")
-                        sem = asyncio.Semaphore(width)
-
-                        async def limited(sem: asyncio.Semaphore = sem) -> bool:
-                            async with sem:
-                                return await one("t")
-
-                        t0 = time.perf_counter()
-                        done = await asyncio.gather(*(limited() for _ in range(tasks)), return_exceptions=True)
-                        dt = time.perf_counter() - t0
-                        ok = sum(1 for r in done if r is True)
-                        for err in [r for r in done if isinstance(r, BaseException)][:1]:
-                            print(f"  {mode}: first failure: {err!r}", flush=True)
-                        results.append((mode, tasks, tasks - ok, dt))
-                    # the anchor's server answering proves all tasks went through this one shim
-                    await t.call("State", pb.StateRequest(id=anchor), pb.StateResponse)
-                    await t.call("Delete", pb.DeleteRequest(id=anchor), pb.DeleteResponse)
-                    await t.call("Shutdown", pb.ShutdownRequest(id=anchor), empty_pb2.Empty, timeout=3)
-            finally:
-                await h.shim_delete(anchor, anchor_bundle)
-    finally:
-        os.close(devnull)
-    return results
-
-
 def bench_harness(tasks: int, inflight: int) -> str:
-    results = asyncio.run(_harness_rates(tasks, inflight))
-    rows = [(mode, f"{n / dt:.1f}", f"{dt * 1000 / n:.1f}", f"{n}", f"{fail}")
-            for mode, n, fail, dt in results]
+    """``runwasm stress --full`` (shim start + Create/Start/Wait/Delete + shim delete per task),
+    sequential and ``inflight`` at a time, through one shim."""
+    from runwasm.shim.harness.stress import run_stress
+
+    rows = []
+    for mode, width in (("sequential", 1), (f"{inflight} in flight", inflight)):
+        r = asyncio.run(run_stress(HELLO, tasks, width, full=True))
+        rows.append((mode, f"{r.rate:.1f}", f"{r.seconds * 1000 / tasks:.1f}", f"{tasks}", f"{r.failures}"))
+        for err in r.errors[:1]:
+            print(f"  {mode}: first failure: {err}", flush=True)
     return "\n".join(["hello.wasm through ONE runwasm shim via the harness (shim start + "
-                      "Create/Start/Wait/Delete/Shutdown + shim delete per task)",
+                      "Create/Start/Wait/Delete + shim delete per task; `runwasm stress --full`)",
                       _table(("mode", "tasks/s", "ms/task", "tasks", "fail"), rows)])
 
 
