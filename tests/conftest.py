@@ -54,3 +54,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "privileged" in item.keywords or "integration" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def tree() -> Iterator[Path]:
+    """A host directory with a tmpfs submount at ``sub`` (unmounted afterwards): what the
+    recursive mount options (``rro``...) are tested on."""
+    from runwasm.linux import syscalls as sc
+
+    top = Path(tempfile.mkdtemp(prefix="rwmounts-"))
+    top.chmod(0o755)
+    (top / "sub").mkdir()
+    sc.mount("tmpfs", str(top / "sub"), "tmpfs", 0, "size=64k")
+    try:
+        yield top
+    finally:
+        sc.umount2(str(top / "sub"), sc.MNT_DETACH)
+        shutil.rmtree(top, ignore_errors=True)

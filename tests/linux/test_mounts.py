@@ -4,14 +4,10 @@ runwasm does not understand are refused naming the mount, and runc agrees on the
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from runwasm.linux import syscalls as sc
 from tests.linux.harness import Bundle, Started, base_config, run_container, run_runc
 
 pytestmark = pytest.mark.privileged
@@ -22,20 +18,6 @@ if os.geteuid() != 0:
 # write to the bind mount and to its submount; report each result
 _PROBE = ("for f in /data/top /data/sub/inner; do if echo x > $f 2>/dev/null; then echo $f=rw; "
           "else echo $f=ro; fi; done; grep ' /data' /proc/self/mountinfo | cut -d' ' -f5,6")
-
-
-@pytest.fixture
-def tree() -> Iterator[Path]:
-    """A host directory with a tmpfs submount at ``sub`` (unmounted afterwards)."""
-    top = Path(tempfile.mkdtemp(prefix="rwmounts-"))
-    top.chmod(0o755)
-    (top / "sub").mkdir()
-    sc.mount("tmpfs", str(top / "sub"), "tmpfs", 0, "size=64k")
-    try:
-        yield top
-    finally:
-        sc.umount2(str(top / "sub"), sc.MNT_DETACH)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def _cfg(src: Path, options: list[str]) -> dict[str, object]:

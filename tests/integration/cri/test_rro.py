@@ -5,15 +5,11 @@ the volume and its submounts are then read-only in the container, as with runc."
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from runwasm.linux import syscalls as sc
 from tests.integration.cri.conftest import BUSYBOX_REF
 from tests.integration.cri.crid import CriContainerd
 
@@ -23,20 +19,6 @@ pytestmark = pytest.mark.integration
 def _need_23(cri: CriContainerd) -> None:
     if cri.flavour != "2.3":
         pytest.skip("containerd 1.6's CRI has neither runtime handler features nor recursive read-only mounts")
-
-
-@pytest.fixture
-def tree() -> Iterator[Path]:
-    """A host directory with a tmpfs submount at ``sub`` (unmounted afterwards)."""
-    top = Path(tempfile.mkdtemp(prefix="rwcri-rro-"))
-    top.chmod(0o755)
-    (top / "sub").mkdir()
-    sc.mount("tmpfs", str(top / "sub"), "tmpfs", 0, "size=64k")
-    try:
-        yield top
-    finally:
-        sc.umount2(str(top / "sub"), sc.MNT_DETACH)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_runtime_handler_features(cri: CriContainerd) -> None:
