@@ -13,8 +13,8 @@ for ``-info`` at task creation and ignores the field.
 from __future__ import annotations
 
 from runwasm.shim.common import wire
-from runwasm.shim.common.rootfs_plan import ALLOW_MOUNTS_ANNOTATION, HANDLED_TYPES
 from runwasm.shim.common.naming import RUNTIME_NAME
+from runwasm.shim.common.rootfs_plan import ALLOW_MOUNTS_ANNOTATION, HANDLED_TYPES
 from runwasm.shim.common.version import REVISION, VERSION
 from runwasm.shim.entry import features
 

@@ -40,13 +40,12 @@ from runwasm.shim.common.options import parse as parse_options
 from runwasm.shim.common.statefile import BundleState
 from runwasm.shim.server import events_factory as ev
 from runwasm.shim.server.backends import Backend, Launch
+from runwasm.shim.server.private_rootfs import ROOTNS_FD, PrivateRootfs
 from runwasm.shim.server.process import Proc
 from runwasm.shim.server.reaper import Reaper
 from runwasm.shim.server.state import Op, State, transition
 from runwasm.shim.server.stdio import StdioPaths, give_to, opened
 from runwasm.shim.spawn.zygote import Zygote
-
-from runwasm.shim.server.private_rootfs import ROOTNS_FD, PrivateRootfs
 
 if TYPE_CHECKING:
     from runwasm.shim.server.image_module import ImageModule

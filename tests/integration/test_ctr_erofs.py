@@ -175,7 +175,7 @@ def test_wasm_task_running_from_the_private_rootfs(cd: Containerd) -> None:
     assert _released(cd) == ([], [])
 
 
-@pytest.mark.parametrize("image,args", [(BUSYBOX, ("sleep", "1000")), (SLEEP, ())], ids=["linux", "wasm"])
+@pytest.mark.parametrize(("image", "args"), [(BUSYBOX, ("sleep", "1000")), (SLEEP, ())], ids=["linux", "wasm"])
 def test_sigkilled_server_leaves_nothing(cd: Containerd, image: str, args: tuple[str, ...]) -> None:
     """SIGKILL the shim server while the task runs: containerd's ``delete`` (shim/entry/delete.py)
     kills the workload; the private namespace goes with the last process, and with it the EROFS
