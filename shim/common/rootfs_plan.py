@@ -14,9 +14,8 @@ leaves ``erofs`` mounts and the ``format/`` and ``mkdir/`` transformers to the s
 scratch directory (``layer_dirs[i]``), the last one is mounted on the rootfs. Templates are
 expanded the way containerd's format transformer does (``{{ mount N }}`` and ``{{ target N }}``
 the mount point of mount N, ``{{ source N }}`` its source, ``{{ overlay A B }}`` the mount points
-A..B joined by ``:``, counting down when A > B), but only for earlier mounts, and with the
-source a layer will have *before* a loop device is attached (a loop device is an implementation
-detail of ``mount``; a template naming it is refused). ``X-containerd.mkdir.path=DIR[:MODE[:UID:GID]]``
+A..B joined by ``:``, counting down when A > B), but only for earlier mounts; ``{{ source N }}``
+is mount N's source as given (the blob, never a loop device runwasm may attach for it). ``X-containerd.mkdir.path=DIR[:MODE[:UID:GID]]``
 options become ``MkDir`` steps. Every option is either honoured or refused (``PlanError``):
 
 - ``erofs``: ``ro`` (required: EROFS is read-only), ``loop`` (a loop device is used only where

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/filesystems")
                                 or "erofs" not in Path("/proc/filesystems").read_text(),
                                 reason="the kernel has no EROFS (containerd's EROFS snapshotter skips itself)")
 
+EROFS_CONFIG = Path(__file__).resolve().parents[2] / "docs" / "examples" / "containerd-2.3-erofs.toml"
 BUSYBOX = "runwasm.test/erofs-busybox:1"
 MULTI = "docker.io/runwasm/erofs-multi:1"
 HELLO = "runwasm.test/erofs-hello:1"
@@ -44,7 +45,8 @@ SLEEP = "runwasm.test/erofs-sleep:1"
 def cd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
     if containerd23_bin() is None:
         pytest.skip(CONTAINERD23_MISSING)
-    with Containerd(flavour="2.3", extra_config='[plugins."io.containerd.snapshotter.v1.erofs"]\n') as daemon:
+    # the README's snippet (docs/examples/containerd-2.3-erofs.toml), as users configure it
+    with Containerd(flavour="2.3", extra_config=EROFS_CONFIG.read_text()) as daemon:
         plugins = daemon.ctr("plugins", "ls").stdout
         if not any("erofs" in ln and "snapshotter" in ln and " ok" in ln for ln in plugins.splitlines()):
             pytest.skip(f"containerd's EROFS snapshotter did not load here:\n{plugins}")
