@@ -12,11 +12,12 @@ leaves ``erofs`` mounts and the ``format/`` and ``mkdir/`` transformers to the s
 
 ``plan`` turns such a list into a ``Plan``: every mount but the last is a *layer* mounted on a
 scratch directory (``layer_dirs[i]``), the last one is mounted on the rootfs. Templates are
-expanded the way containerd's format transformer does (``{{ mount N }}`` and ``{{ target N }}``
-the mount point of mount N, ``{{ source N }}`` its source, ``{{ overlay A B }}`` the mount points
+expanded the way containerd's format transformer does (``{{ mount N }}`` the mount point of
+mount N, ``{{ source N }}`` its source, ``{{ overlay A B }}`` the mount points
 A..B joined by ``:``, counting down when A > B), but only for earlier mounts; ``{{ source N }}``
-is mount N's source as given (the blob, never a loop device runwasm may attach for it). ``X-containerd.mkdir.path=DIR[:MODE[:UID:GID]]``
-options become ``MkDir`` steps. Every option is either honoured or refused (``PlanError``):
+is mount N's source as given (the blob, never a loop device runwasm may attach for it);
+``{{ target N }}`` (a mount's target inside the rootfs) is refused, as are targets.
+``X-containerd.mkdir.path=DIR[:MODE[:UID:GID]]`` options become ``MkDir`` steps. Every option is either honoured or refused (``PlanError``):
 
 - ``erofs``: ``ro`` (required: EROFS is read-only), ``loop`` (a loop device is used only where
   the kernel cannot mount a file), ``device=PATH`` (extra blobs), ``X-containerd.dmverity=PATH``
@@ -126,6 +127,9 @@ def _expand(text: str, i: int, what: str, points: Sequence[str], sources: Sequen
             raise PlanError(f"{what}: unsupported template {m.group(0)!r} in {text!r}: expected "
                             "{{ mount N }}, {{ target N }}, {{ source N }} or {{ overlay A B }}")
         fn, args = call.group(1), [int(a) for a in call.group(2).split()]
+        if fn == "target":
+            raise PlanError(f"{what}: template {m.group(0)!r} names a mount target inside the rootfs, "
+                            "which is not supported")
         if (fn == "overlay") != (len(args) == 2):
             raise PlanError(f"{what}: template {m.group(0)!r} has {len(args)} argument(s)")
         for a in args:

@@ -45,7 +45,7 @@ def test_single_layer_view_is_mounted_on_the_rootfs() -> None:
 @pytest.mark.parametrize(("template", "lowers"), [
     ("{{ mount 0 }}:{{mount 1}}:{{ mount   2 }}", ("/b/layers/0", "/b/layers/1", "/b/layers/2")),
     ("{{overlay 2 0}}", ("/b/layers/2", "/b/layers/1", "/b/layers/0")),  # counts down when A > B
-    ("{{ overlay 1 2 }}:{{ target 0 }}", ("/b/layers/1", "/b/layers/2", "/b/layers/0")),
+    ("{{ overlay 1 2 }}:{{ mount 0 }}", ("/b/layers/1", "/b/layers/2", "/b/layers/0")),
 ])
 def test_templates(template: str, lowers: tuple[str, ...]) -> None:
     p = rp.plan([erofs(1), erofs(2), erofs(3), overlay(f"lowerdir={template}", typ="format/overlay")], ROOTFS, SCRATCH)
@@ -66,6 +66,7 @@ def test_source_template_is_the_blob() -> None:
     ([erofs(1), overlay("lowerdir={{ overlay 0 3 }}")], "refers to mount 3"),
     ([erofs(1), overlay("lowerdir={{ mount -1 }}")], "refers to mount -1"),
     ([erofs(1), overlay("lowerdir={{ index 0 }}")], "unsupported template '{{ index 0 }}'"),
+    ([erofs(1), overlay("lowerdir={{ target 0 }}")], "names a mount target inside the rootfs"),
     ([erofs(1), overlay("lowerdir={{ mount 0 }}}}")], "unbalanced template braces"),
     ([erofs(1), overlay("lowerdir={{ mount 0 0 }}")], "has 2 argument(s)"),
     ([erofs(1), overlay("lowerdir={{ overlay 0 }}")], "has 1 argument(s)"),
