@@ -108,8 +108,9 @@ def _released(cd: Containerd, timeout: float = 20.0) -> tuple[list[str], list[st
         time.sleep(0.2)
 
 
-def _run(cd: Containerd, image: str, cid: str, *args: str, rm: bool = True, detach: bool = False) -> str:
-    res = cd.run(image, cid, *args, rm=rm, detach=detach, extra=("--snapshotter", "erofs"), timeout=90)
+def _run(cd: Containerd, image: str, cid: str, *args: str, rm: bool = True, detach: bool = False,
+         extra: tuple[str, ...] = ()) -> str:
+    res = cd.run(image, cid, *args, rm=rm, detach=detach, extra=("--snapshotter", "erofs", *extra), timeout=90)
     assert res.returncode == 0, f"{res.output}\n{cd.log_tail()}"
     return res.stdout
 
@@ -174,6 +175,46 @@ def test_wasm_task_running_from_the_private_rootfs(cd: Containerd) -> None:
         wait_status(cd, "erofs-wsleep", "STOPPED", timeout=30)
         cd.ctr("task", "rm", "erofs-wsleep", check=False)
         cd.ctr("container", "rm", "erofs-wsleep", check=False)
+    assert _released(cd) == ([], [])
+
+
+def _mount_ns_fds(pid: int) -> list[str]:
+    out = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("mnt:"):
+            out.append(link)
+    return out
+
+
+def test_one_server_releases_each_containers_namespace(cd: Containerd) -> None:
+    """Two containers in one shim server (a group, like a pod): deleting one drops the server's
+    hold on its private namespace while the other keeps running."""
+    group = ("--annotation", "io.containerd.runwasm.v1.group=erofs-grp")
+    _run(cd, BUSYBOX, "erofs-grp-a", "sleep", "1000", rm=False, detach=True, extra=group)
+    try:
+        wait_status(cd, "erofs-grp-a", "RUNNING", timeout=30)
+        server = _server_of(cd, "erofs-grp-a")
+        assert len(_mount_ns_fds(server)) == 1
+        _run(cd, BUSYBOX, "erofs-grp-b", "sleep", "1000", rm=False, detach=True, extra=group)
+        wait_status(cd, "erofs-grp-b", "RUNNING", timeout=30)
+        two = _mount_ns_fds(server)
+        assert len(set(two)) == 2, two
+        cd.ctr("task", "kill", "-s", "SIGKILL", "erofs-grp-b")
+        wait_status(cd, "erofs-grp-b", "STOPPED", timeout=30)
+        cd.ctr("task", "rm", "erofs-grp-b")
+        cd.ctr("container", "rm", "erofs-grp-b")
+        assert _mount_ns_fds(server) == [two[0]]
+        assert _host_mounts(cd) == []
+        assert cd.ctr("task", "exec", "--exec-id", "e", "erofs-grp-a", "true").returncode == 0
+    finally:
+        cd.ctr("task", "kill", "-s", "SIGKILL", "erofs-grp-a", check=False)
+        wait_status(cd, "erofs-grp-a", "STOPPED", timeout=30)
+        cd.ctr("task", "rm", "erofs-grp-a", check=False)
+        cd.ctr("container", "rm", "erofs-grp-a", check=False)
     assert _released(cd) == ([], [])
 
 
