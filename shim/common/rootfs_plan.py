@@ -37,7 +37,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from runwasm.shim.common.errors import InvalidArgumentError
+from runwasm.shim.common.errors import RootfsPlanError as PlanError
 
 HANDLED_TYPES = ("erofs", "format/*", "mkdir/*")
 """What ``-info`` advertises in ``containerd.io/runtime-allow-mounts``."""
@@ -48,10 +48,6 @@ MKDIR_OPTION = "X-containerd.mkdir.path="
 DMVERITY_OPTION = "X-containerd.dmverity="
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 _CALL = re.compile(r"^\s*(mount|target|source|overlay)((?:\s+-?\d+){1,2})\s*$")
-
-
-class PlanError(InvalidArgumentError):
-    """The rootfs mount list cannot be honoured as given."""
 
 
 @dataclass(frozen=True, slots=True)
