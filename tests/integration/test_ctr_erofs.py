@@ -71,6 +71,9 @@ def cd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
         for tar in ("hello.tar", "sleep.tar"):  # unpacked into the erofs snapshotter by `ctr run`
             daemon.ctr("images", "import", "--all-platforms", str(out / tar))
         yield daemon
+    # as for the shared daemons: shims exited on their own, nothing of ours is left
+    assert daemon.killed_leftovers == [], f"shim processes had to be killed: {daemon.killed_leftovers}"
+    assert daemon.leftovers() == []
 
 
 def _host_mounts(cd: Containerd) -> list[str]:
