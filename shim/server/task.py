@@ -40,7 +40,7 @@ from runwasm.shim.common.options import parse as parse_options
 from runwasm.shim.common.statefile import BundleState
 from runwasm.shim.server import events_factory as ev
 from runwasm.shim.server.backends import Backend, Launch
-from runwasm.shim.server.private_rootfs import ROOTNS_FD, PrivateRootfs
+from runwasm.shim.server.private_rootfs import ROOTNS_FD, PrivateRootfs, mount_private
 from runwasm.shim.server.process import Proc
 from runwasm.shim.server.reaper import Reaper
 from runwasm.shim.server.state import Op, State, transition
@@ -294,8 +294,6 @@ class TaskService:
     def _mount_private(self, req: CreateRequest, spec: RuntimeSpec, bundle: Path, target: Path) -> PrivateRootfs:
         """containerd 2.3's EROFS mount list, mounted in a mount namespace of the container's own
         (``shim/server/private_rootfs.py``); nothing of it appears in the host's mount table."""
-        from runwasm.shim.server.private_rootfs import mount_private
-
         if spec.linux is not None and any(ns.type == "mount" and ns.path for ns in spec.linux.namespaces):
             raise InvalidArgumentError(
                 f"container {req.id!r}: its EROFS rootfs is mounted in a private mount namespace, so it cannot "
