@@ -88,6 +88,8 @@ class HolderSpec:
     """The namespace holder to launch (``runwasm.shim.spawn.pod_holder``)."""
 
     sandbox_id: str
+    bundle: str
+    cgroup_path: str
     netns_path: str
     new_pidns: bool
     unshare_ipc: bool
@@ -106,6 +108,10 @@ class HolderLauncher(Protocol):
         ...
 
     def signal(self, pid: int, sig: int) -> None: ...
+
+    def release(self, pid: int) -> None:
+        """The holder has exited: remove what was made for it (its cgroup)."""
+        ...
 
 
 @dataclass
@@ -161,6 +167,24 @@ def parse_pod_config(type_url: str, value: bytes) -> PodConfig:
                      namespace=cfg.metadata.namespace)
 
 
+def sandbox_spec(h: HolderSpec, pid: int, annotations: Mapping[str, str]) -> dict[str, object]:
+    """The OCI runtime spec of the sandbox, as a pause container's would describe it (CRI reads
+    ``StartSandboxResponse.spec``): the namespaces the holder keeps, its cgroup, hostname, sysctls."""
+    namespaces: list[dict[str, str]] = []
+    if h.netns_path:
+        namespaces.append({"type": "network", "path": h.netns_path})
+    for kind, held in (("ipc", h.unshare_ipc), ("uts", h.unshare_uts), ("pid", h.new_pidns)):
+        if held:
+            namespaces.append({"type": kind, "path": f"/proc/{pid}/ns/{kind}"})
+    linux: dict[str, object] = {"cgroupsPath": h.cgroup_path, "namespaces": namespaces}
+    if h.sysctls:
+        linux["sysctl"] = dict(h.sysctls)
+    spec: dict[str, object] = {"ociVersion": "1.2.0", "linux": linux, "annotations": dict(annotations)}
+    if h.hostname:
+        spec["hostname"] = h.hostname
+    return spec
+
+
 def host_platform() -> tuple[str, str, str]:
     """(os, architecture, variant) in Go's names: the platform containers of the pod run on."""
     machine = platform.machine()
@@ -171,8 +195,9 @@ class SandboxService:
     """The Sandbox API's state machine. ``kill_containers`` stops what the pod still runs (called by
     Stop/Shutdown; CRI normally stopped them already); ``on_shutdown`` ends the server."""
 
-    def __init__(self, launcher: HolderLauncher, kill_containers: Callable[[], Awaitable[None]],
+    def __init__(self, namespace: str, launcher: HolderLauncher, kill_containers: Callable[[], Awaitable[None]],
                  on_shutdown: Callable[[], None], clock: Callable[[], int] = time.time_ns) -> None:
+        self._namespace = namespace
         self._launcher = launcher
         self._kill_containers = kill_containers
         self._on_shutdown = on_shutdown
@@ -207,14 +232,15 @@ class SandboxService:
         log.info("sandbox %s created (pod %s/%s, netns %s)", sandbox_id, config.namespace, config.name,
                  netns_path or "<node>")
 
-    async def start(self, sandbox_id: str) -> tuple[int, int]:
-        """Launch the namespace holder; (its pid, created_at ns)."""
+    async def start(self, sandbox_id: str) -> tuple[int, int, dict[str, object]]:
+        """Launch the namespace holder; (its pid, created_at ns, the sandbox's OCI spec)."""
         sb = self._get(sandbox_id, "start")
         if sb.phase is not Phase.CREATED:
             raise FailedPreconditionError(f"failed to start sandbox {sandbox_id!r}: it is {sb.phase.value}, "
                                           "expected created")
         c = sb.config
-        spec = HolderSpec(sandbox_id=sb.id, netns_path=sb.netns_path, new_pidns=c.pid_mode != NS_NODE,
+        spec = HolderSpec(sandbox_id=sb.id, bundle=sb.bundle, cgroup_path=self._cgroup_path(sb),
+                          netns_path=sb.netns_path, new_pidns=c.pid_mode != NS_NODE,
                           unshare_ipc=c.ipc_mode != NS_NODE, unshare_uts=c.network_mode != NS_NODE,
                           hostname=c.hostname if c.network_mode != NS_NODE else "", sysctls=c.sysctls)
         sb.phase = Phase.RUNNING  # before the await: a concurrent Start must fail, not launch twice
@@ -225,12 +251,19 @@ class SandboxService:
                 sb.phase = Phase.CREATED
             raise
         log.info("sandbox %s started: namespace holder pid %d", sandbox_id, sb.pid)
-        return sb.pid, sb.created_at_ns
+        return sb.pid, sb.created_at_ns, sandbox_spec(spec, sb.pid, sb.annotations)
+
+    def _cgroup_path(self, sb: Sandbox) -> str:
+        """Where CRI would put the pause container: ``<cgroup_parent>/<sandbox id>`` (cgroupfs)."""
+        parent = sb.config.cgroup_parent.rstrip("/") or f"/runwasm/{self._namespace}"
+        return f"{parent}/{sb.id}"
 
     def _exited(self, sb: Sandbox, status: int, at_ns: int) -> None:
         if sb.phase is not Phase.STOPPED:
             log.info("sandbox %s: namespace holder pid %d exited with status %d", sb.id, sb.pid, status)
             sb.phase, sb.exit_status, sb.exited_at_ns = Phase.STOPPED, status, at_ns
+        if sb.pid:
+            self._launcher.release(sb.pid)
         sb.stopped.set()
 
     def platform(self, sandbox_id: str) -> tuple[str, str, str]:

@@ -3,6 +3,7 @@ call, encode; errors mapped to codes once here (``shim/common/errors.py``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,7 @@ from runwasm.shim.ttrpc.status import Code, RpcError
 log = logging.getLogger(__name__)
 
 SERVICE = "containerd.runtime.sandbox.v1.Sandbox"
+SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"  # typeurl's name for specs.Spec (JSON)
 
 
 class SandboxRpc:
@@ -34,8 +36,9 @@ class SandboxRpc:
         return pb.CreateSandboxResponse()
 
     async def StartSandbox(self, r: pb.StartSandboxRequest) -> Message:
-        pid, created_ns = await self.s.start(r.sandbox_id)
-        return pb.StartSandboxResponse(pid=pid, created_at=ev.timestamp(created_ns))
+        pid, created_ns, spec = await self.s.start(r.sandbox_id)
+        return pb.StartSandboxResponse(pid=pid, created_at=ev.timestamp(created_ns),
+                                       spec=any_pb2.Any(type_url=SPEC_TYPE, value=json.dumps(spec).encode()))
 
     async def Platform(self, r: pb.PlatformRequest) -> Message:
         os_, arch, variant = self.s.platform(r.sandbox_id)

@@ -173,7 +173,7 @@ def _sandbox_handlers(service: object, zygote: object, reaper: object, shutdown:
             except ShimError as err:  # already exited: nothing left to stop
                 log.info("sandbox stop: container %s: %s", cid, err)
 
-    sandboxes = SandboxService(ZygoteHolderLauncher(zygote, reaper), kill_containers, shutdown)
+    sandboxes = SandboxService(namespace, ZygoteHolderLauncher(zygote, reaper), kill_containers, shutdown)
     return sandbox_handlers(SandboxRpc(sandboxes), namespace)
 
 

@@ -7,6 +7,7 @@ containerd's CRI builds every container of the pod with ``/proc/<sandbox pid>/ns
 shim server spawns this one through the zygote (in a new pid namespace unless the pod uses the
 node's); it
 
+0. waits for ``go`` on the ``ready`` socket (the server has moved it into its cgroup);
 1. joins the network namespace CRI made for the pod (fd ``netns``), when there is one;
 2. unshares the IPC and UTS namespaces the payload asks for and sets the pod's hostname;
 3. writes the pod's sysctls (``linux.sysctls``: only namespaced keys reach here, checked by
@@ -63,6 +64,8 @@ def _reap(_sig: int, _frame: object) -> None:
 def main(payload: Mapping[str, Any], fds: Mapping[str, int]) -> None:
     """Zygote entry (``runwasm.shim.spawn.pod_holder:main``); never returns."""
     ready = socket.socket(fileno=fds["ready"])
+    if ready.recv(16) != b"go":  # the server has put us in our cgroup (or gave up: EOF)
+        os._exit(1)
     try:
         _setup(payload, fds)
     except OSError as err:

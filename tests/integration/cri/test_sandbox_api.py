@@ -11,10 +11,12 @@ import json
 import os
 import time
 from pathlib import Path
+
 import pytest
 
 from tests.integration.cri.conftest import BUSYBOX_REF, EXEC_REF
 from tests.integration.cri.crid import SANDBOX_API_HANDLER, CriContainerd
+from tests.integration.daemon import CGROUP_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -88,11 +90,15 @@ def test_sandbox_api_pod_is_one_shim_server(cri: CriContainerd) -> None:
     # CRI shows runwasm's verbose SandboxStatus info (the namespace holder) at the top level
     assert info["phase"] == "running", info
     holder = int(info["holder_pid"])
-    assert holder not in servers and _ppid(holder) == servers[0], (holder, servers)
+    assert holder not in servers, (holder, servers)
+    assert _ppid(holder) == servers[0], (holder, servers)
     assert cri.pod_netns, "the pod's network namespace was not recorded for the leak check"
     for path in cri.pod_netns:
         assert os.stat(path).st_ino == _ns(holder, "net"), "the holder is not in the pod's network namespace"
-    assert _ns(holder, "uts") != _ns("self", "uts") and _ns(holder, "ipc") != _ns("self", "ipc")
+    assert _ns(holder, "uts") != _ns("self", "uts")
+    assert _ns(holder, "ipc") != _ns("self", "ipc")
+    # the holder sits where CRI would put the pause container: <cgroup_parent>/<pod id>
+    assert f"/{cri.cgroup_name}/{pod}" in Path(f"/proc/{holder}/cgroup").read_text()
 
     wasm_cfg = cri.write_json("sbx-wasm.json", {"metadata": {"name": "app"}, "image": {"image": EXEC_REF},
                                                 "log_path": "app.log", "linux": {}})
@@ -116,12 +122,20 @@ def test_sandbox_api_pod_is_one_shim_server(cri: CriContainerd) -> None:
 
     for cid in (app, side):
         stats = json.loads(cri.crictl_run("stats", "-o", "json", "--id", cid).stdout)["stats"]
-        assert len(stats) == 1 and int(stats[0]["memory"]["workingSetBytes"]["value"]) > 0, stats
+        assert len(stats) == 1, stats
+        assert int(stats[0]["memory"]["workingSetBytes"]["value"]) > 0, stats
+    # pod stats: CRI reads the pod cgroup, which holds the holder and both containers
+    podstats = json.loads(cri.crictl_run("statsp", "-o", "json", "--id", pod).stdout)["stats"]
+    assert len(podstats) == 1, podstats
+    assert int(podstats[0]["linux"]["memory"]["workingSetBytes"]["value"]) > 0, podstats
 
     # containerd 2.3.4 accepts the update and keeps it in its store; it has no UpdateSandbox RPC
     # for a shim sandboxer, so the pod (holder, server, containers) runs on untouched
     _update_pod_resources(cri, pod, 256 << 20)
-    assert json.loads(cri.crictl_run("inspectp", pod).stdout)["holder_pid"] == str(holder)
+    after = json.loads(cri.crictl_run("inspectp", pod).stdout)
+    assert after["info"]["resources"]["linux"] == {"cpu_shares": 512, "memory_limit_in_bytes": 256 << 20}, after
+    assert after["holder_pid"] == str(holder)
+    assert after["status"]["state"] == "SANDBOX_READY"
     assert _servers(cri) == servers
     _wait_state(cri, app, "CONTAINER_RUNNING")
     _wait_state(cri, side, "CONTAINER_RUNNING")
@@ -135,3 +149,4 @@ def test_sandbox_api_pod_is_one_shim_server(cri: CriContainerd) -> None:
         time.sleep(0.1)
     assert cri.our_processes() == [], "shim or workload processes outlived crictl rmp"
     assert cri.cri_leftovers() == []
+    assert [str(d) for d in CGROUP_ROOT.glob(f"*/{cri.cgroup_name}/{pod}")] == [], "the holder's cgroup was left"
