@@ -33,10 +33,12 @@ import asyncio
 import enum
 import logging
 import platform
+import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from runwasm.shim.common.errors import (
@@ -50,6 +52,8 @@ from runwasm.shim.common.errors import (
 log = logging.getLogger(__name__)
 
 POD_CONFIG_TYPE = "runtime.v1.PodSandboxConfig"
+CONTAINERS_DIR = "containers"  # <sandbox bundle>/containers/<id>/: copies of each container's records
+RECORD_FILES = ("runwasm.json", "linux-state.json", "wasm-state.json")  # what ``delete`` cleans from
 # CRI's sandbox states (internal/cri/store/sandbox State.String())
 STATE_READY = "SANDBOX_READY"
 STATE_NOTREADY = "SANDBOX_NOTREADY"
@@ -185,6 +189,16 @@ def sandbox_spec(h: HolderSpec, pid: int, annotations: Mapping[str, str]) -> dic
     return spec
 
 
+def _snapshot(bundle: Path, copy: Path) -> None:
+    try:
+        copy.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (bundle / name).exists():
+                shutil.copyfile(bundle / name, copy / name)
+    except OSError as err:  # the pod runs on; only the clean-up after a crashed server is at stake
+        log.warning("failed to copy the records of container bundle %r to %r: %s", str(bundle), str(copy), err)
+
+
 def host_platform() -> tuple[str, str, str]:
     """(os, architecture, variant) in Go's names: the platform containers of the pod run on."""
     machine = platform.machine()
@@ -265,6 +279,24 @@ class SandboxService:
         if sb.pid:
             self._launcher.release(sb.pid)
         sb.stopped.set()
+
+    def observe(self, event: object) -> None:
+        """Task events of this server. containerd runs ``delete`` only on the sandbox bundle after
+        the server dies (a sandboxed container gets none, and its bundle may be gone by then), so
+        each container's clean-up records are copied at TaskCreate into
+        ``<sandbox bundle>/containers/<id>/`` (dropped at TaskDelete), where ``delete`` finds them."""
+        sb = self.sandbox
+        if sb is None:
+            return
+        name = type(event).__name__
+        cid = str(getattr(event, "container_id", ""))
+        if not cid or "/" in cid or cid in (".", ".."):
+            return
+        copy = Path(sb.bundle, CONTAINERS_DIR, cid)
+        if name == "TaskCreate":
+            _snapshot(Path(str(getattr(event, "bundle", ""))), copy)
+        elif name == "TaskDelete" and not getattr(event, "id", ""):  # the container, not an exec
+            shutil.rmtree(copy, ignore_errors=True)
 
     def platform(self, sandbox_id: str) -> tuple[str, str, str]:
         self._get(sandbox_id, "get the platform of")

@@ -151,7 +151,7 @@ async def _main(settings: Settings, socket_path: str, listener: socket.socket, z
 
 
 def _sandbox_handlers(service: object, zygote: object, reaper: object, shutdown: Callable[[], None],
-                      namespace: str) -> dict[tuple[str, str], Handler]:
+                      namespace: str, observers: list[Callable[[object], None]]) -> dict[tuple[str, str], Handler]:
     """The Sandbox API next to Task v2/v3 (``sandboxer = "shim"``; docs/design.md, "Sandbox API")."""
     from runwasm.shim.common.errors import ShimError
     from runwasm.shim.server.reaper import Reaper
@@ -174,6 +174,7 @@ def _sandbox_handlers(service: object, zygote: object, reaper: object, shutdown:
                 log.info("sandbox stop: container %s: %s", cid, err)
 
     sandboxes = SandboxService(namespace, ZygoteHolderLauncher(zygote, reaper), kill_containers, shutdown)
+    observers.append(sandboxes.observe)
     return sandbox_handlers(SandboxRpc(sandboxes), namespace)
 
 
@@ -224,8 +225,14 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
         return await loop.run_in_executor(None, fetch_image_module, settings.grpc_address, settings.namespace,
                                           cid, bundle)
 
-    service = TaskService(settings.namespace, zygote, reaper,
-                          lambda event: publisher.publish(settings.namespace, event, tracing.outgoing()),  # type: ignore[arg-type]
+    observers: list[Callable[[object], None]] = []  # the Sandbox API's record of the pod's containers
+
+    def publish(event: object) -> None:
+        for observe in observers:
+            observe(event)
+        publisher.publish(settings.namespace, event, tracing.outgoing())  # type: ignore[arg-type]
+
+    service = TaskService(settings.namespace, zygote, reaper, publish,
                           backend_factory, defaults, image_modules)  # type: ignore[arg-type]
     server: Server
 
@@ -238,7 +245,7 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
         shutdown()
 
     table = handlers(TaskRpc(service, shutdown), settings.namespace)
-    table.update(_sandbox_handlers(service, zygote, reaper, shutdown, settings.namespace))
+    table.update(_sandbox_handlers(service, zygote, reaper, shutdown, settings.namespace, observers))
     server = Server(table)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)

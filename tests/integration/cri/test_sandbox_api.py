@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -150,3 +151,39 @@ def test_sandbox_api_pod_is_one_shim_server(cri: CriContainerd) -> None:
     assert cri.our_processes() == [], "shim or workload processes outlived crictl rmp"
     assert cri.cri_leftovers() == []
     assert [str(d) for d in CGROUP_ROOT.glob(f"*/{cri.cgroup_name}/{pod}")] == [], "the holder's cgroup was left"
+
+
+def test_sandbox_api_pod_after_its_server_is_killed(cri: CriContainerd) -> None:
+    """A SIGKILLed shim server: containerd runs ``delete`` on the sandbox bundle only, which cleans
+    the pod's containers it recorded and kills the namespace holder through its cgroup record;
+    stopp/rmp then leave nothing (no process, no cgroup under the pod's, no netns)."""
+    if cri.flavour != "2.3":
+        pytest.skip(NO_SANDBOX_API)
+    pod_cfg = cri.write_json("pod-sbx-kill.json", {
+        "metadata": {"name": "sbxkill", "namespace": "default", "uid": "uid-sbxkill", "attempt": 0},
+        "log_directory": str(cri.log_dir / "sbxkill"), "linux": {"cgroup_parent": f"/{cri.cgroup_name}"}})
+    pod = cri.crictl_run("runp", "--runtime", SANDBOX_API_HANDLER, str(pod_cfg)).stdout.strip()
+    side_cfg = cri.write_json("sbx-kill-side.json", {
+        "metadata": {"name": "side"}, "image": {"image": BUSYBOX_REF},
+        "command": ["sh", "-c", "exec sleep 3600"], "log_path": "side.log", "linux": {}})
+    side = cri.crictl_run("create", pod, str(side_cfg), str(pod_cfg)).stdout.strip()
+    cri.crictl_run("start", side)
+    _wait_state(cri, side, "CONTAINER_RUNNING")
+    holder = int(json.loads(cri.crictl_run("inspectp", pod).stdout)["holder_pid"])
+    [server] = _servers(cri)
+    os.kill(server, signal.SIGKILL)
+
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{holder}").exists():
+        assert time.monotonic() < deadline, f"the namespace holder {holder} outlived its server"
+        time.sleep(0.2)
+    cri.crictl_run("stopp", pod)
+    cri.crictl_run("rmp", pod)
+    assert cri.crictl_run("pods", "-q").stdout.split() == []
+    while cri.our_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cri.our_processes() == [], "shim or workload processes outlived crictl rmp"
+    assert cri.cri_leftovers() == []
+    # nothing left in the pod cgroup: neither the holder's cgroup nor the sidecar's (whose
+    # processes would keep it)
+    assert [str(d) for d in CGROUP_ROOT.glob(f"*/{cri.cgroup_name}/*") if d.is_dir()] == []

@@ -110,6 +110,12 @@ def test_delete_knows_the_executors_record_files() -> None:
 
     assert delete.LINUX_RECORD == executor.STATE_FILE
     assert delete.WASM_RECORD == task_cgroup.WASM_STATE_FILE
+    from runwasm.shim.server import sandbox
+
+    assert delete.SANDBOX_CONTAINERS == sandbox.CONTAINERS_DIR
+    from runwasm.shim.common import statefile
+
+    assert sandbox.RECORD_FILES == (statefile.FILENAME, executor.STATE_FILE, task_cgroup.WASM_STATE_FILE)
 
 
 def _address(bundle: Path, path: Path) -> None:
@@ -149,3 +155,38 @@ def test_delete_leaves_what_is_not_a_socket(tmp_path: Path) -> None:
     _address(tmp_path, path)
     assert _run(_delete_argv(tmp_path), cwd=tmp_path).returncode == 0
     assert path.read_text() == "x"
+
+
+@pytest.mark.skipif(not Path("/sys/fs/cgroup").is_dir(), reason="needs cgroups")
+def test_delete_of_a_sandbox_bundle_removes_the_holder_cgroup(tmp_path: Path) -> None:
+    """A Sandbox API bundle has no config.json nor runwasm.json, only the namespace holder's
+    cgroup record: after a SIGKILLed server, ``delete`` kills what is left in it and removes it."""
+    import os
+    import time
+
+    from runwasm.linux.task_cgroup import CgroupSandbox
+    from runwasm.oci.runtime_spec import Linux
+
+    top = f"rwsbx-delete-{os.getpid()}"
+    bundle = tmp_path / "sbx"
+    bundle.mkdir()
+    cgs = CgroupSandbox.create(bundle, "sbx", "", Linux(cgroups_path=f"/{top}/sbx"))
+    orphan = subprocess.Popen(["sleep", "300"])
+    try:
+        cgs.cg.attach(orphan.pid)
+        p = _run(_delete_argv(bundle), cwd=bundle)
+        assert p.returncode == 0, p.stderr
+        assert orphan.wait(timeout=30) == -9
+        assert not (bundle / "wasm-state.json").exists()
+        assert [d for d in Path("/sys/fs/cgroup").glob(f"*/{top}")] == []
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                cgs.destroy()
+                break
+            except Exception:  # noqa: BLE001 - best-effort clean-up of a failed run
+                time.sleep(0.1)
