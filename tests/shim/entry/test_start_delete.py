@@ -159,8 +159,9 @@ def test_delete_leaves_what_is_not_a_socket(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/sys/fs/cgroup").is_dir(), reason="needs cgroups")
 def test_delete_of_a_sandbox_bundle_removes_the_holder_cgroup(tmp_path: Path) -> None:
-    """A Sandbox API bundle has no config.json nor runwasm.json, only the namespace holder's
-    cgroup record: after a SIGKILLed server, ``delete`` kills what is left in it and removes it."""
+    """A Sandbox API bundle has no config.json nor runwasm.json: the namespace holder's cgroup
+    record and copies of the pod's containers' records. After a SIGKILLed server ``delete``
+    cleans both (containerd runs no ``delete`` for a sandboxed container)."""
     import os
     import time
 
@@ -170,23 +171,35 @@ def test_delete_of_a_sandbox_bundle_removes_the_holder_cgroup(tmp_path: Path) ->
     top = f"rwsbx-delete-{os.getpid()}"
     bundle = tmp_path / "sbx"
     bundle.mkdir()
-    cgs = CgroupSandbox.create(bundle, "sbx", "", Linux(cgroups_path=f"/{top}/sbx"))
-    orphan = subprocess.Popen(["sleep", "300"])
+    # the holder's cgroup, and the copy of a Wasm container's records the server keeps
+    copy = bundle / "containers" / "c1"
+    copy.mkdir(parents=True)
+    (copy / "runwasm.json").write_text(
+        '{"id": "c1", "kind": "wasm", "pid": 0, "pid_start_time": 0, "exit_status": null, "mounts": [], "cgroup": ""}')
+    groups = [CgroupSandbox.create(bundle, "sbx", "", Linux(cgroups_path=f"/{top}/sbx")),
+              CgroupSandbox.create(copy, "c1", "", Linux(cgroups_path=f"/{top}/c1"))]
+    orphans = [subprocess.Popen(["sleep", "300"]) for _ in groups]
     try:
-        cgs.cg.attach(orphan.pid)
+        for cgs, orphan in zip(groups, orphans, strict=True):
+            cgs.cg.attach(orphan.pid)
         p = _run(_delete_argv(bundle), cwd=bundle)
         assert p.returncode == 0, p.stderr
-        assert orphan.wait(timeout=30) == -9
+        assert [o.wait(timeout=30) for o in orphans] == [-9, -9]
         assert not (bundle / "wasm-state.json").exists()
-        assert [d for d in Path("/sys/fs/cgroup").glob(f"*/{top}")] == []
+        assert not (copy / "wasm-state.json").exists()
+        assert [d for d in Path("/sys/fs/cgroup").glob(f"*/{top}/*")] == []
     finally:
-        if orphan.poll() is None:
-            orphan.kill()
-            orphan.wait()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                cgs.destroy()
-                break
-            except Exception:  # noqa: BLE001 - best-effort clean-up of a failed run
-                time.sleep(0.1)
+        for orphan in orphans:
+            if orphan.poll() is None:
+                orphan.kill()
+                orphan.wait()
+        for cgs in groups:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    cgs.destroy()
+                    break
+                except Exception:  # noqa: BLE001 - best-effort clean-up of a failed run
+                    time.sleep(0.1)
+        for d in Path("/sys/fs/cgroup").glob(f"*/{top}"):
+            d.rmdir()
