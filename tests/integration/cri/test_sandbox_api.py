@@ -39,10 +39,10 @@ def _ppid(pid: int) -> int:
         return 0
 
 
-def _servers(cri: CriContainerd) -> list[int]:
-    """Shim servers of our daemon: ``_runwasm_serve`` processes whose parent is not one (the
-    zygote and the workloads a server forks inherit its command line)."""
-    serving = {p for p in cri.our_processes() if "_runwasm_serve" in _cmdline(p)}
+def _servers(cri: CriContainerd, group: str) -> list[int]:
+    """Shim servers of our daemon for ``group`` (their command line is ``-id <group> ...
+    _runwasm_serve``): not the zygote and workloads a server forks, which inherit it."""
+    serving = {p for p in cri.our_processes() if "_runwasm_serve" in (argv := _cmdline(p)) and group in argv}
     return sorted(p for p in serving if _ppid(p) not in serving)
 
 
@@ -81,11 +81,12 @@ def test_sandbox_api_pod_is_one_shim_server(cri: CriContainerd) -> None:
         "hostname": "wasm-pod", "log_directory": str(cri.log_dir / "sbx"),
         "linux": {"cgroup_parent": f"/{cri.cgroup_name}",
                   "security_context": {"namespace_options": {"pid": 1}}}})  # CONTAINER, as the kubelet's default
+    before = set(cri.our_processes())  # other tests' pods of this session may still run
     pod = cri.crictl_run("runp", "--runtime", SANDBOX_API_HANDLER, str(pod_cfg)).stdout.strip()
     info = json.loads(cri.crictl_run("inspectp", pod).stdout)
     assert info["status"]["state"] == "SANDBOX_READY", info["status"]
     # one server, and no pause container: the pod is not a container in containerd's store
-    servers = _servers(cri)
+    servers = _servers(cri, pod)
     assert len(servers) == 1, f"expected one runwasm shim server for the pod, found {servers}"
     assert pod not in cri.ctr("containers", "ls", "-q").stdout.split()
     # CRI shows runwasm's verbose SandboxStatus info (the namespace holder) at the top level
@@ -93,9 +94,8 @@ def test_sandbox_api_pod_is_one_shim_server(cri: CriContainerd) -> None:
     holder = int(info["holder_pid"])
     assert holder not in servers, (holder, servers)
     assert _ppid(holder) == servers[0], (holder, servers)
-    assert cri.pod_netns, "the pod's network namespace was not recorded for the leak check"
-    for path in cri.pod_netns:
-        assert os.stat(path).st_ino == _ns(holder, "net"), "the holder is not in the pod's network namespace"
+    assert info["netns"] in cri.pod_netns, "the pod's network namespace was not recorded for the leak check"
+    assert os.stat(info["netns"]).st_ino == _ns(holder, "net"), "the holder is not in the pod's network namespace"
     assert _ns(holder, "uts") != _ns("self", "uts")
     assert _ns(holder, "ipc") != _ns("self", "ipc")
     # the holder sits where CRI would put the pause container: <cgroup_parent>/<pod id>
@@ -112,7 +112,8 @@ def test_sandbox_api_pod_is_one_shim_server(cri: CriContainerd) -> None:
     cri.crictl_run("start", side)
     _wait_state(cri, app, "CONTAINER_RUNNING")
     _wait_state(cri, side, "CONTAINER_RUNNING")
-    assert _servers(cri) == servers, "the containers did not go to the sandbox's shim server"
+    assert _servers(cri, pod) == servers
+    assert _servers(cri, app) == _servers(cri, side) == [], "a container got a shim server of its own"
 
     # exec of both kinds; the sidecar shares the holder's network, UTS and IPC namespaces
     assert cri.crictl_run("exec", app, "/hello.wasm").stdout == "hello from wasm\n"
@@ -137,19 +138,19 @@ def test_sandbox_api_pod_is_one_shim_server(cri: CriContainerd) -> None:
     assert after["info"]["resources"]["linux"] == {"cpu_shares": 512, "memory_limit_in_bytes": 256 << 20}, after
     assert after["holder_pid"] == str(holder)
     assert after["status"]["state"] == "SANDBOX_READY"
-    assert _servers(cri) == servers
+    assert _servers(cri, pod) == servers
     _wait_state(cri, app, "CONTAINER_RUNNING")
     _wait_state(cri, side, "CONTAINER_RUNNING")
 
     cri.crictl_run("stopp", pod)
     assert json.loads(cri.crictl_run("inspectp", pod).stdout)["status"]["state"] == "SANDBOX_NOTREADY"
     cri.crictl_run("rmp", pod)
-    assert cri.crictl_run("pods", "-q").stdout.split() == []
+    assert pod not in cri.crictl_run("pods", "-q").stdout.split()
     deadline = time.monotonic() + 30
-    while cri.our_processes() and time.monotonic() < deadline:
+    while set(cri.our_processes()) - before and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert cri.our_processes() == [], "shim or workload processes outlived crictl rmp"
-    assert cri.cri_leftovers() == []
+    assert set(cri.our_processes()) - before == set(), "shim or workload processes outlived crictl rmp"
+    assert not os.path.lexists(info["netns"]), "the pod's network namespace was left"
     assert [str(d) for d in CGROUP_ROOT.glob(f"*/{cri.cgroup_name}/{pod}")] == [], "the holder's cgroup was left"
 
 
@@ -162,6 +163,7 @@ def test_sandbox_api_pod_after_its_server_is_killed(cri: CriContainerd) -> None:
     pod_cfg = cri.write_json("pod-sbx-kill.json", {
         "metadata": {"name": "sbxkill", "namespace": "default", "uid": "uid-sbxkill", "attempt": 0},
         "log_directory": str(cri.log_dir / "sbxkill"), "linux": {"cgroup_parent": f"/{cri.cgroup_name}"}})
+    before = set(cri.our_processes())
     pod = cri.crictl_run("runp", "--runtime", SANDBOX_API_HANDLER, str(pod_cfg)).stdout.strip()
     side_cfg = cri.write_json("sbx-kill-side.json", {
         "metadata": {"name": "side"}, "image": {"image": BUSYBOX_REF},
@@ -169,8 +171,9 @@ def test_sandbox_api_pod_after_its_server_is_killed(cri: CriContainerd) -> None:
     side = cri.crictl_run("create", pod, str(side_cfg), str(pod_cfg)).stdout.strip()
     cri.crictl_run("start", side)
     _wait_state(cri, side, "CONTAINER_RUNNING")
-    holder = int(json.loads(cri.crictl_run("inspectp", pod).stdout)["holder_pid"])
-    [server] = _servers(cri)
+    info = json.loads(cri.crictl_run("inspectp", pod).stdout)
+    holder = int(info["holder_pid"])
+    [server] = _servers(cri, pod)
     os.kill(server, signal.SIGKILL)
 
     deadline = time.monotonic() + 60
@@ -179,11 +182,11 @@ def test_sandbox_api_pod_after_its_server_is_killed(cri: CriContainerd) -> None:
         time.sleep(0.2)
     cri.crictl_run("stopp", pod)
     cri.crictl_run("rmp", pod)
-    assert cri.crictl_run("pods", "-q").stdout.split() == []
-    while cri.our_processes() and time.monotonic() < deadline:
+    assert pod not in cri.crictl_run("pods", "-q").stdout.split()
+    while set(cri.our_processes()) - before and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert cri.our_processes() == [], "shim or workload processes outlived crictl rmp"
-    assert cri.cri_leftovers() == []
+    assert set(cri.our_processes()) - before == set(), "shim or workload processes outlived crictl rmp"
+    assert not os.path.lexists(info["netns"]), "the pod's network namespace was left"
     # nothing left in the pod cgroup: neither the holder's cgroup nor the sidecar's (whose
     # processes would keep it)
-    assert [str(d) for d in CGROUP_ROOT.glob(f"*/{cri.cgroup_name}/*") if d.is_dir()] == []
+    assert [str(d) for d in CGROUP_ROOT.glob(f"*/{cri.cgroup_name}/*") if d.name in (pod, side)] == []
