@@ -264,6 +264,9 @@ class SandboxService:
             if sb.phase is Phase.RUNNING:
                 sb.phase = Phase.CREATED
             raise
+        if sb.phase is not Phase.RUNNING:  # stopped (or its holder died) while it was starting
+            self._launcher.signal(sb.pid, signal.SIGKILL)
+            raise FailedPreconditionError(f"failed to start sandbox {sandbox_id!r}: it was stopped while starting")
         log.info("sandbox %s started: namespace holder pid %d", sandbox_id, sb.pid)
         return sb.pid, sb.created_at_ns, sandbox_spec(spec, sb.pid, sb.annotations)
 

@@ -217,6 +217,23 @@ def test_stop_of_a_created_sandbox_launches_nothing() -> None:
     run(scenario)
 
 
+def test_stop_during_start_kills_the_new_holder() -> None:
+    async def scenario() -> None:
+        svc, launcher, _ = _service()
+        svc.create("sb1", "/b", NETNS, None, {})
+        start = asyncio.create_task(svc.start("sb1"))
+        await asyncio.sleep(0)  # the launch is under way
+        await svc.stop("sb1", 1)
+        with pytest.raises(ShimError, match="stopped while starting") as info:
+            await start
+        assert getattr(info.value, "status", "") == "failed_precondition"
+        assert launcher.signals == [(4242, signal.SIGKILL)]
+        await asyncio.sleep(0)  # the fake holder's exit is delivered
+        assert launcher.released == [4242]
+
+    run(scenario)
+
+
 def test_failed_launch_leaves_the_sandbox_created() -> None:
     async def scenario() -> None:
         from runwasm.shim.common.errors import InvalidArgumentError
