@@ -287,6 +287,10 @@ class SnapshotStore:
                     out = self._copy_erofs(stream, tmp, blob_digest, check_erofs_superblock)
                 blob.read()  # drain, so that the compressed digest is checked by the caller's stream
                 os.rename(tmp, d / APPLIED)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                raise OSError(err.errno, f"failed to apply layer {blob_digest!r} to snapshot {snap.key!r}: failed to"
+                                         f" write EROFS image {str(tmp)!r}: {err.strerror or err}") from err
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -335,15 +339,22 @@ class SnapshotStore:
                         raise FailedPreconditionError(f"failed to remove snapshot {key!r}: its layer mount"
                                                       f" {str(target)!r} is busy") from err
                     raise
+            # files first: they free the space that saving the table may need (a full disk);
+            # a crash before the save leaves a table entry whose files are gone, which a
+            # repeated Remove (containerd's GC retries) completes
+            d = self.sdir(snap)
+            if d.exists():
+                trash = d.with_name(f".rm-{snap.id}")
+                os.rename(d, trash)
+                shutil.rmtree(trash)
+            if target.is_dir():
+                target.rmdir()
             self.table.remove(key)
             try:
                 self._save()
             except BaseException:
                 self.table.by_key[key] = snap
                 raise
-            shutil.rmtree(self.sdir(snap), ignore_errors=True)
-            if target.is_dir():
-                target.rmdir()
             log.info("removed snapshot %r (id %d)", key, snap.id)
 
     # --- queries ----------------------------------------------------------------------------

@@ -21,12 +21,19 @@ from tests.integration.daemon import REPO, venv_bin
 EXAMPLE_SOCKET = "/run/runwasm-snapshotter/snapshotter.sock"
 EXAMPLES = REPO / "docs" / "examples"
 SNAPSHOTTER = "runwasm"
+SMALL = "runwasm-small"  # a second instance (tests: on a tiny tmpfs)
 
 
-def proxy_config(flavour: str, socket: Path) -> str:
-    name = "containerd-2.x-snapshotter.toml" if flavour == "2.3" else "containerd-1.x-snapshotter.toml"
-    text = (EXAMPLES / name).read_text()
+def proxy_config(flavour: str, socket: Path, name: str = SNAPSHOTTER) -> str:
+    """The docs/examples snippet for ``flavour`` with ``socket``; ``name`` renames the plugins
+    (``runwasm`` -> ``name``, ``runwasm-diff`` -> ``name-diff``) for a second instance."""
+    example = "containerd-2.x-snapshotter.toml" if flavour == "2.3" else "containerd-1.x-snapshotter.toml"
+    text = (EXAMPLES / example).read_text()
     lines = [ln for ln in text.splitlines() if not ln.startswith("version")]
+    if name != SNAPSHOTTER:
+        lines = [ln for ln in lines if ln.strip() != "[proxy_plugins]"]
+        lines = [ln.replace("proxy_plugins.runwasm", f"proxy_plugins.{name}").replace('"runwasm', f'"{name}')
+                 for ln in lines]
     return "\n" + "\n".join(lines).replace(EXAMPLE_SOCKET, str(socket)) + "\n"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,18 +21,22 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.images import busybox_image, layered_image
+import platform
+
+from fixtures.images import GOARCH, busybox_image, layered_image, tar_of, write_image
 from tests.conftest import built_fixture
 from tests.integration.daemon import (
     CONTAINERD23_MISSING,
     RUNC_RUNTIME,
     RUNWASM_RUNTIME,
     Containerd,
+    CtrResult,
     containerd23_bin,
     containerd_binary,
 )
 from tests.integration.images import pack_wasm_image
 from tests.integration.snapshotter import (
+    SMALL,
     SNAPSHOTTER,
     SnapshotterDaemon,
     loops_backed_by,
@@ -51,6 +56,7 @@ class Env:
     sn: SnapshotterDaemon
     root: Path
     tmp: Path
+    small: SnapshotterDaemon
 
     def restart_both(self) -> None:
         self.sn.stop()
@@ -69,8 +75,8 @@ class Env:
             assert time.monotonic() < deadline, f"containerd did not reconnect to the snapshotter: {res.output}"
             time.sleep(0.2)
 
-    def import_(self, tar: Path, *extra: str, check: bool = True) -> object:
-        return self.cd.ctr("images", "import", "--snapshotter", SNAPSHOTTER, *extra, str(tar), check=check,
+    def import_(self, tar: Path, *extra: str, check: bool = True, snapshotter: str = SNAPSHOTTER) -> CtrResult:
+        return self.cd.ctr("images", "import", "--snapshotter", snapshotter, *extra, str(tar), check=check,
                            timeout=180)
 
     def run(self, image: str, cid: str, *args: str, runtime: str) -> str:
@@ -92,14 +98,22 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     sockdir = Path(tempfile.mkdtemp(prefix="rwsn-", dir="/tmp"))  # short: unix socket path limit
     root = sockdir / "root"
     sock = sockdir / "sn.sock"
-    cd = Containerd(flavour=flavour, namespace=f"rwsn{os.getpid()}", extra_config=proxy_config(flavour, sock))
+    small_root = sockdir / "small"  # a 1 MiB tmpfs: the full-disk case
+    small_sock = sockdir / "small.sock"
+    cd = Containerd(flavour=flavour, namespace=f"rwsn{os.getpid()}",
+                    extra_config=proxy_config(flavour, sock) + proxy_config(flavour, small_sock, name=SMALL))
+    small_root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "rwsn-small", str(small_root)], check=True)
     sn = SnapshotterDaemon(root, sock, cd.address)
+    small = SnapshotterDaemon(small_root, small_sock, cd.address)
     sn.start()
+    small.start()
     try:
         with cd:
-            yield Env(cd, sn, root, tmp)
+            yield Env(cd, sn, root, tmp, small)
     finally:
         sn.stop()
+        small.stop()
         leftover = mounts_under(sockdir)
         for m in reversed(leftover):
             os.system(f"umount -l {m}")  # noqa: S605 - only our own temp dir
@@ -162,3 +176,71 @@ def test_snapshotter_sigkill_keeps_state(env: Env) -> None:
     assert env.run(BUSYBOX, "snkill", "echo", "ok", runtime=RUNC_RUNTIME).strip() == "ok"
     _remove_images(env, BUSYBOX)
     assert store_files(env.root) == []
+
+
+# --- bad layers: a clear error in ctr, nothing half-written ----------------------------------
+
+
+def _broken(env: Env, name: str, layers: list[bytes], **kw: object) -> Path:
+    arch = GOARCH.get(platform.machine(), platform.machine())
+    return write_image(env.tmp / f"{name}.tar", f"docker.io/runwasm/snap-{name}:1", layers, {"Cmd": ["/bin/sh"]},
+                       "linux", arch, **kw)  # type: ignore[arg-type]
+
+
+def _assert_failed_cleanly(env: Env, res: CtrResult, *needles: str, root: Path | None = None) -> None:
+    root = root or env.root
+    assert res.returncode != 0, res.output
+    assert any(n.lower() in res.output.lower() for n in needles), f"expected one of {needles} in: {res.output}"
+    _gc(env)
+    assert store_files(root) == [], f"half-written snapshots left: {store_files(root)}"
+    assert [p for p in root.glob("s/*/.tmp-*")] == []
+    assert mounts_under(root) == []
+
+
+def _gc(env: Env) -> None:
+    """Remove our images and run containerd's garbage collector synchronously: containerd drops a
+    failed unpack's snapshot from its own metadata at once but removes it from the snapshotter
+    (Remove, then Cleanup) only when GC runs. ``images rm --sync`` of a throw-away image runs it."""
+    refs = [r for r in env.cd.ctr("images", "ls", "-q").stdout.split() if "snap-" in r]
+    gc_ref = "docker.io/runwasm/snap-gc:1"
+    env.cd.ctr("images", "import", "--no-unpack", str(busybox_image(env.tmp / "gc.tar", gc_ref)))
+    env.cd.ctr("images", "rm", "--sync", *refs, gc_ref)
+
+
+def test_corrupt_layer_fails_cleanly(env: Env) -> None:
+    garbage = b"\x1f\x8b\x08\x00" + os.urandom(4096)  # a gzip header, then noise
+    res = env.import_(_broken(env, "corrupt", [], blobs=[garbage], diff_ids=["sha256:" + "0" * 64]), check=False)
+    _assert_failed_cleanly(env, res, "decompress", "gzip", "flate", "invalid")
+
+
+def test_diff_id_mismatch_fails_cleanly(env: Env) -> None:
+    layer = tar_of([("f", b"data")])
+    res = env.import_(_broken(env, "diffid", [layer], diff_ids=["sha256:" + "1" * 64]), check=False)
+    _assert_failed_cleanly(env, res, "wrong diff id", "diff id")
+
+
+def test_path_traversal_does_not_escape(env: Env) -> None:
+    victim = Path(f"/tmp/rwsn-escape-{os.getpid()}")
+    layer = tar_of([(f"../../../../../../..{victim}", b"pwned")])
+    res = env.import_(_broken(env, "traversal", [layer]), check=False)
+    assert not victim.exists(), f"a layer wrote {victim} outside the snapshot"
+    if env.cd.flavour == "2.3":  # the runwasm differ refuses '..' outright
+        _assert_failed_cleanly(env, res, "contains '..'")
+    else:  # 1.6's walking differ resolves the name inside the snapshot root (containerd's choice)
+        assert res.returncode == 0, res.output
+        _remove_images(env, "docker.io/runwasm/snap-traversal:1")
+        assert store_files(env.root) == []
+
+
+def test_full_disk_fails_cleanly(env: Env) -> None:
+    big = tar_of([("big", os.urandom(3 << 20))])  # 3 MiB of noise on a 1 MiB tmpfs
+    res = env.import_(_broken(env, "full", [big]), check=False, snapshotter=SMALL)
+    _assert_failed_cleanly(env, res, "no space left on device", root=env.small.root)
+    assert os.statvfs(env.small.root).f_bfree == os.statvfs(env.small.root).f_blocks - _used_by_meta(env.small.root)
+
+
+def _used_by_meta(root: Path) -> int:
+    """Blocks the metadata file (and nothing else) may hold on the small tmpfs."""
+    meta = root / "metadata.json"
+    st = os.statvfs(root)
+    return -(-meta.stat().st_size // st.f_frsize) if meta.exists() else 0
