@@ -88,9 +88,9 @@ def _du(path: Path) -> int:
     return int(out.split()[0])
 
 
-def _timed(fn: object) -> float:
+def _timed_ctr(d: Containerd, *args: str, timeout: float = 900) -> float:
     t0 = time.perf_counter()
-    fn()  # type: ignore[operator]
+    d.ctr(*args, timeout=timeout)
     return time.perf_counter() - t0
 
 
@@ -106,8 +106,7 @@ def run_round(flavour: str, tar: Path, n: int, cases: dict[tuple[str, str], Case
             names = ["overlayfs", "erofs", "runwasm"] if flavour == "2.3" else ["overlayfs", "runwasm"]
             for name in names:
                 c = cases.setdefault((flavour, name), Case(flavour, name, [], [], [], []))
-                c.unpack.append(_timed(lambda: d.ctr("images", "import", "--snapshotter", name, str(tar),
-                                                     timeout=900)))
+                c.unpack.append(_timed_ctr(d, "images", "import", "--snapshotter", name, str(tar)))
                 root = sn.root if name == "runwasm" else d.dir / "root" / f"io.containerd.snapshotter.v1.{name}"
                 c.disk.append(_du(root))
                 for i in range(n):
@@ -115,13 +114,10 @@ def run_round(flavour: str, tar: Path, n: int, cases: dict[tuple[str, str], Case
                                             extra=("--snapshotter", name)), check=False, timeout=120)
                     if res.returncode != 0:
                         raise RuntimeError(f"ctr run via {name} failed: {res.output}")
-                t = []
-                for i in range(n):
-                    t.append(_timed(lambda i=i: d.ctr(*d.run_args(REF, f"bt-{name}-{i}", "/bin/true",  # type: ignore[misc]
-                                                                   runtime=RUNC_RUNTIME,
-                                                                   extra=("--snapshotter", name)), timeout=120)))
+                t = [_timed_ctr(d, *d.run_args(REF, f"bt-{name}-{i}", "/bin/true", runtime=RUNC_RUNTIME,
+                                               extra=("--snapshotter", name)), timeout=120) for i in range(n)]
                 c.start.append(statistics.median(t))
-                c.remove.append(_timed(lambda: d.ctr("images", "rm", "--sync", REF, timeout=600)))
+                c.remove.append(_timed_ctr(d, "images", "rm", "--sync", REF))
                 d.ctr("images", "import", "--no-unpack", str(tar), timeout=600)  # content back for the next case
     finally:
         sn.stop()

@@ -12,6 +12,7 @@ and file; broken layers fail with a clear error in ``ctr`` and leave nothing beh
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import time
@@ -20,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-import platform
 
 from fixtures.images import GOARCH, busybox_image, layered_image, tar_of, write_image
 from tests.conftest import built_fixture

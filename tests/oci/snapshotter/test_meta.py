@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from runwasm.oci.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from runwasm.oci.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from runwasm.oci.snapshotter.meta import Kind, SnapshotTable
 
 

@@ -39,9 +39,11 @@ def test_commit_writes_an_erofs_image_and_persists(tmp_path: Path) -> None:
     up = _upper(mounts)
     (up / "etc").mkdir()
     (up / "etc/f").write_bytes(b"x" * 10000)
-    assert st.usage("a").inodes == 3 and st.usage("a").size >= 10000
+    assert st.usage("a").inodes == 3
+    assert st.usage("a").size >= 10000
     snap = st.commit("L1", "a", {"c": "1"})
-    assert snap.kind is Kind.COMMITTED and snap.inodes == 3
+    assert snap.kind is Kind.COMMITTED
+    assert snap.inodes == 3
     img = tmp_path / "root/s/1" / LAYER
     with ErofsImage(img) as e:
         assert e.read_data(e.lookup("etc/f")) == b"x" * 10000
@@ -89,7 +91,8 @@ def test_overlay_of_erofs_layers_honours_whiteouts_and_releases_mounts(no_leaks:
     (up / "keep").write_text("1")
     st.commit("L1", "a", {})
     mounts = st.prepare("b", "L1", {})
-    assert mounts[0].type == "overlay" and f"lowerdir={tmp / 'root/m/1'}" in mounts[0].options
+    assert mounts[0].type == "overlay"
+    assert f"lowerdir={tmp / 'root/m/1'}" in mounts[0].options
     assert syscalls.is_mountpoint(tmp / "root/m/1")
     up = _upper(mounts)
     os.mknod(up / "gone", stat.S_IFCHR | 0o600, os.makedev(0, 0))  # what the walking differ writes
@@ -98,7 +101,8 @@ def test_overlay_of_erofs_layers_honours_whiteouts_and_releases_mounts(no_leaks:
     (up / "d/new").write_text("n")
     st.commit("L2", "b", {})
     view = st.view("v", "L2", {})
-    assert view[0].type == "overlay" and view[0].options[-1] == f"lowerdir={tmp / 'root/m/2'}:{tmp / 'root/m/1'}"
+    assert view[0].type == "overlay"
+    assert view[0].options[-1] == f"lowerdir={tmp / 'root/m/2'}:{tmp / 'root/m/1'}"
     target = tmp / "t"
     target.mkdir()
     _mount(view, target)
@@ -111,7 +115,8 @@ def test_overlay_of_erofs_layers_honours_whiteouts_and_releases_mounts(no_leaks:
         st.remove("L1")
     for key in ("v", "L2", "L1"):
         st.remove(key)
-    assert os.listdir(tmp / "root/s") == [] and os.listdir(tmp / "root/m") == []
+    assert os.listdir(tmp / "root/s") == []
+    assert os.listdir(tmp / "root/m") == []
 
 
 @root_only

@@ -50,7 +50,8 @@ def test_lifecycle_and_codes(channel: grpc.Channel) -> None:
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
     with pytest.raises(grpc.RpcError) as e:
         _call(channel, "Stat", pb.StatSnapshotRequest(key="nope"), pb.StatSnapshotResponse)
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND and "'nope'" in (e.value.details() or "")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'nope'" in (e.value.details() or "")
     _call(channel, "Commit", pb.CommitSnapshotRequest(name="L", key="a"), empty_pb2.Empty)
     info = _call(channel, "Stat", pb.StatSnapshotRequest(key="L"), pb.StatSnapshotResponse).info
     assert (info.name, info.kind, dict(info.labels)) == ("L", pb.COMMITTED, {})
@@ -59,7 +60,8 @@ def test_lifecycle_and_codes(channel: grpc.Channel) -> None:
         pb.UpdateSnapshotResponse)
     assert dict(upd.info.labels) == {"k": "v"}
     u = _call(channel, "Usage", pb.UsageRequest(key="L"), pb.UsageResponse)
-    assert u.size > 0 and u.inodes == 2
+    assert u.size > 0
+    assert u.inodes == 2
     lst = channel.unary_stream(S + "List", request_serializer=lambda m: m.SerializeToString(),
                                response_deserializer=pb.ListSnapshotsResponse.FromString)
     assert [i.name for batch in lst(pb.ListSnapshotsRequest(filters=["kind==committed"]), timeout=30)
@@ -83,4 +85,5 @@ def test_diff_refuses_what_it_cannot_do(channel: grpc.Channel) -> None:
                                 response_deserializer=diff_pb2.ApplyResponse.FromString)
     with pytest.raises(grpc.RpcError) as e:  # no containerd-namespace metadata
         apply(diff_pb2.ApplyRequest(), timeout=30)
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "containerd-namespace" in (e.value.details() or "")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "containerd-namespace" in (e.value.details() or "")
