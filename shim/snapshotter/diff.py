@@ -26,16 +26,12 @@ from runwasm.oci.errors import InvalidArgumentError
 from runwasm.oci.snapshotter.store import MountSpec, SnapshotStore
 from runwasm.shim.api.services.diff.v1 import diff_pb2 as pb
 from runwasm.shim.api.types import descriptor_pb2
-from runwasm.shim.common.errors import ShimError
+from runwasm.shim.common.errors import UnimplementedError
 from runwasm.shim.snapshotter.service import guarded
 
 log = logging.getLogger(__name__)
 SERVICE = "containerd.services.diff.v1.Diff"
 DEFAULT_CONTAINERD = "/run/containerd/containerd.sock"
-
-
-class UnimplementedError(ShimError):
-    status = "unimplemented"
 
 
 class _ChunkReader(io.RawIOBase):
