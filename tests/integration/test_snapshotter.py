@@ -11,6 +11,8 @@ and file; broken layers fail with a clear error in ``ctr`` and leave nothing beh
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import platform
 import signal
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.images import GOARCH, busybox_image, layered_image, tar_of, write_image
+from fixtures.images import GOARCH, busybox_image, busybox_layer, layered_image, tar_of, write_image
 from tests.conftest import built_fixture
 from tests.integration.daemon import (
     CONTAINERD23_MISSING,
@@ -165,6 +167,32 @@ def test_wasm_image_via_runwasm(env: Env) -> None:
     _remove_images(env, ref)
     assert store_files(env.root) == []
     assert mounts_under(env.root) == []
+
+
+def test_native_erofs_layers_are_used_as_is(env: Env) -> None:
+    """containerd 2.3.4 hands EROFS-layer images (what ``runwasm image convert --erofs`` writes)
+    to the runwasm differ, which checks and keeps the image bytes; 1.6 has no EROFS at all."""
+    if env.cd.flavour != "2.3":
+        pytest.skip("containerd 1.6 has no diff proxy, and its walking differ cannot apply EROFS layers")
+    from runwasm.oci.erofs.from_tar import tar_to_erofs
+
+    blobs = []
+    for i, tar in enumerate([busybox_layer(Path("/bin/busybox").read_bytes()), tar_of([("native", b"yes")])]):
+        out = env.tmp / f"native{i}.erofs"
+        tar_to_erofs(io.BytesIO(tar), out, uuid=bytes(16))
+        blobs.append(out.read_bytes())
+    ref = "docker.io/runwasm/snap-native:1"
+    tar = _broken(env, "native", [], blobs=blobs, diff_ids=["sha256:" + hashlib.sha256(b).hexdigest() for b in blobs],
+                  layer_media_type="application/vnd.erofs.layer.v1")
+    env.import_(tar)
+    kept = sorted(p.read_bytes() for p in env.root.glob("s/*/layer.erofs"))
+    assert sorted(blobs) == kept, "the layers must be the image's own EROFS bytes"
+    assert "applied erofs layer" in env.sn.log_path.read_text()
+    for runtime in (RUNC_RUNTIME, RUNWASM_RUNTIME):
+        assert env.run(ref, f"snnative-{runtime[-7:].replace('.', '')}", "cat", "/native",
+                       runtime=runtime).strip() == "yes"
+    _remove_images(env, ref)
+    assert store_files(env.root) == []
 
 
 def test_snapshotter_sigkill_keeps_state(env: Env) -> None:

@@ -136,3 +136,53 @@ def test_a_busy_layer_mount_is_not_removed(no_leaks: Path) -> None:
         os.close(fd)
     st.remove("L1")
     assert not (no_leaks / "root/m/1").exists()
+
+
+def _tar(entries: list[tuple[str, bytes]]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_apply_layer_zstd_in_one_pass_then_commit(tmp_path: Path) -> None:
+    import hashlib
+    import io
+
+    import zstandard
+
+    from runwasm.oci.mediatypes import LayerKind
+
+    st = SnapshotStore(tmp_path / "root")
+    mounts = st.prepare("a", "", {})
+    raw = _tar([("d/f", b"zstd!"), ("d/.wh.x", b"")])
+    blob = io.BytesIO(zstandard.ZstdCompressor().compress(raw))
+    applied = st.apply_layer(mounts, blob, LayerKind.TAR_ZSTD, "sha256:" + "a" * 64)
+    assert (applied.diff_id, applied.size) == ("sha256:" + hashlib.sha256(raw).hexdigest(), len(raw))
+    with pytest.raises(FailedPreconditionError, match="not empty"):
+        st.apply_layer(mounts, io.BytesIO(raw), LayerKind.TAR, "sha256:" + "b" * 64)
+    st.commit("L", "a", {})
+    with ErofsImage(tmp_path / "root/s/1" / LAYER) as e:
+        assert e.read_data(e.lookup("d/f")) == b"zstd!"
+        assert stat.S_ISCHR(e.lookup("d/x").mode), "an AUFS whiteout becomes an overlay whiteout"
+
+
+def test_apply_layer_refuses_traversal_and_leaves_nothing(tmp_path: Path) -> None:
+    import io
+
+    from runwasm.oci.mediatypes import LayerKind
+
+    st = SnapshotStore(tmp_path / "root")
+    mounts = st.prepare("a", "", {})
+    with pytest.raises(InvalidArgumentError, match=r"contains '\.\.'"):
+        st.apply_layer(mounts, io.BytesIO(_tar([("../../etc/x", b"x")])), LayerKind.TAR, "sha256:" + "c" * 64)
+    assert sorted(os.listdir(tmp_path / "root/s/1")) == ["fs", "work"]
+    with pytest.raises(InvalidArgumentError, match="bad magic"):
+        st.apply_layer(mounts, io.BytesIO(bytes(8192)), LayerKind.EROFS, "sha256:" + "d" * 64)
+    assert sorted(os.listdir(tmp_path / "root/s/1")) == ["fs", "work"]
