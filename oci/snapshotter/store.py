@@ -32,16 +32,15 @@ import shutil
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
 from runwasm.oci.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
-    UnsupportedMediaTypeError,
 )
 from runwasm.oci.mediatypes import LayerKind
 from runwasm.oci.snapshotter.filters import compile_filters
@@ -51,6 +50,7 @@ log = logging.getLogger(__name__)
 META = "metadata.json"
 LAYER = "layer.erofs"
 APPLIED = "applied.erofs"
+MOUNT_DATA_MAX = 4096  # mount(2) copies one page of options
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,16 @@ class SnapshotStore:
             return self._mounts(snap)
 
     def _mounts(self, snap: Snapshot) -> list[MountSpec]:
-        lowers = [str(self.ensure_mounted(p)) for p in self.table.chain(snap.key)]
+        chain = self.table.chain(snap.key)
+        lowers = [str(self.mountpoint(p)) for p in chain]
+        joined = len(":".join(lowers)) + 200  # + workdir/upperdir/index options
+        if joined >= MOUNT_DATA_MAX:
+            raise FailedPreconditionError(
+                f"failed to get mounts of snapshot {snap.key!r}: {len(lowers)} layers make an overlay option string"
+                f" of about {joined} bytes; mount(2) (the runc shim) takes at most {MOUNT_DATA_MAX - 1}"
+                " (use a shorter --root)")
+        for p in chain:
+            self.ensure_mounted(p)
         d = self.sdir(snap)
         if snap.kind is Kind.ACTIVE:
             if not lowers:
@@ -256,59 +265,11 @@ class SnapshotStore:
 
     def apply_layer(self, mounts: Sequence[MountSpec], blob: IO[bytes], kind: LayerKind,
                     blob_digest: str) -> Applied:
-        """Write the layer ``blob`` (of ``kind``) as ``applied.erofs`` of the fresh active
-        snapshot those ``mounts`` belong to, in one pass: tar layers through the tar -> EROFS
-        writer (whiteouts in overlay form, ``..`` refused), native EROFS layers checked and copied.
-        Returns the uncompressed content's digest and size (the diff ID, for the caller to
-        check). Nothing is left behind on error."""
-        from runwasm.oci.compression import HashingReader, decompressed
-        from runwasm.oci.erofs.from_tar import layer_uuid, tar_to_erofs
-        from runwasm.oci.layers import check_erofs_superblock
+        """See ``runwasm.oci.snapshotter.apply.apply_layer``."""
+        from runwasm.oci.snapshotter.apply import apply_layer
 
-        if not (kind.is_tar or kind.is_erofs):
-            raise UnsupportedMediaTypeError(f"failed to apply layer {blob_digest!r}: a {kind.value} layer is not"
-                                            " a filesystem layer")
         with self.lock:
-            snap = self.snapshot_of_mounts(mounts)
-            d = self.sdir(snap)
-            if any((d / "fs").iterdir()) or (d / APPLIED).exists():
-                raise FailedPreconditionError(f"failed to apply layer {blob_digest!r} to snapshot {snap.key!r}:"
-                                              " the snapshot is not empty (this differ applies one layer onto a"
-                                              " fresh snapshot)")
-            tmp = d / f".tmp-{APPLIED}"
-            tmp.unlink(missing_ok=True)
-            stream = decompressed(blob, kind)
-            try:
-                if kind.is_tar:
-                    counted = HashingReader(stream)
-                    res = tar_to_erofs(cast(IO[bytes], counted), tmp, uuid=layer_uuid(blob_digest))
-                    out = Applied(str(res.diff_id), counted.count)
-                else:
-                    out = self._copy_erofs(stream, tmp, blob_digest, check_erofs_superblock)
-                blob.read()  # drain, so that the compressed digest is checked by the caller's stream
-                os.rename(tmp, d / APPLIED)
-            except OSError as err:
-                tmp.unlink(missing_ok=True)
-                raise OSError(err.errno, f"failed to apply layer {blob_digest!r} to snapshot {snap.key!r}: failed to"
-                                         f" write EROFS image {str(tmp)!r}: {err.strerror or err}") from err
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            return out
-
-    @staticmethod
-    def _copy_erofs(stream: IO[bytes], tmp: Path, what: str, check: Callable[[bytes, str], None]) -> Applied:
-        from runwasm.oci.compression import HashingReader
-
-        reader = HashingReader(stream)
-        with open(tmp, "xb") as out:
-            head = reader.read(4096)
-            check(head, repr(what))
-            out.write(head)
-            shutil.copyfileobj(reader, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        return Applied(str(reader.digest), reader.count)
+            return apply_layer(self, mounts, blob, kind, blob_digest)
 
     def snapshot_of_mounts(self, mounts: Sequence[MountSpec]) -> Snapshot:
         """The active snapshot whose mounts (as ``_mounts`` returned them) these are."""

@@ -186,3 +186,17 @@ def test_apply_layer_refuses_traversal_and_leaves_nothing(tmp_path: Path) -> Non
     with pytest.raises(InvalidArgumentError, match="bad magic"):
         st.apply_layer(mounts, io.BytesIO(bytes(8192)), LayerKind.EROFS, "sha256:" + "d" * 64)
     assert sorted(os.listdir(tmp_path / "root/s/1")) == ["fs", "work"]
+
+
+def test_too_many_layers_for_one_mount_option_page_is_refused(tmp_path: Path) -> None:
+    from runwasm.oci.snapshotter.meta import Kind as K
+
+    st = SnapshotStore(tmp_path / "root")
+    parent = ""
+    for i in range(200):  # table only: the refusal comes before any layer is mounted
+        st.table.create(f"a{i}", parent, K.ACTIVE, {}, 0)
+        st.table.commit(f"L{i}", f"a{i}", {}, 1, 0)
+        parent = f"L{i}"
+    with pytest.raises(FailedPreconditionError, match="mount.2. .the runc shim. takes at most 4095"):
+        st.prepare("top", parent, {})
+    assert "top" not in st.table.by_key
