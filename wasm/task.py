@@ -285,7 +285,9 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
         engine = make_engine(sandbox)
         with steps.step("wasm.compile", **{"runwasm.wasm.kind": kind}) as attrs:
             try:
-                loaded = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox)).load(data, kind)
+                cache = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox))
+                pre = cache.load_precompiled(p.precompiled_file, data, kind) if p.precompiled_file else None
+                loaded = pre if pre is not None else cache.load(data, kind)
             except InvalidModuleError as err:
                 raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
             attrs["runwasm.wasm.cache.source"] = loaded.source
