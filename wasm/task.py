@@ -292,7 +292,8 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
                 raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
             attrs["runwasm.wasm.cache.source"] = loaded.source
             if loaded.source != "uncached":
-                attrs["runwasm.wasm.cache.hit"] = loaded.source == "hit"
+                # nothing compiled: the on-disk cache's entry, or the content store's artifact
+                attrs["runwasm.wasm.cache.hit"] = loaded.source in ("hit", "precompiled")
         log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
         store = wasmtime.Store(engine)
         if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,8 @@ from runwasm.shim.api.services.content.v1 import content_pb2
 from runwasm.shim.api.services.images.v1 import images_pb2
 from runwasm.shim.api.services.leases.v1 import leases_pb2
 from runwasm.shim.common.errors import InvalidArgumentError, NotFoundError, ShimError, UnavailableError
+
+log = logging.getLogger(__name__)
 
 NAMESPACE_KEY = "containerd-namespace"
 DEFAULT_TIMEOUT = 30.0
@@ -151,8 +154,11 @@ class ContainerdClient:
         try:
             yield lease_id
         finally:
-            self._unary("/containerd.services.leases.v1.Leases/Delete", leases_pb2.DeleteRequest(id=lease_id),
-                        empty_response(), f"delete lease {lease_id!r}")
+            try:
+                self._unary("/containerd.services.leases.v1.Leases/Delete", leases_pb2.DeleteRequest(id=lease_id),
+                            empty_response(), f"delete lease {lease_id!r}")
+            except ShimError as err:  # what it holds is referenced by then, or unwanted; it expires anyway
+                log.warning("%s (it expires by itself within %s)", err, LEASE_EXPIRE)
 
     def write_blob(self, data: bytes, ref: str, lease_id: str, labels: dict[str, str] | None = None) -> Digest:
         """Store ``data`` (Content.Write under lease ``lease_id``); returns its digest. A blob that
