@@ -268,6 +268,8 @@ class CgroupV2:
             if not cur.is_dir():
                 try:
                     cur.mkdir()
+                except FileExistsError:
+                    continue  # another shim made it just now: it is that one's to remove
                 except OSError as err:
                     raise SetupError(f"failed to create cgroup {str(cur)!r}: {err.strerror}") from err
                 self.created.append(str(cur))
