@@ -179,7 +179,9 @@ class ContainerdClient:
 
         what = f"write content {str(digest)!r} (ref {ref!r})"
         try:
-            for resp in call(requests(), timeout=self.timeout, metadata=self._metadata + ((LEASE_KEY, lease_id),)):
+            # one more second per MiB: a 100 MB artifact on a loaded node must not hit the deadline
+            timeout = self.timeout + len(data) / WRITE_CHUNK
+            for resp in call(requests(), timeout=timeout, metadata=self._metadata + ((LEASE_KEY, lease_id),)):
                 if resp.action == content_pb2.COMMIT and resp.digest and resp.digest != str(digest):
                     raise DigestMismatchError(f"failed to {what}: containerd committed {resp.digest!r}")
         except grpc.RpcError as err:
