@@ -208,7 +208,7 @@ def test_nri_adjusts_a_linux_container(nri_cri: tuple[CriContainerd, NriPlugin, 
             assert seen == {**common, **HONOURED_PROCESS, "netdev": "present"}
         else:
             # runc 1.1.5 (runtime-spec 1.0.2) ignores the runtime-spec 1.2 fields: docs/nri.md's table
-            assert seen == {**common, "nice": 0, "policy": 0, "ioprio": (0, 4), "mempolicy": "default",
+            assert seen == {**common, "nice": 0, "policy": 0, "ioprio": (0, 0), "mempolicy": "default",
                             "netdev": "absent"}, seen
         cri.crictl_run("stopp", pod)
         cri.crictl_run("rmp", pod)
@@ -229,13 +229,16 @@ def test_nri_adjusts_a_wasm_container(nri_cri: tuple[CriContainerd, NriPlugin, A
     assert _process_view(doc["info"]["pid"]) == HONOURED_PROCESS
     env = cri.crictl_run("exec", cid, "/argsenv.wasm").stdout.splitlines()
     assert "env: NRI_ENV=from-plugin" in env, env
-    # the bind mount is a preopen: fd 3 is the rootfs, then the directory binds in spec order
+    # the read-only bind mount is a preopen: fd 3 is the rootfs, then the read-write directory binds
+    # and then the read-only ones, each in spec order (runwasm.wasm.task.open_preopens)
     binds = [m for m in doc["info"]["runtimeSpec"]["mounts"]
-             if "rbind" in m.get("options", []) or "bind" in m.get("options", []) or m.get("type") == "bind"]
-    dirs = [m["destination"] for m in binds if os.path.isdir(m["source"])]
-    fd = 4 + dirs.index("/nri-data")
+             if ("bind" in m.get("options", []) or "rbind" in m.get("options", []) or m.get("type") == "bind")
+             and os.path.isdir(m["source"])]
+    order = ([m["destination"] for m in binds if "ro" not in m.get("options", [])]
+             + [m["destination"] for m in binds if "ro" in m.get("options", [])])
+    fd = 4 + order.index("/nri-data")
     out = cri.crictl_run("exec", cid, "/readfile.wasm", "data.txt", str(fd))
-    assert out.stdout == f"nri mount for {name}\n", (dirs, out.output)
+    assert out.stdout == f"nri mount for {name}\n", (order, out.output)
     cri.crictl_run("stopp", pod)
     cri.crictl_run("rmp", pod)
 
