@@ -21,7 +21,8 @@ def test_parses_and_round_trips_the_new_fields() -> None:
                   "ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 6}},
                  {"memoryPolicy": {"mode": "MPOL_BIND", "nodes": "0-2,5", "flags": ["MPOL_F_STATIC_NODES"]},
                   "netDevices": {"eth1": {"name": "in0"}, "eth2": {}}})
-    assert spec.process is not None and spec.linux is not None
+    assert spec.process is not None
+    assert spec.linux is not None
     assert spec.process.scheduler == Scheduler("SCHED_BATCH", nice=7, flags=("SCHED_FLAG_RESET_ON_FORK",))
     assert spec.process.io_priority == IoPriority("IOPRIO_CLASS_BE", 6)
     assert spec.linux.memory_policy == MemoryPolicy("MPOL_BIND", (0, 1, 2, 5), ("MPOL_F_STATIC_NODES",))

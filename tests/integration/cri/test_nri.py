@@ -201,15 +201,16 @@ def test_nri_adjusts_a_linux_container(nri_cri: tuple[CriContainerd, NriPlugin, 
         seen["mount"] = sh("cat /nri-data/data.txt")
         seen["sysctl"] = sh("cat /proc/sys/net/ipv4/tcp_keepalive_time")
         seen["device"] = sh("stat -c '%t:%T %a' /dev/nri-null")
+        seen["exec_mempolicy"] = sh("head -n1 /proc/self/numa_maps | cut -d' ' -f2")
         seen["netdev"] = sh("cat /sys/class/net/nri-in/ifindex >/dev/null 2>&1 && echo present || echo absent")
         common = {"env": "from-plugin", "mount": f"nri mount for {name}", "sysctl": "1234", "device": "1:3 666",
                   "rlimit_nofile": NOFILE, "memory": MEM_LIMIT, "cpu": (50000, 100000)}
         if handler == "runwasm":
-            assert seen == {**common, **HONOURED_PROCESS, "netdev": "present"}
+            assert seen == {**common, **HONOURED_PROCESS, "netdev": "present", "exec_mempolicy": "bind:0"}
         else:
             # runc 1.1.5 (runtime-spec 1.0.2) ignores the runtime-spec 1.2 fields: docs/nri.md's table
             assert seen == {**common, "nice": 0, "policy": 0, "ioprio": (0, 0), "mempolicy": "default",
-                            "netdev": "absent"}, seen
+                            "netdev": "absent", "exec_mempolicy": "default"}, seen
         cri.crictl_run("stopp", pod)
         cri.crictl_run("rmp", pod)
     finally:
@@ -255,15 +256,17 @@ def test_nri_adjustment_runwasm_cannot_honour_fails_create(
     iso = nri.ContainerAdjustment()
     iso.linux.scheduler.policy = nri.SCHED_ISO
     adjust.by_name["bb-iso"] = iso
+    adjust.by_name["wasm-iso"] = iso
     for name, image, want in (
             ("wasm-sysctl", EXEC_REF, "linux.sysctl [('net.ipv4.tcp_keepalive_time', '99')] cannot be honoured"),
-            ("bb-iso", BUSYBOX_REF, "process.scheduler policy=SCHED_ISO")):
+            ("bb-iso", BUSYBOX_REF, "failed to apply process.scheduler policy=SCHED_ISO"),
+            ("wasm-iso", EXEC_REF, "failed to apply process.scheduler policy=SCHED_ISO")):
         cfg = cri.write_json(f"{name}.json", {"metadata": {"name": name}, "image": {"image": image},
                                               "command": ["sleep", "3600"] if image == BUSYBOX_REF else [],
                                               "log_path": f"{name}.log", "linux": {}})
-        res = cri.crictl_run("create", pod, str(cfg), str(pod_cfg), check=False)
-        if res.returncode == 0:  # Linux containers are set up at start
-            res = cri.crictl_run("start", res.stdout.strip(), check=False)
+        # containerd's CRI makes the task (the runtime's Create) in StartContainer
+        cid = cri.crictl_run("create", pod, str(cfg), str(pod_cfg)).stdout.strip()
+        res = cri.crictl_run("start", cid, check=False)
         assert res.returncode != 0, res.output
         assert want in res.output, res.output
     cri.crictl_run("stopp", pod)
