@@ -56,8 +56,8 @@ def nri_cri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CriConta
         import_stand_in_images(daemon, tmp_path_factory.mktemp("nri-images"))
         adjust = Adjustments()
         plugin = NriPlugin(daemon.nri_socket, adjust)
-        plugin.start()
         try:
+            plugin.start()
             yield daemon, plugin, adjust
         finally:
             daemon.remove_all_pods()
