@@ -133,6 +133,7 @@ class WasmBackend:
             cache_dir=self.cache_dir,
             module_file=str(image_module.path) if image_module else None,
             module_name=image_module.where if image_module else None,
+            precompiled_file=str(image_module.compiled.path) if image_module and image_module.compiled else None,
             sandbox=sandbox.to_json(),
             rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
         lin = self.spec.linux
