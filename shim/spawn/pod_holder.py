@@ -12,7 +12,11 @@ node's); it
 2. unshares the IPC and UTS namespaces the payload asks for and sets the pod's hostname;
 3. writes the pod's sysctls (``linux.sysctls``: only namespaced keys reach here, checked by
    ``runwasm.shim.server.sandbox``); /proc/sys resolves them in the caller's namespaces;
-4. reports ``ok`` (or ``error <text>``) on the ``ready`` socket and waits for signals: SIGTERM
+4. gives up every privilege it has no further use for: all capabilities (bounding, effective,
+   permitted, inheritable, ambient) and ``no_new_privs``. It runs no pod code, so the pod's
+   security context (run-as user, seccomp, privileged) has nothing to apply to; a holder without
+   capabilities is at least as confined as any pause container that context could describe;
+5. reports ``ok`` (or ``error <text>``) on the ``ready`` socket and waits for signals: SIGTERM
    or SIGINT end it (exit 0), SIGCHLD reaps orphans (it may be pid 1 of the pod's pid namespace).
 
 Payload: ``{"hostname": str, "unshare_ipc": bool, "unshare_uts": bool, "sysctls": {key: value}}``.
@@ -27,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runwasm.linux import syscalls as sc
+from runwasm.linux.errors import LinuxError
 
 
 def _setup(payload: Mapping[str, Any], fds: Mapping[str, int]) -> None:
@@ -51,6 +56,17 @@ def _setup(payload: Mapping[str, Any], fds: Mapping[str, int]) -> None:
                                      f"{os.strerror(err.errno or 0)}") from err
 
 
+def _drop_privileges() -> None:
+    from runwasm.linux import capabilities as caps
+    from runwasm.oci.runtime_spec import Capabilities
+
+    none = Capabilities((), (), (), (), ())
+    caps.drop_bounding(none)
+    caps.set_sets(none)
+    caps.raise_ambient(none)  # clears the ambient set, raises nothing
+    sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+
 def _reap(_sig: int, _frame: object) -> None:
     while True:
         try:
@@ -68,8 +84,12 @@ def main(payload: Mapping[str, Any], fds: Mapping[str, int]) -> None:
         os._exit(1)
     try:
         _setup(payload, fds)
+        _drop_privileges()
     except OSError as err:
         ready.send(f"error {err.strerror or err}".encode())
+        os._exit(1)
+    except LinuxError as err:  # a capability step failed (the message names it)
+        ready.send(f"error {err}".encode())
         os._exit(1)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))

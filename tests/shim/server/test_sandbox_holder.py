@@ -58,6 +58,9 @@ async def _scenario(tmp: str, netns: str, cgroup: str, mode: str) -> dict[str, A
     out["hostname"] = _in_ns(pid, "-u", "hostname")
     out["sysctl"] = _in_ns(pid, "-n", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start")
     out["cgroup"] = Path(f"/proc/{pid}/cgroup").read_text()
+    out["privileges"] = {k: v.strip() for k, v in (ln.split(":", 1) for ln in
+                         Path(f"/proc/{pid}/status").read_text().splitlines())
+                         if k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")}
     out["recorded"] = (Path(tmp) / "wasm-state.json").exists()
     launcher.signal(pid, signal.SIGTERM)
     out["status"] = await asyncio.wait_for(exited, 30)
@@ -109,6 +112,9 @@ def test_holder_keeps_the_pod_namespaces(tmp_path: Path, netns: str) -> None:
     assert Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip() != "81" or \
         os.stat(netns).st_ino == _ns("self", "net")
     assert f"/{top}/sbx1" in res["cgroup"]
+    # it runs no pod code and keeps no privilege: no capability in any set, no_new_privs
+    assert res["privileges"] == {"CapInh": "0" * 16, "CapPrm": "0" * 16, "CapEff": "0" * 16,
+                                 "CapBnd": "0" * 16, "CapAmb": "0" * 16, "NoNewPrivs": "1"}, res["privileges"]
     assert res["recorded"] is True
     assert res["status"] == 0  # SIGTERM ends it cleanly
     assert res["recorded_after"] is False
