@@ -7,7 +7,8 @@ sockets and clean-up, plus
   the README shows) and the plumbing a private daemon needs: a CNI bridge config in its own dir,
   the stand-in pause image pinned as the sandbox image, ``restrict_oom_score_adj = true`` (this VM
   refuses a negative oom_score_adj even for root), the streaming server on 127.0.0.1 with a free
-  port, NRI off (its socket is a global path);
+  port, NRI off unless asked for (``nri=True``, 2.3 only: its socket then is ``<dir>/nri.sock``
+  with empty private plugin dirs, for an external test plugin, ``nri_plugin.py``);
 - the daemon started in a private network namespace (``nsenter --net``, not ``ip netns exec``,
   which would remount /sys and hide the cgroup hierarchies from the shims), so pod networks,
   the bridge and the streaming server never touch the host's network; ``crictl`` runs there too;
@@ -44,17 +45,26 @@ def crictl_binary() -> Path | None:
 CRICTL_MISSING = (f"crictl not found (set ${CRICTL_ENV}; default ../shared/tools/cri-tools-1.36.0/bin/crictl)")
 
 
+SANDBOX_API_HANDLER = "runwasm-sandbox"
+
+
 def runtime_snippet(flavour: str) -> str:
-    """The README's containerd config snippet for this containerd major version."""
-    name = "containerd-2.x-config.toml" if flavour == "2.3" else "containerd-1.x-config.toml"
-    return (EXAMPLES / name).read_text()
+    """The README's containerd config snippets for this containerd major version (2.x: the
+    ``runwasm`` runtime and the Sandbox API one, ``runwasm-sandbox``)."""
+    if flavour != "2.3":
+        return (EXAMPLES / "containerd-1.x-config.toml").read_text()
+    return "\n".join((EXAMPLES / name).read_text()
+                     for name in ("containerd-2.x-config.toml", "containerd-2.x-sandbox-api.toml"))
 
 
 class CriContainerd(Containerd):
     """containerd (1.6 or 2.3) with CRI, in a private network namespace."""
 
-    def __init__(self, flavour: str) -> None:
-        tag = hashlib.sha256(f"{os.getpid()}-{flavour}".encode()).hexdigest()[:8]
+    def __init__(self, flavour: str, *, nri: bool = False) -> None:
+        if nri and flavour != "2.3":
+            raise DaemonError(f"NRI (v0.2+, external plugins over ttrpc) needs containerd 2.x, not {flavour}")
+        self.nri = nri
+        tag = hashlib.sha256(f"{os.getpid()}-{flavour}-{nri}".encode()).hexdigest()[:8]
         self.netns = f"rwcri-{tag}"
         self.bridge = f"rwcri{tag[:6]}"
         super().__init__(namespace=K8S_NS, flavour=flavour)
@@ -68,6 +78,10 @@ class CriContainerd(Containerd):
         self.log_dir.mkdir()
         self.pod_netns: set[str] = set()  # network namespace files CRI made for our pods
 
+    @property
+    def nri_socket(self) -> str:
+        return str(self.dir / "nri.sock")
+
     # --- configuration ----------------------------------------------------------------------
 
     def _write_config(self) -> None:
@@ -75,6 +89,9 @@ class CriContainerd(Containerd):
         self.fifo_dir.mkdir()
         cni = d / "cni"
         cni.mkdir()
+        if self.nri:
+            (d / "nri-plugins").mkdir()
+            (d / "nri-conf").mkdir()
         (cni / "10-runwasm-test.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0", "name": "runwasm-test",
             "plugins": [{"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
@@ -86,7 +103,12 @@ class CriContainerd(Containerd):
                   f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
                   f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
         if self.flavour == "2.3":
-            plumbing = ('version = 3\ndisabled_plugins = ["io.containerd.nri.v1.nri"]\n' + common
+            nri = ('[plugins."io.containerd.nri.v1.nri"]\n  disable = false\n'
+                   f'  socket_path = "{d}/nri.sock"\n  plugin_path = "{d}/nri-plugins"\n'
+                   f'  plugin_config_path = "{d}/nri-conf"\n  plugin_registration_timeout = "30s"\n'
+                   '  plugin_request_timeout = "30s"\n') if self.nri else ""
+            disabled = "" if self.nri else 'disabled_plugins = ["io.containerd.nri.v1.nri"]\n'
+            plumbing = ('version = 3\n' + disabled + common + nri
                         + '[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = true\n'
                         '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
                         f'[plugins."io.containerd.cri.v1.images".pinned_images]\n  sandbox = "{PAUSE_REF}"\n'
@@ -133,10 +155,13 @@ class CriContainerd(Containerd):
         return [f"netns {n}" for n in sorted(self.pod_netns) if os.path.lexists(n)]
 
     def _record_pod_netns(self, pod: str) -> None:
-        info = json.loads(self.crictl_run("inspectp", pod).stdout).get("info", {})
-        for ns in info.get("runtimeSpec", {}).get("linux", {}).get("namespaces", []):
+        doc = json.loads(self.crictl_run("inspectp", pod).stdout)
+        info = doc.get("info") or {}
+        for ns in (info.get("runtimeSpec") or {}).get("linux", {}).get("namespaces", []):
             if ns.get("type") == "network" and ns.get("path"):
                 self.pod_netns.add(ns["path"])
+        if doc.get("netns"):  # a Sandbox API pod (no pause spec): runwasm's verbose SandboxStatus info
+            self.pod_netns.add(doc["netns"])
 
     # --- crictl -----------------------------------------------------------------------------
 
