@@ -39,6 +39,10 @@ class InvalidArgumentError(ShimError):
     status = "invalid_argument"
 
 
+class RootfsPlanError(InvalidArgumentError):
+    """containerd's rootfs mount list cannot be honoured as given (``shim/common/rootfs_plan.py``)."""
+
+
 class FailedPreconditionError(ShimError):
     status = "failed_precondition"
 

@@ -136,6 +136,11 @@ def cleanup_bundle(bundle: Path) -> tuple[int, int]:
             from runwasm.linux.task_cgroup import destroy_recorded as destroy_wasm_cgroup
 
             destroy_wasm_cgroup(bundle)  # logs its errors, never raises
+        # a private EROFS rootfs' dm-verity devices, busy until the container's last process is gone
+        if state.verity:
+            from runwasm.shim.server.private_rootfs import close_verity
+
+            close_verity(state.verity)
     else:
         _cleanup_sandbox(bundle)
     _umount(str(bundle / "rootfs"))

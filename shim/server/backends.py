@@ -97,6 +97,7 @@ class WasmBackend:
     wasm_sandbox: WasmSandbox | None = None  # runtime options' Wasm* keys (annotations applied in plan_init)
     kind: str = "wasm"
     sandbox: CgroupSandbox | None = None  # made by plan_init
+    rootfs_view: Path | None = None  # where the server reads the rootfs when it is in a private mount ns
 
     def plan_init(self) -> Launch:
         proc = self.spec.process
@@ -176,7 +177,7 @@ class WasmBackend:
         layer = None
         if self.image_module is not None:
             path = process.args[0].partition("#")[0]
-            if not path or not (self.rootfs / path.lstrip("/")).exists():
+            if not path or not ((self.rootfs_view or self.rootfs) / path.lstrip("/")).exists():
                 layer = self.image_module
         return self._launch(process, layer)
 

@@ -16,6 +16,7 @@ SHIM_EXPECTED: dict[type[BaseException], int] = {
     se.NotFoundError: Code.NOT_FOUND,
     se.AlreadyExistsError: Code.ALREADY_EXISTS,
     se.InvalidArgumentError: Code.INVALID_ARGUMENT,
+    se.RootfsPlanError: Code.INVALID_ARGUMENT,
     se.FailedPreconditionError: Code.FAILED_PRECONDITION,
     se.UnimplementedError: Code.UNIMPLEMENTED,
     se.UnavailableError: Code.UNAVAILABLE,
