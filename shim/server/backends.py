@@ -111,9 +111,11 @@ class WasmBackend:
             sandbox=sandbox.to_json(),
             rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
         seccomp = self.spec.linux.seccomp if self.spec.linux is not None else None
+        netns = self.spec.linux.namespace("network") if self.spec.linux is not None else None
         return Launch(entry="runwasm.shim.spawn.wasm_workload:main",
                       payload={"task": payload.to_json(), "process": process_to_json(proc),
-                               "seccomp": dict(seccomp) if seccomp is not None else None})
+                               "seccomp": dict(seccomp) if seccomp is not None else None,
+                               "network": netns.path if netns is not None else None})
 
     def _tc(self, what: str) -> TaskCgroup:
         if self.sandbox is None:
