@@ -59,10 +59,11 @@ def serve_addr(env: Mapping[str, str]) -> str:
     raises SandboxError for anything else."""
     text = env.get(ADDR_ENV, DEFAULT_ADDR)
     host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
     try:
-        ipaddress.ip_address(host)
-        ok = bool(sep) and port.isdigit() and 0 <= int(port) <= 65535
+        ip = ipaddress.ip_address(host)
+        ok = bool(sep) and port.isdigit() and 0 <= int(port) <= 65535 and (ip.version == 6) == bracketed
     except ValueError:
         ok = False
     if not ok:
