@@ -101,8 +101,8 @@ def serve_argv(module_fd: int, args: tuple[str, ...], env: tuple[tuple[str, str]
         argv += ["-S", f"cwd={cwd}"]
     for d in dirs:
         argv += ["--dir", f"/proc/self/fd/{d.fd}::{d.guest}"]
-    for key, value in env:
-        argv += ["--env", f"{key}={value}"]
+    for key, text in env:
+        argv += ["--env", f"{key}={text}"]
     argv.append(f"/proc/self/fd/{module_fd}")
     return argv
 

@@ -4,7 +4,6 @@ request, ``ctr task kill`` (SIGTERM) drains it to exit 0, SIGKILL gives 137."""
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import time
