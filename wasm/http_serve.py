@@ -22,7 +22,9 @@ Stdlib only. ``serve_argv`` is pure: it maps the task to flags, each honoured or
 - refused: ``WasmUnknownImports`` other than ``error`` (``wasmtime serve`` has no such option),
   arguments after ``args[0]`` (``serve`` passes none to the guest), a ``#export`` entry point;
 - always: ``-S cli=y`` (the WASI 0.2 imports a command gets), ``-C cache=n`` (no compile
-  cache in the container user's ``$HOME``), the module as ``/proc/self/fd/N`` (a memfd).
+  cache in the container user's ``$HOME``), the module as ``/proc/self/fd/N`` (a memfd): the
+  artifact ``wasmtime compile`` made once per machine (``runwasm.wasm.cli_cache``, with
+  ``--allow-precompiled``: only artifacts whose MAC runwasm checked), else the component.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
 
+from runwasm.wasm import cli_cache
 from runwasm.wasm.errors import HttpServeError, SandboxError
 from runwasm.wasm.sandbox import Sandbox
 
@@ -80,9 +83,22 @@ class ServeDir:
     guest: str
 
 
+def wasm_flags(sandbox: Sandbox) -> list[str]:
+    """The ``-W`` flags of ``sandbox`` (features, limits, fuel), for ``serve`` and ``compile``."""
+    out: list[str] = []
+    for name, on in sandbox.features:
+        out += ["-W", f"{name}={'y' if on else 'n'}"]
+    for flag, value in (("max-memory-size", sandbox.max_memory), ("max-table-elements", sandbox.max_table_elements),
+                        ("max-instances", sandbox.max_instances), ("fuel", sandbox.fuel)):
+        if value is not None:
+            out += ["-W", f"{flag}={value}"]
+    return out
+
+
 def serve_argv(module_fd: int, args: tuple[str, ...], env: tuple[tuple[str, str], ...], cwd: str,
-               dirs: Iterable[ServeDir], sandbox: Sandbox, where: str) -> list[str]:
-    """The ``wasmtime serve`` argv (without the program) for the task; see the module doc."""
+               dirs: Iterable[ServeDir], sandbox: Sandbox, where: str, precompiled: bool = False) -> list[str]:
+    """The ``wasmtime serve`` argv (without the program) for the task; see the module doc.
+    ``precompiled``: ``module_fd`` holds an artifact of ``runwasm.wasm.cli_cache``."""
     if len(args) > 1:
         raise SandboxError(f"cannot serve wasi:http component {where!r}: wasmtime serve passes no arguments "
                              f"to the guest, and process.args has {list(args[1:])!r} after the module")
@@ -90,13 +106,9 @@ def serve_argv(module_fd: int, args: tuple[str, ...], env: tuple[tuple[str, str]
         raise SandboxError(f"cannot serve wasi:http component {where!r}: WasmUnknownImports = "
                              f"{sandbox.unknown_imports!r} is not supported by wasmtime serve (only 'error')")
     addr = serve_addr(dict(env))
-    argv = ["serve", "--addr", addr, "-S", "cli=y", "-C", "cache=n"]
-    for name, on in sandbox.features:
-        argv += ["-W", f"{name}={'y' if on else 'n'}"]
-    for flag, value in (("max-memory-size", sandbox.max_memory), ("max-table-elements", sandbox.max_table_elements),
-                        ("max-instances", sandbox.max_instances), ("fuel", sandbox.fuel)):
-        if value is not None:
-            argv += ["-W", f"{flag}={value}"]
+    argv = ["serve", "--addr", addr, "-S", "cli=y", "-C", "cache=n", *wasm_flags(sandbox)]
+    if precompiled:
+        argv.append("--allow-precompiled")
     if cwd != "/":
         argv += ["-S", f"cwd={cwd}"]
     for d in dirs:
@@ -186,7 +198,14 @@ def prepare_serve(data: bytes, args: tuple[str, ...], env: tuple[tuple[str, str]
         view = memoryview(data)
         while view:
             view = view[os.write(mfd, view):]
-        argv = serve_argv(mfd, args, env, cwd, serve_dirs, sandbox, where)
+        serve_argv(mfd, args, env, cwd, serve_dirs, sandbox, where)  # refusals before any compile
+        cwasm = cli_cache.load(cli, wasm_flags(sandbox), data, mfd, cache_dir)
+        if cwasm is not None:
+            keep.remove(mfd)
+            os.close(mfd)
+            keep.append(cwasm)
+        argv = serve_argv(cwasm if cwasm is not None else mfd, args, env, cwd, serve_dirs, sandbox, where,
+                          precompiled=cwasm is not None)
         try:
             cli_fd = os.open(cli, os.O_PATH | os.O_CLOEXEC)
         except OSError as err:
