@@ -43,7 +43,8 @@ def test_compiles_once_then_loads(setup: tuple[Path, Path, bytes, int], monkeypa
 
     monkeypatch.setattr(subprocess, "run", no_compile)
     second = cli_cache.load(cli, ["-W", "fuel=100"], data, fd, cache)
-    assert second is not None and _read(second) == artifact
+    assert second is not None
+    assert _read(second) == artifact
     for f in (first, second, fd):
         os.close(f)
 
@@ -61,7 +62,8 @@ def test_corrupt_or_foreign_entry_is_recompiled_never_loaded(setup: tuple[Path, 
     entry = cache / cli_cache.SUBDIR / f"{cli_cache.cache_key(cli, [], data)}.cwasm"
     entry.write_bytes(b"\x7fELF" + b"\0" * 100)  # not what runwasm wrote: the MAC no longer matches
     again = cli_cache.load(cli, [], data, fd, cache)
-    assert again is not None and _read(again) == good
+    assert again is not None
+    assert _read(again) == good
     assert entry.read_bytes() == good
 
 
