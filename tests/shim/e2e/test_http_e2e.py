@@ -98,3 +98,25 @@ def test_what_serve_cannot_honour_fails_create(env: list[str], args: list[str], 
             await e.shutdown(t, "web3")
 
     e.run(False, body)
+
+
+def test_serves_as_the_containers_non_root_user() -> None:
+    async def body(h: Harness) -> None:
+        bundle = _bundle(h, "web4", [])
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["process"]["user"] = {"uid": 1000, "gid": 1000}
+        (bundle / "config.json").write_text(json.dumps(spec))
+        async with e.shim(h, "web4", bundle) as t:
+            pid = await e.create(t, "web4", bundle)
+            await e.start(t, "web4")
+            text = await http_get(pid, "http://127.0.0.1:8080/user")
+            assert text.startswith("hello from wasi:http path=/user instance-requests=1\n")
+            status = Path(f"/proc/{pid}/status").read_text()
+            assert "Uid:\t1000\t1000\t1000\t1000" in status
+            assert Path(f"/proc/{pid}/exe").resolve().name.startswith("wasmtime")
+            await e.kill(t, "web4", signal.SIGTERM)
+            assert (await e.wait(t, "web4")).exit_status == 0
+            await e.delete(t, "web4")
+            await e.shutdown(t, "web4")
+
+    e.run(False, body)
