@@ -398,11 +398,13 @@ class TaskService:
     async def kill(self, cid: str, exec_id: str, sig: int, all_: bool) -> None:
         c, p = self._proc(cid, exec_id)
         transition(p.state, Op.KILL, p.what)
+        if p.signal_for(sig) != sig:
+            log.info("%s: SIGTERM delivered as signal %d, what its wasi:http server drains on", p.what, p.signal_for(sig))
         if all_ and not exec_id:
-            c.backend.kill_all(sig, self._live_pids(c))
+            c.backend.kill_all(p.signal_for(sig), self._live_pids(c))
             return
         try:
-            os.kill(p.pid, sig)
+            os.kill(p.pid, p.signal_for(sig))
         except ProcessLookupError as err:
             raise NotFoundError(f"{p.what}: process already finished") from err
 
