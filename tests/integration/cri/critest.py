@@ -186,7 +186,7 @@ def critest_daemon(flavour: str, work: Path) -> Iterator[CritestContainerd]:
     (pause) image is imported and pinned."""
     images = work / "images"
     images.mkdir()
-    built = build_all(images, _built("nnp"))
+    built = build_all(images, _built("nnp"), _built("nginx"))
     pause = _built("pause").read_bytes()
     pause_tar = single_file_image(images / "pause.tar", PAUSE_REF, "pause", pause, ["/pause"])
     pause39_tar = files_image(images / "pause39.tar", PAUSE39_REFS[0], {"pause": pause, "pause-3.9": b"3.9\n"},

@@ -11,8 +11,13 @@ pre-imported image), so ``critest.py`` pushes these to a registry that container
 - ``test-image-predefined-group``: ``User 1000`` whose ``/etc/group`` puts uid 1000 in group
   50000 (SupplementalGroupsPolicy Merge adds it, Strict must not);
 - ``test-image-tags:1/2/3`` one image under three tags; every other name its own image;
-- ``nginx:1.14-2`` / ``httpd:2.4.39-4``: a web server on port 80 (busybox ``httpd``), and
-  ``hostnet-nginx-<arch>`` on port 12003;
+- ``nginx:1.14-2``: a process named ``nginx`` (``fixtures/linux/nginx.c``) whose pid 1 command
+  line says "master process", writing ``/var/run/nginx.pid``, serving port 80 with busybox
+  ``httpd``; ``hostnet-nginx-<arch>`` the same on port 12003;
+- ``httpd:2.4.39-4``: busybox ``httpd`` on port 80 after logging Apache's
+  ``Command line: 'httpd -D FOREGROUND'``;
+- busybox with its applets as hard links (as in the real image: masking ``/bin/ls`` must not
+  mask busybox), plus ``pgrep`` and ``ipcs -m`` scripts, which Debian's busybox-static lacks;
 - ``nonewprivs:1.3``: a setuid-root program printing ``Effective uid: N``.
 
 ``test-image-digest@sha256:9700f9a2...`` names a digest of the upstream image that no stand-in
@@ -61,12 +66,35 @@ def _info(name: str, kind: bytes, size: int = 0, mode: int = 0o755, link: str = 
     return ti
 
 
+PGREP = b"""#!/bin/sh
+# critest stand-in for pgrep (Debian's busybox-static has none): pids whose name contains $1
+found=1
+for d in /proc/[0-9]*; do
+  read -r name < "$d/comm" 2>/dev/null || continue
+  case "$name" in *"$1"*) echo "${d#/proc/}"; found=0 ;; esac
+done
+exit $found
+"""
+IPCS = b"""#!/bin/sh
+# critest stand-in for `ipcs -m` (Debian's busybox-static has none): the SysV shared memory
+# segments of this IPC namespace, as the kernel lists them (key, shmid, ...)
+cat /proc/sysvipc/shm
+"""
+HTTPD = b"""#!/bin/sh
+# critest stand-in for e2e's httpd image: Apache's start-up line, then busybox httpd on port 80
+echo "[mpm_event:notice] AH00489: Apache/2.4.39 (Unix) configured -- resuming normal operations"
+echo "[core:notice] AH00094: Command line: 'httpd -D FOREGROUND'"
+exec httpd -f -p 80 -h /usr/local/apache2/htdocs
+"""
+
+
 def busybox_rootfs(extra: dict[str, tuple[bytes, int]]) -> bytes:
-    """A layer: busybox with every applet linked in /bin, passwd/group above, the usual dirs,
-    plus ``extra`` files (parent dirs made 0755)."""
+    """A layer: busybox with every applet hard-linked in /bin, passwd/group above, the usual
+    dirs, ``pgrep``/``ipcs`` scripts, plus ``extra`` files (parent dirs made 0755)."""
     applets = subprocess.run([str(BUSYBOX), "--list"], check=True, capture_output=True, text=True).stdout.split()
     files = {"etc/passwd": (PASSWD.encode(), 0o644), "etc/group": (GROUP.encode(), 0o644),
-             "bin/busybox": (BUSYBOX.read_bytes(), 0o755), **extra}
+             "bin/busybox": (BUSYBOX.read_bytes(), 0o755), "usr/bin/pgrep": (PGREP, 0o755),
+             "usr/bin/ipcs": (IPCS, 0o755), **extra}
     dirs = {"bin", "dev", "etc", "proc", "sys", "tmp", "root", "var", "run", "usr", "usr/bin", "home",
             "home/user-defined-in-image", "var/www"}
     for name in files:
@@ -80,23 +108,26 @@ def busybox_rootfs(extra: dict[str, tuple[bytes, int]]) -> bytes:
             tar.addfile(_info(name, tarfile.REGTYPE, size=len(data), mode=mode), io.BytesIO(data))
         for a in sorted(set(applets) - {"busybox"}):
             if f"bin/{a}" not in files:
-                tar.addfile(_info(f"bin/{a}", tarfile.SYMTYPE, link="busybox", mode=0o777))
+                tar.addfile(_info(f"bin/{a}", tarfile.LNKTYPE, link="bin/busybox"))
     return buf.getvalue()
 
 
-def _web(port: int, page: str) -> tuple[dict[str, object], dict[str, tuple[bytes, int]]]:
-    root = "usr/share/nginx/html"
-    return ({"Env": [PATH_ENV], "Entrypoint": ["httpd", "-f", "-v", "-p", str(port), "-h", f"/{root}"],
-             "ExposedPorts": {f"{port}/tcp": {}}},
-            {f"{root}/index.html": (page.encode(), 0o644)})
+def _nginx(nginx: Path, port: int) -> tuple[dict[str, object], dict[str, tuple[bytes, int]]]:
+    return ({"Env": [PATH_ENV], "Entrypoint": ["/usr/sbin/nginx", str(port)], "ExposedPorts": {f"{port}/tcp": {}},
+             "StopSignal": "SIGQUIT"},
+            {"usr/share/nginx/html/index.html": (b"<h1>Welcome to nginx!</h1>\n", 0o644),
+             "usr/sbin/nginx": (nginx.read_bytes(), 0o755), "var/run/.keep": (b"", 0o644)})
 
 
-def stand_ins(nnp: Path) -> list[StandIn]:
-    """Every image critest v1.36 pulls (but the pinned digest), ``nnp`` = the built setuid probe."""
+def stand_ins(nnp: Path, nginx: Path) -> list[StandIn]:
+    """Every image critest v1.36 pulls (but the pinned digest); ``nnp``, ``nginx``: the built
+    setuid probe and nginx stand-in (``fixtures/linux``)."""
     sh = {"Env": [PATH_ENV], "Cmd": ["sh"]}
-    nginx_cfg, nginx_files = _web(80, "<h1>Welcome to nginx!</h1>\n")
-    httpd_cfg, httpd_files = _web(80, "<html><body><h1>It works!</h1></body></html>\n")
-    host_cfg, host_files = _web(12003, "<h1>Welcome to nginx!</h1>\n")
+    nginx_cfg, nginx_files = _nginx(nginx, 80)
+    host_cfg, host_files = _nginx(nginx, 12003)
+    httpd_cfg = {"Env": [PATH_ENV], "Cmd": ["httpd-foreground"], "ExposedPorts": {"80/tcp": {}}}
+    httpd_files = {"usr/local/bin/httpd-foreground": (HTTPD, 0o755),
+                   "usr/local/apache2/htdocs/index.html": (b"<html><body><h1>It works!</h1></body></html>\n", 0o644)}
     images = [
         *[StandIn((ref,), sh) for ref in (f"{E2E}busybox:1.29-2", f"{STAGING}test-image-latest:latest",
                                           f"{STAGING}test-image-tag:test", f"{STAGING}test-image-tag:all",
@@ -116,10 +147,10 @@ def stand_ins(nnp: Path) -> list[StandIn]:
     return images
 
 
-def build_all(out_dir: Path, nnp: Path) -> list[tuple[Path, tuple[str, ...]]]:
+def build_all(out_dir: Path, nnp: Path, nginx: Path) -> list[tuple[Path, tuple[str, ...]]]:
     """Write one OCI layout tarball per stand-in into ``out_dir``; returns (tarball, refs)."""
     out: list[tuple[Path, tuple[str, ...]]] = []
-    for i, img in enumerate(stand_ins(nnp)):
+    for i, img in enumerate(stand_ins(nnp, nginx)):
         # the Image Manager specs expect each name to be its own image (RepoTags == [name]): a
         # file naming the refs makes every stand-in distinct
         files = {**img.files, "etc/stand-in": ("\n".join(img.refs).encode() + b"\n", 0o644)}
