@@ -185,7 +185,8 @@ def test_shared_rootfs_propagation_pivots_and_the_bidirectional_mount_joins_the_
     assert r.status == 0, r.stderr
     tags = dict(line.split() for line in r.stdout.splitlines())
     assert tags["/data"] == group, r.stdout
-    assert tags["/"].startswith("shared:") and tags["/"] != group, r.stdout  # shared, but not with the host
+    assert tags["/"].startswith("shared:"), r.stdout
+    assert tags["/"] != group, r.stdout  # shared, but not with the host
     theirs = run_runc(cfg)
     assert theirs.status == 0, theirs.stderr
     assert dict(line.split() for line in theirs.stdout.splitlines())["/data"] == group, theirs.stdout

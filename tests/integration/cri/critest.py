@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fixtures.images import files_image, single_file_image
-from tests.integration.cri.critest_images import build_all
 from tests.integration.cri.crid import NETNS_DIR, PAUSE_REF, CriContainerd
+from tests.integration.cri.critest_images import build_all
 from tests.integration.daemon import REPO, DaemonError
 
 CRITEST_ENV = "RUNWASM_CRITEST"

@@ -118,7 +118,8 @@ def test_containerd_restart_mid_pod(cri: CriContainerd) -> None:
     assert cri.crictl_run("exec", app, "/hello.wasm").stdout == "hello from wasm\n"
     for cid in (app, side):
         stats = json.loads(cri.crictl_run("stats", "-o", "json", "--id", cid).stdout)["stats"]
-        assert len(stats) == 1 and int(stats[0]["memory"]["workingSetBytes"]["value"]) > 0, stats
+        assert len(stats) == 1, stats
+        assert int(stats[0]["memory"]["workingSetBytes"]["value"]) > 0, stats
 
     # stop and remove work on containers from before the restart
     cri.crictl_run("stop", side)
