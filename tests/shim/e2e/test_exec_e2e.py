@@ -68,6 +68,7 @@ def test_init_exit_kills_what_it_left_behind_without_a_pid_namespace(legacy: boo
     """An init with no pid namespace of its own that forked a long-lived child (critest's hostPID
     nginx: a master and its worker): when the init exits the child is killed, as runc's shim does
     (``kill --all``), or it would hold the container's stdio and cgroup and StopPodSandbox hangs."""
+    import asyncio
     import os
     import time
 
@@ -90,7 +91,7 @@ def test_init_exit_kills_what_it_left_behind_without_a_pid_namespace(legacy: boo
                 pids = [p.pid for p in (await t.call("Pids", pb.PidsRequest(id="x2"), pb.PidsResponse)).processes]
                 if len(pids) == 2 or time.monotonic() > deadline:
                     break
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
             [child] = [p for p in pids if p != init]
             os.write(w, b"go\n")  # the init exits, its sleep would live on
             await h.events.wait_for("/tasks/exit", "x2", timeout=10)
