@@ -154,15 +154,19 @@ class CgroupV1:
             cur = mp
             for part in self.path.strip("/").split("/"):
                 parent, cur = cur, cur / part
-                if cur.is_dir():
-                    continue
-                try:
-                    cur.mkdir()
-                except OSError as err:
-                    raise SetupError(f"failed to create cgroup {str(cur)!r}: {err.strerror}") from err
-                self.created.append(str(cur))
+                if not cur.is_dir():
+                    try:
+                        cur.mkdir()
+                    except FileExistsError:
+                        pass  # another shim made it just now
+                    except OSError as err:
+                        raise SetupError(f"failed to create cgroup {str(cur)!r}: {err.strerror}") from err
+                    else:
+                        self.created.append(str(cur))
                 if (cur / "cpuset.cpus").exists():
-                    # a new v1 cpuset is empty, and joining an empty cpuset fails with ENOSPC
+                    # a new v1 cpuset is empty, and joining an empty cpuset fails with ENOSPC. Also
+                    # done for a level that exists: another shim may have made it and not filled it
+                    # yet (simultaneous first containers of a namespace), and a child copies it
                     for f in ("cpuset.cpus", "cpuset.mems"):
                         if not _read(cur / f).strip():
                             _write(cur / f, _read(parent / f).strip())
@@ -264,6 +268,8 @@ class CgroupV2:
             if not cur.is_dir():
                 try:
                     cur.mkdir()
+                except FileExistsError:
+                    continue  # another shim made it just now: it is that one's to remove
                 except OSError as err:
                     raise SetupError(f"failed to create cgroup {str(cur)!r}: {err.strerror}") from err
                 self.created.append(str(cur))
