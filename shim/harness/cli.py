@@ -253,7 +253,7 @@ def _compile(ns: argparse.Namespace) -> int:
 def _stress(ns: argparse.Namespace) -> int:
     from runwasm.shim.harness import stress
 
-    module = Path(ns.module) if ns.module else Path(__file__).resolve().parent.parent / "fixtures" / "build" / "wasm" / "hello.wasm"
+    module = Path(ns.module) if ns.module else Path(__file__).resolve().parents[2] / "fixtures" / "build" / "wasm" / "hello.wasm"
     if not module.is_file():
         print(f"runwasm: stress: module {str(module)!r} not found (build fixtures with `make fixtures` or name one)",
               file=sys.stderr)

@@ -228,3 +228,31 @@ def test_cpu_nanocores_from_the_cgroups_usage_counter() -> None:
     finally:
         tc.destroy()
     assert isinstance(detect("/x"), CgroupV1)
+
+
+def test_a_populated_leaf_in_any_hierarchy_is_already_exists_and_nothing_is_left() -> None:
+    """create() refuses a path whose cgroup already holds a process in one hierarchy (here the
+    last one it walks) and removes what it made in the others before raising."""
+    from runwasm.linux.errors import AlreadyExistsError
+
+    rel = f"runwasm/unit-{os.getpid()}/taken"
+    probe = detect("/" + rel)
+    assert isinstance(probe, CgroupV1)
+    last = Path(max(str(m) for m in probe.hierarchies.values()))
+    first = Path(min(str(m) for m in probe.hierarchies.values()))
+    (last / rel).mkdir(parents=True)
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    try:
+        (last / rel / "cgroup.procs").write_text(str(pid))
+        with pytest.raises(AlreadyExistsError, match="it exists and has processes"):
+            TaskCgroup.create("/" + rel, None)
+        assert not (first / rel).exists(), "the refused create left a cgroup behind"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        (last / rel).rmdir()
+        (last / rel).parent.rmdir()
+
