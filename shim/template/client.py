@@ -68,7 +68,7 @@ def forward(argv: list[str]) -> int | None:
 
     if not argv or argv[-1] not in FORWARDED or not keymod.enabled(os.environ):
         return None
-    if _exports_telemetry(os.environ) and not os.environ.get("RWCOST_NOWORK"):
+    if _exports_telemetry(os.environ):
         return None
     import _socket
 
