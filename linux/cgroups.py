@@ -181,14 +181,16 @@ class CgroupV1:
                 raise SetupError(f"failed to create cgroup {leaf!r}: {err.strerror}") from err
             self.created.append(leaf)
         if cpuset is not None:
-            # a new v1 cpuset is empty, and joining an empty cpuset fails with ENOSPC
-            prefix = f"{cpuset}/"
-            for d in self.created:
-                if d.startswith(prefix):
-                    parent = d.rsplit("/", 1)[0]
-                    for f in ("cpuset.cpus", "cpuset.mems"):
-                        if not _read(Path(d, f)).strip():
-                            _write(Path(d, f), _read(Path(parent, f)).strip())
+            # a new v1 cpuset is empty, and joining an empty cpuset fails with ENOSPC. Every level,
+            # top-down, also one that exists: another shim may have made it and not filled it yet
+            # (simultaneous first containers of a namespace), and a child copies its parent
+            parent = str(cpuset)
+            for part in rel.split("/"):
+                cur = f"{parent}/{part}"
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    if not _read(Path(cur, f)).strip():
+                        _write(Path(cur, f), _read(Path(parent, f)).strip())
+                parent = cur
 
     def _make_parents(self, mp: str, rel: str) -> None:
         """Make the missing ancestors of ``mp/rel`` (not the leaf), recording them."""
@@ -300,6 +302,8 @@ class CgroupV2:
             if not cur.is_dir():
                 try:
                     cur.mkdir()
+                except FileExistsError:
+                    continue  # another shim made it just now: it is that one's to remove
                 except OSError as err:
                     raise SetupError(f"failed to create cgroup {str(cur)!r}: {err.strerror}") from err
                 self.created.append(str(cur))

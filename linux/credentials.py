@@ -1,6 +1,7 @@
 """The process-level steps init and exec share, in their required order:
 
-rlimits and oom_score_adj (need CAP_SYS_RESOURCE) -> cwd (as root, like runc: the target user
+rlimits and oom_score_adj (need CAP_SYS_RESOURCE), scheduler and I/O priority (CAP_SYS_NICE for
+real-time ones) -> cwd (as root, like runc: the target user
 may lack search permission on the path to it, and chdir is re-done after the switch) ->
 bounding set drop (needs CAP_SETPCAP) -> seccomp here if there is no noNewPrivileges (loading
 then needs CAP_SYS_ADMIN, which the next steps drop) -> KEEPCAPS + user/group switch ->
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from runwasm.linux import capabilities, identity, limits, process
+from runwasm.linux import capabilities, identity, limits, process, sched
 from runwasm.linux import seccomp as seccomp_step
 from runwasm.linux import syscalls as sc
 from runwasm.linux.errors import SetupError
@@ -25,6 +26,8 @@ def apply(proc: Process, seccomp_filter: Any | None, *, in_user_ns: bool) -> boo
     is still to be loaded by ``finish``."""
     limits.set_rlimits(proc.rlimits)
     limits.set_oom_score_adj(proc.oom_score_adj)
+    sched.set_scheduler(proc.scheduler)
+    sched.set_io_priority(proc.io_priority)
     process.chdir(proc.cwd)
     if proc.capabilities is not None:
         capabilities.drop_bounding(proc.capabilities)

@@ -5,7 +5,7 @@ are a member of it. Order: join the cgroup (before setns(cgroup), for the same r
 -> open /proc/<init>/root and every /proc/<init>/ns/* we need (before any setns: afterwards
 /proc is another namespace's) -> setns user first, mount last -> chroot to the init's root
 (covers the chroot-without-mount-namespace case; after setns(mnt) our root is the namespace's)
--> terminal -> resolve -> credentials -> ready -> start -> execve.
+-> terminal -> resolve -> the container's memory policy -> credentials -> ready -> start -> execve.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, NoReturn
 
-from runwasm.linux import namespaces, process, terminal
+from runwasm.linux import namespaces, process, sched, terminal
 from runwasm.linux import seccomp as seccomp_step
 from runwasm.linux import syscalls as sc
 from runwasm.linux.credentials import apply as apply_credentials
@@ -70,6 +70,7 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
         if not p.process.args:
             raise SpecError("invalid process spec: process.args: expected a non-empty array of strings, got none")
         exe = process.resolve(p.process.args[0], p.process.env_map())
+        sched.set_memory_policy(p.memory_policy)
         late = apply_credentials(p.process, flt, in_user_ns="user" in p.namespaces)
     except BaseException as err:  # noqa: BLE001 - everything before ready is reported
         if not isinstance(err, LinuxError | SpecError):

@@ -44,6 +44,8 @@ from runwasm.linux.resources import parse_resources
 from runwasm.linux.stats import Metrics
 from runwasm.linux.task_cgroup import TaskCgroup, cgroup_from_dict, cgroup_to_dict, default_cgroup_path
 from runwasm.oci.runtime_spec import Hook, Hooks, Process, RuntimeSpec, spec_to_json
+from runwasm.oci.spec_reader import SpecReader
+from runwasm.oci.spec_sched import MemoryPolicy, memory_policy_to_json, parse_memory_policy
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class LinuxContainer:
         self.namespaces: tuple[str, ...] = ()
         self.has_mount_ns = True
         self.seccomp: Mapping[str, Any] | None = None
+        self.memory_policy: MemoryPolicy | None = None
         self.poststart: tuple[Hook, ...] = ()
         self.poststop: tuple[Hook, ...] = ()
         self.annotations: dict[str, str] = {}
@@ -95,6 +98,7 @@ class LinuxContainer:
         self.namespaces = tuple(ns.type for ns in (lin.namespaces if lin else ()))
         self.has_mount_ns = "mount" in self.namespaces
         self.seccomp = lin.seccomp if lin else None
+        self.memory_policy = lin.memory_policy if lin else None
         self.poststart, self.poststop = spec.hooks.poststart, spec.hooks.poststop
         self.annotations = dict(spec.annotations)
         path = default_cgroup_path(self.namespace, container_id, lin)
@@ -144,7 +148,8 @@ class LinuxContainer:
             raise InvalidArgumentError(f"failed to exec {exec_id!r}: process.args is empty")
         payload = ExecPayload(container_id=self.container_id, exec_id=exec_id, init_pid=self.init_pid,
                               namespaces=self.namespaces, process=process,
-                              cgroup_procs=tuple(self._cg().procs_files()), seccomp=self.seccomp)
+                              cgroup_procs=tuple(self._cg().procs_files()), seccomp=self.seccomp,
+                              memory_policy=self.memory_policy)
         pidns = f"/proc/{self.init_pid}/ns/pid" if "pid" in self.namespaces else None
         return LinuxLaunch(EXEC_ENTRY, payload.to_dict(), pidns)
 
@@ -221,6 +226,8 @@ class LinuxContainer:
         c.container_id, c.bundle, c.rootfs = d["container_id"], d["bundle"], d["rootfs"]
         c.init_pid, c.namespaces, c.has_mount_ns = d["init_pid"], tuple(d["namespaces"]), d["has_mount_ns"]
         c.seccomp, c.annotations = d.get("seccomp"), d.get("annotations", {})
+        c.memory_policy = parse_memory_policy(SpecReader(repr(str(state_dir / STATE_FILE)), "linux state"),
+                                              d.get("memoryPolicy"), "memoryPolicy")
         hooks_doc = RuntimeSpec.from_json({"ociVersion": "", "hooks": d.get("hooks") or {}}).hooks
         c.poststart, c.poststop = hooks_doc.poststart, hooks_doc.poststop
         c.cgroup = cgroup_from_dict(d["cgroup"])
@@ -249,7 +256,8 @@ class LinuxContainer:
         doc = {"container_id": self.container_id, "namespace": self.namespace, "bundle": self.bundle,
                "rootfs": self.rootfs, "init_pid": self.init_pid, "namespaces": list(self.namespaces),
                "has_mount_ns": self.has_mount_ns, "seccomp": dict(self.seccomp) if self.seccomp is not None else None,
-               "annotations": self.annotations, "hooks": spec_hooks, "cgroup": cgd}
+               "annotations": self.annotations, "hooks": spec_hooks, "cgroup": cgd,
+               "memoryPolicy": memory_policy_to_json(self.memory_policy) if self.memory_policy else None}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(doc))

@@ -28,9 +28,11 @@ from runwasm.linux import (
     hooks,
     mounts,
     namespaces,
+    netdev,
     paths,
     process,
     rootfs,
+    sched,
     sysctl,
     terminal,
 )
@@ -57,6 +59,7 @@ class Ctx:
     seccomp_filter: Any = None
     late_seccomp: bool = False
     exe: str = ""
+    runtime_netns: int | None = None  # the runtime's network namespace, held for linux.netDevices
 
     def state(self, status: str) -> bytes:
         return hooks.state_json(self.p.container_id, status, self.host_pid, self.p.bundle, self.spec.annotations)
@@ -73,6 +76,8 @@ def _create_runtime_hooks(c: Ctx) -> None:
 
 def _join(c: Ctx) -> None:
     lin = c.spec.linux
+    if lin is not None and lin.net_devices:
+        c.runtime_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     namespaces.join(namespaces.open_paths(lin.namespaces if lin else ()))
 
 
@@ -88,6 +93,13 @@ def _unshare(c: Ctx) -> None:
     namespaces.unshare_rest(rest)
     if "pid" in rest:
         namespaces.fork_pid1()
+
+
+def _net_devices(c: Ctx) -> None:
+    if c.runtime_netns is not None and c.spec.linux is not None:
+        netdev.move(c.spec.linux.net_devices, c.runtime_netns)
+        os.close(c.runtime_netns)
+        c.runtime_netns = None
 
 
 def _propagation(c: Ctx) -> None:
@@ -166,6 +178,11 @@ def _seccomp_compile(c: Ctx) -> None:
         c.seccomp_filter = seccomp_step.compile_filter(c.spec.linux.seccomp)
 
 
+def _memory_policy(c: Ctx) -> None:
+    if c.spec.linux is not None:
+        sched.set_memory_policy(c.spec.linux.memory_policy)
+
+
 def _credentials(c: Ctx) -> None:
     c.late_seccomp = credentials.apply(c.proc, c.seccomp_filter, in_user_ns=c.in_user_ns)
 
@@ -183,6 +200,8 @@ STEPS: tuple[Step, ...] = (
     # a new user namespace before the others so they are owned by it
     ("namespaces.user", _user),
     ("namespaces.unshare", _unshare),
+    # host interfaces into the container's network namespace, now that it is ours (joined or new)
+    ("network.devices", _net_devices),
     # mount work only happens inside our own mount namespace: make it private first
     ("rootfs.propagation", _propagation),
     ("rootfs.bind", _bind_rootfs),
@@ -208,6 +227,8 @@ STEPS: tuple[Step, ...] = (
     # the pty comes from the container's /dev/ptmx (after pivot) and is opened as root
     ("terminal", _terminal),
     ("resolve", _resolve),
+    # the NUMA memory policy last before the workload's own allocations (inherited by execve)
+    ("memory_policy", _memory_policy),
     # rlimits, cwd, caps, user, no_new_privs (credentials.py states their internal order)
     ("credentials", _credentials),
 )

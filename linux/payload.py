@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runwasm.oci.runtime_spec import Process, RuntimeSpec, parse_process, process_to_json, spec_to_json
+from runwasm.oci.spec_reader import SpecReader
+from runwasm.oci.spec_sched import MemoryPolicy, memory_policy_to_json, parse_memory_policy
 
 VERSION = 1
 
@@ -44,15 +46,20 @@ class ExecPayload:
     process: Process
     cgroup_procs: tuple[str, ...]
     seccomp: Mapping[str, Any] | None = None
+    memory_policy: MemoryPolicy | None = None  # the container's linux.memoryPolicy, as the init has it
 
     def to_dict(self) -> dict[str, Any]:
+        mpol = self.memory_policy
         return {"version": VERSION, "kind": "exec", "container_id": self.container_id, "exec_id": self.exec_id,
                 "init_pid": self.init_pid, "namespaces": list(self.namespaces),
                 "process": process_to_json(self.process), "cgroup_procs": list(self.cgroup_procs),
-                "seccomp": dict(self.seccomp) if self.seccomp is not None else None}
+                "seccomp": dict(self.seccomp) if self.seccomp is not None else None,
+                "memoryPolicy": memory_policy_to_json(mpol) if mpol is not None else None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ExecPayload:
         return cls(container_id=d["container_id"], exec_id=d["exec_id"], init_pid=int(d["init_pid"]),
                    namespaces=tuple(d["namespaces"]), process=parse_process(d["process"], source="<exec payload>"),
-                   cgroup_procs=tuple(d["cgroup_procs"]), seccomp=d.get("seccomp"))
+                   cgroup_procs=tuple(d["cgroup_procs"]), seccomp=d.get("seccomp"),
+                   memory_policy=parse_memory_policy(SpecReader("<exec payload>"), d.get("memoryPolicy"),
+                                                     "linux.memoryPolicy"))

@@ -30,6 +30,20 @@ from runwasm.oci.spec_reader import (
     check_seccomp,
 )
 from runwasm.oci.spec_reader import SpecError as SpecError  # re-exported: the error of this parser
+from runwasm.oci.spec_sched import (
+    REFUSED_LINUX,
+    REFUSED_PROCESS,
+    IoPriority,
+    MemoryPolicy,
+    NetDevice,
+    Scheduler,
+    memory_policy_to_json,
+    parse_io_priority,
+    parse_memory_policy,
+    parse_net_devices,
+    parse_scheduler,
+    refuse_unhonoured,
+)
 
 # --- model --------------------------------------------------------------------------------------
 
@@ -78,6 +92,8 @@ class Process:
     oom_score_adj: int | None = None
     selinux_label: str = ""
     console_size: ConsoleSize | None = None
+    scheduler: Scheduler | None = None
+    io_priority: IoPriority | None = None
 
     def env_map(self) -> dict[str, str]:
         """The environment as a dict (later entries win, like execve consumers do)."""
@@ -161,6 +177,8 @@ class Linux:
     readonly_paths: tuple[str, ...] = ()
     rootfs_propagation: str = ""
     mount_label: str = ""
+    memory_policy: MemoryPolicy | None = None
+    net_devices: tuple[NetDevice, ...] = ()
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -241,6 +259,7 @@ def _decode(data: bytes | str, what: str) -> Any:
 
 def _process(r: SpecReader, d: Any, path: str) -> Process:
     p = r.obj(d, path)
+    refuse_unhonoured(r, p, path, REFUSED_PROCESS)
     args = r.strs(p, "args", path)
     up = f"{path}.user"
     user_d = r.obj(p.get("user"), up)
@@ -292,6 +311,8 @@ def _process(r: SpecReader, d: Any, path: str) -> Process:
         oom_score_adj=r.ranged(p, "oomScoreAdj", path, *OOM_SCORE_ADJ),
         selinux_label=r.str_(p, "selinuxLabel", path),
         console_size=cs,
+        scheduler=parse_scheduler(r, p.get("scheduler"), f"{path}.scheduler"),
+        io_priority=parse_io_priority(r, p.get("ioPriority"), f"{path}.ioPriority"),
     )
 
 
@@ -337,6 +358,7 @@ def _idmaps(r: SpecReader, lin: Mapping[str, Any], key: str, path: str) -> tuple
 
 def _linux(r: SpecReader, d: Any, path: str) -> Linux:
     lin = r.obj(d, path)
+    refuse_unhonoured(r, lin, path, REFUSED_LINUX)
     namespaces = []
     for i, item in enumerate(r.list_(lin, "namespaces", path)):
         np_ = f"{path}.namespaces[{i}]"
@@ -376,6 +398,8 @@ def _linux(r: SpecReader, d: Any, path: str) -> Linux:
         readonly_paths=r.strs(lin, "readonlyPaths", path),
         rootfs_propagation=r.str_(lin, "rootfsPropagation", path),
         mount_label=r.str_(lin, "mountLabel", path),
+        memory_policy=parse_memory_policy(r, lin.get("memoryPolicy"), f"{path}.memoryPolicy"),
+        net_devices=parse_net_devices(r, lin.get("netDevices"), f"{path}.netDevices"),
     )
 
 # --- serialization (inverse of the parsers; used to hand a parsed spec to a workload process) ---
@@ -407,6 +431,12 @@ def process_to_json(p: Process) -> dict[str, Any]:
                                "ambient": list(c.ambient)}
     if p.console_size is not None:
         out["consoleSize"] = {"height": p.console_size.height, "width": p.console_size.width}
+    if p.scheduler is not None:
+        s = p.scheduler
+        out["scheduler"] = {"policy": s.policy, "nice": s.nice, "priority": s.priority, "flags": list(s.flags),
+                            "runtime": s.runtime, "deadline": s.deadline, "period": s.period}
+    if p.io_priority is not None:
+        out["ioPriority"] = {"class": p.io_priority.io_class, "priority": p.io_priority.priority}
     return out
 
 
@@ -452,5 +482,9 @@ def spec_to_json(spec: RuntimeSpec) -> dict[str, Any]:
         })
         if lin.seccomp is not None:
             lj["seccomp"] = dict(lin.seccomp)
+        if lin.memory_policy is not None:
+            lj["memoryPolicy"] = memory_policy_to_json(lin.memory_policy)
+        if lin.net_devices:
+            lj["netDevices"] = {d.host_name: {"name": d.name} for d in lin.net_devices}
         out["linux"] = lj
     return out

@@ -33,15 +33,11 @@ memory; it never fails the task.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import logging
 import os
-import stat
 import tempfile
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,14 +48,21 @@ import wasmtime.component
 from runwasm.wasm.detect import Kind, classify_bytes, wat_flavour
 from runwasm.wasm.engine import ENGINE_FINGERPRINT, engine_identity, wasmtime_version
 from runwasm.wasm.errors import InvalidModuleError
+from runwasm.wasm.node_key import (
+    CACHE_ENV,
+    DEFAULT_CACHE_DIR,
+    KEY_BYTES,
+    KEY_FILE,
+    LOCK_TIMEOUT,
+    cache_dir_from,
+    exclusive,
+    node_key,
+    usable_dir,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = "/var/lib/runwasm/wasm-cache"
-CACHE_ENV = "RUNWASM_WASM_CACHE"
-KEY_FILE = "hmac.key"
-KEY_BYTES = 32
-LOCK_TIMEOUT = 600.0
+__all__ = ["CACHE_ENV", "DEFAULT_CACHE_DIR", "KEY_BYTES", "KEY_FILE", "CompileCache", "Loaded", "cache_dir_from"]
 
 Artifact = wasmtime.Module | wasmtime.component.Component
 
@@ -70,21 +73,15 @@ class Loaded:
 
     flavour: ``"module"`` or ``"component"`` (a WAT input is reported as what it compiled to).
     source: ``"hit"`` (deserialized from the cache), ``"compiled"`` (compiled and stored),
-        ``"uncached"`` (compiled, cache unusable or write failed).
+        ``"uncached"`` (compiled, cache unusable or write failed), ``"precompiled"`` (deserialized
+        from the artifact the shim server took from containerd's content store, ``load_precompiled``).
     path: the cache file, when there is one.
     """
 
     artifact: Artifact
     flavour: Literal["module", "component"]
-    source: Literal["hit", "compiled", "uncached"]
+    source: Literal["hit", "compiled", "uncached", "precompiled"]
     path: Path | None
-
-
-def cache_dir_from(directory: str | os.PathLike[str] | None = None) -> Path:
-    """The cache directory: argument, else ``$RUNWASM_WASM_CACHE``, else the default."""
-    if directory is not None:
-        return Path(directory)
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
 
 
 class CompileCache:
@@ -135,13 +132,13 @@ class CompileCache:
                     f"failed to load module: expected a wasm binary (\\0asm) or WAT text, got {data[:8]!r}"
                 )
         path, flavour = self.path_for(data, kind)
-        key = self._hmac_key() if self._usable_dir() else None
+        key = node_key(self.root) if self._usable_dir() else None
         if key is None:
             return Loaded(self._compile(data, kind, flavour), flavour, "uncached", None)
         artifact = self._verified_load(path, flavour, key, definitive=False)
         if artifact is not None:
             return Loaded(artifact, flavour, "hit", path)
-        with self._locked(path.with_suffix(".lock")) as locked:
+        with exclusive(path.with_suffix(".lock"), LOCK_TIMEOUT) as locked:
             if locked:  # the definitive check: a writer may have finished while we waited
                 artifact = self._verified_load(path, flavour, key, definitive=True)
                 if artifact is not None:
@@ -150,6 +147,17 @@ class CompileCache:
             if locked and self._store(path, artifact, key):
                 return Loaded(artifact, flavour, "compiled", path)
         return Loaded(artifact, flavour, "uncached", None)
+
+    def load_precompiled(self, path: str, data: bytes, kind: Kind) -> Loaded | None:
+        """The artifact at ``path`` (written and verified by the shim server, see
+        ``runwasm.shim.server.image_cache``) deserialized with this engine, or None (logged) when it
+        does not deserialize: then ``load(data, kind)`` compiles as usual."""
+        try:
+            _path, flavour = self.path_for(data, kind)
+            return Loaded(self._deserialize(Path(path), flavour), flavour, "precompiled", Path(path))
+        except (wasmtime.WasmtimeError, InvalidModuleError) as err:
+            log.warning("precompiled artifact %r is unusable, compiling the module instead: %s", path, err)
+            return None
 
     def _mac(self, key: bytes, path: Path, digest: bytes) -> bytes:
         return hmac.new(key, path.stem.encode() + b"\0" + digest, hashlib.sha256).digest()
@@ -185,74 +193,6 @@ class CompileCache:
         finally:
             os.close(fd)
 
-    @contextlib.contextmanager
-    def _locked(self, lock_path: Path) -> Iterator[bool]:
-        """Hold an exclusive flock on ``lock_path``; yields False (logged) if it cannot be had."""
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as err:
-            log.warning("wasm cache lock %r cannot be opened, compiling without the cache: %s", str(lock_path), err)
-            yield False
-            return
-        try:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            pause = 0.005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        log.warning("wasm cache lock %r still held after %.0f s, compiling without the cache",
-                                    str(lock_path), LOCK_TIMEOUT)
-                        yield False
-                        return
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.05)
-            yield True
-        finally:
-            os.close(fd)  # releases the lock
-
-    def _hmac_key(self) -> bytes | None:
-        """This cache's secret (made once, atomically); None (logged) when unusable."""
-        path = self.root / KEY_FILE
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except FileNotFoundError:
-                self._make_key(path)
-                continue
-            except OSError as err:
-                log.warning("wasm cache key %r is unusable, compiling without the cache: %s", str(path), err)
-                return None
-            try:
-                st = os.fstat(fd)
-                key = os.read(fd, KEY_BYTES + 1)
-            finally:
-                os.close(fd)
-            if st.st_uid != os.geteuid() or st.st_mode & 0o077 or len(key) != KEY_BYTES:
-                log.warning("wasm cache key %r is not a %d-byte file private to uid %d; not using the cache",
-                            str(path), KEY_BYTES, os.geteuid())
-                return None
-            return key
-        return None
-
-    def _make_key(self, path: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".key-", dir=path.parent)
-        try:
-            os.write(fd, os.urandom(KEY_BYTES))
-            os.fsync(fd)
-            os.close(fd)
-            try:
-                os.link(tmp, path)  # never replaces a key another process made first
-            except FileExistsError:
-                pass
-        except OSError as err:
-            log.warning("failed to create wasm cache key %r: %s", str(path), err)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
     def _deserialize(self, path: Path, flavour: str) -> Artifact:
         if flavour == "component":
             return wasmtime.component.Component.deserialize_file(self.engine, str(path))
@@ -272,20 +212,7 @@ class CompileCache:
 
     def _usable_dir(self) -> bool:
         """Create the cache dir (0700) if needed; False (logged) if it is absent or unsafe."""
-        try:
-            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for d in (self.root, self.dir):
-                st = os.stat(d)
-                if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                    log.warning(
-                        "wasm cache %r is not owned by uid %d or is group/other-writable; not using it",
-                        str(d), os.geteuid(),
-                    )
-                    return False
-        except OSError as err:
-            log.warning("wasm cache %r is unusable, compiling without it: %s", str(self.dir), err)
-            return False
-        return True
+        return usable_dir(self.root, self.dir)
 
     def _store(self, path: Path, artifact: Artifact, key: bytes) -> bool:
         """Atomically write the serialized artifact to ``path``, then its MAC; False (logged) on failure."""

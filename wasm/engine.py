@@ -11,7 +11,7 @@ Config: wasmtime's defaults, deliberately. Why nothing is switched on:
   means the 4 GiB virtual reservation per linear memory costs nothing real.
 A stable, minimal config also keeps compiled artifacts valid across runwasm releases: the cache
 key (``engine_identity``) only changes when wasmtime, this fingerprint or the CPU changes.
-If you change the Config, bump ``ENGINE_FINGERPRINT``.
+If you change the Config, bump ``ENGINE_FINGERPRINT`` (``runwasm.wasm.identity``).
 
 The runtime options' sandbox (``runwasm.wasm.sandbox``) may switch wasmtime proposals on or off
 and turn fuel metering on; ``engine_fingerprint(sandbox)`` then differs, so those artifacts get
@@ -20,15 +20,19 @@ cache keys of their own (the default sandbox keeps the default fingerprint).
 
 from __future__ import annotations
 
-import hashlib
-import os
-from functools import lru_cache
-
 import wasmtime
 
+from runwasm.wasm.identity import (
+    ENGINE_FINGERPRINT,
+    cpu_fingerprint,
+    engine_fingerprint,
+    engine_identity,
+    wasmtime_version,
+)
 from runwasm.wasm.sandbox import FEATURES, Sandbox
 
-ENGINE_FINGERPRINT = "runwasm-engine-v1:wasmtime-defaults"
+__all__ = ["ENGINE_FINGERPRINT", "cpu_fingerprint", "engine_fingerprint", "engine_identity", "make_engine",
+           "wasmtime_version"]
 
 
 def make_engine(sandbox: Sandbox | None = None) -> wasmtime.Engine:
@@ -42,58 +46,3 @@ def make_engine(sandbox: Sandbox | None = None) -> wasmtime.Engine:
         if sandbox.fuel is not None:
             cfg.consume_fuel = True
     return wasmtime.Engine(cfg)
-
-
-def engine_fingerprint(sandbox: Sandbox | None = None) -> str:
-    """``ENGINE_FINGERPRINT``, extended with what of ``sandbox`` changes compiled code."""
-    if sandbox is None or (not sandbox.features and sandbox.fuel is None):
-        return ENGINE_FINGERPRINT
-    return f"{ENGINE_FINGERPRINT};{sandbox.engine_fingerprint}"
-
-
-@lru_cache(maxsize=1)
-def wasmtime_version() -> str:
-    """Version of the installed wasmtime package plus the identity of its native library.
-
-    ``importlib.metadata`` costs ~16 ms, so the version is read from the ``*.dist-info``
-    directory name next to the package; the native library's size and mtime are appended so
-    that a rebuilt library with the same version string still gets new cache keys.
-    """
-    pkg = os.path.dirname(os.path.abspath(wasmtime.__file__))
-    version = "unknown"
-    try:
-        for entry in os.scandir(os.path.dirname(pkg)):
-            if entry.name.startswith("wasmtime-") and entry.name.endswith(".dist-info"):
-                version = entry.name[len("wasmtime-") : -len(".dist-info")]
-                break
-    except OSError:
-        pass
-    lib = "nolib"
-    for root, _dirs, files in os.walk(pkg):
-        for name in files:
-            if name.startswith("_libwasmtime"):
-                st = os.stat(os.path.join(root, name))
-                lib = f"{st.st_size}-{st.st_mtime_ns}"
-                break
-    return f"{version}+{lib}"
-
-
-@lru_cache(maxsize=1)
-def cpu_fingerprint() -> str:
-    """Short hash of the CPU model and feature flags: artifacts are compiled for the host CPU."""
-    h = hashlib.sha256(os.uname().machine.encode())
-    try:
-        with open("/proc/cpuinfo", "rb") as f:
-            for line in f:
-                if line.startswith((b"flags", b"Features", b"model name", b"isa")):
-                    h.update(line)
-                if line.strip() == b"":
-                    break  # the first processor's block is enough
-    except OSError:
-        pass
-    return h.hexdigest()[:16]
-
-
-def engine_identity(fingerprint: str = ENGINE_FINGERPRINT) -> str:
-    """What compiled artifacts depend on besides the module bytes (part of every cache key)."""
-    return f"wasmtime={wasmtime_version()};config={fingerprint};cpu={cpu_fingerprint()}"

@@ -31,6 +31,10 @@ class WasmTaskPayload:
         path in the rootfs (a Wasm layer of the image, ``runwasm.shim.server.image_module``); the
         ``#export`` part of ``args[0]`` still applies.
     module_name: how to name ``module_file`` in messages (e.g. the layer digest and image).
+    precompiled_file: absolute host path of ``module_file``'s compiled artifact, written by the
+        shim server from (or for) containerd's content store after verifying it
+        (``runwasm.shim.server.image_cache``); deserialized instead of compiling. If it does not
+        deserialize, the workload compiles ``module_file`` as without it.
     sandbox: ``runwasm.wasm.sandbox.Sandbox.to_json()`` (engine features, limits, fuel, extra
         preopens, unknown imports); None means the defaults.
     """
@@ -45,6 +49,7 @@ class WasmTaskPayload:
     module_file: str | None = None
     module_name: str | None = None
     sandbox: dict[str, Any] | None = None
+    precompiled_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.rootfs.startswith("/"):
@@ -56,8 +61,13 @@ class WasmTaskPayload:
                 raise InvalidPayloadError(f"invalid wasm payload: env entry {item!r} is not K=V")
         if not self.cwd.startswith("/"):
             raise InvalidPayloadError(f"invalid wasm payload: cwd must be absolute, got {self.cwd!r}")
-        if self.module_file is not None and not self.module_file.startswith("/"):
-            raise InvalidPayloadError(f"invalid wasm payload: module_file must be absolute, got {self.module_file!r}")
+        for name in ("module_file", "precompiled_file"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith("/"):
+                raise InvalidPayloadError(f"invalid wasm payload: {name} must be absolute, got {value!r}")
+        if self.precompiled_file is not None and self.module_file is None:
+            raise InvalidPayloadError("invalid wasm payload: precompiled_file needs module_file (the module it was "
+                                      "compiled from)")
         for host, guest in self.preopens:
             if not host.startswith("/") or not guest.startswith("/"):
                 raise InvalidPayloadError(
@@ -77,6 +87,7 @@ class WasmTaskPayload:
             "module_file": self.module_file,
             "module_name": self.module_name,
             "sandbox": self.sandbox,
+            "precompiled_file": self.precompiled_file,
         }
 
     @classmethod
@@ -109,12 +120,14 @@ class WasmTaskPayload:
                 raise InvalidPayloadError(f"invalid wasm payload: rootfs_readonly must be a bool, got {readonly!r}")
             module_file = _opt_str(data, "module_file")
             module_name = _opt_str(data, "module_name")
+            precompiled_file = _opt_str(data, "precompiled_file")
             sandbox = data.get("sandbox")
             if sandbox is not None and not isinstance(sandbox, dict):
                 raise InvalidPayloadError(f"invalid wasm payload: sandbox must be an object, got {sandbox!r}")
         except KeyError as err:
             raise InvalidPayloadError(f"invalid wasm payload: missing key {err.args[0]!r}") from err
-        return cls(rootfs, args, env, cwd, preopens, cache_dir, readonly, module_file, module_name, sandbox)
+        return cls(rootfs, args, env, cwd, preopens, cache_dir, readonly, module_file, module_name, sandbox,
+                   precompiled_file)
 
 
 def _str(data: Mapping[str, Any], key: str, default: str | None = None) -> str:

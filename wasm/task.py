@@ -285,12 +285,15 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
         engine = make_engine(sandbox)
         with steps.step("wasm.compile", **{"runwasm.wasm.kind": kind}) as attrs:
             try:
-                loaded = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox)).load(data, kind)
+                cache = CompileCache(engine, p.cache_dir, fingerprint=engine_fingerprint(sandbox))
+                pre = cache.load_precompiled(p.precompiled_file, data, kind) if p.precompiled_file else None
+                loaded = pre if pre is not None else cache.load(data, kind)
             except InvalidModuleError as err:
                 raise InvalidModuleError(f"failed to load module {where!r}: {err}") from err
             attrs["runwasm.wasm.cache.source"] = loaded.source
             if loaded.source != "uncached":
-                attrs["runwasm.wasm.cache.hit"] = loaded.source == "hit"
+                # nothing compiled: the on-disk cache's entry, or the content store's artifact
+                attrs["runwasm.wasm.cache.hit"] = loaded.source in ("hit", "precompiled")
         log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
         store = wasmtime.Store(engine)
         if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runwasm.oci.runtime_spec import Process, RuntimeSpec, process_to_json
-from runwasm.shim.common.errors import UnimplementedError
+from runwasm.oci.spec_sched import memory_policy_to_json
+from runwasm.shim.common.errors import InvalidArgumentError, UnimplementedError
 
 if TYPE_CHECKING:
     from runwasm.linux.task_cgroup import CgroupSandbox, TaskCgroup
@@ -49,6 +50,29 @@ class Backend(Protocol):
     def destroy(self) -> None: ...
 
 
+def refuse_linux_only(container_id: str, spec: RuntimeSpec) -> None:
+    """Refuse (InvalidArgument, at Create) the spec fields a Wasm task cannot honour, rather than
+    run the guest without them: a Wasm guest runs in the shim server's namespaces (a sysctl would
+    change the shim's, not the container's), has no /dev, and no network namespace of its own.
+    Everything else a Wasm task honours: rlimits, scheduler, ioPriority, memoryPolicy,
+    oomScoreAdj, user, capabilities, seccomp (``spawn/wasm_workload.py``), env, directory bind
+    mounts as preopens (``preopens.py``), linux.resources (its cgroup)."""
+    lin = spec.linux
+    if lin is None:
+        return
+    why = {"linux.sysctl": "a Wasm task runs in the shim's namespaces and has no /proc/sys of its own, "
+                           "so the values would change the shim's kernel parameters",
+           "linux.devices": "a Wasm guest has no /dev to create device nodes in; bind-mount a directory "
+                            "holding the device instead",
+           "linux.netDevices": "a Wasm task has no network namespace of its own to move the interface into"}
+    for field_name, value in (("linux.sysctl", sorted(lin.sysctl.items())),
+                              ("linux.devices", [d.path for d in lin.devices]),
+                              ("linux.netDevices", [d.host_name for d in lin.net_devices])):
+        if value:
+            raise InvalidArgumentError(f"Wasm container {container_id!r}: {field_name} {value!r} cannot be "
+                                       f"honoured: {why[field_name]}")
+
+
 @dataclass
 class WasmBackend:
     """Wasm tasks: one workload process each, isolated in a cgroup of its own.
@@ -77,6 +101,7 @@ class WasmBackend:
     def plan_init(self) -> Launch:
         proc = self.spec.process
         assert proc is not None  # the router checked
+        refuse_linux_only(self.container_id, self.spec)
         launch = self._launch(proc, self.image_module)
         if self.cgroups and self.sandbox is None:
             from runwasm.linux.task_cgroup import CgroupSandbox
@@ -117,12 +142,16 @@ class WasmBackend:
             cache_dir=self.cache_dir,
             module_file=str(image_module.path) if image_module else None,
             module_name=image_module.where if image_module else None,
+            precompiled_file=str(image_module.compiled.path) if image_module and image_module.compiled else None,
             sandbox=sandbox.to_json(),
             rootfs_readonly=self.rootfs_readonly or bool(self.spec.root and self.spec.root.readonly))
-        seccomp = self.spec.linux.seccomp if self.spec.linux is not None else None
+        lin = self.spec.linux
+        seccomp = lin.seccomp if lin is not None else None
+        mpol = lin.memory_policy if lin is not None else None
         return Launch(entry="runwasm.shim.spawn.wasm_workload:main",
                       payload={"task": payload.to_json(), "process": process_to_json(proc),
-                               "seccomp": dict(seccomp) if seccomp is not None else None})
+                               "seccomp": dict(seccomp) if seccomp is not None else None,
+                               "memoryPolicy": memory_policy_to_json(mpol) if mpol is not None else None})
 
     def _tc(self, what: str) -> TaskCgroup:
         if self.sandbox is None:

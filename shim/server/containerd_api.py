@@ -10,13 +10,23 @@ method, the object and containerd's message:
   anything else -> ``ShimError`` with the status name.
 
 ``read_bytes`` verifies that what containerd streamed hashes to the digest asked for.
+``write_blob`` streams a blob in (Content.Write: WRITE chunks, then COMMIT with the expected
+digest), under a lease (``lease``) so that GC cannot take it before something references it;
+``update_labels`` sets chosen labels of a blob (Content.Update, field paths ``labels.<key>``;
+an empty value removes the label, as containerd does).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import logging
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from runwasm.oci.digest import Digest
 from runwasm.oci.errors import DigestMismatchError
@@ -24,11 +34,18 @@ from runwasm.oci.image import Descriptor
 from runwasm.shim.api.services.containers.v1 import containers_pb2
 from runwasm.shim.api.services.content.v1 import content_pb2
 from runwasm.shim.api.services.images.v1 import images_pb2
+from runwasm.shim.api.services.leases.v1 import leases_pb2
 from runwasm.shim.common.errors import InvalidArgumentError, NotFoundError, ShimError, UnavailableError
+
+log = logging.getLogger(__name__)
 
 NAMESPACE_KEY = "containerd-namespace"
 DEFAULT_TIMEOUT = 30.0
+LEASE_KEY = "containerd-lease"
 MAX_BLOB = 1 << 30
+WRITE_CHUNK = 1 << 20
+LEASE_EXPIRE = datetime.timedelta(hours=1)
+"""A lease outlives a shim killed mid-write by at most this long (``containerd.io/gc.expire``)."""
 
 
 def grpc_target(address: str) -> str:
@@ -70,11 +87,12 @@ class ContainerdClient:
             return UnavailableError(msg)
         return ShimError(f"{msg} ({code.name if code else 'no status'})")
 
-    def _unary(self, method: str, request: Any, response_type: Any, what: str) -> Any:
+    def _unary(self, method: str, request: Any, response_type: Any, what: str,
+               metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         call = self._channel.unary_unary(method, request_serializer=lambda m: m.SerializeToString(),
                                          response_deserializer=response_type.FromString)
         try:
-            return call(request, timeout=self.timeout, metadata=self._metadata)
+            return call(request, timeout=self.timeout, metadata=self._metadata + metadata)
         except grpc.RpcError as err:
             raise self._error(err, what) from err
 
@@ -123,3 +141,66 @@ class ContainerdClient:
         if got != digest:
             raise DigestMismatchError(f"failed to read content {str(digest)!r}: containerd sent bytes hashing to {str(got)!r}")
         return b"".join(chunks)
+
+    @contextlib.contextmanager
+    def lease(self, purpose: str) -> Iterator[str]:
+        """A lease (``Leases.Create``, expiring after ``LEASE_EXPIRE``) for the block; deleted after it."""
+        expire = datetime.datetime.now(datetime.UTC) + LEASE_EXPIRE
+        lease_id = f"runwasm-{purpose}-{os.getpid()}-{os.urandom(4).hex()}"
+        self._unary("/containerd.services.leases.v1.Leases/Create",
+                    leases_pb2.CreateRequest(id=lease_id, labels={
+                        "containerd.io/gc.expire": expire.strftime("%Y-%m-%dT%H:%M:%SZ")}),
+                    leases_pb2.CreateResponse, f"create lease {lease_id!r}")
+        try:
+            yield lease_id
+        finally:
+            try:
+                self._unary("/containerd.services.leases.v1.Leases/Delete", leases_pb2.DeleteRequest(id=lease_id),
+                            empty_response(), f"delete lease {lease_id!r}")
+            except ShimError as err:  # what it holds is referenced by then, or unwanted; it expires anyway
+                log.warning("%s (it expires by itself within %s)", err, LEASE_EXPIRE)
+
+    def write_blob(self, data: bytes, ref: str, lease_id: str, labels: dict[str, str] | None = None) -> Digest:
+        """Store ``data`` (Content.Write under lease ``lease_id``); returns its digest. A blob that
+        is already there is success (containerd answers ALREADY_EXISTS; ``labels`` are then not set)."""
+        digest = Digest.of_bytes(data)
+        call = self._channel.stream_stream("/containerd.services.content.v1.Content/Write",
+                                           request_serializer=lambda m: m.SerializeToString(),
+                                           response_deserializer=content_pb2.WriteContentResponse.FromString)
+
+        def requests() -> Iterator[content_pb2.WriteContentRequest]:
+            total = len(data)
+            for off in range(0, total, WRITE_CHUNK):
+                yield content_pb2.WriteContentRequest(action=content_pb2.WRITE, ref=ref, total=total,
+                                                      expected=str(digest), offset=off,
+                                                      data=data[off:off + WRITE_CHUNK])
+            yield content_pb2.WriteContentRequest(action=content_pb2.COMMIT, ref=ref, total=total,
+                                                  expected=str(digest), offset=total, labels=labels or {})
+
+        what = f"write content {str(digest)!r} (ref {ref!r})"
+        try:
+            # one more second per MiB: a 100 MB artifact on a loaded node must not hit the deadline
+            timeout = self.timeout + len(data) / WRITE_CHUNK
+            for resp in call(requests(), timeout=timeout, metadata=self._metadata + ((LEASE_KEY, lease_id),)):
+                if resp.action == content_pb2.COMMIT and resp.digest and resp.digest != str(digest):
+                    raise DigestMismatchError(f"failed to {what}: containerd committed {resp.digest!r}")
+        except grpc.RpcError as err:
+            if isinstance(err, grpc.Call) and err.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return digest
+            raise self._error(err, what) from err
+        return digest
+
+    def update_labels(self, digest: Digest, labels: dict[str, str]) -> dict[str, str]:
+        """Set exactly ``labels`` on blob ``digest`` (others untouched); returns all its labels."""
+        info = content_pb2.Info(digest=str(digest), labels={k: v for k, v in labels.items() if v})
+        mask = field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])
+        resp = self._unary("/containerd.services.content.v1.Content/Update",
+                           content_pb2.UpdateRequest(info=info, update_mask=mask), content_pb2.UpdateResponse,
+                           f"update labels of content {str(digest)!r}")
+        return dict(resp.info.labels)
+
+
+def empty_response() -> Any:
+    from google.protobuf import empty_pb2
+
+    return empty_pb2.Empty

@@ -16,6 +16,9 @@ honoured, and the guest's argv is ``args`` unchanged).
 
 The layer is written to ``<bundle>/wasm-layer/<hex>.wasm`` (verified digest, atomic rename) and
 handed to the workload as ``module_file``; containerd removes the bundle with the container.
+With ``precompile`` (the container's engine sandbox and the node's cache root), the compiled
+artifact comes from, or goes to, containerd's content store (``shim/server/image_cache.py``) and is
+written beside it as ``<key>.cwasm``, handed to the workload as ``precompiled_file``.
 """
 
 from __future__ import annotations
@@ -25,10 +28,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runwasm.oci.image import Descriptor
 from runwasm.oci.wasm_image import select_wasm_layer
 from runwasm.shim.common.errors import ShimError
+
+if TYPE_CHECKING:
+    from runwasm.shim.server.image_cache import Compiled
+    from runwasm.wasm.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +56,32 @@ class ImageModule:
     """A Wasm layer of the container's image, materialised as a host file.
 
     image: the image reference; flavour: ``runwasi`` or ``artifact``; layer: its descriptor;
-    path: the host file holding the module bytes.
+    path: the host file holding the module bytes; compiled: its compiled artifact, when the
+    content-store cache gave one (else the workload compiles ``path``).
     """
 
     image: str
     flavour: str
     layer: Descriptor
     path: Path
+    compiled: Compiled | None = None
 
     @property
     def where(self) -> str:
         return f"layer {self.layer.digest} ({self.layer.media_type}) of image {self.image!r}"
 
 
-def fetch_image_module(address: str, namespace: str, container_id: str, bundle: Path) -> ImageModule | None:
+@dataclass(frozen=True, slots=True)
+class Precompile:
+    """What selects the compiled artifact: the container's sandbox (engine settings) and the
+    node's cache root (its secret and lock files, ``runwasm.wasm.node_key``)."""
+
+    sandbox: Sandbox
+    cache_root: Path
+
+
+def fetch_image_module(address: str, namespace: str, container_id: str, bundle: Path,
+                       precompile: Precompile | None = None) -> ImageModule | None:
     """The Wasm layer of container ``container_id``'s image, or None when its image has none
     (or the container has no image). Blocking (gRPC): call it from a worker thread.
 
@@ -78,17 +98,23 @@ def fetch_image_module(address: str, namespace: str, container_id: str, bundle: 
         if chosen is None:
             return None
         data = client.read_bytes(chosen.layer.digest)
-    out_dir = bundle / LAYER_DIR
-    out_dir.mkdir(mode=0o700, exist_ok=True)
-    path = out_dir / f"{chosen.layer.digest.hex}.wasm"
-    fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.rename(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    log.info("container %s: module from %s layer %s of image %r (%d bytes)", container_id, chosen.flavour,
-             chosen.layer.digest, image, len(data))
-    return ImageModule(image, chosen.flavour, chosen.layer, path)
+        out_dir = bundle / LAYER_DIR
+        out_dir.mkdir(mode=0o700, exist_ok=True)
+        path = out_dir / f"{chosen.layer.digest.hex}.wasm"
+        fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=out_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.rename(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        log.info("container %s: module from %s layer %s of image %r (%d bytes)", container_id, chosen.flavour,
+                 chosen.layer.digest, image, len(data))
+        compiled = None
+        if precompile is not None:
+            from runwasm.shim.server.image_cache import compiled_for_layer
+
+            compiled = compiled_for_layer(client, chosen.layer.digest, path, precompile.sandbox,
+                                          precompile.cache_root, out_dir)
+    return ImageModule(image, chosen.flavour, chosen.layer, path, compiled)

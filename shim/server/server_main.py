@@ -182,15 +182,28 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
             return backend
         raise InvalidArgumentError(f"no executor for kind {kind!r}")
 
-    async def image_modules(cid: str, bundle: Path) -> object:
+    async def image_modules(cid: str, bundle: Path, spec: object, opts: RuntimeOptions) -> object:
         # containerd's gRPC socket: absent under the standalone harness (no image to ask about)
         sock = settings.grpc_address.removeprefix("unix://")
         if not sock or not os.path.exists(sock):
             return None
-        from runwasm.shim.server.image_module import fetch_image_module
+        from runwasm.oci.runtime_spec import RuntimeSpec
+        from runwasm.shim.server.image_module import Precompile, fetch_image_module
+        from runwasm.wasm.errors import SandboxError
+        from runwasm.wasm.node_key import cache_dir_from
+        from runwasm.wasm.sandbox import Sandbox, with_annotations
 
+        assert isinstance(spec, RuntimeSpec)
+        # the engine settings of the workload's own Sandbox (backends.WasmBackend._launch): the
+        # preopens it adds there change no compiled code. Refused annotations: no precompilation
+        # here; the backend refuses them with its own error
+        try:
+            sandbox: Sandbox | None = with_annotations(opts.wasm_sandbox or Sandbox(), spec.annotations)
+        except SandboxError:
+            sandbox = None
+        precompile = None if sandbox is None else Precompile(sandbox, cache_dir_from(opts.wasm_cache_dir or cache_dir))
         return await loop.run_in_executor(None, fetch_image_module, settings.grpc_address, settings.namespace,
-                                          cid, bundle)
+                                          cid, bundle, precompile)
 
     service = TaskService(settings.namespace, zygote, reaper,
                           lambda event: publisher.publish(settings.namespace, event, tracing.outgoing()),  # type: ignore[arg-type]

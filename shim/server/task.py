@@ -63,8 +63,9 @@ def _attach(backend: Backend, proc: Proc) -> None:
 
 Publish = Callable[[object], None]
 BackendFactory = Callable[[str, str, RuntimeSpec, Path, Path, RuntimeOptions, "ImageModule | None"], Backend]
-ImageModuleLookup = Callable[[str, Path], Awaitable["ImageModule | None"]]
-"""(container id, bundle) -> the Wasm layer of the container's image (``shim/server/image_module.py``)."""
+ImageModuleLookup = Callable[[str, Path, RuntimeSpec, RuntimeOptions], Awaitable["ImageModule | None"]]
+"""(container id, bundle, spec, runtime options) -> the Wasm layer of the container's image, with
+its compiled artifact when there is one (``shim/server/image_module.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +285,7 @@ class TaskService:
         if self._image_modules is None or forced == "linux" or router.module_in_rootfs(spec, rootfs):
             return None
         try:
-            return await self._image_modules(cid, bundle)
+            return await self._image_modules(cid, bundle, spec, opts)
         except Exception as err:
             arg0 = spec.process.args[0] if spec.process and spec.process.args else None
             raise ImageModuleError(

@@ -7,8 +7,8 @@ oomScoreAdj and ``linux.seccomp``, as a Linux container's process does. It lives
 because ``runwasm.wasm`` may not import ``runwasm.linux`` (tests/test_layering.py).
 
 Payload: ``{"task": WasmTaskPayload.to_json(), "process": process_to_json(...), "seccomp":
-<linux.seccomp or null>, "cgroup_procs": [the task cgroup's cgroup.procs files], optional}``;
-the workload joins that cgroup first thing.
+<linux.seccomp or null>, "memoryPolicy": <linux.memoryPolicy or null>, "cgroup_procs": [the task
+cgroup's cgroup.procs files], optional}``; the workload joins that cgroup first thing.
 
 Order (see ``runwasm.wasm.confine`` for where each point falls):
 - ``check``: compile the seccomp filter; refuse it (InvalidArgument) if it does not allow the
@@ -17,7 +17,8 @@ Order (see ``runwasm.wasm.confine`` for where each point falls):
 - ``as_guest``: effective uid/gid, supplementary groups and effective capabilities switched
   to the spec's (as when runc's execve checks the binary), saved ids kept at the server's
   (root), so the switch is undone after the module is read.
-- ``drop``: rlimits and oomScoreAdj (need CAP_SYS_RESOURCE), bounding set (CAP_SETPCAP),
+- ``drop``: rlimits and oomScoreAdj (need CAP_SYS_RESOURCE), process.scheduler,
+  process.ioPriority and linux.memoryPolicy (``runwasm.linux.sched``), bounding set (CAP_SETPCAP),
   KEEPCAPS, setgroups/setresgid/setresuid, umask, capset, ambient, noNewPrivileges. The sets
   are the ones the process would have after runc's execve (``after_exec_sets``): a non-root
   guest keeps only its ambient capabilities, a root guest its bounding set. Without
@@ -33,11 +34,13 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
-from runwasm.linux import capabilities, identity, limits
+from runwasm.linux import capabilities, identity, limits, sched
 from runwasm.linux import seccomp as seccomp_step
 from runwasm.linux import syscalls as sc
 from runwasm.linux.errors import InvalidArgumentError, SetupError
 from runwasm.oci.runtime_spec import Process, parse_process
+from runwasm.oci.spec_reader import SpecReader
+from runwasm.oci.spec_sched import MemoryPolicy, parse_memory_policy
 from runwasm.wasm.confine import CAPSET_NEED, RUNTIME_SYSCALLS
 
 CAP_SYS_ADMIN = capabilities.NUMBERS["CAP_SYS_ADMIN"]
@@ -70,9 +73,11 @@ def after_exec_sets(proc: Process) -> tuple[int, int, int] | None:
 class LinuxConfinement:
     """``runwasm.wasm.confine.Confinement`` for ``proc`` and an optional seccomp profile."""
 
-    def __init__(self, proc: Process, seccomp: Mapping[str, Any] | None) -> None:
+    def __init__(self, proc: Process, seccomp: Mapping[str, Any] | None,
+                 memory_policy: MemoryPolicy | None = None) -> None:
         self.proc = proc
         self.seccomp = seccomp
+        self.memory_policy = memory_policy
         self.filter: Any = None
         self._sets: tuple[int, int, int] | None = None  # the guest's (E, P, I) still to be set
 
@@ -123,6 +128,9 @@ class LinuxConfinement:
         proc = self.proc
         limits.set_rlimits(proc.rlimits)
         limits.set_oom_score_adj(proc.oom_score_adj)
+        sched.set_scheduler(proc.scheduler)
+        sched.set_io_priority(proc.io_priority)
+        sched.set_memory_policy(self.memory_policy)
         if proc.capabilities is not None:
             capabilities.drop_bounding(proc.capabilities)
         capabilities.keep_caps()
@@ -180,7 +188,9 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
         seccomp = payload.get("seccomp")
         if seccomp is not None and not isinstance(seccomp, Mapping):
             raise InvalidArgumentError(f"invalid wasm payload: seccomp must be an object, got {seccomp!r}")
-        confinement = LinuxConfinement(proc, seccomp)
+        memory_policy = parse_memory_policy(SpecReader("<wasm payload>"), payload.get("memoryPolicy"),
+                                            "linux.memoryPolicy")
+        confinement = LinuxConfinement(proc, seccomp, memory_policy)
         task = payload["task"]
     except Exception as err:  # noqa: BLE001 - reported like any set-up error
         report_error(fds["control"], err if isinstance(getattr(err, "status", None), str)

@@ -194,3 +194,25 @@ def test_key_file_is_private(cache_dir: Path, caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING, logger="runwasm.wasm.cache"):
         assert CompileCache(make_engine(), cache_dir).load(HELLO_WAT).source == "uncached"
     assert "not a 32-byte file private" in caplog.text
+
+
+def test_precompiled_artifact_is_loaded_or_refused(cache_dir: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """``load_precompiled``: the shim server's artifact deserializes as "precompiled"; one that does not
+    deserialize (truncated, garbage) is None, logged, and ``load`` then compiles as usual."""
+    engine = make_engine()
+    wasm = bytes(wasmtime.wat2wasm(HELLO_WAT.decode()))
+    good = tmp_path / "good.cwasm"
+    good.write_bytes(bytes(wasmtime.Module(engine, wasm).serialize()))
+    cache = CompileCache(engine, cache_dir)
+    loaded = cache.load_precompiled(str(good), wasm, "module")
+    assert loaded is not None
+    assert (loaded.source, loaded.flavour) == ("precompiled", "module")
+    assert isinstance(loaded.artifact, wasmtime.Module)
+    bad = tmp_path / "bad.cwasm"
+    bad.write_bytes(good.read_bytes()[:200])
+    with caplog.at_level(logging.WARNING):
+        assert cache.load_precompiled(str(bad), wasm, "module") is None
+    assert "precompiled artifact" in caplog.text
+    assert "unusable" in caplog.text
+    assert entries(cache_dir) == []

@@ -295,3 +295,27 @@ def test_module_file_runs_instead_of_args0(tmp_path: Path, cache_dir: Path) -> N
     assert (rc, out) == (0, "greetings from wasm\n")
     msg = expect_error(payload(empty, cache_dir, "/x.wasm", module_file=str(tmp_path / "gone.wasm")))
     assert "gone.wasm" in msg["message"]
+
+
+def test_precompiled_file_is_deserialized_not_compiled(tmp_path: Path, cache_dir: Path) -> None:
+    """``precompiled_file`` (the artifact the shim server took from containerd's content store) is
+    loaded: the on-disk cache stays empty. One that does not deserialize is not fatal: the
+    workload compiles ``module_file`` as without it (and the on-disk cache gets the entry)."""
+    import wasmtime
+
+    from runwasm.wasm.engine import make_engine
+    from tests.conftest import built_fixture
+
+    empty = tmp_path / "empty-rootfs"
+    empty.mkdir()
+    layer = built_fixture("wasm", "hello.wasm")
+    good = tmp_path / "k.cwasm"
+    good.write_bytes(bytes(wasmtime.Module(make_engine(), layer.read_bytes()).serialize()))
+    rc, out, _, _ = harness.run(payload(empty, cache_dir, "m.wasm", module_file=str(layer), precompiled_file=str(good)))
+    assert (rc, out) == (0, "hello from wasm\n")
+    assert sorted(cache_dir.rglob("*.cwasm")) == []
+    bad = tmp_path / "bad.cwasm"
+    bad.write_bytes(b"\x7fELF" + bytes(64))
+    rc, out, _, _ = harness.run(payload(empty, cache_dir, "m.wasm", module_file=str(layer), precompiled_file=str(bad)))
+    assert (rc, out) == (0, "hello from wasm\n")
+    assert len(sorted(cache_dir.rglob("*.cwasm"))) == 1

@@ -14,7 +14,7 @@ def test_round_trip() -> None:
     p = WasmTaskPayload(
         rootfs="/r", args=("/m.wasm#f", "x"), env=("A=1",), cwd="/w",
         preopens=(("/h", "/g"),), cache_dir="/c", rootfs_readonly=True, module_file="/b/l.wasm",
-        module_name="layer sha256:ab",
+        module_name="layer sha256:ab", precompiled_file="/b/k.cwasm",
     )
     data = p.to_json()
     assert json.loads(json.dumps(data)) == data
@@ -41,6 +41,9 @@ def test_defaults() -> None:
         ({"rootfs": "/r", "args": ["/m"], "cache_dir": 3}, "cache_dir must be"),
         ({"rootfs": "/r", "args": ["/m"], "module_file": "rel.wasm"}, "module_file must be absolute"),
         ({"rootfs": "/r", "args": ["/m"], "module_name": 1}, "module_name must be"),
+        ({"rootfs": "/r", "args": ["/m"], "module_file": "/l.wasm", "precompiled_file": "k.cwasm"},
+         "precompiled_file must be absolute"),
+        ({"rootfs": "/r", "args": ["/m"], "precompiled_file": "/k.cwasm"}, "precompiled_file needs module_file"),
         ({"rootfs": "/r", "args": ["/m"], "rootfs_readonly": "yes"}, "must be a bool"),
         ({"rootfs": "/r", "args": ["/m"], "bogus": 1}, "unknown keys"),
         ("not json", "not JSON"),

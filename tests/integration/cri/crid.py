@@ -7,7 +7,8 @@ sockets and clean-up, plus
   the README shows) and the plumbing a private daemon needs: a CNI bridge config in its own dir,
   the stand-in pause image pinned as the sandbox image, ``restrict_oom_score_adj = true`` (this VM
   refuses a negative oom_score_adj even for root), the streaming server on 127.0.0.1 with a free
-  port, NRI off (its socket is a global path);
+  port, NRI off unless asked for (``nri=True``, 2.3 only: its socket then is ``<dir>/nri.sock``
+  with empty private plugin dirs, for an external test plugin, ``nri_plugin.py``);
 - the daemon started in a private network namespace (``nsenter --net``, not ``ip netns exec``,
   which would remount /sys and hide the cgroup hierarchies from the shims), so pod networks,
   the bridge and the streaming server never touch the host's network; ``crictl`` runs there too;
@@ -53,8 +54,11 @@ def runtime_snippet(flavour: str) -> str:
 class CriContainerd(Containerd):
     """containerd (1.6 or 2.3) with CRI, in a private network namespace."""
 
-    def __init__(self, flavour: str) -> None:
-        tag = hashlib.sha256(f"{os.getpid()}-{flavour}".encode()).hexdigest()[:8]
+    def __init__(self, flavour: str, *, nri: bool = False) -> None:
+        if nri and flavour != "2.3":
+            raise DaemonError(f"NRI (v0.2+, external plugins over ttrpc) needs containerd 2.x, not {flavour}")
+        self.nri = nri
+        tag = hashlib.sha256(f"{os.getpid()}-{flavour}-{nri}".encode()).hexdigest()[:8]
         self.netns = f"rwcri-{tag}"
         self.bridge = f"rwcri{tag[:6]}"
         super().__init__(namespace=K8S_NS, flavour=flavour)
@@ -68,6 +72,10 @@ class CriContainerd(Containerd):
         self.log_dir.mkdir()
         self.pod_netns: set[str] = set()  # network namespace files CRI made for our pods
 
+    @property
+    def nri_socket(self) -> str:
+        return str(self.dir / "nri.sock")
+
     # --- configuration ----------------------------------------------------------------------
 
     def _write_config(self) -> None:
@@ -75,6 +83,9 @@ class CriContainerd(Containerd):
         self.fifo_dir.mkdir()
         cni = d / "cni"
         cni.mkdir()
+        if self.nri:
+            (d / "nri-plugins").mkdir()
+            (d / "nri-conf").mkdir()
         (cni / "10-runwasm-test.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0", "name": "runwasm-test",
             "plugins": [{"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
@@ -86,7 +97,12 @@ class CriContainerd(Containerd):
                   f'[ttrpc]\n  address = "{self.ttrpc_address}"\n'
                   f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/opt"\n')
         if self.flavour == "2.3":
-            plumbing = ('version = 3\ndisabled_plugins = ["io.containerd.nri.v1.nri"]\n' + common
+            nri = ('[plugins."io.containerd.nri.v1.nri"]\n  disable = false\n'
+                   f'  socket_path = "{d}/nri.sock"\n  plugin_path = "{d}/nri-plugins"\n'
+                   f'  plugin_config_path = "{d}/nri-conf"\n  plugin_registration_timeout = "30s"\n'
+                   '  plugin_request_timeout = "30s"\n') if self.nri else ""
+            disabled = "" if self.nri else 'disabled_plugins = ["io.containerd.nri.v1.nri"]\n'
+            plumbing = ('version = 3\n' + disabled + common + nri
                         + '[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = true\n'
                         '  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
                         f'[plugins."io.containerd.cri.v1.images".pinned_images]\n  sandbox = "{PAUSE_REF}"\n'

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runwasm.oci.runtime_spec import RuntimeSpec
 from runwasm.shim.server.backends import WasmBackend
 from runwasm.wasm.payload import WasmTaskPayload
@@ -39,3 +41,22 @@ def test_allowed_annotation_reaches_the_payload(tmp_path: Path) -> None:
     sandbox = WasmTaskPayload.from_json(backend.plan_init().payload["task"]).sandbox
     assert sandbox is not None
     assert Sandbox.from_json(sandbox).fuel == 99
+
+
+@pytest.mark.parametrize(("linux", "field"), [
+    ({"sysctl": {"net.ipv4.ip_forward": "1"}}, "linux.sysctl [('net.ipv4.ip_forward', '1')]"),
+    ({"devices": [{"path": "/dev/x", "type": "c", "major": 1, "minor": 3}]}, "linux.devices ['/dev/x']"),
+    ({"netDevices": {"eth1": {}}}, "linux.netDevices ['eth1']"),
+])
+def test_wasm_refuses_linux_only_fields(linux: dict[str, object], field: str) -> None:
+    from runwasm.oci.runtime_spec import RuntimeSpec
+    from runwasm.shim.common.errors import InvalidArgumentError
+    from runwasm.shim.server.backends import refuse_linux_only
+
+    spec = RuntimeSpec.from_json({"ociVersion": "1.2.0", "process": {"args": ["/m.wasm"]}, "linux": linux})
+    with pytest.raises(InvalidArgumentError, match="cannot be honoured") as err:
+        refuse_linux_only("c1", spec)
+    assert f"Wasm container 'c1': {field} cannot be honoured" in str(err.value)
+    ok = RuntimeSpec.from_json({"ociVersion": "1.2.0", "process": {"args": ["/m.wasm"]},
+                                "linux": {"memoryPolicy": {"mode": "MPOL_LOCAL"}}})
+    refuse_linux_only("c1", ok)  # what a Wasm task honours passes
