@@ -45,3 +45,14 @@ def test_pod_uses_the_runtimeclass_and_the_images_the_cri_tier_runs() -> None:
     pod = yaml.safe_load((EXAMPLES / "pod.yaml").read_text())
     assert pod["spec"]["runtimeClassName"] == rc["metadata"]["name"]
     assert [c["image"] for c in pod["spec"]["containers"]] == [WASM_REF, BUSYBOX_REF]
+
+
+def test_sandbox_api_example_is_the_handler_the_cri_tier_runs() -> None:
+    from tests.integration.cri.crid import SANDBOX_API_HANDLER
+
+    runtimes = _runtimes(tomllib.loads((EXAMPLES / "containerd-2.x-sandbox-api.toml").read_text()))
+    entry = runtimes[SANDBOX_API_HANDLER]
+    assert (entry["runtime_type"], entry["sandboxer"]) == (RUNTIME_TYPE, "shim")
+    # the same runtime options as the podsandbox entry: only the sandboxer differs
+    plain = _runtimes(tomllib.loads((EXAMPLES / "containerd-2.x-config.toml").read_text()))["runwasm"]
+    assert entry["options"] == plain["options"]

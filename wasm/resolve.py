@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections import deque
 from collections.abc import Sequence
@@ -37,6 +38,16 @@ MAX_SYMLINKS = 40
 MAX_MODULE_BYTES = 1 << 30
 
 
+def _root(rootfs: Path | str) -> str:
+    """``rootfs`` with symlinks resolved, except a ``/proc/<pid>/fd/<n>`` view of a directory
+    (a rootfs mounted in another mount namespace, ``runwasm.shim.server.private_rootfs``):
+    resolving that magic link would give its path in the host namespace, not the directory."""
+    text = str(rootfs)
+    if re.fullmatch(r"/proc/\d+/fd/\d+", text):
+        return text
+    return os.path.realpath(text)
+
+
 def resolve_in_rootfs(rootfs: Path | str, guest_path: str) -> Path:
     """Host path of ``guest_path`` (absolute, guest view) inside ``rootfs``.
 
@@ -44,7 +55,7 @@ def resolve_in_rootfs(rootfs: Path | str, guest_path: str) -> Path:
     when a component does not exist or a non-directory is used as a directory,
     ``PathEscapeError`` on an escape, ``InvalidEntrypointError`` on a symlink loop.
     """
-    root = os.path.realpath(rootfs)
+    root = _root(rootfs)
     parts: list[str] = []
     todo: deque[str] = deque(guest_path.split("/"))
     hops = 0

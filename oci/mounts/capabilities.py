@@ -82,8 +82,8 @@ def _probe(base: Path, notes: list[str]) -> Capabilities:
             notes.append(f"erofs file-backed: {err}")
             if err.errno == errno.ENOTBLK and os.path.exists("/dev/loop-control"):
                 try:
-                    dev = syscalls.attach_loop(img)
-                    syscalls.mount_fs("erofs", dev, str(mnt), readonly=True)
+                    with syscalls.loop_device(img) as dev:
+                        syscalls.mount_fs("erofs", dev, str(mnt), readonly=True)
                     erofs_loop = True
                     _try_umount(mnt)
                 except OSError as err2:

@@ -14,12 +14,13 @@ Errors are ``OSError`` with errno kept and the kernel's fs-context messages appe
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,35 +125,44 @@ def mount_fs(fstype: str, source: str, target: str, options: Sequence[tuple[str,
     return "mount2"
 
 
-def attach_loop(path: Path) -> str:
-    """Attach ``path`` to a free loop device, read-only and autoclear; returns ``/dev/loopN``."""
-    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+@contextlib.contextmanager
+def loop_device(path: Path) -> Iterator[str]:
+    """Attach ``path`` to a free loop device, read-only and autoclear, and yield ``/dev/loopN``.
+
+    The device stays open until the block ends: an autoclear loop device is detached on its last
+    close, so whatever uses it (a mount) must be made inside the block; after it, the mount alone
+    keeps the device, and unmounting frees it."""
+    lfd, dev = _attach(path)
     try:
+        yield dev
+    finally:
+        os.close(lfd)
+
+
+def _attach(path: Path) -> tuple[int, str]:
+    """Configure a free loop device over ``path``; returns (open fd of the device, its path)."""
+    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    backing = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        info = bytearray(232)
+        struct.pack_into("<I", info, 52, LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR)
+        name = os.fsencode(path)[:63]
+        info[56:56 + len(name)] = name
+        config = struct.pack("<II", backing, 0) + bytes(info) + bytes(64)
         for _ in range(8):
-            n = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
-            dev = f"/dev/loop{n}"
-            backing = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            dev = f"/dev/loop{fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)}"
+            lfd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                lfd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    info = bytearray(232)
-                    struct.pack_into("<I", info, 52, LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR)
-                    name = os.fsencode(path)[:63]
-                    info[56:56 + len(name)] = name
-                    config = struct.pack("<II", backing, 0) + bytes(info) + bytes(64)
-                    try:
-                        fcntl.ioctl(lfd, LOOP_CONFIGURE, config)
-                    except OSError as err:
-                        if err.errno == errno.EBUSY:  # raced with another attach
-                            continue
-                        raise
-                    return dev
-                finally:
-                    os.close(lfd)
-            finally:
-                os.close(backing)
+                fcntl.ioctl(lfd, LOOP_CONFIGURE, config)
+            except OSError as err:
+                os.close(lfd)
+                if err.errno == errno.EBUSY:  # raced with another attach
+                    continue
+                raise
+            return lfd, dev
         raise OSError(errno.EBUSY, "no free loop device after 8 attempts")
     finally:
+        os.close(backing)
         os.close(ctl)
 
 
@@ -168,9 +178,10 @@ def mount_erofs_file(image: Path, target: Path, devices: Sequence[Path] = ()) ->
             if err.errno != errno.ENOTBLK:
                 raise
             _force_loop = True
-    dev = attach_loop(image)
-    loop_opts: list[tuple[str, str | None]] = [("device", attach_loop(d)) for d in devices]
-    method = mount_fs("erofs", dev, str(target), loop_opts, readonly=True)
+    with contextlib.ExitStack() as held:
+        dev = held.enter_context(loop_device(image))
+        loop_opts: list[tuple[str, str | None]] = [("device", held.enter_context(loop_device(d))) for d in devices]
+        method = mount_fs("erofs", dev, str(target), loop_opts, readonly=True)
     return MountResult(str(target), f"loop+{method}", dev)
 
 

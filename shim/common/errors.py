@@ -16,6 +16,8 @@ and is logged with its traceback by the caller.
 
 from __future__ import annotations
 
+import errno
+
 NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION = 5, 6, 3, 9
 UNIMPLEMENTED, UNAVAILABLE, UNKNOWN, INTERNAL, DEADLINE_EXCEEDED = 12, 14, 2, 13, 4
 PERMISSION_DENIED, RESOURCE_EXHAUSTED = 7, 8
@@ -35,6 +37,10 @@ class AlreadyExistsError(ShimError):
 
 class InvalidArgumentError(ShimError):
     status = "invalid_argument"
+
+
+class RootfsPlanError(InvalidArgumentError):
+    """containerd's rootfs mount list cannot be honoured as given (``shim/common/rootfs_plan.py``)."""
 
 
 class FailedPreconditionError(ShimError):
@@ -80,6 +86,8 @@ def status_of(err: BaseException) -> str:
         return "invalid_argument"
     if isinstance(err, TimeoutError):
         return "deadline_exceeded"
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "resource_exhausted"
     return "unknown"
 
 

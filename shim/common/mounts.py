@@ -24,6 +24,7 @@ class MountSpec:
     type: str
     source: str
     options: tuple[str, ...] = ()
+    target: str = ""  # containerd 2.x Mount.target (a path inside the rootfs); refused when set
 
 
 def mount_rootfs(mounts: Sequence[MountSpec], target: str) -> list[str]:
@@ -32,6 +33,10 @@ def mount_rootfs(mounts: Sequence[MountSpec], target: str) -> list[str]:
     On failure everything mounted so far is undone and InvalidArgumentError is raised.
     """
     made: list[str] = []
+    for m in mounts:
+        if m.target:
+            raise InvalidArgumentError(f"failed to mount rootfs on {target!r}: mount {m.type} {m.source!r} has a "
+                                       f"target {m.target!r} inside the rootfs, which is not supported")
     try:
         for m in mounts:
             opts = parse_options(m.options)

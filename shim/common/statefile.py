@@ -25,6 +25,7 @@ class BundleState:
     exit_status: int | None = None
     mounts: list[str] = field(default_factory=list)  # mount points made by the server, in order
     cgroup: str = ""
+    verity: list[str] = field(default_factory=list)  # dm-verity devices opened for a private EROFS rootfs
 
     def save(self, bundle: Path) -> None:
         tmp = bundle / (FILENAME + ".tmp")

@@ -36,6 +36,7 @@ MNT_DETACH = 2
 # named here so the common path imports neither (tests/shim/entry/test_start_delete.py checks they agree)
 LINUX_RECORD = "linux-state.json"
 WASM_RECORD = "wasm-state.json"
+SANDBOX_CONTAINERS = "containers"
 
 
 def _umount(path: str) -> None:
@@ -94,6 +95,22 @@ def remove_stale_socket(bundle: Path) -> bool:
     return True
 
 
+def _cleanup_sandbox(bundle: Path) -> None:
+    """A Sandbox API bundle (no runwasm.json): containerd runs ``delete`` only here after the
+    pod's server died, so clean the pod's containers from the copies of their records the server
+    kept (shim/server/sandbox.py), then the namespace holder's cgroup (killing the holder)."""
+    containers = bundle / SANDBOX_CONTAINERS
+    if containers.is_dir():
+        for copy in sorted(containers.iterdir()):
+            if copy.is_dir():
+                log.info("cleaning container %s of the dead sandbox server", copy.name)
+                cleanup_bundle(copy)
+    if (bundle / WASM_RECORD).exists():
+        from runwasm.linux.task_cgroup import destroy_recorded as destroy_wasm_cgroup
+
+        destroy_wasm_cgroup(bundle)
+
+
 def cleanup_bundle(bundle: Path) -> tuple[int, int]:
     """Best-effort cleanup; returns (pid, exit_status) for the DeleteResponse."""
     state = BundleState.load(bundle)
@@ -119,6 +136,13 @@ def cleanup_bundle(bundle: Path) -> tuple[int, int]:
             from runwasm.linux.task_cgroup import destroy_recorded as destroy_wasm_cgroup
 
             destroy_wasm_cgroup(bundle)  # logs its errors, never raises
+        # a private EROFS rootfs' dm-verity devices, busy until the container's last process is gone
+        if state.verity:
+            from runwasm.shim.server.private_rootfs import close_verity
+
+            close_verity(state.verity)
+    else:
+        _cleanup_sandbox(bundle)
     _umount(str(bundle / "rootfs"))
     remove_stale_socket(bundle)
     return pid, status

@@ -275,6 +275,15 @@ def _stress(ns: argparse.Namespace) -> int:
     return 1 if result.failures else 0
 
 
+def _snapshotter(ns: argparse.Namespace) -> int:
+    from runwasm.shim.snapshotter.daemon import DEFAULT_ADDRESS, DEFAULT_ROOT, serve
+
+    if not ns.debug:
+        logging.getLogger().setLevel(logging.INFO)
+    return serve(Path(ns.root or DEFAULT_ROOT), Path(ns.address or DEFAULT_ADDRESS), diff=not ns.no_diff,
+                 containerd_address=ns.containerd_address)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwasm", description="WebAssembly-first containerd shim: tools and harness")
     p.add_argument("--debug", action="store_true", help="verbose logging")
@@ -325,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     stress.add_argument("--runtime", default="io.containerd.runwasm.v1", help="runtime name (with --containerd)")
     stress.add_argument("module", nargs="?", help="the .wasm to run (default: the built hello.wasm fixture)")
     stress.set_defaults(func=_stress)
+    snap = sub.add_parser("snapshotter", help="serve containerd's Snapshots and Diff APIs with EROFS layers"
+                                              " (a proxy plugin: see docs/examples/runwasm-snapshotter.service)")
+    snap.add_argument("--root", default=None, help="state directory (default /var/lib/runwasm-snapshotter)")
+    snap.add_argument("--address", default=None,
+                      help="unix socket to serve (default /run/runwasm-snapshotter/snapshotter.sock)")
+    snap.add_argument("--containerd-address", default="/run/containerd/containerd.sock",
+                      help="containerd's gRPC socket, read by the Diff service for layer blobs")
+    snap.add_argument("--no-diff", action="store_true", help="serve only the Snapshots service")
+    snap.set_defaults(func=_snapshotter)
     try:
         from runwasm.oci.image_cli import add_image_commands
     except ImportError:  # pragma: no cover - the oci package is part of the distribution
@@ -354,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         ns.args = ns.args[1:]
     logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING, format="runwasm: %(message)s")
     try:
-        if ns.command == "run":
+        if ns.command in ("run", "snapshotter"):
             code: int = ns.func(ns)
         else:  # image commands: a span per command when OTEL_* configures traces
             from runwasm.shim.harness.cli_trace import traced_command

@@ -97,6 +97,7 @@ class WasmBackend:
     wasm_sandbox: WasmSandbox | None = None  # runtime options' Wasm* keys (annotations applied in plan_init)
     kind: str = "wasm"
     sandbox: CgroupSandbox | None = None  # made by plan_init
+    rootfs_view: Path | None = None  # where the server reads the rootfs when it is in a private mount ns
 
     def plan_init(self) -> Launch:
         proc = self.spec.process
@@ -148,10 +149,12 @@ class WasmBackend:
         lin = self.spec.linux
         seccomp = lin.seccomp if lin is not None else None
         mpol = lin.memory_policy if lin is not None else None
+        netns = lin.namespace("network") if lin is not None else None
         return Launch(entry="runwasm.shim.spawn.wasm_workload:main",
                       payload={"task": payload.to_json(), "process": process_to_json(proc),
                                "seccomp": dict(seccomp) if seccomp is not None else None,
-                               "memoryPolicy": memory_policy_to_json(mpol) if mpol is not None else None})
+                               "memoryPolicy": memory_policy_to_json(mpol) if mpol is not None else None,
+                               "network": netns.path if netns is not None else None})
 
     def _tc(self, what: str) -> TaskCgroup:
         if self.sandbox is None:
@@ -185,7 +188,7 @@ class WasmBackend:
         layer = None
         if self.image_module is not None:
             path = process.args[0].partition("#")[0]
-            if not path or not (self.rootfs / path.lstrip("/")).exists():
+            if not path or not ((self.rootfs_view or self.rootfs) / path.lstrip("/")).exists():
                 layer = self.image_module
         return self._joining(self._launch(process, layer))
 

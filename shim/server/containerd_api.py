@@ -142,6 +142,24 @@ class ContainerdClient:
             raise DigestMismatchError(f"failed to read content {str(digest)!r}: containerd sent bytes hashing to {str(got)!r}")
         return b"".join(chunks)
 
+    def stream(self, digest: Digest) -> Iterator[bytes]:
+        """The chunks of blob ``digest`` as containerd sends them; after the last one, raises
+        DigestMismatchError unless they hash to ``digest``. No deadline (layers may be large)."""
+        call = self._channel.unary_stream("/containerd.services.content.v1.Content/Read",
+                                          request_serializer=lambda m: m.SerializeToString(),
+                                          response_deserializer=content_pb2.ReadContentResponse.FromString)
+        h = digest.hasher()
+        try:
+            for msg in call(content_pb2.ReadContentRequest(digest=str(digest)), metadata=self._metadata):
+                data = bytes(msg.data)
+                h.update(data)
+                yield data
+        except grpc.RpcError as err:
+            raise self._error(err, f"read content {str(digest)!r}") from err
+        got = Digest.from_hasher(h)
+        if got != digest:
+            raise DigestMismatchError(f"failed to read content {str(digest)!r}: containerd sent bytes hashing to {str(got)!r}")
+
     @contextlib.contextmanager
     def lease(self, purpose: str) -> Iterator[str]:
         """A lease (``Leases.Create``, expiring after ``LEASE_EXPIRE``) for the block; deleted after it."""

@@ -25,12 +25,17 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runwasm.shim.common.options import RuntimeOptions
 from runwasm.shim.common.otel_env import ENV_HANDOFF
 from runwasm.shim.entry.bootstrap import Settings
 from runwasm.shim.entry.start import ENV_LISTEN_FD, ENV_SETTINGS, settings_from_doc
+
+if TYPE_CHECKING:
+    from runwasm.shim.ttrpc.server import Handler
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +150,34 @@ async def _main(settings: Settings, socket_path: str, listener: socket.socket, z
             pass
 
 
+def _sandbox_handlers(service: object, zygote: object, reaper: object, shutdown: Callable[[], None],
+                      namespace: str, observers: list[Callable[[object], None]]) -> dict[tuple[str, str], Handler]:
+    """The Sandbox API next to Task v2/v3 (``sandboxer = "shim"``; docs/design.md, "Sandbox API")."""
+    from runwasm.shim.common.errors import ShimError
+    from runwasm.shim.server.reaper import Reaper
+    from runwasm.shim.server.sandbox import SandboxService
+    from runwasm.shim.server.sandbox_holder import ZygoteHolderLauncher
+    from runwasm.shim.server.sandbox_rpc import SandboxRpc
+    from runwasm.shim.server.sandbox_rpc import handlers as sandbox_handlers
+    from runwasm.shim.server.task import TaskService
+    from runwasm.shim.spawn.zygote import Zygote
+
+    assert isinstance(service, TaskService)
+    assert isinstance(zygote, Zygote)
+    assert isinstance(reaper, Reaper)
+
+    async def kill_containers() -> None:
+        for cid in list(service.containers):
+            try:
+                await service.kill(cid, "", signal.SIGKILL, True)
+            except ShimError as err:  # already exited: nothing left to stop
+                log.info("sandbox stop: container %s: %s", cid, err)
+
+    sandboxes = SandboxService(namespace, ZygoteHolderLauncher(zygote, reaper), kill_containers, shutdown)
+    observers.append(sandboxes.observe)
+    return sandbox_handlers(SandboxRpc(sandboxes), namespace)
+
+
 async def _serve(settings: Settings, listener: socket.socket, zygote: object, defaults: RuntimeOptions,
                  reaper: object, stop: asyncio.Event) -> None:
     from runwasm.shim.common import tracing
@@ -205,8 +238,14 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
         return await loop.run_in_executor(None, fetch_image_module, settings.grpc_address, settings.namespace,
                                           cid, bundle, precompile)
 
-    service = TaskService(settings.namespace, zygote, reaper,
-                          lambda event: publisher.publish(settings.namespace, event, tracing.outgoing()),  # type: ignore[arg-type]
+    observers: list[Callable[[object], None]] = []  # the Sandbox API's record of the pod's containers
+
+    def publish(event: object) -> None:
+        for observe in observers:
+            observe(event)
+        publisher.publish(settings.namespace, event, tracing.outgoing())  # type: ignore[arg-type]
+
+    service = TaskService(settings.namespace, zygote, reaper, publish,
                           backend_factory, defaults, image_modules)  # type: ignore[arg-type]
     server: Server
 
@@ -218,7 +257,9 @@ async def _serve(settings: Settings, listener: socket.socket, zygote: object, de
         stop.set()
         shutdown()
 
-    server = Server(handlers(TaskRpc(service, shutdown), settings.namespace))
+    table = handlers(TaskRpc(service, shutdown), settings.namespace)
+    table.update(_sandbox_handlers(service, zygote, reaper, shutdown, settings.namespace, observers))
+    server = Server(table)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGPIPE, lambda: None)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from runwasm.linux.errors import NotFoundError as ProcessGoneError
 from runwasm.oci import control
 from runwasm.oci.runtime_spec import RuntimeSpec, parse_process
-from runwasm.shim.common import mounts, spanpipe, tracing
+from runwasm.shim.common import mounts, rootfs_plan, spanpipe, tracing
 from runwasm.shim.common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -40,6 +40,7 @@ from runwasm.shim.common.options import parse as parse_options
 from runwasm.shim.common.statefile import BundleState
 from runwasm.shim.server import events_factory as ev
 from runwasm.shim.server.backends import Backend, Launch
+from runwasm.shim.server.private_rootfs import ROOTNS_FD, PrivateRootfs, mount_private
 from runwasm.shim.server.process import Proc
 from runwasm.shim.server.reaper import Reaper
 from runwasm.shim.server.state import Op, State, transition
@@ -99,6 +100,7 @@ class Container:
     check_oom: Callable[[], None] | None = None
     held_exit: object | None = None  # the init's TaskExit, waiting for its execs' exits
     io_owner: tuple[int | None, int | None] = (None, None)  # runc options IoUid/IoGid
+    private: PrivateRootfs | None = None  # an EROFS rootfs in its own mount namespace
 
 
 class TaskService:
@@ -139,7 +141,8 @@ class TaskService:
 
     # --- spawning ------------------------------------------------------------------------------
 
-    async def _spawn(self, cid: str, exec_id: str, launch: Launch, stdio: StdioPaths) -> Proc:
+    async def _spawn(self, cid: str, exec_id: str, launch: Launch, stdio: StdioPaths,
+                     private: PrivateRootfs | None = None) -> Proc:
         ours, theirs = control.socketpair()
         ours.setblocking(False)
         steps_fd = spanpipe.open_pipe(f"{cid} {exec_id}".strip())  # None unless OTEL_* is configured
@@ -150,6 +153,8 @@ class TaskService:
                 # "log": the server's current stderr, i.e. this group's log FIFO (a zygote forked for
                 # an earlier group, e.g. by a standby server, would otherwise log to that group's)
                 named = {"control": theirs.fileno(), **fds, "log": 2, **launch.extra_fds}
+                if private is not None:
+                    named[ROOTNS_FD] = private.ns_fd
                 if steps_fd is not None:
                     named["trace"] = steps_fd
                 with self._reaper.spawning():  # its exit may be reaped before the watch below
@@ -219,40 +224,55 @@ class TaskService:
         opts = self.defaults.merged(parsed.options, parsed.given) if parsed else self.defaults
         spec = RuntimeSpec.load(bundle)
         made: list[str] = []
+        private: PrivateRootfs | None = None
         if req.rootfs:
             target = bundle / "rootfs"
             target.mkdir(exist_ok=True)
-            made = mounts.mount_rootfs(req.rootfs, str(target))
+            if rootfs_plan.needs_private([(m.type, m.source, m.options) for m in req.rootfs]):
+                private = self._mount_private(req, spec, bundle, target)
+            else:
+                made = mounts.mount_rootfs(req.rootfs, str(target))
             rootfs = target
         else:
             root = spec.root.path if spec.root else "rootfs"
             rootfs = Path(root) if os.path.isabs(root) else bundle / root
-        state = BundleState(id=req.id, mounts=made)
+        view = private.view if private is not None else rootfs  # where the server reads the rootfs
+        state = BundleState(id=req.id, mounts=made, verity=list(private.verity) if private else [])
+
+        def release() -> None:
+            try:
+                mounts.unmount_all(made)
+            finally:
+                if private is not None:
+                    private.close()
+
         try:
             state.save(bundle)
-            image_module = await self._image_module(req.id, spec, bundle, rootfs, opts)
+            image_module = await self._image_module(req.id, spec, bundle, view, opts)
             if image_module is not None:
                 route = router.Route("wasm", f"its image has a Wasm {image_module.where}")
             else:
-                route = router.route(spec, rootfs, opts.executor)
+                route = router.route(spec, view, opts.executor)
             log.info("container %s routed to %s: %s", req.id, route.kind, route.reason)
             backend = self._backend_factory(route.kind, req.id, spec, bundle, rootfs, opts, image_module)
+            if private is not None and hasattr(backend, "rootfs_view"):
+                backend.rootfs_view = view
             state.kind = route.kind
         except BaseException:
-            mounts.unmount_all(made)
+            release()
             raise
         try:
             launch = backend.plan_init()
             give_to(req.stdio, opts.io_uid, opts.io_gid)
-            proc = await self._spawn(req.id, "", launch, req.stdio)
+            proc = await self._spawn(req.id, "", launch, req.stdio, private)
         except BaseException:
             try:
                 backend.destroy()
             finally:
-                mounts.unmount_all(made)
+                release()
             raise
         container = Container(req.id, bundle, spec, backend, proc, made, state,
-                              io_owner=(opts.io_uid, opts.io_gid))
+                              io_owner=(opts.io_uid, opts.io_gid), private=private)
         self.containers[req.id] = container
         self._reaper.watch(proc.pid, proc.start_time,
                            tracing.bind(lambda pid, st, when: self._on_exit(container, proc, st, when)))
@@ -271,6 +291,20 @@ class TaskService:
         self._publish(ev.task_create(req, proc.pid))
         self._watch_oom(container)
         return proc.pid
+
+    def _mount_private(self, req: CreateRequest, spec: RuntimeSpec, bundle: Path, target: Path) -> PrivateRootfs:
+        """containerd 2.3's EROFS mount list, mounted in a mount namespace of the container's own
+        (``shim/server/private_rootfs.py``); nothing of it appears in the host's mount table."""
+        if spec.linux is not None and any(ns.type == "mount" and ns.path for ns in spec.linux.namespaces):
+            raise InvalidArgumentError(
+                f"container {req.id!r}: its EROFS rootfs is mounted in a private mount namespace, so it cannot "
+                "join an existing mount namespace (linux.namespaces type mount with a path)")
+        plan = rootfs_plan.plan([(m.type, m.source, m.target, m.options) for m in req.rootfs],
+                                str(target), str(bundle / "layers"))
+        private = mount_private(plan, req.id)
+        log.info("container %s: EROFS rootfs mounted in a private mount namespace (%s)", req.id,
+                 ", ".join(private.methods))
+        return private
 
     async def _image_module(self, cid: str, spec: RuntimeSpec, bundle: Path, rootfs: Path,
                             opts: RuntimeOptions) -> ImageModule | None:
@@ -364,11 +398,13 @@ class TaskService:
     async def kill(self, cid: str, exec_id: str, sig: int, all_: bool) -> None:
         c, p = self._proc(cid, exec_id)
         transition(p.state, Op.KILL, p.what)
+        if p.signal_for(sig) != sig:
+            log.info("%s: SIGTERM delivered as signal %d, what its wasi:http server drains on", p.what, p.signal_for(sig))
         if all_ and not exec_id:
-            c.backend.kill_all(sig, self._live_pids(c))
+            c.backend.kill_all(p.signal_for(sig), self._live_pids(c))
             return
         try:
-            os.kill(p.pid, sig)
+            os.kill(p.pid, p.signal_for(sig))
         except ProcessLookupError as err:
             raise NotFoundError(f"{p.what}: process already finished") from err
 
@@ -418,6 +454,8 @@ class TaskService:
             mounts.unmount_all(c.mounts)
         except OSError:
             log.exception("failed to unmount the rootfs of container %s; `delete` will retry", c.id)
+        if c.private is not None:
+            c.private.close()
 
     def state(self, cid: str, exec_id: str) -> tuple[Container, Proc]:
         return self._proc(cid, exec_id)
@@ -437,7 +475,7 @@ class TaskService:
         process = parse_process(spec_json, source=f"exec {exec_id!r}")
         launch = c.backend.plan_exec(exec_id, process, c.init.pid)
         give_to(stdio, *c.io_owner)
-        p = await self._spawn(cid, exec_id, launch, stdio)
+        p = await self._spawn(cid, exec_id, launch, stdio, c.private)
         c.execs[exec_id] = p
         self._reaper.watch(p.pid, p.start_time, tracing.bind(lambda pid, st, when: self._on_exit(c, p, st, when)))
         try:

@@ -46,7 +46,7 @@ class TaskRpc:
     async def Create(self, r: pb.CreateTaskRequest) -> Message:
         req = CreateRequest(
             id=r.id, bundle=r.bundle,
-            rootfs=tuple(MountSpec(m.type, m.source, tuple(m.options)) for m in r.rootfs),
+            rootfs=tuple(MountSpec(m.type, m.source, tuple(m.options), m.target) for m in r.rootfs),
             stdio=StdioPaths(r.stdin, r.stdout, r.stderr, r.terminal), checkpoint=r.checkpoint,
             options=(r.options.type_url, r.options.value) if r.HasField("options") else None)
         return pb.CreateTaskResponse(pid=await self.s.create(req))

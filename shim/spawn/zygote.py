@@ -15,7 +15,9 @@ and exits; the pair is the workload's identity for the reaper. The
 workload is re-parented to the server (a child subreaper), which reaps it. In the workload:
 ``setsid()``, default signal dispositions, an empty signal mask, the named fds renumbered from 3
 (stdio 0-2 stay as the zygote had them: /dev/null and the shim log), every other fd closed,
-then ``entry(payload, fds)``, which must not return.
+a ``setns`` into the mount namespace named ``rootns`` when one is given (a container whose EROFS
+rootfs is mounted privately, ``shim/server/private_rootfs.py``), then ``entry(payload, fds)``,
+which must not return.
 
 The zygote exits when the server's end of the socket closes.
 """
@@ -88,6 +90,12 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
             os.dup2(fd, 3 + i, inheritable=False)
             named[name] = 3 + i
         os.closerange(3 + len(names), 65536)
+        if "rootns" in named:  # the container's private rootfs namespace (shim/server/private_rootfs.py)
+            from runwasm.linux import syscalls as sc
+
+            ns = named.pop("rootns")
+            sc.setns(ns, sc.CLONE_NEWNS)
+            os.close(ns)
         if "trace" in named:  # tracing on: the workload's steps go to this pipe (runwasm.oci.steps)
             from runwasm.oci import steps
 

@@ -45,10 +45,16 @@ def crictl_binary() -> Path | None:
 CRICTL_MISSING = (f"crictl not found (set ${CRICTL_ENV}; default ../shared/tools/cri-tools-1.36.0/bin/crictl)")
 
 
+SANDBOX_API_HANDLER = "runwasm-sandbox"
+
+
 def runtime_snippet(flavour: str) -> str:
-    """The README's containerd config snippet for this containerd major version."""
-    name = "containerd-2.x-config.toml" if flavour == "2.3" else "containerd-1.x-config.toml"
-    return (EXAMPLES / name).read_text()
+    """The README's containerd config snippets for this containerd major version (2.x: the
+    ``runwasm`` runtime and the Sandbox API one, ``runwasm-sandbox``)."""
+    if flavour != "2.3":
+        return (EXAMPLES / "containerd-1.x-config.toml").read_text()
+    return "\n".join((EXAMPLES / name).read_text()
+                     for name in ("containerd-2.x-config.toml", "containerd-2.x-sandbox-api.toml"))
 
 
 class CriContainerd(Containerd):
@@ -149,10 +155,13 @@ class CriContainerd(Containerd):
         return [f"netns {n}" for n in sorted(self.pod_netns) if os.path.lexists(n)]
 
     def _record_pod_netns(self, pod: str) -> None:
-        info = json.loads(self.crictl_run("inspectp", pod).stdout).get("info", {})
-        for ns in info.get("runtimeSpec", {}).get("linux", {}).get("namespaces", []):
+        doc = json.loads(self.crictl_run("inspectp", pod).stdout)
+        info = doc.get("info") or {}
+        for ns in (info.get("runtimeSpec") or {}).get("linux", {}).get("namespaces", []):
             if ns.get("type") == "network" and ns.get("path"):
                 self.pod_netns.add(ns["path"])
+        if doc.get("netns"):  # a Sandbox API pod (no pause spec): runwasm's verbose SandboxStatus info
+            self.pod_netns.add(doc["netns"])
 
     # --- crictl -----------------------------------------------------------------------------
 

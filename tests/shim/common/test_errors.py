@@ -16,6 +16,7 @@ SHIM_EXPECTED: dict[type[BaseException], int] = {
     se.NotFoundError: Code.NOT_FOUND,
     se.AlreadyExistsError: Code.ALREADY_EXISTS,
     se.InvalidArgumentError: Code.INVALID_ARGUMENT,
+    se.RootfsPlanError: Code.INVALID_ARGUMENT,
     se.FailedPreconditionError: Code.FAILED_PRECONDITION,
     se.UnimplementedError: Code.UNIMPLEMENTED,
     se.UnavailableError: Code.UNAVAILABLE,
@@ -119,3 +120,10 @@ def test_workload_reported_error_kinds(kind: str, code: int) -> None:
 
     err = WorkloadSetupError("container 'c': set-up failed", _status_for_kind(kind))
     assert se.to_status(err)[0] == code
+
+
+def test_a_full_disk_is_resource_exhausted() -> None:
+    import errno
+
+    assert se.to_status(OSError(errno.ENOSPC, "no space"))[0] == se.RESOURCE_EXHAUSTED
+    assert se.to_status(OSError(errno.EIO, "io"))[0] == se.STATUS_CODES["unknown"]

@@ -110,6 +110,12 @@ def test_delete_knows_the_executors_record_files() -> None:
 
     assert delete.LINUX_RECORD == executor.STATE_FILE
     assert delete.WASM_RECORD == task_cgroup.WASM_STATE_FILE
+    from runwasm.shim.server import sandbox
+
+    assert delete.SANDBOX_CONTAINERS == sandbox.CONTAINERS_DIR
+    from runwasm.shim.common import statefile
+
+    assert sandbox.RECORD_FILES == (statefile.FILENAME, executor.STATE_FILE, task_cgroup.WASM_STATE_FILE)
 
 
 def _address(bundle: Path, path: Path) -> None:
@@ -149,3 +155,51 @@ def test_delete_leaves_what_is_not_a_socket(tmp_path: Path) -> None:
     _address(tmp_path, path)
     assert _run(_delete_argv(tmp_path), cwd=tmp_path).returncode == 0
     assert path.read_text() == "x"
+
+
+@pytest.mark.skipif(not Path("/sys/fs/cgroup").is_dir(), reason="needs cgroups")
+def test_delete_of_a_sandbox_bundle_removes_the_holder_cgroup(tmp_path: Path) -> None:
+    """A Sandbox API bundle has no config.json nor runwasm.json: the namespace holder's cgroup
+    record and copies of the pod's containers' records. After a SIGKILLed server ``delete``
+    cleans both (containerd runs no ``delete`` for a sandboxed container)."""
+    import os
+    import time
+
+    from runwasm.linux.task_cgroup import CgroupSandbox
+    from runwasm.oci.runtime_spec import Linux
+
+    top = f"rwsbx-delete-{os.getpid()}"
+    bundle = tmp_path / "sbx"
+    bundle.mkdir()
+    # the holder's cgroup, and the copy of a Wasm container's records the server keeps
+    copy = bundle / "containers" / "c1"
+    copy.mkdir(parents=True)
+    (copy / "runwasm.json").write_text(
+        '{"id": "c1", "kind": "wasm", "pid": 0, "pid_start_time": 0, "exit_status": null, "mounts": [], "cgroup": ""}')
+    groups = [CgroupSandbox.create(bundle, "sbx", "", Linux(cgroups_path=f"/{top}/sbx")),
+              CgroupSandbox.create(copy, "c1", "", Linux(cgroups_path=f"/{top}/c1"))]
+    orphans = [subprocess.Popen(["sleep", "300"]) for _ in groups]
+    try:
+        for cgs, orphan in zip(groups, orphans, strict=True):
+            cgs.cg.attach(orphan.pid)
+        p = _run(_delete_argv(bundle), cwd=bundle)
+        assert p.returncode == 0, p.stderr
+        assert [o.wait(timeout=30) for o in orphans] == [-9, -9]
+        assert not (bundle / "wasm-state.json").exists()
+        assert not (copy / "wasm-state.json").exists()
+        assert [d for d in Path("/sys/fs/cgroup").glob(f"*/{top}/*")] == []
+    finally:
+        for orphan in orphans:
+            if orphan.poll() is None:
+                orphan.kill()
+                orphan.wait()
+        for cgs in groups:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    cgs.destroy()
+                    break
+                except Exception:  # noqa: BLE001 - best-effort clean-up of a failed run
+                    time.sleep(0.1)
+        for d in Path("/sys/fs/cgroup").glob(f"*/{top}"):
+            d.rmdir()

@@ -277,3 +277,22 @@ def test_delete_reports_the_task_deleted_even_when_releasing_resources_fails(tmp
     assert out["delete"] == "ok"
     assert out["registered"] is False
     assert out["events"][-1] == "TaskDelete", out["events"]
+
+
+def test_erofs_rootfs_cannot_join_an_existing_mount_namespace(tmp_path: Path) -> None:
+    """A private EROFS rootfs and a spec that joins a mount namespace by path contradict each
+    other: refused before anything is mounted."""
+    from runwasm.oci.runtime_spec import RuntimeSpec
+    from runwasm.shim.common.errors import InvalidArgumentError
+    from runwasm.shim.common.mounts import MountSpec
+    from runwasm.shim.server.task import CreateRequest, TaskService
+
+    spec = RuntimeSpec.from_json({"ociVersion": "1.1.0", "process": {"args": ["/x"], "cwd": "/"},
+                                  "linux": {"namespaces": [{"type": "mount", "path": "/proc/1/ns/mnt"}]}},
+                                 source="test")
+    req = CreateRequest(id="c1", bundle=str(tmp_path),
+                        rootfs=(MountSpec("erofs", str(tmp_path / "layer.erofs"), ("ro",)),))
+    service = object.__new__(TaskService)  # _mount_private uses no service state
+    with pytest.raises(InvalidArgumentError, match="cannot join an existing mount namespace"):
+        service._mount_private(req, spec, tmp_path, tmp_path / "rootfs")
+    assert not (tmp_path / "layers").exists()

@@ -1,0 +1,1 @@
+"""runwasm's containerd snapshotter: committed layers are EROFS files (see ``store``)."""
