@@ -128,6 +128,8 @@ def test_failed_setup_is_invalid_argument_and_leaves_nothing(tmp_path: Path, net
     assert status == "invalid_argument"
     assert "net.ipv4.no_such_sysctl" in message
     assert "sbx1" in message
-    assert res["status"] == 1
+    # the holder exits 1 after reporting; the launcher also SIGKILLs it on any error reply (it could
+    # be stuck), and which comes first depends on scheduling: either way it is gone and reaped
+    assert res["status"] in (1, 128 + 9), res["status"]
     assert _cgroup_dirs(top) == []
     assert not (tmp_path / "wasm-state.json").exists()
