@@ -153,6 +153,14 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
     from runwasm.shim.harness import bundle as bundlemod
 
     root = store_root(ns)
+    if ns.containerd:  # copy containerd's image into the store first (blobs verified by digest)
+        from runwasm.shim.harness.containerd_images import pull_command
+
+        with steps.step("image.pull_containerd", **{"runwasm.image.name": ns.target}):
+            pulled = pull_command(ns.containerd, ns.namespace, root, ns.target, snapshotter_root=Path(
+                ns.snapshotter_root) if ns.snapshotter_root else None)
+        logging.getLogger(__name__).info("image %s from containerd: %d blobs copied, %d EROFS layers taken from"
+                                         " the snapshotter", ns.target, pulled.fetched, len(pulled.reused_layers))
     store, images = open_stores(root)
     image: Any = ns.target
     policy = _verify_policy(ns, root)
@@ -303,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verify", metavar="POLICY",
                      help="run an image only if this signature policy accepts it (default: the store's"
                           " <root>/verify-policy.toml when present)")
+    from runwasm.oci.image_cli import add_containerd_arguments, add_snapshotter_root
+
+    add_containerd_arguments(run, default=None)
+    add_snapshotter_root(run)
     run.add_argument("target", help="a .wasm or .wat file, a bundle directory with config.json, or an image "
                                     "reference in the store (runwasm image import)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
