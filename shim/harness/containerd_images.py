@@ -133,9 +133,11 @@ def push_command(address: str, namespace: str, root: Path, ref: str, *, name: st
 
 
 def _blob_chunks(client: ContainerdClient, desc: Descriptor) -> Iterator[bytes]:
+    from runwasm.shim.common.errors import NotFoundError as ContainerdNotFound
+
     try:
         yield from client.stream(desc.digest)
-    except NotFoundError as err:
+    except ContainerdNotFound as err:
         raise NotFoundError(f"failed to copy {desc.media_type} {str(desc.digest)!r} from containerd: its content"
                             f" store does not hold it ({err})") from err
 
