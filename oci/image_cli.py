@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from runwasm.oci.store import ContentStore
 
 DEFAULT_ROOT = "/var/lib/runwasm"
-DEFAULT_CONTAINERD = "/run/containerd/containerd.sock"
 log = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
@@ -284,47 +283,21 @@ def _keygen(ns: argparse.Namespace) -> int:
     return keygen(ns)
 
 
-def _pull_containerd(ns: argparse.Namespace) -> int:
-    from runwasm.shim.harness.containerd_images import pull_command
-
-    res = pull_command(ns.containerd, ns.namespace, store_root(ns), ns.ref, name=ns.name, platforms=_platforms(ns),
-                       snapshotter_root=Path(ns.snapshotter_root) if ns.snapshotter_root else None)
-    print(f"{res.name} {res.target.digest}: {res.fetched} blobs copied from containerd, {res.present} already"
-          f" stored, {len(res.reused_layers)} EROFS layers taken from the snapshotter")
-    return 0
-
-
-def _push_containerd(ns: argparse.Namespace) -> int:
-    from runwasm.shim.harness.containerd_images import push_command
-
-    res = push_command(ns.containerd, ns.namespace, store_root(ns), ns.ref, name=ns.name)
-    print(f"{res.name} {res.target.digest}: {res.written} blobs written to containerd")
-    return 0
-
-
-def add_containerd_arguments(p: argparse.ArgumentParser, default: str | None = DEFAULT_CONTAINERD) -> None:
-    """``--containerd ADDRESS``, ``--namespace NS`` (and ``--snapshotter-root`` for pulls)."""
-    p.add_argument("--containerd", metavar="ADDRESS", default=default,
-                   help=f"containerd's gRPC socket (default {DEFAULT_CONTAINERD})" if default else
-                   "take the image from this containerd's content store (its gRPC socket) first")
-    p.add_argument("--namespace", "-n", default=os.environ.get("CONTAINERD_NAMESPACE", "default"),
-                   help="containerd namespace (default $CONTAINERD_NAMESPACE or 'default')")
-
-
-def add_snapshotter_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--snapshotter-root", metavar="DIR",
-                   help="the --root of the runwasm snapshotter containerd unpacked the image with: its EROFS"
-                        " layers are used instead of converting the layers again")
+def add_root(p: argparse.ArgumentParser) -> None:
+    """``--root`` of a subcommand (the image store root)."""
+    _add_root(p)
 
 
 def _add_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help=f"image store root (default $RUNWASM_ROOT or {DEFAULT_ROOT})")
 
 
-def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``image`` and its subcommands to a ``runwasm`` argparse subparsers object."""
-    image = subparsers.add_parser("image", help="manage OCI images and the EROFS layer store")
-    sub = image.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
+def add_image_commands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """Add ``image`` and its subcommands to a ``runwasm`` argparse subparsers object; returns
+    the ``image`` group's subparsers (the harness adds its containerd commands there)."""
+    image: argparse.ArgumentParser = subparsers.add_parser("image", help="manage OCI images and the EROFS layer store")
+    sub: argparse._SubParsersAction = image.add_subparsers(  # type: ignore[type-arg]
+        dest="image_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("pack-wasm", help="pack a .wasm module into an OCI image-layout tarball")
     p.add_argument("module", help="the .wasm module")
@@ -346,22 +319,6 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type:
                    " (default: <root>/verify-policy.toml when present)")
     _add_root(p)
     p.set_defaults(func=_guard(_import))
-
-    p = sub.add_parser("pull-containerd", help="copy an image from containerd's content store into the store")
-    p.add_argument("ref", metavar="REF", help="the image's name in containerd")
-    p.add_argument("--name", help="store it under this name instead")
-    p.add_argument("--platform", action="append", help="os/arch[/variant] to resolve (repeatable)")
-    add_containerd_arguments(p)
-    add_snapshotter_root(p)
-    _add_root(p)
-    p.set_defaults(func=_guard(_pull_containerd))
-
-    p = sub.add_parser("push-containerd", help="write an image of the store into containerd (content and record)")
-    p.add_argument("ref", metavar="REF", help="the image's name in runwasm's store")
-    p.add_argument("--name", help="name it this in containerd instead")
-    add_containerd_arguments(p)
-    _add_root(p)
-    p.set_defaults(func=_guard(_push_containerd))
 
     p = sub.add_parser("ls", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="names only")
@@ -411,4 +368,5 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type:
     p = sub.add_parser("gc", help="remove unreferenced blobs, layers and ingest leftovers")
     _add_root(p)
     p.set_defaults(func=_guard(_gc))
+    return sub
 

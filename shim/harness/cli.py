@@ -154,11 +154,12 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
 
     root = store_root(ns)
     if ns.containerd:  # copy containerd's image into the store first (blobs verified by digest)
+        from runwasm.shim.harness.containerd_cli import snapshotter_root
         from runwasm.shim.harness.containerd_images import pull_command
 
         with steps.step("image.pull_containerd", **{"runwasm.image.name": ns.target}):
-            pulled = pull_command(ns.containerd, ns.namespace, root, ns.target, snapshotter_root=Path(
-                ns.snapshotter_root) if ns.snapshotter_root else None)
+            pulled = pull_command(ns.containerd, ns.namespace, root, ns.target,
+                                  snapshotter_root=snapshotter_root(ns))
         logging.getLogger(__name__).info("image %s from containerd: %d blobs copied, %d EROFS layers taken from"
                                          " the snapshotter", ns.target, pulled.fetched, len(pulled.reused_layers))
     store, images = open_stores(root)
@@ -311,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verify", metavar="POLICY",
                      help="run an image only if this signature policy accepts it (default: the store's"
                           " <root>/verify-policy.toml when present)")
-    from runwasm.oci.image_cli import add_containerd_arguments, add_snapshotter_root
+    from runwasm.shim.harness.containerd_cli import add_containerd_arguments, add_snapshotter_root
 
     add_containerd_arguments(run, default=None)
     add_snapshotter_root(run)
@@ -347,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the oci package is part of the distribution
         pass
     else:
-        add_image_commands(sub)
+        from runwasm.shim.harness.containerd_cli import add_image_commands as add_containerd_commands
+
+        add_containerd_commands(add_image_commands(sub))
     return p
 
 

@@ -124,7 +124,8 @@ def test_image_from_runwasm_store_runs_under_ctr_with_runc_and_runwasm(env: Env)
     assert ": 5 blobs written to containerd" in res.stdout, res.stdout
     target = ImageStore(root).get(ref).target
     listed = env.cd.ctr("images", "ls").stdout
-    assert ref in listed and str(target.digest) in listed, listed
+    assert ref in listed, listed
+    assert str(target.digest) in listed, listed
     script = "echo $(cat /etc/keep); ls /etc/gone 2>&1 | wc -l; ls /d; echo $(cat /top)"
     for i, (runtime, snapshotter) in enumerate([(RUNC_RUNTIME, SNAPSHOTTER), (RUNWASM_RUNTIME, SNAPSHOTTER),
                                                 (RUNC_RUNTIME, "")]):
@@ -148,9 +149,11 @@ def test_errors_name_the_image_or_blob(env: Env) -> None:
     root = env.tmp / "store-d"
     res = env.runwasm("image", "pull-containerd", *env.ctrd(), "docker.io/runwasm/none:1", root=root)
     assert res.returncode == 1, res
-    assert "failed to get image 'docker.io/runwasm/none:1'" in res.stderr and "not found" in res.stderr, res.stderr
+    assert "failed to get image 'docker.io/runwasm/none:1'" in res.stderr, res.stderr
+    assert "not found" in res.stderr, res.stderr
     res = env.runwasm("image", "push-containerd", *env.ctrd(), "docker.io/runwasm/none:1", root=root)
-    assert res.returncode == 1 and "not found in the image store" in res.stderr, res.stderr
+    assert res.returncode == 1, res
+    assert "not found in the image store" in res.stderr, res.stderr
     # a layer containerd lost: the pull names it, and nothing is recorded
     ref = "docker.io/runwasm/share-broken:1"
     tar = busybox_image(env.tmp / "broken.tar", ref)
@@ -162,7 +165,8 @@ def test_errors_name_the_image_or_blob(env: Env) -> None:
     env.cd.ctr("content", "rm", str(layer))
     res = env.runwasm("image", "pull-containerd", *env.ctrd(), ref, root=root)
     assert res.returncode == 1, res
-    assert str(layer) in res.stderr and "does not hold it" in res.stderr, res.stderr
+    assert str(layer) in res.stderr, res.stderr
+    assert "does not hold it" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
     assert not ImageStore(root).list()
     assert not list(ContentStore(root).ingest_dir.iterdir())
@@ -171,5 +175,6 @@ def test_errors_name_the_image_or_blob(env: Env) -> None:
     res = env.runwasm("image", "push-containerd", *env.ctrd(), "--name", "docker.io/runwasm/share-b2:1", ref,
                       root=probe)
     assert res.returncode == 1, res
-    assert str(layer) in res.stderr and "does not hold it" in res.stderr, res.stderr
+    assert str(layer) in res.stderr, res.stderr
+    assert "does not hold it" in res.stderr, res.stderr
     assert "share-b2" not in env.cd.ctr("images", "ls", "-q").stdout
