@@ -43,6 +43,14 @@ def _run(ns: argparse.Namespace) -> int:
     except ShimError as err:
         print(f"runwasm: {err}", file=sys.stderr)
         return 125
+    if ns.snapshotter_root and not ns.containerd:
+        print("runwasm: --snapshotter-root applies with --containerd (layers of an image taken from containerd)",
+              file=sys.stderr)
+        return 2
+    if ns.containerd and kind != "image":
+        print(f"runwasm: --containerd takes an image from containerd, and {ns.target!r} is a file or bundle",
+              file=sys.stderr)
+        return 2
     if ns.verify and kind != "image":
         print(f"runwasm: --verify applies to images in the store, and {ns.target!r} is a file or bundle"
               " (signatures name image digests)", file=sys.stderr)
