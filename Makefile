@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv launcher proto fixtures demo test test-unit check lint types bench clean
+.PHONY: setup system venv launcher proto fixtures demo test test-unit check lint types bench critest clean
 
 setup: system venv launcher proto fixtures
 
@@ -54,6 +54,13 @@ check: lint types test-unit
 
 bench: setup
 	$(VPY) -m tests.bench
+
+# cri-tools' critest v1.36 on a private containerd 2.3.4 with CRI, handler runwasm and handler
+# runc side by side (stand-in images from a registry in a private netns; CRITEST_ARGS e.g.
+# --focus REGEXP, --flavour 1.6)
+CRITEST_ARGS ?=
+critest: setup
+	bash scripts/critest.sh $(CRITEST_ARGS)
 
 clean:
 	rm -rf build .mypy_cache .pytest_cache fixtures/build

@@ -56,10 +56,12 @@ def _read(path: Path) -> str:
 
 
 def validate_path(cgroups_path: str) -> str:
-    """Normalize ``linux.cgroupsPath``: absolute, no ``..``; systemd ``slice:prefix:name`` is refused."""
-    if ":" in cgroups_path and not cgroups_path.startswith("/"):
-        raise InvalidArgumentError(f"failed to use cgroupsPath {cgroups_path!r}: systemd cgroup paths "
-                                   "(slice:prefix:name) need the systemd cgroup driver, which runwasm lacks")
+    """Normalize ``linux.cgroupsPath`` for runwasm's cgroupfs driver: absolute, no ``..``.
+
+    A relative path is taken from the hierarchy's root. runwasm has no systemd driver (the
+    ``SystemdCgroup`` runtime option is refused), so a systemd-looking ``slice:prefix:name`` is,
+    as with runc's and crun's cgroupfs drivers, one directory whose name contains colons (critest
+    on containerd 1.6 sends such paths with the cgroupfs driver)."""
     p = "/" + cgroups_path.strip("/")
     if any(part == ".." for part in p.split("/")):
         raise InvalidArgumentError(f"failed to use cgroupsPath {cgroups_path!r}: '..' is not allowed")

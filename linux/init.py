@@ -109,8 +109,8 @@ def _propagation(c: Ctx) -> None:
 
 def _bind_rootfs(c: Ctx) -> None:
     if c.has_mount_ns:
+        rootfs.parent_mount_private(c.p.rootfs)
         rootfs.bind_rootfs(c.p.rootfs)
-        rootfs.set_root_propagation(c.p.rootfs, c.spec.linux.rootfs_propagation if c.spec.linux else "")
 
 
 def _mounts(c: Ctx) -> None:
@@ -137,6 +137,10 @@ def _create_container_hooks(c: Ctx) -> None:
 
 def _pivot(c: Ctx) -> None:
     rootfs.pivot(c.p.rootfs, c.has_mount_ns)
+    if c.has_mount_ns:
+        # after the pivot: pivot_root refuses a shared new root (EINVAL), so rootfsPropagation
+        # is applied to "/" once it is the container's root, as runc does
+        rootfs.set_root_propagation("/", c.spec.linux.rootfs_propagation if c.spec.linux else "")
 
 
 def _sysctl(c: Ctx) -> None:

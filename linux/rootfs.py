@@ -5,7 +5,9 @@ Order (driven by ``init.py``):
    the host (and so pivot_root, which refuses shared mounts, works);
 2. ``bind_rootfs`` makes the rootfs a mount point of its own (pivot_root needs one);
 3. spec mounts and /dev go into it (mounts.py, devices.py);
-4. ``pivot`` switches root and detaches the old one;
+4. ``pivot`` switches root and detaches the old one; then ``set_root_propagation`` applies a
+   shared/slave/unbindable ``rootfsPropagation`` to the new ``/`` (pivot_root refuses a shared
+   new root, so not before);
 5. ``make_readonly`` last among mount changes to ``/``, because earlier steps create
    mountpoints and device nodes inside it.
 """
@@ -26,16 +28,43 @@ def _fail(step: str, path: str, err: OSError) -> SetupError:
 def make_private(rootfs_propagation: str) -> None:
     """Make every mount in the new namespace private (or rslave/rshared per ``rootfsPropagation``).
 
-    ``/`` is first made rslave/rprivate recursively, as runc does; a shared rootfsPropagation
-    is applied to the rootfs bind afterwards (``set_root_propagation``)."""
-    flag = sc.MS_SLAVE | sc.MS_REC if rootfs_propagation in ("slave", "rslave", "shared", "rshared") \
-        else sc.MS_PRIVATE | sc.MS_REC
+    ``/`` is first made rshared/rslave/rprivate recursively, as runc does (its own value for a
+    shared rootfsPropagation, which is also applied to the container's ``/`` after the pivot:
+    ``set_root_propagation``)."""
+    if rootfs_propagation in ("shared", "rshared"):
+        # as runc: the namespace's copies stay peers of the host's mounts, so a bind mount with
+        # shared propagation (a Bidirectional volume) joins the host's peer group
+        flag = PROPAGATION[rootfs_propagation]
+    elif rootfs_propagation in ("slave", "rslave"):
+        flag = sc.MS_SLAVE | sc.MS_REC
+    else:
+        flag = sc.MS_PRIVATE | sc.MS_REC
     if rootfs_propagation and rootfs_propagation not in PROPAGATION:
         raise InvalidArgumentError(f"failed to apply linux.rootfsPropagation: unknown value {rootfs_propagation!r}")
     try:
         sc.mount(None, "/", None, flag, None)
     except OSError as err:
         raise _fail("set mount propagation of", "/", err) from err
+
+
+def parent_mount_private(rootfs: str) -> None:
+    """Make the mount holding ``rootfs`` private if it is shared (as runc does): pivot_root
+    refuses a shared parent, and the rootfs bind must not propagate to the host."""
+    best, shared = "", False
+    target = os.path.realpath(rootfs)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4].replace("\\040", " ")
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best = point
+                shared = any(o.startswith("shared:") for o in fields[6:fields.index("-")])
+    if best and shared:
+        try:
+            sc.mount(None, best, None, sc.MS_PRIVATE, None)
+        except OSError as err:
+            raise _fail("make private the parent mount of", rootfs, err) from err
 
 
 def bind_rootfs(rootfs: str) -> None:
@@ -46,6 +75,7 @@ def bind_rootfs(rootfs: str) -> None:
 
 
 def set_root_propagation(rootfs: str, rootfs_propagation: str) -> None:
+    """Apply a shared/slave/unbindable ``rootfsPropagation`` to ``rootfs`` (``/`` after pivot)."""
     if rootfs_propagation in ("shared", "rshared", "slave", "rslave", "unbindable", "runbindable"):
         try:
             sc.mount(None, rootfs, None, PROPAGATION[rootfs_propagation], None)

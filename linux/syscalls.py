@@ -79,6 +79,10 @@ AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_RECURSIVE = 0x8000
 _NR_MOUNT_SETATTR = 442  # same number on x86_64 and aarch64 (asm-generic)
+_NR_OPEN_TREE = 428  # same on x86_64 and aarch64
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
 
 # prctl(2)
 PR_SET_PDEATHSIG = 1
@@ -135,6 +139,23 @@ def mount_setattr(path: str, attr_set: int, attr_clr: int, *, recursive: bool = 
     res = _libc.syscall(ctypes.c_long(_NR_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _b(path),
                         ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
     _check(int(res), "mount_setattr", path)
+
+
+def open_tree(dfd: int, flags: int, path: str = "") -> int:
+    """open_tree(2) (kernel >= 5.2) of ``path`` relative to ``dfd`` (``""`` with AT_EMPTY_PATH:
+    ``dfd`` itself); returns the new fd; raises OSError."""
+    res = _libc.syscall(ctypes.c_long(_NR_OPEN_TREE), ctypes.c_int(dfd), _b(path), ctypes.c_uint(flags))
+    return _check(int(res), "open_tree", path or f"fd {dfd}")
+
+
+def mount_setattr_fd(fd: int, attr_set: int, attr_clr: int, *, recursive: bool = True) -> None:
+    """mount_setattr(2) on the mount ``fd`` refers to (AT_EMPTY_PATH), e.g. a detached tree
+    from ``open_tree(OPEN_TREE_CLONE)``; raises OSError."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    res = _libc.syscall(ctypes.c_long(_NR_MOUNT_SETATTR), ctypes.c_int(fd), b"",
+                        ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(int(res), "mount_setattr", f"fd {fd}")
 
 
 def umount2(target: str, flags: int = 0) -> None:

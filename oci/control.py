@@ -68,10 +68,14 @@ def recv(sock: socket.socket) -> dict[str, Any]:
 # Workload side helpers -------------------------------------------------------------------------
 
 
-def report_ready(fd: int) -> None:
-    """Tell the shim set-up succeeded (workload side)."""
+def report_ready(fd: int, stop_signal: int | None = None) -> None:
+    """Tell the shim set-up succeeded (workload side). ``stop_signal``: the signal the shim must
+    send when asked for SIGTERM (a workload that drains on another one, e.g. ``wasmtime serve``)."""
+    msg: dict[str, Any] = {"type": "ready", "pid": os.getpid()}
+    if stop_signal is not None:
+        msg["stop_signal"] = stop_signal
     with socket.socket(fileno=os.dup(fd)) as sock:
-        send(sock, {"type": "ready", "pid": os.getpid()})
+        send(sock, msg)
 
 
 def report_error(fd: int, err: BaseException) -> None:

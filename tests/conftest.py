@@ -48,6 +48,12 @@ def wasm_fixture() -> object:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "critest" not in (config.getoption("markexpr") or ""):
+        # the critest tier runs cri-tools' whole suite twice: only when asked for by name
+        slow = pytest.mark.skip(reason="critest tier (~15 min): run `pytest -m critest` or `make critest`")
+        for item in items:
+            if item.get_closest_marker("critest") is not None:
+                item.add_marker(slow)
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="needs root (real namespaces, mounts, cgroups)")

@@ -12,6 +12,10 @@ Contract (see docs/contributing.md, "Process model"):
   its own, not ones it drives with asyncio), and the guest runs. The process exits with the
   status ``task.run`` returns (0, the guest's exit code, or 134 after a trap, reported on the
   task's stderr as the wasmtime CLI does). Never returns.
+- A ``wasi:http/proxy`` component (``task.serve``): ``ready`` carries ``stop_signal`` (SIGINT:
+  the shim sends it for SIGTERM, what ``wasmtime serve`` drains on), and after ``start`` the
+  process execs ``wasmtime serve`` (``runwasm.wasm.http_serve``) with the stdio installed and
+  the confinement complete; if the exec fails, the reason goes to the task's stderr, status 127.
 - Fds 0/1/2 that are not open at entry are opened on /dev/null first, so no file opened
   during set-up can land on them and the guest's unassigned stdio is /dev/null.
 - Diagnostics (logging, trap reports) go to ``fds["log"]`` if present, else to the process's
@@ -28,6 +32,7 @@ from typing import Any, NoReturn
 from runwasm.oci.control import ControlChannelError, report_error, report_ready, wait_start
 from runwasm.wasm.confine import Confinement
 from runwasm.wasm.errors import WasmError
+from runwasm.wasm.http_serve import STOP_SIGNAL
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +141,7 @@ def main(payload: dict[str, Any], fds: dict[str, int], confinement: Confinement 
         report_error(control, WasmError(f"failed to set up wasm task: {type(err).__name__}: {err}"))
         _exit(1)
     try:
-        report_ready(control)
+        report_ready(control, stop_signal=STOP_SIGNAL if task.serve is not None else None)
     except (ControlChannelError, OSError) as err:
         log.error("failed to report ready: %s", err)
         _exit(1)
@@ -150,6 +155,15 @@ def main(payload: dict[str, Any], fds: dict[str, int], confinement: Confinement 
         except Exception as err:  # noqa: BLE001 - nothing ran yet; say why on the task's stderr
             log.error("failed to confine wasm task: %s", err)
             _FdStream(2).write(f"runwasm: failed to confine the wasm task: {err}\n")
+            _exit(EXIT_CONFINE_FAILED)
+    if task.serve is not None:  # a wasi:http/proxy component: the wasmtime CLI serves it
+        from runwasm.wasm.http_serve import exec_serve
+
+        try:
+            exec_serve(task.serve)
+        except OSError as err:
+            log.error("failed to exec wasmtime serve: %s", err)
+            _FdStream(2).write(f"runwasm: failed to exec wasmtime serve for {task.serve.where!r}: {err}\n")
             _exit(EXIT_CONFINE_FAILED)
     # the task's stderr gets the trap report unless the log already goes there
     _exit(run(task, report_fd=2 if "stderr" in fds and stream.fd != 2 else None))

@@ -23,6 +23,10 @@ noNewPrivileges and ``linux.seccomp``. The points, in order:
    the preopens, is reached with the container's credentials.
 6. ``before_guest()``: after ``start``, right before guest code: the seccomp filter is loaded
    (as late as possible, so it constrains the guest and as little of the runtime as can be).
+
+A ``wasi:http/proxy`` component (served by the wasmtime CLI, ``runwasm.wasm.http_serve``) also
+uses, between 4 and 5: ``readonly_dir(fd, where)`` (a read-only view of a directory handle, for
+read-only preopens: a new fd) and ``enter_network()`` (the spec's network namespace).
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class Confinement(Protocol):
     def as_guest(self) -> contextlib.AbstractContextManager[None]: ...
     def drop(self) -> None: ...
     def before_guest(self) -> None: ...
+    def readonly_dir(self, fd: int, where: str) -> int: ...
+    def enter_network(self) -> None: ...
 
 
 class NoConfinement:
@@ -93,4 +99,13 @@ class NoConfinement:
         return None
 
     def before_guest(self) -> None:
+        return None
+
+    def readonly_dir(self, fd: int, where: str) -> int:
+        from runwasm.wasm.errors import WasiSetupError
+
+        raise WasiSetupError(f"cannot preopen {where!r} read-only for the wasmtime CLI without the shim's "
+                             "confinement (it makes the read-only mount view)")
+
+    def enter_network(self) -> None:
         return None

@@ -74,6 +74,12 @@ class WasiSetupError(WasmError):
     status = "failed_precondition"
 
 
+class HttpServeError(WasiSetupError):
+    """A wasi:http component cannot be served: the wasmtime CLI is missing or unusable."""
+
+    status = "failed_precondition"
+
+
 class SandboxError(InvalidPayloadError):
     """A Wasm sandbox setting (runtime options or annotation) is invalid; the message names the key."""
 

@@ -41,7 +41,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from runwasm.oci import steps
-from runwasm.wasm.cache import CompileCache
+from runwasm.wasm.cache import CompileCache, cache_dir_from
 from runwasm.wasm.confine import Confinement, NoConfinement
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
 from runwasm.wasm.engine import engine_fingerprint, make_engine
@@ -52,6 +52,7 @@ from runwasm.wasm.errors import (
     WasiSetupError,
     WasmError,
 )
+from runwasm.wasm.http_serve import DirHandle, ServePlan, prepare_serve, proxy_export
 from runwasm.wasm.payload import WasmTaskPayload
 from runwasm.wasm.resolve import open_module_fd, read_module, resolve_in_rootfs, resolve_module_path
 from runwasm.wasm.sandbox import Sandbox
@@ -78,7 +79,7 @@ class GuestExit(BaseException):  # noqa: N818 - not an error: the guest asked to
 class PreparedTask:
     """A task ready to run: everything linked, no guest code executed yet."""
 
-    flavour: Literal["module", "component"]
+    flavour: Literal["module", "component", "http"]
     store: wasmtime.Store
     export: str
     module_path: str
@@ -88,6 +89,7 @@ class PreparedTask:
     cli_run: str | None = None  # the exact wasi:cli/run@x.y.z export name, for commands
     initialize: bool = False  # a reactor: call its ``_initialize`` before the named export
     cache_source: str = ""
+    serve: ServePlan | None = None  # flavour "http": exec ``wasmtime serve`` instead of ``run``
 
 
 def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
@@ -295,6 +297,16 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
                 # nothing compiled: the on-disk cache's entry, or the content store's artifact
                 attrs["runwasm.wasm.cache.hit"] = loaded.source in ("hit", "precompiled")
         log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
+        if isinstance(loaded.artifact, wc.Component) and export is None:
+            exports = loaded.artifact.type.exports(engine)
+            if proxy_export(exports) and not any(n.startswith(CLI_RUN_PREFIX) for n in exports):
+                plan = prepare_serve(data, p.args, tuple(_guest_env(p)), p.cwd,
+                                     [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox,
+                                     where, cache_dir_from(p.cache_dir), conf)
+                conf.enter_network()
+                conf.drop()
+                return PreparedTask("http", wasmtime.Store(engine), "", path or where, serve=plan,
+                                    cache_source=loaded.source)
         store = wasmtime.Store(engine)
         if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):
             store.set_limits(memory_size=sandbox.max_memory or -1, table_elements=sandbox.max_table_elements or -1,

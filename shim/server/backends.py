@@ -140,10 +140,12 @@ class WasmBackend:
         lin = self.spec.linux
         seccomp = lin.seccomp if lin is not None else None
         mpol = lin.memory_policy if lin is not None else None
+        netns = lin.namespace("network") if lin is not None else None
         return Launch(entry="runwasm.shim.spawn.wasm_workload:main",
                       payload={"task": payload.to_json(), "process": process_to_json(proc),
                                "seccomp": dict(seccomp) if seccomp is not None else None,
-                               "memoryPolicy": memory_policy_to_json(mpol) if mpol is not None else None})
+                               "memoryPolicy": memory_policy_to_json(mpol) if mpol is not None else None,
+                               "network": netns.path if netns is not None else None})
 
     def _tc(self, what: str) -> TaskCgroup:
         if self.sandbox is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class Proc:
     _watched_fd: int = -1
     _on_executed: Callable[[], None] | None = None
     _awaiting_ready: bool = True  # wait_ready has not read the workload's first word yet
+    stop_signal: int | None = None  # sent instead of SIGTERM (a wasi:http server drains on SIGINT)
 
     @property
     def what(self) -> str:
@@ -129,6 +131,15 @@ class Proc:
             raise WorkloadSetupError(f"{self.what}: {msg.get('message', 'set-up failed')}", status)
         if msg["type"] != "ready":
             raise UnavailableError(f"{self.what}: unexpected control message {json.dumps(msg)[:100]}")
+        stop = msg.get("stop_signal")
+        if stop is not None:
+            if not isinstance(stop, int) or isinstance(stop, bool) or not 1 <= stop <= 64:
+                raise UnavailableError(f"{self.what}: invalid stop_signal {stop!r} in the workload's ready")
+            self.stop_signal = stop
+
+    def signal_for(self, sig: int) -> int:
+        """The signal to deliver when ``sig`` is asked for: ``stop_signal`` instead of SIGTERM."""
+        return self.stop_signal if sig == signal.SIGTERM and self.stop_signal is not None else sig
 
     def send_start(self, on_executed: Callable[[], None] | None = None) -> None:
         """Tell the workload to run user code.

@@ -103,6 +103,16 @@ class Container:
     private: PrivateRootfs | None = None  # an EROFS rootfs in its own mount namespace
 
 
+def _own_pid_namespace(spec: RuntimeSpec) -> bool:
+    """True when the container gets a new pid namespace (a ``pid`` entry without a path), whose
+    end takes every process in it along; a Wasm or spec-less container counts as having one."""
+    lin = spec.linux
+    if lin is None:
+        return True
+    ns = lin.namespace("pid")
+    return ns is not None and not ns.path
+
+
 class TaskService:
     def __init__(self, namespace: str, zygote: Zygote, reaper: Reaper, publish: Publish,
                  backend_factory: BackendFactory, defaults: RuntimeOptions | None = None,
@@ -375,6 +385,14 @@ class TaskService:
                 log.warning("failed to record exit of %s in %s: %s", p.what, c.bundle, err)
         if c.check_oom is not None and not p.exec_id:
             c.check_oom()  # an OOM kill is reported before the exit it caused (CRI's OOMKilled)
+        if not p.exec_id and not _own_pid_namespace(c.spec):
+            # like runc's shim (kill --all when the init exits and the container has no pid
+            # namespace of its own): what the init left behind (a forked worker, a daemon) would
+            # keep the container's stdio and cgroup, and its stop would never finish
+            try:
+                c.backend.kill_all(signal.SIGKILL, self._live_pids(c))
+            except Exception:
+                log.exception("container %s: failed to kill what its init left behind", c.id)
         if not p.announced:
             return
         exit_event = ev.task_exit(c.id, p.exec_id or c.id, p.pid, status, when_ns)
@@ -398,11 +416,13 @@ class TaskService:
     async def kill(self, cid: str, exec_id: str, sig: int, all_: bool) -> None:
         c, p = self._proc(cid, exec_id)
         transition(p.state, Op.KILL, p.what)
+        if p.signal_for(sig) != sig:
+            log.info("%s: SIGTERM delivered as signal %d, what its wasi:http server drains on", p.what, p.signal_for(sig))
         if all_ and not exec_id:
-            c.backend.kill_all(sig, self._live_pids(c))
+            c.backend.kill_all(p.signal_for(sig), self._live_pids(c))
             return
         try:
-            os.kill(p.pid, sig)
+            os.kill(p.pid, p.signal_for(sig))
         except ProcessLookupError as err:
             raise NotFoundError(f"{p.what}: process already finished") from err
 

@@ -7,7 +7,9 @@ oomScoreAdj and ``linux.seccomp``, as a Linux container's process does. It lives
 because ``runwasm.wasm`` may not import ``runwasm.linux`` (tests/test_layering.py).
 
 Payload: ``{"task": WasmTaskPayload.to_json(), "process": process_to_json(...), "seccomp":
-<linux.seccomp or null>, "memoryPolicy": <linux.memoryPolicy or null>}``.
+<linux.seccomp or null>, "memoryPolicy": <linux.memoryPolicy or null>, "network": <netns path, "" for a
+new one, or null>}`` (``network``: the spec's network namespace, entered only by a task that
+serves wasi:http; other Wasm guests have no sockets).
 
 Order (see ``runwasm.wasm.confine`` for where each point falls):
 - ``check``: compile the seccomp filter; refuse it (InvalidArgument) if it does not allow the
@@ -33,7 +35,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
-from runwasm.linux import capabilities, identity, limits, sched
+from runwasm.linux import capabilities, identity, limits, sched, task_net
 from runwasm.linux import seccomp as seccomp_step
 from runwasm.linux import syscalls as sc
 from runwasm.linux.errors import InvalidArgumentError, SetupError
@@ -73,10 +75,11 @@ class LinuxConfinement:
     """``runwasm.wasm.confine.Confinement`` for ``proc`` and an optional seccomp profile."""
 
     def __init__(self, proc: Process, seccomp: Mapping[str, Any] | None,
-                 memory_policy: MemoryPolicy | None = None) -> None:
+                 memory_policy: MemoryPolicy | None = None, network: str | None = None) -> None:
         self.proc = proc
         self.seccomp = seccomp
         self.memory_policy = memory_policy
+        self.network = network  # see runwasm.linux.task_net.enter_network
         self.filter: Any = None
         self._sets: tuple[int, int, int] | None = None  # the guest's (E, P, I) still to be set
 
@@ -163,6 +166,12 @@ class LinuxConfinement:
         if self._sets is not None:
             self._capset(*self._sets)
 
+    def readonly_dir(self, fd: int, where: str) -> int:
+        return task_net.readonly_clone(fd, where)
+
+    def enter_network(self) -> None:
+        task_net.enter_network(self.network)
+
 
 def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
     """Parse the confinement part of the payload, then hand over to ``runwasm.wasm.child.main``."""
@@ -176,7 +185,10 @@ def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
             raise InvalidArgumentError(f"invalid wasm payload: seccomp must be an object, got {seccomp!r}")
         memory_policy = parse_memory_policy(SpecReader("<wasm payload>"), payload.get("memoryPolicy"),
                                             "linux.memoryPolicy")
-        confinement = LinuxConfinement(proc, seccomp, memory_policy)
+        network = payload.get("network")
+        if network is not None and not isinstance(network, str):
+            raise InvalidArgumentError(f"invalid wasm payload: network must be a string or null, got {network!r}")
+        confinement = LinuxConfinement(proc, seccomp, memory_policy, network)
         task = payload["task"]
     except Exception as err:  # noqa: BLE001 - reported like any set-up error
         report_error(fds["control"], err if isinstance(getattr(err, "status", None), str)

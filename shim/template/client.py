@@ -2,13 +2,15 @@
 
 Protocol on a SOCK_SEQPACKET unix socket, one packet each way:
 
-    launcher -> template  b"RWT1\\0" + NUL-joined fields: install key, cwd, umask (octal), argc,
-                          argv..., then KEY=VALUE environment entries; fds 0, 1, 2 attached
+    launcher -> template  b"RWT1\\0" + NUL-joined fields: install key, namespaces, cwd, umask
+                          (octal), argc, argv..., then KEY=VALUE environment entries; fds 0, 1, 2
+                          attached
     template -> launcher  b"exit <code>" once the action finished (its output already written
                           to the fds), or b"refused <reason>"
 
 ``forward`` returns the exit code, or None when the caller must run the action itself: no
-template, a refusal (wrong installation or version, not root), or a template child that died
+template, a refusal (wrong installation or version, not root, other namespaces than the
+template's: its forked server would inherit the template's, not this caller's), or a template child that died
 before answering (every action is idempotent: ``start`` reuses a live server or rebinds a stale
 socket, ``delete`` cleans what is left). ``launch`` starts a template in the background.
 
@@ -26,26 +28,26 @@ MAX_REQUEST = 256 * 1024
 FORWARDED = ("start", "delete")
 
 
-def encode_request(key: str, cwd: str, umask: int, argv: list[str], env: dict[str, str]) -> bytes:
-    fields = [key, cwd, f"{umask:o}", str(len(argv)), *argv, *(f"{k}={v}" for k, v in env.items())]
+def encode_request(key: str, namespaces: str, cwd: str, umask: int, argv: list[str], env: dict[str, str]) -> bytes:
+    fields = [key, namespaces, cwd, f"{umask:o}", str(len(argv)), *argv, *(f"{k}={v}" for k, v in env.items())]
     return MAGIC + b"\0" + "\0".join(fields).encode("utf-8", "surrogateescape")
 
 
-def decode_request(data: bytes) -> tuple[str, str, int, list[str], dict[str, str]]:
+def decode_request(data: bytes) -> tuple[str, str, str, int, list[str], dict[str, str]]:
     """Inverse of ``encode_request``; raises ValueError on anything else."""
     head, sep, body = data.partition(b"\0")
     if head != MAGIC or not sep:
         raise ValueError("not a runwasm template request")
     fields = body.decode("utf-8", "surrogateescape").split("\0")
-    if len(fields) < 4:
+    if len(fields) < 5:
         raise ValueError("truncated template request")
-    key, cwd, umask, argc = fields[:4]
+    key, namespaces, cwd, umask, argc = fields[:5]
     n = int(argc)
-    argv = fields[4:4 + n]
+    argv = fields[5:5 + n]
     if len(argv) != n:
         raise ValueError("truncated template request")
-    env = dict(item.partition("=")[::2] for item in fields[4 + n:] if item)
-    return key, cwd, int(umask, 8), argv, env
+    env = dict(item.partition("=")[::2] for item in fields[5 + n:] if item)
+    return key, namespaces, cwd, int(umask, 8), argv, env
 
 
 def _exports_telemetry(env: dict[str, str] | os._Environ[str]) -> bool:
@@ -76,7 +78,7 @@ def forward(argv: list[str]) -> int | None:
     path = os.path.join(keymod.directory(os.environ), f"template-{install}.sock")
     umask = os.umask(0)
     os.umask(umask)
-    req = encode_request(install, os.getcwd(), umask, argv, dict(os.environ))
+    req = encode_request(install, keymod.namespaces(), os.getcwd(), umask, argv, dict(os.environ))
     if len(req) > MAX_REQUEST:
         return None
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)

@@ -27,6 +27,25 @@ TEMPLATE_ACTION = "_runwasm_template"  # never an action word containerd sends
 ENV_FORKED_BY = "RUNWASM_FORKED_BY_TEMPLATE"  # in a forked server's environment: the template's pid
 
 
+# the namespaces a forked server inherits from the template: a launcher in other ones (a
+# containerd in its own network namespace, say) must not be served by it, or host-network,
+# host-IPC and host-PID pods would land in the template's namespaces instead of the caller's
+NAMESPACES = ("mnt", "net", "ipc", "uts", "pid", "cgroup", "user")
+
+
+def namespaces() -> str:
+    """This process's namespace identities (``kind=dev:ino`` per kind, comma-joined); a kind the
+    kernel does not have is left out."""
+    out = []
+    for kind in NAMESPACES:
+        try:
+            st = os.stat(f"/proc/self/ns/{kind}")
+        except OSError:
+            continue
+        out.append(f"{kind}={st.st_dev}:{st.st_ino}")
+    return ",".join(out)
+
+
 def enabled(env: dict[str, str] | os._Environ[str]) -> bool:
     return env.get(ENV_SWITCH, "") != "off"
 

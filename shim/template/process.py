@@ -88,12 +88,16 @@ def _child(conn: socket.socket, install: str, lock: int) -> None:
         conn.settimeout(10.0)
         msg, fds = _recv(conn)
         try:
-            req_key, cwd, umask, argv, env = client.decode_request(msg)
+            req_key, req_ns, cwd, umask, argv, env = client.decode_request(msg)
         except ValueError as err:
             conn.send(f"refused {err}".encode())
             os._exit(0)
         if req_key != install or len(fds) != 3 or not argv:
             conn.send(b"refused installation key or fds do not match")
+            os._exit(0)
+        if req_ns != key.namespaces():
+            # the server forked here would run in the template's namespaces, not the caller's
+            conn.send(f"refused namespaces differ: caller {req_ns}, template {key.namespaces()}".encode())
             os._exit(0)
         try:
             os.chdir(cwd)

@@ -21,7 +21,7 @@ from tests.conftest import built_fixture
 from tests.integration.daemon import CONTAINERD23_MISSING, Containerd, containerd23_bin, containerd_binary
 from tests.integration.images import pack_wasm_image
 
-WASM_MODULES = ("hello", "exit7", "exit_arg", "argsenv", "spin", "sleep")
+WASM_MODULES = ("hello", "exit7", "exit_arg", "argsenv", "spin", "sleep", "http_hello")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,6 +4,8 @@ runwasm does not understand are refused naming the mount, and runc agrees on the
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,54 @@ def test_privileged_devices_include_ptmx() -> None:
     theirs = run_runc(cfg)
     assert theirs.status == 0, theirs.stderr
     assert theirs.stdout.splitlines()[:3] == r.stdout.splitlines()[:3]
+
+
+def _peer_group(path: Path) -> str:
+    """The ``shared:N`` tag of the host mount holding ``path`` ("" if it is not shared)."""
+    best, tag = "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point = fields[4]
+        if (str(path) == point or str(path).startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best = point
+            tag = next((o for o in fields[6:fields.index("-")] if o.startswith("shared:")), "")
+    return tag
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A host tmpfs with shared propagation (a peer group of its own), unmounted afterwards."""
+    from runwasm.linux import syscalls as sc
+
+    d = Path(tempfile.mkdtemp(prefix="rwshared-"))
+    sc.mount("tmpfs", str(d), "tmpfs", 0, "size=64k")
+    try:
+        sc.mount(None, str(d), None, sc.MS_SHARED, None)
+        yield d
+    finally:
+        sc.umount2(str(d), sc.MNT_DETACH)
+        d.rmdir()
+
+
+@pytest.mark.parametrize("propagation", ["rshared", "shared"])
+def test_shared_rootfs_propagation_pivots_and_the_bidirectional_mount_joins_the_hosts_peers(
+        shared_dir: Path, propagation: str) -> None:
+    """``linux.rootfsPropagation: rshared`` with an ``rshared`` bind (what containerd sends for a
+    Bidirectional mount, critest's mount propagation spec): pivot_root refuses a shared new root
+    or parent (EINVAL before the fix); like runc, the bind is a peer of the host's mount (mounts
+    propagate both ways) and the container's ``/`` gets the propagation after the pivot."""
+    group = _peer_group(shared_dir)
+    assert group.startswith("shared:")
+    tree = shared_dir
+    cfg = _cfg(tree, ["rbind", "rshared"])
+    cfg["linux"]["rootfsPropagation"] = propagation
+    cfg["process"]["args"] = ["sh", "-c", "awk '$5 == \"/data\" || $5 == \"/\" {print $5, $7}' /proc/self/mountinfo"]
+    r = run_container(cfg)
+    assert r.status == 0, r.stderr
+    tags = dict(line.split() for line in r.stdout.splitlines())
+    assert tags["/data"] == group, r.stdout
+    assert tags["/"].startswith("shared:"), r.stdout
+    assert tags["/"] != group, r.stdout  # shared, but not with the host
+    theirs = run_runc(cfg)
+    assert theirs.status == 0, theirs.stderr
+    assert dict(line.split() for line in theirs.stdout.splitlines())["/data"] == group, theirs.stdout

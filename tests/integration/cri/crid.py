@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +134,21 @@ class CriContainerd(Containerd):
         return ["nsenter", f"--net={NETNS_DIR / self.netns}", binary, "--config", str(self.config)]
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start the daemon and wait until CRI answers too (after a restart CRI recovers its
+        state after the daemon's own services are up, and says "server is not initialized yet")."""
         if not (NETNS_DIR / self.netns).exists():
             subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
             subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True, capture_output=True)
         super().start(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.crictl_run("version", check=False, timeout=timeout)
+            if res.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise DaemonError(f"CRI did not answer `crictl version` in {timeout}s: {res.output}\n"
+                                  f"{self.log_tail()}")
+            time.sleep(0.1)
 
     def close(self) -> None:
         with contextlib.suppress(DaemonError):

@@ -62,3 +62,43 @@ def test_init_exit_is_published_after_its_exec_exits(legacy: bool) -> None:
         assert _exits(h, "x1") == ["e1", "x1"]
 
     e.run(legacy, body)
+
+
+def test_init_exit_kills_what_it_left_behind_without_a_pid_namespace(legacy: bool) -> None:
+    """An init with no pid namespace of its own that forked a long-lived child (critest's hostPID
+    nginx: a master and its worker): when the init exits the child is killed, as runc's shim does
+    (``kill --all``), or it would hold the container's stdio and cgroup and StopPodSandbox hangs."""
+    import asyncio
+    import os
+    import time
+
+    rootfs = built_fixture("linux", "rootfs")
+
+    async def body(h: Harness) -> None:
+        bundle = Path(h.new_bundle("x2"))
+        spec = bundlemod.base_spec(["/bin/sh", "-c", "sleep 100 & read line"])
+        spec["root"]["path"] = str(rootfs)
+        spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "pid"]
+        (bundle / "config.json").write_text(json.dumps(spec))
+        async with e.shim(h, "x2", bundle) as t:
+            stdin, out, err = h.fifos("x2")
+            w = os.open(stdin, os.O_RDWR)
+            await t.call("Create", pb.CreateTaskRequest(id="x2", bundle=str(bundle), stdin=stdin, stdout=out,
+                                                        stderr=err), pb.CreateTaskResponse)
+            init = await e.start(t, "x2")
+            deadline = time.monotonic() + 10
+            while True:
+                pids = [p.pid for p in (await t.call("Pids", pb.PidsRequest(id="x2"), pb.PidsResponse)).processes]
+                if len(pids) == 2 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            [child] = [p for p in pids if p != init]
+            os.write(w, b"go\n")  # the init exits, its sleep would live on
+            await h.events.wait_for("/tasks/exit", "x2", timeout=10)
+            await e.wait(t, "x2")
+            await e.poll_until(lambda: not os.path.exists(f"/proc/{child}"), 10, "the init's child killed")
+            os.close(w)
+            await e.delete(t, "x2")
+            await e.shutdown(t, "x2")
+
+    e.run(legacy, body)

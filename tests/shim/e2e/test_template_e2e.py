@@ -210,6 +210,40 @@ def test_only_the_templates_user_is_served(private_template: Path) -> None:
     assert _template_pid(private_template) == tpl
 
 
+def test_a_caller_in_other_namespaces_is_refused(private_template: Path) -> None:
+    """A server forked by the template inherits the template's namespaces: a launcher in another
+    network namespace (a containerd in its own netns, whose host-network pods must share it) is
+    refused and runs the action itself."""
+    from runwasm.linux import syscalls as sc
+
+    tpl = ensure_template(private_template)
+    sock_path = private_template / f"template-{key.install_key()}.sock"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.close(r)
+        try:
+            sc.unshare(sc.CLONE_NEWNET)
+            req = client.encode_request(key.install_key(), key.namespaces(), "/", 0o022,
+                                        [shim_command()[0], "-id", "x", "delete"], {})
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.settimeout(10)
+            s.connect(str(sock_path))
+            fds = b"".join(fd.to_bytes(4, "little", signed=True) for fd in (0, 1, 2))
+            s.sendmsg([req], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            os.write(w, s.recv(512) or b"EOF")
+        except OSError as err:
+            os.write(w, f"error {err}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    reply = os.read(r, 512).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert reply.startswith("refused namespaces differ"), reply
+    assert _template_pid(private_template) == tpl
+
+
 def test_a_refusing_template_is_bypassed_and_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = Path("/run") / f"rwt-refuse-{os.getpid()}"
     d.mkdir(mode=0o700)

@@ -14,11 +14,13 @@ from runwasm.shim.template import client, key
 
 def test_request_round_trips() -> None:
     env = {"A": "1", "B": "x=y", "EMPTY": ""}
-    data = client.encode_request("k1", "/some/bundle", 0o022, ["/bin/shim", "-id", "c", "delete"], env)
-    assert client.decode_request(data) == ("k1", "/some/bundle", 0o022, ["/bin/shim", "-id", "c", "delete"], env)
+    data = client.encode_request("k1", "net=1:2", "/some/bundle", 0o022, ["/bin/shim", "-id", "c", "delete"], env)
+    assert client.decode_request(data) == ("k1", "net=1:2", "/some/bundle", 0o022,
+                                           ["/bin/shim", "-id", "c", "delete"], env)
 
 
-@pytest.mark.parametrize("data", [b"", b"XXXX\0k", b"RWT1\0k\0/\0" + b"22", b"RWT1\0k\0/\x0022\x005\0a"])
+@pytest.mark.parametrize("data", [b"", b"XXXX\0k", b"RWT1\0k\0n\0/\0" + b"22", b"RWT1\0k\0n\0/\x0022\x005\0a",
+                                  b"RWT1\0k\0/\x0022\x001\0a"])
 def test_bad_requests_are_refused(data: bytes) -> None:
     with pytest.raises(ValueError):
         client.decode_request(data)
@@ -58,9 +60,10 @@ def test_forward_returns_the_template_exit_code(tmp_path: Path, monkeypatch: pyt
         t.join(5)
     got = client.decode_request(seen[0])
     assert got[0] == key.install_key()
-    assert got[1] == os.getcwd()
-    assert got[3][-1] == "delete"
-    assert got[4][key.ENV_DIR] == str(tmp_path)
+    assert got[1] == key.namespaces()  # the template refuses callers in other namespaces than its own
+    assert got[2] == os.getcwd()
+    assert got[4][-1] == "delete"
+    assert got[5][key.ENV_DIR] == str(tmp_path)
 
 
 @pytest.mark.parametrize("reply", [b"refused installation key or fds do not match", b""])

@@ -34,3 +34,10 @@ def test_code_identity_changes_with_the_code(monkeypatch: pytest.MonkeyPatch, tm
     assert key.code_identity() == before
     mod.write_text("x = 22\n")
     assert key.code_identity() != before
+
+
+def test_namespaces_name_every_kind_of_this_process() -> None:
+    ids = dict(item.split("=") for item in key.namespaces().split(","))
+    assert set(ids) == set(key.NAMESPACES)
+    st = os.stat("/proc/self/ns/net")
+    assert ids["net"] == f"{st.st_dev}:{st.st_ino}"

