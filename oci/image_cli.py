@@ -283,14 +283,21 @@ def _keygen(ns: argparse.Namespace) -> int:
     return keygen(ns)
 
 
+def add_root(p: argparse.ArgumentParser) -> None:
+    """``--root`` of a subcommand (the image store root)."""
+    _add_root(p)
+
+
 def _add_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help=f"image store root (default $RUNWASM_ROOT or {DEFAULT_ROOT})")
 
 
-def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``image`` and its subcommands to a ``runwasm`` argparse subparsers object."""
-    image = subparsers.add_parser("image", help="manage OCI images and the EROFS layer store")
-    sub = image.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
+def add_image_commands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """Add ``image`` and its subcommands to a ``runwasm`` argparse subparsers object; returns
+    the ``image`` group's subparsers (the harness adds its containerd commands there)."""
+    image: argparse.ArgumentParser = subparsers.add_parser("image", help="manage OCI images and the EROFS layer store")
+    sub: argparse._SubParsersAction = image.add_subparsers(  # type: ignore[type-arg]
+        dest="image_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("pack-wasm", help="pack a .wasm module into an OCI image-layout tarball")
     p.add_argument("module", help="the .wasm module")
@@ -361,4 +368,5 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:  # type:
     p = sub.add_parser("gc", help="remove unreferenced blobs, layers and ingest leftovers")
     _add_root(p)
     p.set_defaults(func=_guard(_gc))
+    return sub
 

@@ -95,7 +95,7 @@ def prepare_rootfs(store: ContentStore | Path, image: str | Descriptor, target_d
                                       f" (mount table {str(table_path)!r} exists)")
     if target_dir.exists() and any(target_dir.iterdir()):
         raise FailedPreconditionError(f"failed to prepare rootfs at {str(target_dir)!r}: directory not empty")
-    layers = _fs_layers(resolved)
+    layers = fs_layers(resolved)
     wasm = [cs.path(x.digest) for x in resolved.manifest.layers if mt.layer_kind(x.media_type) is mt.LayerKind.WASM]
     chosen = _choose(mode, layers)
     table = MountTable(table_path)
@@ -164,7 +164,7 @@ def in_use_layers(state_dir: Path) -> set[str]:
     return used
 
 
-def _fs_layers(resolved: ResolvedImage) -> list[tuple[Descriptor, Digest]]:
+def fs_layers(resolved: ResolvedImage) -> list[tuple[Descriptor, Digest]]:
     """(layer, diff id) for filesystem layers, bottom first. ``resolve`` checked that diff_ids
     cover either every layer or only the non-Wasm ones."""
     def is_fs(x: Descriptor) -> bool:

@@ -43,6 +43,14 @@ def _run(ns: argparse.Namespace) -> int:
     except ShimError as err:
         print(f"runwasm: {err}", file=sys.stderr)
         return 125
+    if ns.snapshotter_root and not ns.containerd:
+        print("runwasm: --snapshotter-root applies with --containerd (layers of an image taken from containerd)",
+              file=sys.stderr)
+        return 2
+    if ns.containerd and kind != "image":
+        print(f"runwasm: --containerd takes an image from containerd, and {ns.target!r} is a file or bundle",
+              file=sys.stderr)
+        return 2
     if ns.verify and kind != "image":
         print(f"runwasm: --verify applies to images in the store, and {ns.target!r} is a file or bundle"
               " (signatures name image digests)", file=sys.stderr)
@@ -153,6 +161,15 @@ def _image_bundle(ns: argparse.Namespace, bundle: Path, cid: str, env: list[str]
     from runwasm.shim.harness import bundle as bundlemod
 
     root = store_root(ns)
+    if ns.containerd:  # copy containerd's image into the store first (blobs verified by digest)
+        from runwasm.shim.harness.containerd_cli import snapshotter_root
+        from runwasm.shim.harness.containerd_images import pull_command
+
+        with steps.step("image.pull_containerd", **{"runwasm.image.name": ns.target}):
+            pulled = pull_command(ns.containerd, ns.namespace, root, ns.target,
+                                  snapshotter_root=snapshotter_root(ns))
+        logging.getLogger(__name__).info("image %s from containerd: %d blobs copied, %d EROFS layers taken from"
+                                         " the snapshotter", ns.target, pulled.fetched, len(pulled.reused_layers))
     store, images = open_stores(root)
     image: Any = ns.target
     policy = _verify_policy(ns, root)
@@ -311,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verify", metavar="POLICY",
                      help="run an image only if this signature policy accepts it (default: the store's"
                           " <root>/verify-policy.toml when present)")
+    from runwasm.shim.harness.containerd_cli import add_containerd_arguments, add_snapshotter_root
+
+    add_containerd_arguments(run, default=None)
+    add_snapshotter_root(run)
     run.add_argument("target", help="a .wasm or .wat file, a bundle directory with config.json, or an image "
                                     "reference in the store (runwasm image import)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the task (after --)")
@@ -348,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the oci package is part of the distribution
         pass
     else:
-        add_image_commands(sub)
+        from runwasm.shim.harness.containerd_cli import add_image_commands as add_containerd_commands
+
+        add_containerd_commands(add_image_commands(sub))
     return p
 
 

@@ -6,14 +6,17 @@ and ``-info`` never do. Calls carry the namespace in the ``containerd-namespace`
 as containerd's own clients do, and a deadline; failures become the shim's errors with the
 method, the object and containerd's message:
 
-- ``NOT_FOUND`` -> ``NotFoundError``; ``UNAVAILABLE``/``DEADLINE_EXCEEDED`` -> ``UnavailableError``;
+- ``NOT_FOUND`` -> ``NotFoundError``; ``ALREADY_EXISTS`` -> ``AlreadyExistsError``; ``UNAVAILABLE``/``DEADLINE_EXCEEDED`` -> ``UnavailableError``;
   anything else -> ``ShimError`` with the status name.
 
 ``read_bytes`` verifies that what containerd streamed hashes to the digest asked for.
 ``write_blob`` streams a blob in (Content.Write: WRITE chunks, then COMMIT with the expected
 digest), under a lease (``lease``) so that GC cannot take it before something references it;
 ``update_labels`` sets chosen labels of a blob (Content.Update, field paths ``labels.<key>``;
-an empty value removes the label, as containerd does).
+an empty value removes the label, as containerd does). ``write_stream`` is ``write_blob`` for a
+file of known digest and size (layers); ``put_image`` creates or replaces an image record
+(Images.Create, then Images.Update when the name exists). The harness uses these for
+``runwasm image pull-containerd`` / ``push-containerd`` (``shim/harness/containerd_images.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import datetime
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -35,7 +38,13 @@ from runwasm.shim.api.services.containers.v1 import containers_pb2
 from runwasm.shim.api.services.content.v1 import content_pb2
 from runwasm.shim.api.services.images.v1 import images_pb2
 from runwasm.shim.api.services.leases.v1 import leases_pb2
-from runwasm.shim.common.errors import InvalidArgumentError, NotFoundError, ShimError, UnavailableError
+from runwasm.shim.common.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    ShimError,
+    UnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,8 @@ class ContainerdClient:
         msg = f"failed to {what} (containerd {self.address!r}, namespace {self.namespace!r}): {detail}"
         if code == grpc.StatusCode.NOT_FOUND:
             return NotFoundError(msg)
+        if code == grpc.StatusCode.ALREADY_EXISTS:
+            return AlreadyExistsError(msg)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return UnavailableError(msg)
         return ShimError(f"{msg} ({code.name if code else 'no status'})")
@@ -207,6 +218,50 @@ class ContainerdClient:
                 return digest
             raise self._error(err, what) from err
         return digest
+
+    def write_stream(self, src: IO[bytes], digest: Digest, size: int, ref: str, lease_id: str,
+                     labels: dict[str, str] | None = None) -> None:
+        """Stream ``size`` bytes of ``src`` as blob ``digest`` (Content.Write under ``lease_id``);
+        containerd checks size and digest on COMMIT. Already there: success (labels not set)."""
+        call = self._channel.stream_stream("/containerd.services.content.v1.Content/Write",
+                                           request_serializer=lambda m: m.SerializeToString(),
+                                           response_deserializer=content_pb2.WriteContentResponse.FromString)
+
+        def requests() -> Iterator[content_pb2.WriteContentRequest]:
+            off = 0
+            while chunk := src.read(WRITE_CHUNK):
+                yield content_pb2.WriteContentRequest(action=content_pb2.WRITE, ref=ref, total=size,
+                                                      expected=str(digest), offset=off, data=chunk)
+                off += len(chunk)
+            yield content_pb2.WriteContentRequest(action=content_pb2.COMMIT, ref=ref, total=size,
+                                                  expected=str(digest), offset=off, labels=labels or {})
+
+        what = f"write content {str(digest)!r} (ref {ref!r})"
+        try:
+            for resp in call(requests(), timeout=self.timeout + size / WRITE_CHUNK,
+                             metadata=self._metadata + ((LEASE_KEY, lease_id),)):
+                if resp.action == content_pb2.COMMIT and resp.digest and resp.digest != str(digest):
+                    raise DigestMismatchError(f"failed to {what}: containerd committed {resp.digest!r}")
+        except grpc.RpcError as err:
+            if isinstance(err, grpc.Call) and err.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return
+            raise self._error(err, what) from err
+
+    def put_image(self, name: str, target: Descriptor, lease_id: str) -> None:
+        """Create image ``name`` pointing at ``target``, or point the existing record at it."""
+        from runwasm.shim.api.types import descriptor_pb2
+
+        image = images_pb2.Image(name=name, target=descriptor_pb2.Descriptor(
+            media_type=target.media_type, digest=str(target.digest), size=target.size,
+            annotations=dict(target.annotations)))
+        md = ((LEASE_KEY, lease_id),)
+        try:
+            self._unary("/containerd.services.images.v1.Images/Create", images_pb2.CreateImageRequest(image=image),
+                        images_pb2.CreateImageResponse, f"create image {name!r}", md)
+        except AlreadyExistsError:
+            self._unary("/containerd.services.images.v1.Images/Update",
+                        images_pb2.UpdateImageRequest(image=image, update_mask=field_mask_pb2.FieldMask(
+                            paths=["target"])), images_pb2.UpdateImageResponse, f"update image {name!r}", md)
 
     def update_labels(self, digest: Digest, labels: dict[str, str]) -> dict[str, str]:
         """Set exactly ``labels`` on blob ``digest`` (others untouched); returns all its labels."""

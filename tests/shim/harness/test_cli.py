@@ -66,6 +66,19 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"runwasm {VERSION} (revision dev)\n"
 
 
+@pytest.mark.parametrize(("extra", "target", "expected"), [
+    (["--snapshotter-root", "/x"], "demo/app:1", "runwasm: --snapshotter-root applies with --containerd"),
+    (["--containerd", "/run/x.sock"], "FILE", "runwasm: --containerd takes an image from containerd, and"),
+])
+def test_containerd_options_are_refused_where_they_cannot_apply(extra: list[str], target: str, expected: str,
+                                                                 tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    if target == "FILE":
+        target = str(built_fixture("wasm", "hello.wasm"))
+    assert main(["run", *extra, target]) == 2
+    assert capsys.readouterr().err.startswith(expected)
+
+
 @pytest.mark.privileged
 def test_missing_image_names_the_store_and_how_to_fill_it(tmp_path: Path) -> None:
     res = _runwasm("run", "--root", str(tmp_path), "demo/nope:1")
