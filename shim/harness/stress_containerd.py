@@ -50,7 +50,7 @@ class _Api:
 
         container = c.Container(id=cid, runtime=c.Container.Runtime(name=runtime),
                                 spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(spec).encode()))
-        self.client._unary("/containerd.services.containers.v1.Containers/Create",
+        self.client.unary("/containerd.services.containers.v1.Containers/Create",
                            c.CreateContainerRequest(container=container), c.CreateContainerResponse,
                            f"create container {cid!r}")
 
@@ -59,7 +59,7 @@ class _Api:
 
         from runwasm.shim.api.services.containers.v1 import containers_pb2 as c
 
-        self.client._unary("/containerd.services.containers.v1.Containers/Delete",
+        self.client.unary("/containerd.services.containers.v1.Containers/Delete",
                            c.DeleteContainerRequest(id=cid), empty_pb2.Empty, f"delete container {cid!r}")
 
     def task(self, method: str, cid: str) -> Any:
@@ -69,7 +69,7 @@ class _Api:
                      "Start": (t.StartRequest, t.StartResponse),
                      "Wait": (t.WaitRequest, t.WaitResponse),
                      "Delete": (t.DeleteTaskRequest, t.DeleteResponse)}[method]
-        return self.client._unary(f"/containerd.services.tasks.v1.Tasks/{method}", req(container_id=cid), resp,
+        return self.client.unary(f"/containerd.services.tasks.v1.Tasks/{method}", req(container_id=cid), resp,
                                   f"{method.lower()} task {cid!r}")
 
 

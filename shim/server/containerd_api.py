@@ -98,7 +98,7 @@ class ContainerdClient:
             return UnavailableError(msg)
         return ShimError(f"{msg} ({code.name if code else 'no status'})")
 
-    def _unary(self, method: str, request: Any, response_type: Any, what: str,
+    def unary(self, method: str, request: Any, response_type: Any, what: str,
                metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         call = self._channel.unary_unary(method, request_serializer=lambda m: m.SerializeToString(),
                                          response_deserializer=response_type.FromString)
@@ -109,14 +109,14 @@ class ContainerdClient:
 
     def container_image(self, container_id: str) -> str:
         """The image reference recorded on container ``container_id`` ("" when it has none)."""
-        resp = self._unary("/containerd.services.containers.v1.Containers/Get",
+        resp = self.unary("/containerd.services.containers.v1.Containers/Get",
                            containers_pb2.GetContainerRequest(id=container_id),
                            containers_pb2.GetContainerResponse, f"get container {container_id!r}")
         return str(resp.container.image)
 
     def image_target(self, name: str) -> Descriptor:
         """The target descriptor (index or manifest) of image ``name``."""
-        resp = self._unary("/containerd.services.images.v1.Images/Get", images_pb2.GetImageRequest(name=name),
+        resp = self.unary("/containerd.services.images.v1.Images/Get", images_pb2.GetImageRequest(name=name),
                            images_pb2.GetImageResponse, f"get image {name!r}")
         t = resp.image.target
         digest = Digest.parse(t.digest)  # an oci InvalidArgumentError naming the text
@@ -124,7 +124,7 @@ class ContainerdClient:
 
     def info_labels(self, digest: Digest) -> dict[str, str]:
         """The labels of blob ``digest`` (raises NotFoundError when it is not in the store)."""
-        resp = self._unary("/containerd.services.content.v1.Content/Info",
+        resp = self.unary("/containerd.services.content.v1.Content/Info",
                            content_pb2.InfoRequest(digest=str(digest)), content_pb2.InfoResponse,
                            f"stat content {str(digest)!r}")
         return dict(resp.info.labels)
@@ -176,7 +176,7 @@ class ContainerdClient:
         """A lease (``Leases.Create``, expiring after ``LEASE_EXPIRE``) for the block; deleted after it."""
         expire = datetime.datetime.now(datetime.UTC) + LEASE_EXPIRE
         lease_id = f"runwasm-{purpose}-{os.getpid()}-{os.urandom(4).hex()}"
-        self._unary("/containerd.services.leases.v1.Leases/Create",
+        self.unary("/containerd.services.leases.v1.Leases/Create",
                     leases_pb2.CreateRequest(id=lease_id, labels={
                         "containerd.io/gc.expire": expire.strftime("%Y-%m-%dT%H:%M:%SZ")}),
                     leases_pb2.CreateResponse, f"create lease {lease_id!r}")
@@ -184,7 +184,7 @@ class ContainerdClient:
             yield lease_id
         finally:
             try:
-                self._unary("/containerd.services.leases.v1.Leases/Delete", leases_pb2.DeleteRequest(id=lease_id),
+                self.unary("/containerd.services.leases.v1.Leases/Delete", leases_pb2.DeleteRequest(id=lease_id),
                             empty_response(), f"delete lease {lease_id!r}")
             except ShimError as err:  # what it holds is referenced by then, or unwanted; it expires anyway
                 log.warning("%s (it expires by itself within %s)", err, LEASE_EXPIRE)
@@ -256,10 +256,10 @@ class ContainerdClient:
             annotations=dict(target.annotations)))
         md = ((LEASE_KEY, lease_id),)
         try:
-            self._unary("/containerd.services.images.v1.Images/Create", images_pb2.CreateImageRequest(image=image),
+            self.unary("/containerd.services.images.v1.Images/Create", images_pb2.CreateImageRequest(image=image),
                         images_pb2.CreateImageResponse, f"create image {name!r}", md)
         except AlreadyExistsError:
-            self._unary("/containerd.services.images.v1.Images/Update",
+            self.unary("/containerd.services.images.v1.Images/Update",
                         images_pb2.UpdateImageRequest(image=image, update_mask=field_mask_pb2.FieldMask(
                             paths=["target"])), images_pb2.UpdateImageResponse, f"update image {name!r}", md)
 
@@ -267,7 +267,7 @@ class ContainerdClient:
         """Set exactly ``labels`` on blob ``digest`` (others untouched); returns all its labels."""
         info = content_pb2.Info(digest=str(digest), labels={k: v for k, v in labels.items() if v})
         mask = field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])
-        resp = self._unary("/containerd.services.content.v1.Content/Update",
+        resp = self.unary("/containerd.services.content.v1.Content/Update",
                            content_pb2.UpdateRequest(info=info, update_mask=mask), content_pb2.UpdateResponse,
                            f"update labels of content {str(digest)!r}")
         return dict(resp.info.labels)
