@@ -48,6 +48,11 @@ PRELOAD = (
     "runwasm.shim.server.events", "runwasm.shim.server.backends", "runwasm.shim.server.linux_backend", "runwasm.shim.server.reaper",
     "runwasm.shim.spawn.zygote", "runwasm.shim.common.tracing", "runwasm.shim.server.logs", "runwasm.shim.server.console",
     "runwasm.shim.server.router", "runwasm.shim.template.server",
+    "runwasm.shim.server.sandbox", "runwasm.shim.server.sandbox_rpc", "runwasm.shim.server.sandbox_holder",
+    "runwasm.shim.server.process", "runwasm.shim.server.metrics", "runwasm.shim.server.preopens",
+    "runwasm.shim.server.private_rootfs", "runwasm.shim.server.events_factory", "runwasm.shim.server.stdio",
+    "runwasm.shim.server.image_module", "runwasm.shim.common.rootfs_plan", "runwasm.shim.common.mounts",
+    "runwasm.linux.cgroups", "runwasm.linux.task_cgroup", "runwasm.linux.stats",
     "runwasm.oci.runtime_spec",
 )
 # imported one at a time between requests once listening: what the zygotes and workloads need
