@@ -59,7 +59,7 @@ def test_from_toml_all_keys() -> None:
     ({"WasmFeatures": {"warp-drive": True}}, "WasmFeatures.*unknown feature 'warp-drive'"),
     ({"WasmFeatures": {"reference-types": False}}, "WasmFeatures.*reference-types = false is impossible"),
     ({"WasmFeatures": {"simd": False}}, "WasmFeatures.*relaxed-simd = false too"),
-    ({"WasmNetwork": True}, "WasmNetwork.*no socket or network API"),
+    ({"WasmNetwork": "yes"}, "WasmNetwork.*expected bool"),
     ({"WasmFuel": 0}, "WasmFuel.*positive integer"),
     ({"WasmMaxMemory": "1G"}, "WasmMaxMemory.*expected int"),
     ({"WasmUnknownImports": "ignore"}, "WasmUnknownImports.*'ignore'"),
