@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from runwasm.wasm.errors import SandboxError
-from runwasm.wasm.http_serve import DirHandle, ServeDir, ServePlan, DirConfinement, common_flags, prepare_cli
+from runwasm.wasm.http_serve import DirConfinement, DirHandle, ServeDir, ServePlan, common_flags, prepare_cli
 from runwasm.wasm.sandbox import Sandbox
 
 

@@ -42,6 +42,7 @@ import wasmtime.component as wc
 
 from runwasm.oci import steps
 from runwasm.wasm.cache import CompileCache, cache_dir_from
+from runwasm.wasm.cli_run import prepare_run
 from runwasm.wasm.confine import Confinement, NoConfinement
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
 from runwasm.wasm.engine import engine_fingerprint, make_engine
@@ -53,7 +54,6 @@ from runwasm.wasm.errors import (
     WasiSetupError,
     WasmError,
 )
-from runwasm.wasm.cli_run import prepare_run
 from runwasm.wasm.http_serve import DirHandle, ServePlan, prepare_serve, proxy_export
 from runwasm.wasm.payload import WasmTaskPayload
 from runwasm.wasm.resolve import open_module_fd, read_module, resolve_in_rootfs, resolve_module_path
