@@ -55,6 +55,13 @@ def _read(path: Path) -> str:
     return path.read_text()
 
 
+def _mkdir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except OSError as err:
+        raise SetupError(f"failed to create cgroup {path!r}: {err.strerror}") from err
+
+
 def validate_path(cgroups_path: str) -> str:
     """Normalize ``linux.cgroupsPath`` for runwasm's cgroupfs driver: absolute, no ``..``.
 
@@ -96,35 +103,36 @@ def _remove_created(created: list[str], leaf: str, deadline: float) -> None:
     ("/runwasm/<namespace>") gets one try, and when another container still has a cgroup
     below it, it is no longer ours to remove: it is forgotten, not reported."""
     suffix = "/" + leaf.strip("/")
+    kept: list[str] = []
     for d in reversed(list(created)):
         if d.endswith(suffix):
-            _rmdir_wait(Path(d), deadline)
-        else:
-            try:
-                Path(d).rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError as err:
-                if err.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                    log.warning("failed to remove cgroup %r: %s", d, err)
-                    continue
+            if not _rmdir_wait(d, deadline):
+                kept.append(d)
+            continue
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            if err.errno in (errno.EBUSY, errno.ENOTEMPTY):
                 log.debug("cgroup %r still has children: left for their owner", d)
-                created.remove(d)
-                continue
-    created[:] = [d for d in created if Path(d).exists()]
+            else:
+                log.warning("failed to remove cgroup %r: %s", d, err)
+                kept.append(d)
+    created[:] = [d for d in created if d in kept]
 
 
-def _rmdir_wait(path: Path, deadline: float) -> bool:
+def _rmdir_wait(path: str, deadline: float) -> bool:
     """rmdir ``path``, retrying EBUSY until ``deadline``; True when it is gone."""
     while True:
         try:
-            path.rmdir()
+            os.rmdir(path)
             return True
         except FileNotFoundError:
             return True
         except OSError as err:
             if err.errno != errno.EBUSY or time.monotonic() > deadline:
-                log.warning("failed to remove cgroup %r: %s", str(path), err)
+                log.warning("failed to remove cgroup %r: %s", path, err)
                 return False
             time.sleep(0.005)
 
@@ -149,29 +157,55 @@ class CgroupV1:
         return self.hierarchies[controller] / self.path.lstrip("/")
 
     def create(self) -> None:
-        leaf = self.dir("memory") if "memory" in self.hierarchies else next(iter(self.dirs().values()))
-        if (leaf / "cgroup.procs").exists() and _read(leaf / "cgroup.procs").strip():
-            raise AlreadyExistsError(f"failed to create cgroup {self.path!r}: it exists and has processes")
-        for mp in sorted(set(self.hierarchies.values())):
-            cur = mp
-            for part in self.path.strip("/").split("/"):
-                parent, cur = cur, cur / part
-                if not cur.is_dir():
-                    try:
-                        cur.mkdir()
-                    except FileExistsError:
-                        pass  # another shim made it just now
-                    except OSError as err:
-                        raise SetupError(f"failed to create cgroup {str(cur)!r}: {err.strerror}") from err
-                    else:
-                        self.created.append(str(cur))
-                if (cur / "cpuset.cpus").exists():
-                    # a new v1 cpuset is empty, and joining an empty cpuset fails with ENOSPC. Also
-                    # done for a level that exists: another shim may have made it and not filled it
-                    # yet (simultaneous first containers of a namespace), and a child copies it
-                    for f in ("cpuset.cpus", "cpuset.mems"):
-                        if not _read(cur / f).strip():
-                            _write(cur / f, _read(parent / f).strip())
+        # plain strings and one mkdir per hierarchy in the common case (parents exist): this runs
+        # once per task, and pathlib plus an is_dir() per level cost more than the kernel's work
+        try:
+            self._create()
+        except BaseException:
+            _remove_created(self.created, self.path, time.monotonic())  # nothing half-made is left
+            raise
+
+    def _create(self) -> None:
+        rel = self.path.strip("/")
+        cpuset = self.hierarchies.get("cpuset")
+        for mp in sorted({str(m) for m in self.hierarchies.values()}):
+            leaf = f"{mp}/{rel}"
+            try:
+                os.mkdir(leaf)
+            except FileExistsError:
+                if _read(Path(leaf) / "cgroup.procs").strip():
+                    raise AlreadyExistsError(f"failed to create cgroup {self.path!r}: it exists and has processes") from None
+                continue
+            except FileNotFoundError:
+                self._make_parents(mp, rel)
+                _mkdir(leaf)
+            except OSError as err:
+                raise SetupError(f"failed to create cgroup {leaf!r}: {err.strerror}") from err
+            self.created.append(leaf)
+        if cpuset is not None:
+            # a new v1 cpuset is empty, and joining an empty cpuset fails with ENOSPC. Every level,
+            # top-down, also one that exists: another shim may have made it and not filled it yet
+            # (simultaneous first containers of a namespace), and a child copies its parent
+            parent = str(cpuset)
+            for part in rel.split("/"):
+                cur = f"{parent}/{part}"
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    if not _read(Path(cur, f)).strip():
+                        _write(Path(cur, f), _read(Path(parent, f)).strip())
+                parent = cur
+
+    def _make_parents(self, mp: str, rel: str) -> None:
+        """Make the missing ancestors of ``mp/rel`` (not the leaf), recording them."""
+        cur = mp
+        for part in rel.split("/")[:-1]:
+            cur = f"{cur}/{part}"
+            try:
+                os.mkdir(cur)
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise SetupError(f"failed to create cgroup {cur!r}: {err.strerror}") from err
+            self.created.append(cur)
 
     def procs_files(self) -> list[str]:
         return sorted({str(d / "cgroup.procs") for d in self.dirs().values()})

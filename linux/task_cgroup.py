@@ -188,11 +188,11 @@ def _remove_empty_runwasm_ancestors(cg: Cgroup) -> None:
         rel = "/".join(parts[:depth])
         for base in _bases(cg):
             try:
-                (base / rel).rmdir()
+                os.rmdir(f"{base}/{rel}")
             except FileNotFoundError:
                 pass
             except OSError as err:  # EBUSY: another task's cgroup is still below it
-                log.debug("cgroup %r kept: %s", str(base / rel), err)
+                log.debug("cgroup %r kept: %s", f"{base}/{rel}", err)
 
 
 def _bases(cg: Cgroup) -> set[Path]:

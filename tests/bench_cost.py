@@ -160,6 +160,13 @@ def bench_daemon(label: str, flavour: str, n: int, tpl_dir: str) -> list[str]:
                 d.ctr("containers", "rm", cid, check=False)
         out.append(f"  ratio PSS per pod runwasm / runc: "
                    f"{per_pod['runwasm sleep.wasm'] / per_pod['runc    busybox sleep']:.2f}x")
+        from runwasm.shim.harness.stress import report
+        from runwasm.shim.harness.stress_containerd import run_stress_containerd
+
+        for tasks, inflight in ((max(30, 5 * n), 1), (max(60, 10 * n), 8)):
+            r = run_stress_containerd(d.address, d.namespace, WASM / "hello.wasm", tasks, inflight)
+            out.append(f"  runwasm stress --containerd (containerd {label}, its gRPC API, one shim, precompiled "
+                       "hello): " + report(r).replace("\n", "\n  "))
     return out
 
 

@@ -78,8 +78,8 @@ class WasmBackend:
     """Wasm tasks: one workload process each, isolated in a cgroup of its own.
 
     The cgroup is ``linux.cgroupsPath`` or ``/runwasm/<namespace>/<id>``, made by ``plan_init``
-    with ``linux.resources`` applied (``runwasm.linux.task_cgroup.CgroupSandbox``); ``attach``
-    moves the workload in before it runs user code. Its record lives in ``<bundle>/wasm-state.json``
+    with ``linux.resources`` applied (``runwasm.linux.task_cgroup.CgroupSandbox``); the
+    workload joins it itself before it reports ``ready`` (``cgroup_procs`` in its payload). Its record lives in ``<bundle>/wasm-state.json``
     (``bundle`` defaults to the rootfs' parent) so ``delete`` can remove it after a SIGKILLed
     server with ``runwasm.linux.task_cgroup.destroy_recorded(bundle)``. Without any cgroup
     support on the host (``cgroups=False``) the task runs unconfined, as before.
@@ -109,7 +109,16 @@ class WasmBackend:
 
             state_dir = self.bundle if self.bundle is not None else self.rootfs.parent
             self.sandbox = CgroupSandbox.create(state_dir, self.container_id, self.namespace, self.spec.linux)
-        return launch
+        return self._joining(launch)
+
+    def _joining(self, launch: Launch) -> Launch:
+        """``launch`` with the cgroup's ``cgroup.procs`` files in its payload: the workload joins
+        its cgroup itself, first thing (``shim/spawn/wasm_workload.py``), before it reports
+        ``ready``, so no user code runs outside it and the server's loop does not pay for one
+        cgroup migration per hierarchy (each waits for the kernel's threadgroup lock)."""
+        if self.sandbox is None:
+            return launch
+        return replace(launch, payload={**launch.payload, "cgroup_procs": self.sandbox.cg.cgroup.procs_files()})
 
     def _launch(self, proc: Process, image_module: ImageModule | None) -> Launch:
         """The Wasm workload for ``proc`` (the init's or an exec's process) in this container:
@@ -154,8 +163,8 @@ class WasmBackend:
         return self.sandbox.cg
 
     def attach(self, pid: int) -> None:
-        if self.sandbox is not None:
-            self.sandbox.cg.attach(pid)
+        """Nothing to do: the workload joined its cgroup itself (``_joining``) before ``ready``."""
+        return None
 
     def started(self) -> None:
         return None
@@ -181,7 +190,7 @@ class WasmBackend:
             path = process.args[0].partition("#")[0]
             if not path or not ((self.rootfs_view or self.rootfs) / path.lstrip("/")).exists():
                 layer = self.image_module
-        return self._launch(process, layer)
+        return self._joining(self._launch(process, layer))
 
     def pids(self, known: list[int]) -> list[int]:
         if self.sandbox is None:

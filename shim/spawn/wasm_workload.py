@@ -8,8 +8,9 @@ because ``runwasm.wasm`` may not import ``runwasm.linux`` (tests/test_layering.p
 
 Payload: ``{"task": WasmTaskPayload.to_json(), "process": process_to_json(...), "seccomp":
 <linux.seccomp or null>, "memoryPolicy": <linux.memoryPolicy or null>, "network": <netns path, "" for a
-new one, or null>}`` (``network``: the spec's network namespace, entered only by a task that
-serves wasi:http; other Wasm guests have no sockets).
+new one, or null>, "cgroup_procs": [the task cgroup's cgroup.procs files], optional}``
+(``network``: the spec's network namespace, entered only by a task that serves wasi:http; other
+Wasm guests have no sockets). The workload joins the ``cgroup_procs`` cgroup first thing.
 
 Order (see ``runwasm.wasm.confine`` for where each point falls):
 - ``check``: compile the seccomp filter; refuse it (InvalidArgument) if it does not allow the
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from runwasm.linux import capabilities, identity, limits, sched, task_net
@@ -173,12 +174,25 @@ class LinuxConfinement:
         task_net.enter_network(self.network)
 
 
+def join_cgroup(procs_files: Sequence[str]) -> None:
+    """Move this process into its task's cgroup (one ``cgroup.procs`` file per hierarchy), before
+    anything else: the payload's ``cgroup_procs`` (``WasmBackend._joining``). SetupError when
+    the kernel refuses, naming the file."""
+    for path in procs_files:
+        try:
+            with open(path, "w") as f:
+                f.write("0")
+        except OSError as err:
+            raise SetupError(f"failed to join cgroup: writing to {path!r}: [errno {err.errno}] {err.strerror}") from err
+
+
 def main(payload: dict[str, Any], fds: dict[str, int]) -> NoReturn:
     """Parse the confinement part of the payload, then hand over to ``runwasm.wasm.child.main``."""
     from runwasm.oci.control import report_error
     from runwasm.wasm import child
 
     try:
+        join_cgroup(payload.get("cgroup_procs") or ())
         proc = parse_process(payload["process"], source="<wasm payload>")
         seccomp = payload.get("seccomp")
         if seccomp is not None and not isinstance(seccomp, Mapping):

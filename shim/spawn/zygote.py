@@ -27,6 +27,7 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
+import gc
 import importlib
 import json
 import logging
@@ -155,6 +156,10 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
             importlib.import_module(name)
         except ImportError as err:
             os.write(2, f"runwasm zygote: cannot preload {name}: {err}\n".encode())
+    # what the zygote holds now is what every workload inherits: frozen, a workload's garbage
+    # collections never walk (and so never write to, and unshare) those pages
+    gc.collect()
+    gc.freeze()
     while True:
         got = _recv_request(sock)
         if got is None:

@@ -1,6 +1,6 @@
 """Wasm tasks in cgroups of their own, through the real shim binary and the standalone harness:
 the workload pid is in the cgroup, limits apply, Pids/Pause/Resume/Update/Stats work, the
-cgroup is gone after Delete (also after a SIGKILLed shim), and an OOM kill is reported as
+cgroup is gone after Delete (also after a SIGKILLed shim), an exec joins it, and an OOM kill is reported as
 TaskOOM before TaskExit 137. Plus the CPU nanocores sampler and shared-parent removal."""
 
 from __future__ import annotations
@@ -228,3 +228,63 @@ def test_cpu_nanocores_from_the_cgroups_usage_counter() -> None:
     finally:
         tc.destroy()
     assert isinstance(detect("/x"), CgroupV1)
+
+
+def test_a_populated_leaf_in_any_hierarchy_is_already_exists_and_nothing_is_left() -> None:
+    """create() refuses a path whose cgroup already holds a process in one hierarchy (here the
+    last one it walks) and removes what it made in the others before raising."""
+    from runwasm.linux.errors import AlreadyExistsError
+
+    rel = f"runwasm/unit-{os.getpid()}/taken"
+    probe = detect("/" + rel)
+    assert isinstance(probe, CgroupV1)
+    last = Path(max(str(m) for m in probe.hierarchies.values()))
+    first = Path(min(str(m) for m in probe.hierarchies.values()))
+    (last / rel).mkdir(parents=True)
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    try:
+        (last / rel / "cgroup.procs").write_text(str(pid))
+        with pytest.raises(AlreadyExistsError, match="it exists and has processes"):
+            TaskCgroup.create("/" + rel, None)
+        assert not (first / rel).exists(), "the refused create left a cgroup behind"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        (last / rel).rmdir()
+        (last / rel).parent.rmdir()
+
+
+
+def test_wasm_exec_joins_its_containers_cgroup_before_exec_returns() -> None:
+    """An exec into a Wasm container is in the container's cgroup, in every v1 hierarchy, as soon
+    as Exec returns (it joins itself before ``ready``, before any of its code runs)."""
+    from google.protobuf import any_pb2
+
+    cid = f"wcx-{os.getpid()}"
+    rel = f"runwasm/wasmtest/{cid}"
+
+    async def body(t: TaskClient, pid: int) -> None:
+        await t.call("Start", pb.StartRequest(id=cid), pb.StartResponse)
+        proc = {"args": ["/sleep.wasm"], "cwd": "/", "env": [], "user": {"uid": 0, "gid": 0}}
+        await t.call("Exec", pb.ExecProcessRequest(
+            id=cid, exec_id="e1", spec=any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
+                                                   value=json.dumps(proc).encode())), empty_pb2.Empty)
+        state = await t.call("State", pb.StateRequest(id=cid, exec_id="e1"), pb.StateResponse)
+        hierarchies = detect("/" + rel)
+        assert isinstance(hierarchies, CgroupV1)
+        for mountpoint in set(hierarchies.hierarchies.values()):
+            assert state.pid in _procs(mountpoint / rel), (mountpoint, state.pid)
+        await t.call("Kill", pb.KillRequest(id=cid, exec_id="e1", signal=9), empty_pb2.Empty)
+        await t.call("Wait", pb.WaitRequest(id=cid, exec_id="e1"), pb.WaitResponse)
+        await t.call("Delete", pb.DeleteRequest(id=cid, exec_id="e1"), pb.DeleteResponse)
+
+    async def main() -> None:
+        async with Harness() as h:
+            bundle = _bundle(h, cid, built_fixture("wasm", "sleep.wasm"), None, "/" + rel)
+            await _with_task(h, cid, bundle, body)
+
+    asyncio.run(main())
+    assert not (MEM / rel).exists()

@@ -68,3 +68,13 @@ def _servers_left(timeout: float = 10.0) -> list[int]:
 def test_a_wrong_exit_status_counts_as_a_failure() -> None:
     r = asyncio.run(stress.run_stress(built_fixture("wasm", "exit7.wasm"), 2, 1, expect_status=7))
     assert (r.failures, len(r.create_start)) == (0, 2)
+
+
+@pytest.mark.privileged
+def test_the_command_finds_its_default_module(capsys: pytest.CaptureFixture[str]) -> None:
+    """``runwasm stress`` without MODULE runs the checkout's built hello.wasm (it looked for it
+    one directory too shallow after shim/ was grouped by process)."""
+    from runwasm.shim.harness.cli import main
+
+    assert main(["stress", "-n", "2", "-p", "1"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("2 tasks, 1 in flight: ")

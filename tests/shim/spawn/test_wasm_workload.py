@@ -1,12 +1,16 @@
 """``after_exec_sets``: the capability sets a Wasm guest ends with, as a runc process has them
-after execve of a binary without file capabilities (capabilities(7))."""
+after execve of a binary without file capabilities (capabilities(7)); ``join_cgroup``, how the
+workload enters its task cgroup."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from runwasm.linux.errors import SetupError
 from runwasm.oci.runtime_spec import Capabilities, Process, User
-from runwasm.shim.spawn.wasm_workload import after_exec_sets
+from runwasm.shim.spawn.wasm_workload import after_exec_sets, join_cgroup
 
 KILL, NET_BIND, DAC = 1 << 5, 1 << 10, 1 << 1
 
@@ -33,3 +37,17 @@ def proc(uid: int, caps: Capabilities | None, nnp: bool = False) -> Process:
 ])
 def test_after_exec_sets(p: Process, expected: tuple[int, int, int] | None) -> None:
     assert after_exec_sets(p) == expected
+
+
+def test_join_cgroup_writes_itself_into_every_procs_file(tmp_path: Path) -> None:
+    files = [tmp_path / "a.procs", tmp_path / "b.procs"]
+    for f in files:
+        f.write_text("")
+    join_cgroup([str(f) for f in files])
+    assert [f.read_text() for f in files] == ["0", "0"]
+
+
+def test_a_cgroup_the_kernel_refuses_is_a_setup_error_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "gone" / "cgroup.procs"
+    with pytest.raises(SetupError, match=f"failed to join cgroup: writing to '{missing}': .errno 2."):
+        join_cgroup([str(missing)])
