@@ -53,7 +53,7 @@ def enter_network(ns: str | None) -> None:
             os.close(fd)
     except OSError as err:
         what = "create a network namespace" if ns == "" else f"join network namespace {ns!r}"
-        raise SetupError(f"failed to {what} for the wasi:http task: [errno {err.errno}] {err.strerror}") from err
+        raise SetupError(f"failed to {what} for the Wasm task served or run by the wasmtime CLI: [errno {err.errno}] {err.strerror}") from err
 
 
 def readonly_clone(fd: int, where: str) -> int:

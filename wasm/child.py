@@ -16,6 +16,8 @@ Contract (see docs/contributing.md, "Process model"):
   the shim sends it for SIGTERM, what ``wasmtime serve`` drains on), and after ``start`` the
   process execs ``wasmtime serve`` (``runwasm.wasm.http_serve``) with the stdio installed and
   the confinement complete; if the exec fails, the reason goes to the task's stderr, status 127.
+  A command component with ``WasmNetwork = true`` does the same with ``wasmtime run``
+  (``runwasm.wasm.cli_run``), SIGTERM delivered as is.
 - Fds 0/1/2 that are not open at entry are opened on /dev/null first, so no file opened
   during set-up can land on them and the guest's unassigned stdio is /dev/null.
 - Diagnostics (logging, trap reports) go to ``fds["log"]`` if present, else to the process's
@@ -32,7 +34,6 @@ from typing import Any, NoReturn
 from runwasm.oci.control import ControlChannelError, report_error, report_ready, wait_start
 from runwasm.wasm.confine import Confinement
 from runwasm.wasm.errors import WasmError
-from runwasm.wasm.http_serve import STOP_SIGNAL
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def main(payload: dict[str, Any], fds: dict[str, int], confinement: Confinement 
         report_error(control, WasmError(f"failed to set up wasm task: {type(err).__name__}: {err}"))
         _exit(1)
     try:
-        report_ready(control, stop_signal=STOP_SIGNAL if task.serve is not None else None)
+        report_ready(control, stop_signal=task.serve.stop_signal if task.serve is not None else None)
     except (ControlChannelError, OSError) as err:
         log.error("failed to report ready: %s", err)
         _exit(1)
@@ -156,14 +157,14 @@ def main(payload: dict[str, Any], fds: dict[str, int], confinement: Confinement 
             log.error("failed to confine wasm task: %s", err)
             _FdStream(2).write(f"runwasm: failed to confine the wasm task: {err}\n")
             _exit(EXIT_CONFINE_FAILED)
-    if task.serve is not None:  # a wasi:http/proxy component: the wasmtime CLI serves it
+    if task.serve is not None:  # wasi:http/proxy (serve) or WasmNetwork (run): the wasmtime CLI runs it
         from runwasm.wasm.http_serve import exec_serve
 
         try:
             exec_serve(task.serve)
         except OSError as err:
-            log.error("failed to exec wasmtime serve: %s", err)
-            _FdStream(2).write(f"runwasm: failed to exec wasmtime serve for {task.serve.where!r}: {err}\n")
+            log.error("failed to exec wasmtime %s: %s", task.serve.argv[0], err)
+            _FdStream(2).write(f"runwasm: failed to exec wasmtime {task.serve.argv[0]} for {task.serve.where!r}: {err}\n")
             _exit(EXIT_CONFINE_FAILED)
     # the task's stderr gets the trap report unless the log already goes there
     _exit(run(task, report_fd=2 if "stderr" in fds and stream.fd != 2 else None))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
@@ -95,6 +95,30 @@ def wasm_flags(sandbox: Sandbox) -> list[str]:
     return out
 
 
+def socket_flags(sandbox: Sandbox) -> list[str]:
+    """``WasmNetwork = true``: the guest may use wasi:sockets (TCP, UDP, name look-ups) with every
+    address of the task's network namespace (the CLI has no per-address allow-list); else none."""
+    if not sandbox.network:
+        return []
+    return ["-S", "inherit-network=y", "-S", "tcp=y", "-S", "udp=y", "-S", "allow-ip-name-lookup=y"]
+
+
+def common_flags(env: tuple[tuple[str, str], ...], cwd: str, dirs: Iterable[ServeDir], sandbox: Sandbox,
+                 precompiled: bool) -> list[str]:
+    """The flags ``wasmtime serve`` and ``wasmtime run`` share (see module doc): WASI CLI
+    imports, no compile cache, ``-W`` features/limits, sockets, cwd, directories, env."""
+    argv = ["-S", "cli=y", "-C", "cache=n", *wasm_flags(sandbox), *socket_flags(sandbox)]
+    if precompiled:
+        argv.append("--allow-precompiled")
+    if cwd != "/":
+        argv += ["-S", f"cwd={cwd}"]
+    for d in dirs:
+        argv += ["--dir", f"/proc/self/fd/{d.fd}::{d.guest}"]
+    for key, text in env:
+        argv += ["--env", f"{key}={text}"]
+    return argv
+
+
 def serve_argv(module_fd: int, args: tuple[str, ...], env: tuple[tuple[str, str], ...], cwd: str,
                dirs: Iterable[ServeDir], sandbox: Sandbox, where: str, precompiled: bool = False) -> list[str]:
     """The ``wasmtime serve`` argv (without the program) for the task; see the module doc.
@@ -106,17 +130,7 @@ def serve_argv(module_fd: int, args: tuple[str, ...], env: tuple[tuple[str, str]
         raise SandboxError(f"cannot serve wasi:http component {where!r}: WasmUnknownImports = "
                              f"{sandbox.unknown_imports!r} is not supported by wasmtime serve (only 'error')")
     addr = serve_addr(dict(env))
-    argv = ["serve", "--addr", addr, "-S", "cli=y", "-C", "cache=n", *wasm_flags(sandbox)]
-    if precompiled:
-        argv.append("--allow-precompiled")
-    if cwd != "/":
-        argv += ["-S", f"cwd={cwd}"]
-    for d in dirs:
-        argv += ["--dir", f"/proc/self/fd/{d.fd}::{d.guest}"]
-    for key, text in env:
-        argv += ["--env", f"{key}={text}"]
-    argv.append(f"/proc/self/fd/{module_fd}")
-    return argv
+    return ["serve", "--addr", addr, *common_flags(env, cwd, dirs, sandbox, precompiled), f"/proc/self/fd/{module_fd}"]
 
 
 def find_cli(cache_dir: Path) -> Path:
@@ -160,13 +174,15 @@ class ServePlan:
     argv: tuple[str, ...]
     fds: tuple[int, ...]
     where: str
+    stop_signal: int | None = STOP_SIGNAL
+    """What the shim sends for SIGTERM (``serve`` drains on SIGINT; ``run``: None, SIGTERM as is)."""
 
     def close(self) -> None:
         for fd in (self.cli_fd, *self.fds):
             os.close(fd)
 
 
-class _Confinement(Protocol):
+class DirConfinement(Protocol):
     def readonly_dir(self, fd: int, where: str) -> int: ...
 
 
@@ -180,11 +196,25 @@ class DirHandle:
     fd: int
 
 
+ArgvBuilder = Callable[[int, list[ServeDir], bool], list[str]]
+"""``(module_fd, dirs, precompiled) -> argv`` (without the program); raises SandboxError to refuse."""
+
+
 def prepare_serve(data: bytes, args: tuple[str, ...], env: tuple[tuple[str, str], ...], cwd: str,
                   dirs: Iterable[DirHandle], sandbox: Sandbox, where: str, cache_dir: Path,
-                  confinement: _Confinement) -> ServePlan:
-    """Everything the exec needs, made with the workload's (pre-drop) credentials: the module in
-    a memfd, the CLI opened, each preopen duplicated (read-only ones as ``readonly_dir`` views)."""
+                  confinement: DirConfinement) -> ServePlan:
+    """``prepare_cli`` for ``wasmtime serve`` (see ``serve_argv``)."""
+    def build(fd: int, serve_dirs: list[ServeDir], precompiled: bool) -> list[str]:
+        return serve_argv(fd, args, env, cwd, serve_dirs, sandbox, where, precompiled)
+    return prepare_cli(data, build, dirs, sandbox, where, cache_dir, confinement, "runwasm-wasi-http-component")
+
+
+def prepare_cli(data: bytes, build: ArgvBuilder, dirs: Iterable[DirHandle], sandbox: Sandbox, where: str,
+                cache_dir: Path, confinement: DirConfinement, memfd_name: str,
+                stop_signal: int | None = STOP_SIGNAL) -> ServePlan:
+    """Everything the exec of the CLI needs, made with the workload's (pre-drop) credentials: the
+    module in a memfd, the CLI opened, each preopen duplicated (read-only ones as
+    ``readonly_dir`` views); ``build`` makes the argv (its refusals come before any compile)."""
     cli = find_cli(cache_dir)
     keep: list[int] = []
     try:
@@ -193,19 +223,18 @@ def prepare_serve(data: bytes, args: tuple[str, ...], env: tuple[tuple[str, str]
             fd = os.dup(d.fd) if d.mutable else confinement.readonly_dir(d.fd, d.host)
             keep.append(fd)
             serve_dirs.append(ServeDir(fd, d.guest))
-        mfd = os.memfd_create("runwasm-wasi-http-component", os.MFD_CLOEXEC)
+        mfd = os.memfd_create(memfd_name, os.MFD_CLOEXEC)
         keep.append(mfd)
         view = memoryview(data)
         while view:
             view = view[os.write(mfd, view):]
-        serve_argv(mfd, args, env, cwd, serve_dirs, sandbox, where)  # refusals before any compile
+        build(mfd, serve_dirs, False)  # refusals before any compile
         cwasm = cli_cache.load(cli, wasm_flags(sandbox), data, mfd, cache_dir)
         if cwasm is not None:
             keep.remove(mfd)
             os.close(mfd)
             keep.append(cwasm)
-        argv = serve_argv(cwasm if cwasm is not None else mfd, args, env, cwd, serve_dirs, sandbox, where,
-                          precompiled=cwasm is not None)
+        argv = build(cwasm if cwasm is not None else mfd, serve_dirs, cwasm is not None)
         try:
             cli_fd = os.open(cli, os.O_PATH | os.O_CLOEXEC)
         except OSError as err:
@@ -214,11 +243,11 @@ def prepare_serve(data: bytes, args: tuple[str, ...], env: tuple[tuple[str, str]
         for fd in keep:
             os.close(fd)
         raise
-    return ServePlan(cli_fd, tuple(argv), tuple(keep), where)
+    return ServePlan(cli_fd, tuple(argv), tuple(keep), where, stop_signal)
 
 
 def exec_serve(plan: ServePlan) -> NoReturn:
-    """Replace the workload with ``wasmtime serve`` (its own environment empty: the guest's goes
+    """Replace the workload with the wasmtime CLI (``serve`` or ``run``; its own environment empty: the guest's goes
     through ``--env``). Raises OSError if the exec fails (e.g. a seccomp filter without execve)."""
     for fd in plan.fds:
         os.set_inheritable(fd, True)

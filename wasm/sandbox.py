@@ -8,7 +8,9 @@ Keys, as runtime options TOML keys (``shim/common/options.py``) and, where the o
 text: ``true``/``false``, decimal integers, ``a,b`` lists, ``name=true,name=false`` tables)::
 
     WasmPreopens = ["/srv/data:/data:ro", "/var/scratch:/scratch:rw"]  # host:guest[:ro|rw], default ro
-    WasmNetwork = false            # true is refused: wasmtime-py 50's WasiConfig has no socket API
+    WasmNetwork = false            # true: wasi:sockets with every address of the task's netns
+                                   # (WASI 0.2 command components, run by ``wasmtime run``:
+                                   # ``runwasm.wasm.cli_run``; no per-address allow-list exists)
     WasmFeatures = { gc = false, simd = true, custom-page-sizes = true }  # wasmtime proposals
     WasmMaxMemory = 67108864       # bytes, per linear memory (Store.set_limits memory_size)
     WasmMaxTableElements = 10000   # per table
@@ -19,7 +21,7 @@ text: ``true``/``false``, decimal integers, ``a,b`` lists, ``name=true,name=fals
     WasmAnnotations = ["WasmUnknownImports", "WasmFuel"]  # which keys annotations may set
 
 Refused, naming the key: unknown keys or feature names, wrong types, non-positive limits,
-relative paths, ``WasmNetwork = true``, and feature sets wasmtime 50 aborts the process on
+relative paths, and feature sets wasmtime 50 aborts the process on
 (``reference-types = false``: its component-model-async needs it; ``simd = false`` without
 ``relaxed-simd = false``).
 """
@@ -107,10 +109,6 @@ class Sandbox:
         if feats.get("simd") is False and feats.get("relaxed-simd") is not False:
             raise SandboxError(f"invalid WasmFeatures in {where}: simd = false needs relaxed-simd = false too "
                                "(relaxed SIMD builds on SIMD and is on by default)")
-        if self.network:
-            raise SandboxError(f"invalid WasmNetwork in {where}: true is not supported: wasmtime-py 50's WasiConfig "
-                               "has no socket or network API (no inherit_network, no socket address check), so "
-                               "guests get no network; set false or leave it out")
         for key, attr in LIMIT_KEYS.items():
             value = getattr(self, attr)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):

@@ -42,6 +42,7 @@ import wasmtime.component as wc
 
 from runwasm.oci import steps
 from runwasm.wasm.cache import CompileCache, cache_dir_from
+from runwasm.wasm.cli_run import prepare_run
 from runwasm.wasm.confine import Confinement, NoConfinement
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
 from runwasm.wasm.engine import engine_fingerprint, make_engine
@@ -49,6 +50,7 @@ from runwasm.wasm.errors import (
     ExportNotFoundError,
     InvalidModuleError,
     LinkError,
+    SandboxError,
     WasiSetupError,
     WasmError,
 )
@@ -79,7 +81,7 @@ class GuestExit(BaseException):  # noqa: N818 - not an error: the guest asked to
 class PreparedTask:
     """A task ready to run: everything linked, no guest code executed yet."""
 
-    flavour: Literal["module", "component", "http"]
+    flavour: Literal["module", "component", "http", "cli"]
     store: wasmtime.Store
     export: str
     module_path: str
@@ -89,7 +91,7 @@ class PreparedTask:
     cli_run: str | None = None  # the exact wasi:cli/run@x.y.z export name, for commands
     initialize: bool = False  # a reactor: call its ``_initialize`` before the named export
     cache_source: str = ""
-    serve: ServePlan | None = None  # flavour "http": exec ``wasmtime serve`` instead of ``run``
+    serve: ServePlan | None = None  # flavours "http"/"cli": exec ``wasmtime serve``/``run`` instead of ``run``
 
 
 def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
@@ -248,6 +250,18 @@ def _prepare_component(engine: wasmtime.Engine, comp: wc.Component, export: str 
     return linker, cli_run
 
 
+def _check_network_route(artifact: object, export: str | None, where: str) -> None:
+    """``WasmNetwork = true`` runs through ``wasmtime run`` (``runwasm.wasm.cli_run``): refuse
+    what that route cannot run with sockets."""
+    if isinstance(artifact, wasmtime.Module):
+        raise SandboxError(f"WasmNetwork = true cannot be honoured for {where!r}: it is a WASI preview 1 core "
+                           "module, and preview 1 has no socket calls (wasi:sockets is WASI 0.2: build the "
+                           "program as a component, e.g. for wasm32-wasip2); set WasmNetwork = false")
+    if export is not None:
+        raise SandboxError(f"WasmNetwork = true cannot be honoured for {where!r}: entry point '#{export}' names an "
+                           "export, and the networked route (wasmtime run) runs a command's wasi:cli/run only")
+
+
 def _read_module_file(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
@@ -297,15 +311,19 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
                 # nothing compiled: the on-disk cache's entry, or the content store's artifact
                 attrs["runwasm.wasm.cache.hit"] = loaded.source in ("hit", "precompiled")
         log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
+        if sandbox.network:
+            _check_network_route(loaded.artifact, export, where)
         if isinstance(loaded.artifact, wc.Component) and export is None:
             exports = loaded.artifact.type.exports(engine)
-            if proxy_export(exports) and not any(n.startswith(CLI_RUN_PREFIX) for n in exports):
-                plan = prepare_serve(data, p.args, tuple(_guest_env(p)), p.cwd,
-                                     [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox,
-                                     where, cache_dir_from(p.cache_dir), conf)
+            served = proxy_export(exports) and not any(n.startswith(CLI_RUN_PREFIX) for n in exports)
+            if served or sandbox.network:
+                prep = prepare_serve if served else prepare_run
+                plan = prep(data, p.args, tuple(_guest_env(p)), p.cwd,
+                            [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox,
+                            where, cache_dir_from(p.cache_dir), conf)
                 conf.enter_network()
                 conf.drop()
-                return PreparedTask("http", wasmtime.Store(engine), "", path or where, serve=plan,
+                return PreparedTask("http" if served else "cli", wasmtime.Store(engine), "", path or where, serve=plan,
                                     cache_source=loaded.source)
         store = wasmtime.Store(engine)
         if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):

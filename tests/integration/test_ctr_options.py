@@ -52,7 +52,11 @@ def test_sandbox_fuel_and_annotations_through_ctr(containerd: Containerd, wasm_i
 def test_sandbox_refusal_at_start_names_the_key(containerd: Containerd, wasm_images: dict[str, str],
                                                 tmp_path: Path) -> None:
     cfg = tmp_path / "runwasm.toml"
-    cfg.write_text("WasmNetwork = true\n")
+    cfg.write_text("WasmNetwork = 1\n")
     res = containerd.run(wasm_images["hello"], "sb-net", extra=("--runtime-config-path", str(cfg)))
     assert res.returncode != 0
     assert "invalid WasmNetwork" in res.output
+    cfg.write_text("WasmNetwork = true\n")  # valid, but a preview 1 module has no sockets: refused at Create
+    res = containerd.run(wasm_images["hello"], "sb-net-p1", extra=("--runtime-config-path", str(cfg)))
+    assert res.returncode != 0
+    assert "WASI preview 1 core module, and preview 1 has no socket calls" in res.output

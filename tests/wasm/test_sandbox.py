@@ -59,7 +59,7 @@ def test_from_toml_all_keys() -> None:
     ({"WasmFeatures": {"warp-drive": True}}, "WasmFeatures.*unknown feature 'warp-drive'"),
     ({"WasmFeatures": {"reference-types": False}}, "WasmFeatures.*reference-types = false is impossible"),
     ({"WasmFeatures": {"simd": False}}, "WasmFeatures.*relaxed-simd = false too"),
-    ({"WasmNetwork": True}, "WasmNetwork.*no socket or network API"),
+    ({"WasmNetwork": "yes"}, "WasmNetwork.*expected bool"),
     ({"WasmFuel": 0}, "WasmFuel.*positive integer"),
     ({"WasmMaxMemory": "1G"}, "WasmMaxMemory.*expected int"),
     ({"WasmUnknownImports": "ignore"}, "WasmUnknownImports.*'ignore'"),
@@ -150,3 +150,11 @@ def test_engine_fingerprint_follows_code_changing_settings() -> None:
         == ENGINE_FINGERPRINT
     assert len({engine_fingerprint(Sandbox()), engine_fingerprint(Sandbox(fuel=5)),
                 engine_fingerprint(Sandbox(features=(("gc", False),)))}) == 3
+
+
+def test_wasm_network_is_accepted_from_options_and_allowed_annotations() -> None:
+    assert from_toml({"WasmNetwork": True}, "t").network is True
+    base = from_toml({"WasmAnnotations": ["WasmNetwork"]}, "t")
+    assert with_annotations(base, {"io.containerd.runwasm.v1.WasmNetwork": "true"}).network is True
+    with pytest.raises(SandboxError, match="'io.containerd.runwasm.v1.WasmNetwork' is not allowed"):
+        with_annotations(Sandbox(), {"io.containerd.runwasm.v1.WasmNetwork": "true"})
