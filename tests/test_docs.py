@@ -56,3 +56,12 @@ def test_sandbox_api_example_is_the_handler_the_cri_tier_runs() -> None:
     # the same runtime options as the podsandbox entry: only the sandboxer differs
     plain = _runtimes(tomllib.loads((EXAMPLES / "containerd-2.x-config.toml").read_text()))["runwasm"]
     assert entry["options"] == plain["options"]
+
+
+def test_1x_options_file_holds_the_2x_options_table() -> None:
+    """containerd 1.6 passes only ConfigPath of a non-runc runtime's options table on, so the 1.x
+    snippet names a file; that file holds the same options as the 2.x snippet's table."""
+    one = _runtimes(tomllib.loads((EXAMPLES / "containerd-1.x-config.toml").read_text()))["runwasm"]["options"]
+    two = _runtimes(tomllib.loads((EXAMPLES / "containerd-2.x-config.toml").read_text()))["runwasm"]["options"]
+    assert set(one) == {"ConfigPath"}, one
+    assert tomllib.loads((EXAMPLES / "runwasm-options.toml").read_text()) == two

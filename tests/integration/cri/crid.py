@@ -49,11 +49,19 @@ CRICTL_MISSING = (f"crictl not found (set ${CRICTL_ENV}; default ../shared/tools
 SANDBOX_API_HANDLER = "runwasm-sandbox"
 
 
-def runtime_snippet(flavour: str) -> str:
+OPTIONS_PATH = "/etc/runwasm/runwasm-options.toml"  # what the 1.x snippet's ConfigPath names
+
+
+def runtime_snippet(flavour: str, directory: Path) -> str:
     """The README's containerd config snippets for this containerd major version (2.x: the
-    ``runwasm`` runtime and the Sandbox API one, ``runwasm-sandbox``)."""
+    ``runwasm`` runtime and the Sandbox API one, ``runwasm-sandbox``). For 1.x, whose CRI passes
+    only ``ConfigPath`` of the options table on, the README's options file is written into
+    ``directory`` and the snippet's ``ConfigPath`` points there."""
     if flavour != "2.3":
-        return (EXAMPLES / "containerd-1.x-config.toml").read_text()
+        (directory / "runwasm-options.toml").write_text((EXAMPLES / "runwasm-options.toml").read_text())
+        snippet = (EXAMPLES / "containerd-1.x-config.toml").read_text()
+        assert OPTIONS_PATH in snippet, "the 1.x snippet no longer names the options file"
+        return snippet.replace(OPTIONS_PATH, f"{directory}/runwasm-options.toml")
     return "\n".join((EXAMPLES / name).read_text()
                      for name in ("containerd-2.x-config.toml", "containerd-2.x-sandbox-api.toml"))
 
@@ -62,17 +70,19 @@ NETWORK_HANDLER = "runwasm-net"
 
 
 def network_handler(flavour: str, directory: Path) -> str:
-    """A test-only handler, ``runwasm-net``: the README's runwasm runtime with ``WasmNetwork = true``.
-    containerd 2.x passes the CRI runtime's ``options`` table to the shim as ``ConfigBody``, so the
-    key goes there; with 1.6's CRI a key in the table did not reach the task (checked: the guest got
-    no network), so there it goes into a file named by ``ConfigPath``, which 1.6 passes on."""
-    snippet = (EXAMPLES / ("containerd-1.x-config.toml" if flavour != "2.3" else "containerd-2.x-config.toml")).read_text()
+    """A test-only handler, ``runwasm-net``: the README's runwasm runtime with ``WasmNetwork = true``
+    (2.x: in the ``options`` table, passed to the shim as ``ConfigBody``; 1.x: in the options file
+    ``ConfigPath`` names, the README's plus that key)."""
+    if flavour == "2.3":
+        snippet = (EXAMPLES / "containerd-2.x-config.toml").read_text()
+    else:
+        (directory / "runwasm-net.toml").write_text((EXAMPLES / "runwasm-options.toml").read_text()
+                                                    + "WasmNetwork = true\n")
+        snippet = (EXAMPLES / "containerd-1.x-config.toml").read_text().replace(
+            OPTIONS_PATH, f"{directory}/runwasm-net.toml")
     snippet = snippet.replace(".runtimes.runwasm]", f".runtimes.{NETWORK_HANDLER}]")
     snippet = snippet.replace(".runtimes.runwasm.options]", f".runtimes.{NETWORK_HANDLER}.options]").rstrip("\n")
-    if flavour == "2.3":
-        return snippet + "\n    WasmNetwork = true\n"
-    (directory / "runwasm-net.toml").write_text("WasmNetwork = true\n")
-    return snippet + f'\n    ConfigPath = "{directory}/runwasm-net.toml"\n'
+    return snippet + ("\n    WasmNetwork = true\n" if flavour == "2.3" else "\n")
 
 
 class CriContainerd(Containerd):
@@ -143,7 +153,7 @@ class CriContainerd(Containerd):
                         # what a stock 1.6 config already has; listing any runtime replaces the default map
                         '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
                         '  runtime_type = "io.containerd.runc.v2"\n')
-        self.config.write_text(plumbing + "\n" + runtime_snippet(self.flavour) + "\n"
+        self.config.write_text(plumbing + "\n" + runtime_snippet(self.flavour, d) + "\n"
                                + network_handler(self.flavour, d))
 
     # --- lifecycle --------------------------------------------------------------------------
