@@ -270,12 +270,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rwcritest-"))
     out = args.keep or REPO / "build" / "critest"
     scores: list[Score] = []
-    with critest_daemon(args.flavour, work) as daemon:
-        for handler in handlers:
-            print(f"critest: running on handler {handler} (containerd {args.flavour}); log: "
-                  f"{out / f'critest-{handler}.log'}", flush=True)
-            scores.append(run_critest(daemon, handler, out, args.focus))
-            print(f"critest: {handler}: {scores[-1].counts}", flush=True)
+    # the daemon's runwasm shims use a warm template of their own, stopped at the end (as the test
+    # suite's and make demo's), so the run leaves no process behind
+    from runwasm.shim.template import key, process
+
+    template_dir = Path(tempfile.mkdtemp(prefix="rwt-", dir="/run" if os.geteuid() == 0 else None))
+    os.environ[key.ENV_DIR] = str(template_dir)
+    try:
+        with critest_daemon(args.flavour, work) as daemon:
+            for handler in handlers:
+                print(f"critest: running on handler {handler} (containerd {args.flavour}); log: "
+                      f"{out / f'critest-{handler}.log'}", flush=True)
+                scores.append(run_critest(daemon, handler, out, args.focus))
+                print(f"critest: {handler}: {scores[-1].counts}", flush=True)
+    finally:
+        process.stop_templates(str(template_dir))
+        shutil.rmtree(template_dir, ignore_errors=True)
     version = "2.3.4" if args.flavour == "2.3" else "1.6"
     print()
     print(render(scores, f"critest v1.36 on containerd {version} (private netns, stand-in images)"))
