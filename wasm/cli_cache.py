@@ -1,9 +1,9 @@
 """Precompiled components for ``wasmtime serve``: compiled once per machine with the CLI's own
 ``wasmtime compile``, kept next to runwasm's compile cache, loaded only if runwasm wrote them.
 
-Stdlib only. Layout, in the compile cache directory (``runwasm.wasm.cache``)::
+Stdlib and ``node_key`` only (its directory checks, key and lock). Layout, in the compile cache directory (``runwasm.wasm.cache``)::
 
-    <dir>/hmac.key                              the compile cache's key (made by CompileCache)
+    <dir>/hmac.key                              the node's key (``runwasm.wasm.node_key``)
     <dir>/wasmtime-cli/<key>.cwasm              ``wasmtime compile`` output
     <dir>/wasmtime-cli/<key>.cwasm.mac          HMAC-SHA256(hmac.key, key || sha256(artifact))
     <dir>/wasmtime-cli/<key>.lock               flock'ed around compile-or-load
@@ -12,39 +12,28 @@ Key: sha256 over the CLI binary's identity (path, size, mtime), the ``-W`` flags
 ``compile`` and ``serve``: wasmtime refuses an artifact compiled with other settings) and the
 component's sha256. ``load`` returns a memfd holding an artifact whose HMAC matched (read once,
 then copied: what the CLI maps is what was checked), compiling and storing it under the lock on
-a miss, so concurrent first starts compile once. Anything unusable (no key file, a directory
+a miss, so concurrent first starts compile once. Anything unusable (no usable key, a directory
 not owned by us or writable by others, a failed compile, a lock not had in time) returns None:
 ``wasmtime serve`` then compiles the component itself. Never fails the task.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import logging
 import os
-import stat
 import subprocess
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from runwasm.wasm.node_key import KEY_FILE, exclusive, node_key, usable_dir
 
 log = logging.getLogger(__name__)
 
-KEY_FILE = "hmac.key"
 SUBDIR = "wasmtime-cli"
 LOCK_TIMEOUT = 300.0
 COMPILE_TIMEOUT = 600.0
-
-
-def _usable(path: Path) -> bool:
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def cache_key(cli: Path, wflags: Sequence[str], data: bytes) -> str:
@@ -53,25 +42,6 @@ def cache_key(cli: Path, wflags: Sequence[str], data: bytes) -> str:
     h.update("\0".join(wflags).encode() + b"\0")
     h.update(hashlib.sha256(data).digest())
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[bool]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    yield False
-                    return
-                time.sleep(0.05)
-        yield True
-    finally:
-        os.close(fd)
 
 
 def _memfd(data: bytes) -> int:
@@ -108,23 +78,22 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def load(cli: Path, wflags: Sequence[str], data: bytes, module_fd: int, cache_dir: Path) -> int | None:
     """A memfd with the verified precompiled component, or None (see module doc). ``module_fd``
     holds ``data`` (the CLI compiles from it)."""
-    mac_key_path = cache_dir / KEY_FILE
-    if not _usable(cache_dir) or not _usable(mac_key_path):
+    sub = cache_dir / SUBDIR
+    if not (cache_dir / KEY_FILE).is_file():  # the compile cache makes the key; serving never does
+        return None
+    if not usable_dir(cache_dir, sub):
+        return None
+    mac_key = node_key(cache_dir)
+    if mac_key is None:
         return None
     try:
-        mac_key = mac_key_path.read_bytes()
         key = cache_key(cli, wflags, data)
-        sub = cache_dir / SUBDIR
-        sub.mkdir(mode=0o700, exist_ok=True)
-        if not _usable(sub):
-            return None
         entry = sub / f"{key}.cwasm"
         got = _verified(entry, mac_key, key)
         if got is not None:
             return _memfd(got)
-        with _locked(sub / f"{key}.lock") as locked:
+        with exclusive(sub / f"{key}.lock", LOCK_TIMEOUT) as locked:
             if not locked:
-                log.warning("wasmtime-cli cache lock %s not had within %.0fs: serving without it", entry, LOCK_TIMEOUT)
                 return None
             got = _verified(entry, mac_key, key)  # another start may have stored it meanwhile
             if got is None:
