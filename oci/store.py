@@ -32,7 +32,8 @@ CHUNK = 1 << 20
 MAX_JSON_BLOB = 16 << 20
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so that a rename or create inside it survives a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -128,7 +129,7 @@ class ContentStore:
                     f"failed to ingest blob {str(expected)!r}: digest mismatch: content hashes to {str(got)!r}")
             os.chmod(tmp, 0o444)
             os.rename(tmp, self.path(got))
-            _fsync_dir(self.blobs)
+            fsync_dir(self.blobs)
             return got, size
         finally:
             tmp.unlink(missing_ok=True)

@@ -45,6 +45,7 @@ from runwasm.oci.errors import (
 from runwasm.oci.mediatypes import LayerKind
 from runwasm.oci.snapshotter.filters import compile_filters
 from runwasm.oci.snapshotter.meta import Kind, Snapshot, SnapshotTable
+from runwasm.oci.store import fsync_dir
 
 log = logging.getLogger(__name__)
 META = "metadata.json"
@@ -76,14 +77,6 @@ class Usage:
     inodes: int
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -96,7 +89,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _du(path: Path) -> Usage:
@@ -261,7 +254,7 @@ class SnapshotStore:
             raise OSError(err.errno, f"failed to commit snapshot {snap.key!r}: failed to write EROFS image"
                                      f" {str(tmp)!r}: {err.strerror or err}") from err
         os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     def apply_layer(self, mounts: Sequence[MountSpec], blob: IO[bytes], kind: LayerKind,
                     blob_digest: str) -> Applied:
