@@ -32,12 +32,10 @@ memory; it never fails the task.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -58,6 +56,7 @@ from runwasm.wasm.node_key import (
     exclusive,
     node_key,
     usable_dir,
+    write_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -218,24 +217,9 @@ class CompileCache:
         """Atomically write the serialized artifact to ``path``, then its MAC; False (logged) on failure."""
         try:
             blob = bytes(artifact.serialize())
-            _write_atomic(path, blob)
-            _write_atomic(Path(f"{path}.mac"), self._mac(key, path, hashlib.sha256(blob).digest()).hex().encode())
+            write_atomic(path, blob)
+            write_atomic(Path(f"{path}.mac"), self._mac(key, path, hashlib.sha256(blob).digest()).hex().encode())
             return True
         except (OSError, wasmtime.WasmtimeError) as err:
             log.warning("failed to store wasm cache entry %r: %s", str(path), err)
             return False
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -27,7 +27,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from runwasm.wasm.node_key import KEY_FILE, exclusive, node_key, usable_dir
+from runwasm.wasm.node_key import KEY_FILE, exclusive, node_key, usable_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,6 @@ def _verified(path: Path, mac_key: bytes, key: str) -> bytes | None:
     return None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load(cli: Path, wflags: Sequence[str], data: bytes, module_fd: int, cache_dir: Path) -> int | None:
     """A memfd with the verified precompiled component, or None (see module doc). ``module_fd``
     holds ``data`` (the CLI compiles from it)."""
@@ -107,8 +98,8 @@ def load(cli: Path, wflags: Sequence[str], data: bytes, module_fd: int, cache_di
                     return None
                 got = tmp.read_bytes()
                 tmp.unlink()
-                _write_atomic(entry, got)
-                _write_atomic(sub / f"{entry.name}.mac",
+                write_atomic(entry, got)
+                write_atomic(sub / f"{entry.name}.mac",
                               hmac.new(mac_key, key.encode() + hashlib.sha256(got).digest(), hashlib.sha256).digest())
             return _memfd(got)
     except (OSError, subprocess.SubprocessError) as err:

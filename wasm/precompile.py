@@ -15,11 +15,11 @@ compiles it itself and reports the error the usual way); 1 on any other failure.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
+from pathlib import Path
 
 from runwasm.wasm.errors import InvalidModuleError, WasmError
+from runwasm.wasm.node_key import write_atomic
 
 EXIT_INVALID = 2
 
@@ -47,14 +47,7 @@ def compile_to(module: str, kind: str, sandbox_json: dict[str, object] | None, o
     except wasmtime.WasmtimeError as err:
         raise InvalidModuleError(f"failed to compile wasm {kind} {module!r}: {err}") from err
     blob = bytes(artifact.serialize())
-    fd, tmp = tempfile.mkstemp(prefix=".cwasm-", dir=os.path.dirname(out))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.rename(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(Path(out), blob)
     return len(blob)
 
 

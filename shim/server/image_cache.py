@@ -42,7 +42,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from runwasm.oci.errors import OciError
 from runwasm.shim.common.errors import ShimError
 from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes
 from runwasm.wasm.identity import engine_fingerprint, engine_identity
-from runwasm.wasm.node_key import LOCK_TIMEOUT, exclusive, node_key, usable_dir
+from runwasm.wasm.node_key import LOCK_TIMEOUT, exclusive, node_key, usable_dir, write_atomic
 from runwasm.wasm.sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -154,7 +153,7 @@ def _load(client: ContainerdClient, layer: Digest, key: str, secret: bytes, out:
     if not problem:
         try:
             data = client.read_bytes(digest)
-            _write_atomic(out, data)
+            write_atomic(out, data)
         except (ShimError, OciError) as err:  # gone (GC'd, deleted) or not the bytes of its digest
             problem = f"it cannot be read: {err}"
         except OSError as err:
@@ -208,14 +207,3 @@ def _publish(client: ContainerdClient, layer: Digest, key: str, secret: bytes, o
         return False
     log.info("layer %s: compiled artifact %s (key %s) stored in the content store", layer, digest, key[:16])
     return True
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".cwasm-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.rename(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

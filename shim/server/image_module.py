@@ -24,8 +24,6 @@ written beside it as ``<key>.cwasm``, handed to the workload as ``precompiled_fi
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING
 from runwasm.oci.image import Descriptor
 from runwasm.oci.wasm_image import select_wasm_layer
 from runwasm.shim.common.errors import ShimError
+from runwasm.wasm.node_key import write_atomic
 
 if TYPE_CHECKING:
     from runwasm.shim.server.image_cache import Compiled
@@ -101,14 +100,7 @@ def fetch_image_module(address: str, namespace: str, container_id: str, bundle: 
         out_dir = bundle / LAYER_DIR
         out_dir.mkdir(mode=0o700, exist_ok=True)
         path = out_dir / f"{chosen.layer.digest.hex}.wasm"
-        fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=out_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.rename(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(path, data)
         log.info("container %s: module from %s layer %s of image %r (%d bytes)", container_id, chosen.flavour,
                  chosen.layer.digest, image, len(data))
         compiled = None
