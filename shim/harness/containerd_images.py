@@ -23,7 +23,6 @@ config or layer is an error naming the digest. ``ctr run`` unpacks it on first u
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import secrets
@@ -39,7 +38,7 @@ from runwasm.oci.errors import NotFoundError
 from runwasm.oci.image import Descriptor, Index, Manifest, Platform
 from runwasm.oci.platforms import DEFAULT_PLATFORMS
 from runwasm.oci.store import ContentStore
-from runwasm.shim.server.containerd_api import ContainerdClient
+from runwasm.shim.server.containerd_api import ChunkReader, ContainerdClient
 
 log = logging.getLogger(__name__)
 GC_REF = "containerd.io/gc.ref.content"
@@ -59,28 +58,6 @@ class PushResult:
     name: str
     target: Descriptor
     written: int  # blobs sent (containerd may already have had some)
-
-
-class _ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (containerd's Content.Read stream)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buf:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                return 0
-            self._buf = nxt
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
 
 
 def pull(client: ContainerdClient, root: Path, ref: str, *, name: str | None = None,
@@ -110,7 +87,7 @@ def pull(client: ContainerdClient, root: Path, ref: str, *, name: str | None = N
             if cs.has(desc.digest):
                 present += 1
                 continue
-            cs.ingest(cast(IO[bytes], _ChunkReader(_blob_chunks(client, desc))), desc.digest, desc.size)
+            cs.ingest(cast(IO[bytes], ChunkReader(_blob_chunks(client, desc))), desc.digest, desc.size)
             fetched += 1
         reused = _reuse_snapshotter_layers(root, client.namespace, fs_layers(resolved), snapshotter_root) \
             if snapshotter_root is not None else ()

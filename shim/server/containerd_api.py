@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -277,3 +278,25 @@ def empty_response() -> Any:
     from google.protobuf import empty_pb2
 
     return empty_pb2.Empty
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (containerd's Content.Read stream)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return 0
+            self._buf = nxt
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
-from typing import Any
 
 import grpc
 
@@ -34,34 +32,13 @@ SERVICE = "containerd.services.diff.v1.Diff"
 DEFAULT_CONTAINERD = "/run/containerd/containerd.sock"
 
 
-class _ChunkReader(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                return 0
-            self._buf = nxt
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
 class DiffService:
     def __init__(self, store: SnapshotStore, containerd_address: str = DEFAULT_CONTAINERD) -> None:
         self.store = store
         self.containerd_address = containerd_address
 
     def Apply(self, r: pb.ApplyRequest, context: grpc.ServicerContext) -> pb.ApplyResponse:
-        from runwasm.shim.server.containerd_api import NAMESPACE_KEY, ContainerdClient
+        from runwasm.shim.server.containerd_api import NAMESPACE_KEY, ChunkReader, ContainerdClient
 
         if r.payloads:
             raise UnimplementedError(f"failed to apply layer {r.diff.digest!r}: stream processor payloads"
@@ -74,7 +51,7 @@ class DiffService:
         kind = mt.layer_kind(r.diff.media_type)
         mounts = [MountSpec(m.type, m.source, tuple(m.options)) for m in r.mounts]
         with ContainerdClient(self.containerd_address, str(namespace)) as client:
-            raw = io.BufferedReader(_ChunkReader(client.stream(digest)), 1 << 20)
+            raw = io.BufferedReader(ChunkReader(client.stream(digest)), 1 << 20)
             applied = self.store.apply_layer(mounts, raw, kind, str(digest))
         out_type = mt.EROFS_LAYER if kind.is_erofs else mt.OCI_LAYER_TAR
         log.info("applied %s layer %s as %s", kind.value, digest, applied.diff_id)
