@@ -59,15 +59,9 @@ class Spawned(NamedTuple):
 
 
 def _recv_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
-    msg, anc, _flags, _addr = sock.recvmsg(_MAX_MSG, socket.CMSG_SPACE(MAX_FDS * 4))
+    msg, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MSG, MAX_FDS)
     if not msg:
         return None
-    fds: list[int] = []
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
-            fds.extend(arr)
     return json.loads(msg), fds
 
 

@@ -25,7 +25,6 @@ and argv, runs ``runwasm.shim.__main__.main`` and answers ``exit <code>``.
 
 from __future__ import annotations
 
-import array
 import fcntl
 import gc
 import importlib
@@ -72,13 +71,7 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 def _recv(conn: socket.socket) -> tuple[bytes, list[int]]:
-    msg, anc, _flags, _addr = conn.recvmsg(client.MAX_REQUEST, socket.CMSG_SPACE(8 * 4))
-    fds: list[int] = []
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
-            fds.extend(arr)
+    msg, fds, _flags, _addr = socket.recv_fds(conn, client.MAX_REQUEST, 8)
     return msg, fds
 
 
