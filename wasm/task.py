@@ -331,10 +331,10 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
                 return PreparedTask("http" if served else "cli", wasmtime.Store(engine), "", path or where, serve=plan,
                                     cache_source=loaded.source)
         if isinstance(loaded.artifact, wasmtime.Module):
-            plan = _plan_min(p, engine, loaded.artifact, data, export, where, sandbox, preopens, conf)
-            if plan is not None:
+            min_plan = _plan_min(p, engine, loaded.artifact, data, export, where, sandbox, preopens, conf)
+            if min_plan is not None:
                 conf.drop()
-                return PreparedTask("cli", wasmtime.Store(engine), export or "_start", path or where, serve=plan,
+                return PreparedTask("cli", wasmtime.Store(engine), export or "_start", path or where, serve=min_plan,
                                     cache_source=loaded.source)
         else:
             log.info("%s runs in process (wasmtime-py): %s", where, why_in_process(sandbox, True, export, False))
