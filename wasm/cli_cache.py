@@ -22,7 +22,12 @@ it must be what runwasm compiled. The entry is written atomically by runwasm (a 
 renamed into place, never rewritten in place) in a directory ``usable_dir`` accepts only if it is
 0700 and owned by the server's uid; the fd pins the inode that was verified, so a later rename
 over the name does not change what the CLI reads; changing the bytes of that inode in place takes
-the server's own uid (or root), which can replace runwasm itself. On a miss the module is
+the server's own uid (or root), which can replace runwasm itself. The file is mode 0644
+(``ARTIFACT_MODE``: the CLI, running as the container's user, reopens it through
+``/proc/self/fd/N``, which checks the inode's mode); the directory's 0700 keeps other users
+from reaching it by path, and another uid cannot open a task's ``/proc/<pid>/fd/N`` (ptrace
+access check), so only processes of the task's own uid, which could read its memory anyway,
+gain anything (the module's compiled code). On a miss the module is
 compiled and stored under the lock, so concurrent first starts compile once.
 
 Anything unusable (no usable key, a directory not owned by us or writable by others, a failed
@@ -47,6 +52,9 @@ log = logging.getLogger(__name__)
 SUBDIR = "wasmtime-cli"
 LOCK_TIMEOUT = 300.0
 COMPILE_TIMEOUT = 600.0
+ARTIFACT_MODE = 0o644
+"""The CLI reopens its fd as ``/proc/self/fd/N`` after dropping to the container's user, which
+checks the inode's mode; the 0700 directory still keeps everyone else from reaching it by path."""
 
 
 def cache_key(cli: Path, wflags: Sequence[str], data: bytes, runner: Path | None = None) -> str:
@@ -86,6 +94,8 @@ def _verified(path: Path, mac_key: bytes, key: str) -> int | None:
         return None
     if hmac.compare_digest(mac, _mac(mac_key, key, digest)):
         os.lseek(fd, 0, os.SEEK_SET)
+        if os.fstat(fd).st_mode & 0o777 != ARTIFACT_MODE:  # an entry of an older runwasm (0600)
+            os.fchmod(fd, ARTIFACT_MODE)
         return fd
     os.close(fd)
     log.warning("wasmtime-cli cache entry %s does not match its MAC (corrupt or not written by runwasm): recompiling",
@@ -139,6 +149,6 @@ def _compile(cli: Path, wflags: Sequence[str], data: bytes, sub: Path, key: str,
     got = tmp.read_bytes()
     tmp.unlink()
     entry = sub / f"{key}.cwasm"
-    write_atomic(entry, got)
+    write_atomic(entry, got, ARTIFACT_MODE)
     write_atomic(sub / f"{entry.name}.mac", _mac(mac_key, key, hashlib.sha256(got).digest()))
     return True

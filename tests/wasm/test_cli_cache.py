@@ -92,3 +92,19 @@ def test_runner_is_part_of_the_key(setup: tuple[Path, Path, bytes], tmp_path: Pa
     cli, _cache, data = setup
     runner = find_cli(tmp_path / "cli", "wasmtime-min")
     assert cli_cache.cache_key(cli, [], data) != cli_cache.cache_key(cli, [], data, runner)
+
+
+def test_entry_is_readable_by_the_container_user_through_its_fd(setup: tuple[Path, Path, bytes]) -> None:
+    """The CLI reopens ``/proc/self/fd/N`` as the container's user: the file is 0644 (an older 0600
+    entry is fixed), its directory stays 0700."""
+    cli, cache, data = setup
+    got = cli_cache.load(cli, [], data, cache)
+    assert got is not None
+    entry = cache / cli_cache.SUBDIR / f"{cli_cache.cache_key(cli, [], data)}.cwasm"
+    assert (entry.stat().st_mode & 0o777, entry.parent.stat().st_mode & 0o777) == (0o644, 0o700)
+    os.close(got)
+    entry.chmod(0o600)
+    again = cli_cache.load(cli, [], data, cache)
+    assert again is not None
+    assert entry.stat().st_mode & 0o777 == 0o644
+    os.close(again)

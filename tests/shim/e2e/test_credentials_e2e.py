@@ -94,8 +94,8 @@ def test_guest_reads_files_as_the_spec_user(path: str, user: dict[str, Any], cap
                                             expected: tuple[int, str]) -> None:
     async def body(h: Harness) -> None:
         bundle = _bundle(h, "rd", _config(["/readfile.wasm", path], user, capabilities=caps), "readfile.wasm")
-        status, out, _ = await _run(h, "rd", bundle)
-        assert (status, out) == expected
+        status, out, err = await _run(h, "rd", bundle)
+        assert (status, out) == expected, err
 
     run(False, body)
 
