@@ -76,9 +76,11 @@ set_robust_list, statx, getrandom, sched_getaffinity, ioctl TCGETS, openat2) are
 
 EXEC_SYSCALLS: tuple[SyscallNeed, ...] = (
     *RUNTIME_SYSCALLS,
-    # the exec itself, then the dynamic loader and Rust's start-up in wasmtime(-min): TLS, the
-    # shared libraries (libgcc_s, libc, libm), the artifact and directories opened by path
-    *(SyscallNeed(n) for n in ("execve", "arch_prctl", "openat", "newfstatat", "pread64")),
+    # the exec itself (fexecve of the CLI's O_PATH handle: execveat, glibc falls back to execve of
+    # /proc/self/fd/N on ENOSYS), then the dynamic loader and Rust's start-up in wasmtime(-min):
+    # TLS, the shared libraries (libgcc_s, libc, libm), the artifact and directories opened by path
+    SyscallNeed("execveat", enosys_fallback=SyscallNeed("execve")),
+    *(SyscallNeed(n) for n in ("arch_prctl", "openat", "newfstatat", "pread64")),
     # tokio's signal pipe (a socketpair) and its blocking poll
     *(SyscallNeed(n) for n in ("socketpair", "poll")),
 )
