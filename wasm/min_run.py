@@ -20,9 +20,12 @@ fd of the verified cache file. ``min_argv`` maps the task:
   "exit with invalid exit status outside of [0..126)" (WASI reserves those codes; runwasi does
   the same): a task that needs them sets ``WasmExecutor = "inprocess"``.
 
+A command component takes the same route with the full CLI (``wasmtime run``, as
+``runwasm.wasm.cli_run`` without sockets): ``wasmtime-min`` has no component model.
+
 ``why_in_process`` says why a task cannot take this route (it then runs in process with
 wasmtime-py, one log line at Create says why): ``WasmExecutor = "inprocess"``; a component
-(no component model in ``wasmtime-min``); ``WasmUnknownImports`` other than ``error`` (the CLI
+with a ``#export`` entry point; ``WasmUnknownImports`` other than ``error`` (the CLI
 reports a call to one as an error with status 1, not as a trap); ``WasmFeatures`` (artifacts
 must match ``wasmtime-min``'s own feature set); a module that imports WASI functions but exports
 no ``memory`` (wasmtime's WASI fails every call of it, ``proc_exit`` included, where the in-process
@@ -55,8 +58,8 @@ def why_in_process(sandbox: Sandbox, component: bool, export: str | None, return
     """Why the task runs in process instead of under ``wasmtime-min`` (see module doc), or None."""
     if sandbox.executor == "inprocess":
         return "WasmExecutor = 'inprocess'"
-    if component:
-        return "it is a component, and wasmtime-min has no component model"
+    if component and export is not None:
+        return f"entry point '#{export}' of a component (the CLI's --invoke takes WAVE calls, not export names)"
     if sandbox.unknown_imports != "error":
         return f"WasmUnknownImports = {sandbox.unknown_imports!r} (wasmtime-min reports such a call as an error, not a trap)"
     if sandbox.features:

@@ -337,7 +337,11 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
                 return PreparedTask("cli", wasmtime.Store(engine), export or "_start", path or where, serve=min_plan,
                                     cache_source=loaded.source)
         else:
-            log.info("%s runs in process (wasmtime-py): %s", where, why_in_process(sandbox, True, export, False))
+            cli_plan = _plan_component(p, engine, loaded.artifact, data, export, where, sandbox, preopens, conf)
+            if cli_plan is not None:
+                conf.drop()
+                return PreparedTask("cli", wasmtime.Store(engine), "", path or where, serve=cli_plan,
+                                    cache_source=loaded.source)
         store = wasmtime.Store(engine)
         if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):
             store.set_limits(memory_size=sandbox.max_memory or -1, table_elements=sandbox.max_table_elements or -1,
@@ -392,6 +396,29 @@ def _plan_min(p: WasmTaskPayload, engine: wasmtime.Engine, module: wasmtime.Modu
                                [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox, export,
                                where, cache_dir_from(p.cache_dir), conf)
         except WasiSetupError as err:  # NoArtifactError, a read-only view, the CLI missing
+            reason = str(err)
+    log.info("%s runs in process (wasmtime-py): %s", where, reason)
+    return None
+
+
+def _plan_component(p: WasmTaskPayload, engine: wasmtime.Engine, comp: wc.Component, data: bytes,
+                    export: str | None, where: str, sandbox: Sandbox, preopens: list[Preopen],
+                    conf: Confinement) -> ServePlan | None:
+    """The ``wasmtime run`` plan of a command component (the full CLI: ``wasmtime-min`` has no
+    component model; ``runwasm.wasm.cli_run``), or None (logged with the reason). Export and link
+    errors are raised here first, as for the in-process route."""
+    _prepare_component(engine, comp, export, where, sandbox.unknown_imports)  # ExportNotFoundError, LinkError
+    reason = why_in_process(sandbox, True, export)
+    if reason is None:
+        missing = conf.unmet_exec()
+        if missing:
+            reason = f"linux.seccomp denies {', '.join(missing)}, which the wasmtime CLI needs after the filter"
+    if reason is None:
+        try:
+            return prepare_run(data, p.args, tuple(_guest_env(p)), p.cwd,
+                               [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox,
+                               where, cache_dir_from(p.cache_dir), conf)
+        except WasiSetupError as err:  # a read-only view, the CLI missing
             reason = str(err)
     log.info("%s runs in process (wasmtime-py): %s", where, reason)
     return None

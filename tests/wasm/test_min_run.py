@@ -12,12 +12,13 @@ from runwasm.wasm.sandbox import Sandbox
 
 def test_plain_module_takes_wasmtime_min() -> None:
     assert why_in_process(Sandbox(), False, None) is None
+    assert why_in_process(Sandbox(), True, None) is None  # a command component: the full CLI
     assert why_in_process(Sandbox(max_memory=1 << 20, fuel=10, max_instances=2), False, "greet") is None
 
 
 @pytest.mark.parametrize(("sandbox", "component", "returns", "no_memory", "needle"), [
     (Sandbox(executor="inprocess"), False, False, False, "WasmExecutor = 'inprocess'"),
-    (Sandbox(), True, False, False, "component"),
+    (Sandbox(), True, False, False, "entry point '#e' of a component"),
     (Sandbox(unknown_imports="trap"), False, False, False, "WasmUnknownImports = 'trap'"),
     (Sandbox(unknown_imports="default"), False, False, False, "WasmUnknownImports = 'default'"),
     (Sandbox(features=(("simd", True),)), False, False, False, "WasmFeatures"),
