@@ -263,9 +263,20 @@ def prepare_cli(data: bytes, build: ArgvBuilder, dirs: Iterable[DirHandle], sand
     return ServePlan(cli_fd, tuple(argv), tuple(keep), where, stop_signal, runner or "wasmtime")
 
 
+CLI_OWN_ENV = ("WASMTIME", "RUST", "CARGO")
+"""Prefixes of the variables the CLI itself reads (logging, backtraces, its cache): never passed."""
+
+
+def cli_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The CLI's own environment: the workload's (the server's: ``TTRPC_ADDRESS`` and the like, so
+    the process stays findable as every other process of the shim) without ``CLI_OWN_ENV``. The
+    guest never sees it: its environment is ``--env`` only."""
+    return {k: v for k, v in environ.items() if not k.startswith(CLI_OWN_ENV)}
+
+
 def exec_serve(plan: ServePlan) -> NoReturn:
-    """Replace the workload with the wasmtime CLI (``serve`` or ``run``; its own environment empty: the guest's goes
-    through ``--env``). Raises OSError if the exec fails (e.g. a seccomp filter without execve)."""
+    """Replace the workload with the wasmtime CLI (``serve``/``run``, or ``wasmtime-min run``), environment
+    ``cli_environ``. Raises OSError if the exec fails (e.g. a seccomp filter without execveat)."""
     for fd in plan.fds:
         os.set_inheritable(fd, True)
-    os.execve(plan.cli_fd, [plan.program, *plan.argv], {})
+    os.execve(plan.cli_fd, [plan.program, *plan.argv], cli_environ(os.environ))
