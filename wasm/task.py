@@ -6,6 +6,11 @@ context, link. It raises ``WasmError`` subclasses only. No guest code runs in ``
 core modules are linked into an ``InstancePre`` (link errors surface here) and instantiated in
 ``run``, because instantiation runs a module's ``start`` function.
 
+Most tasks never reach ``run``: ``prepare`` returns a plan to exec the wasmtime CLI after
+``start`` (``PreparedTask.serve``: ``wasmtime-min run`` for core modules, ``wasmtime run`` for
+command components, ``serve`` for wasi:http; ``runwasm.wasm.min_run`` says which tasks take it and
+logs why the others run in process), after the same checks, so set-up errors are the same.
+
 ``run`` instantiates and calls the entry export and returns the process exit status (a core
 module called through a named ``#export`` that also exports ``_initialize``, a WASI reactor such
 as CRuby's ``ruby.wasm``, gets ``_initialize`` called first, as the WASI application ABI asks):
