@@ -76,11 +76,16 @@ def _tag() -> str:
     return f"tpl{os.getpid()}-{time.monotonic_ns() % 10**8}"
 
 
-def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path) -> None:
+@pytest.mark.parametrize("node_server", [True, False], ids=["node-server", "per-group"])
+def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path, node_server: bool) -> None:
+    """Two pods: by default one node server hosts both (shim/server/node.py); with
+    RUNWASM_NODE_SERVER=off one server per pod. Either way forked from the template."""
     tpl = ensure_template(private_template)
     tag = _tag()
 
     async def body(h: Harness) -> None:
+        if not node_server:
+            h.shim_env["RUNWASM_NODE_SERVER"] = "off"
         ids = [f"{tag}-a", f"{tag}-b"]
         bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
         async with shim(h, ids[0], bundles[0]) as t0, shim(h, ids[1], bundles[1]) as t1:
@@ -90,7 +95,8 @@ def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path
             servers = [p for p in server_pids(h.root) if os.getppid() != p]
             tops = [p for p in servers if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
                     not in servers]
-            assert len(tops) == 2, f"expected one server per pod, got {tops} of {servers}"
+            expected = 1 if node_server else 2
+            assert len(tops) == expected, f"expected {expected} server(s) for two pods, got {tops} of {servers}"
             for pid in tops:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                 assert argv[-2] == b"_runwasm_serve" or b"_runwasm_serve" in argv, argv
