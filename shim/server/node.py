@@ -171,21 +171,27 @@ class NodeServer:
                 log.error("node server: accept failed: %s", err)
                 return
             with conn:
-                self.handle(conn)
+                try:
+                    self.handle(conn)
+                except OSError as err:  # the caller went away mid-offer: it serves the group itself
+                    log.warning("node server: offer connection failed: %s", err)
 
     def handle(self, conn: socket.socket) -> None:
         """One offer on an accepted connection (blocking reads with a short timeout: the
         ``start`` has sent it before it waits)."""
         conn.settimeout(2.0)
         try:
-            if node_handoff.peer_uid(conn) != os.geteuid():
-                conn.send(b"refused not the node server's user")
-                return
+            # read first: closing a connection with its offer unread would reset it, and the
+            # refusal would not reach the caller
             msg, fds, _flags, _addr = socket.recv_fds(conn, node_handoff.MAX_MESSAGE, 4)
         except OSError as err:
             log.warning("node server: reading an offer failed: %s", err)
             return
         try:
+            if node_handoff.peer_uid(conn) != os.geteuid():
+                log.warning("node server: refused an offer from uid %d", node_handoff.peer_uid(conn))
+                conn.send(b"refused not the node server's user")
+                return
             self._adopt(conn, msg, fds)
         finally:
             for fd in fds:
