@@ -40,11 +40,16 @@ class GroupLogRouter(logging.Handler):
         self._fields: dict[str, tuple[str, str]] = {}
         self.addFilter(TraceIdFilter())
 
-    def add(self, group: str, fd: int, namespace: str, container_id: str) -> None:
-        """Records of ``group`` go to ``fd`` (the caller keeps it open until ``remove``)."""
+    def add(self, group: str, fd: int, namespace: str, container_id: str, *, debug: bool = False) -> None:
+        """Records of ``group`` go to ``fd`` (the caller keeps it open until ``remove``); ``debug``
+        (the group's runtime option ``Debug``): its debug records too."""
         if fd >= 0:
-            self.groups[group] = _handler(fd, namespace, container_id)
+            handler = _handler(fd, namespace, container_id)
+            handler.setLevel(logging.DEBUG if debug else self.fallback.level)
+            self.groups[group] = handler
             self._fields[group] = (namespace, container_id)
+            if debug:
+                logging.getLogger().setLevel(logging.DEBUG)
 
     def remove(self, group: str) -> None:
         """Forget ``group`` (before its fd is closed); fd 2 moves on if it was the group's."""
@@ -57,13 +62,16 @@ class GroupLogRouter(logging.Handler):
                 os.dup2(handler.fd, 2)
             except OSError:
                 continue
+            level = self.fallback.level
             self.fallback = _handler(2, *self._fields[other])
+            self.fallback.setLevel(level)
             self.fallback_group = other
             return
 
     def emit(self, record: logging.LogRecord) -> None:
         handler = self.groups.get(current.get()) or self.fallback
-        handler.emit(record)
+        if record.levelno >= handler.level:
+            handler.emit(record)
 
 
 def install(first_group: str, *, debug: bool, namespace: str, container_id: str) -> GroupLogRouter:
@@ -73,5 +81,6 @@ def install(first_group: str, *, debug: bool, namespace: str, container_id: str)
     router = GroupLogRouter(first_group, namespace, container_id)
     root.addHandler(router)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    router.fallback.setLevel(root.level)
     logging.raiseExceptions = False
     return router

@@ -102,7 +102,7 @@ class NodeServer:
             defaults, options_error = defaults_of(settings)
         log_fd = open_log_fifo(settings.bundle)
         group = GroupServer(settings, socket_path, listener, self._zygote, self._reaper, defaults, log_fd)
-        self._router.add(socket_path, log_fd, settings.namespace, settings.id)
+        self._router.add(socket_path, log_fd, settings.namespace, settings.id, debug=settings.debug or defaults.debug)
         self._log_fds[socket_path] = log_fd
         if options_error:
             ctx = contextvars.copy_context()
@@ -270,7 +270,7 @@ async def serve(node_path: str, settings: Settings, socket_path: str, listener: 
         log.warning("cannot listen for other groups on %s: %s", node_path, err)
     if claimed is None:
         group = GroupServer(settings, socket_path, listener, zygote, reaper, defaults, _open_log(settings))
-        router.add(socket_path, group.log_fd, settings.namespace, settings.id)
+        router.add(socket_path, group.log_fd, settings.namespace, settings.id, debug=settings.debug or defaults.debug)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, group.server.close)
         group_logs.current.set(socket_path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -232,3 +233,37 @@ def test_another_user_is_refused() -> None:
         asyncio.run(main())
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_router_sends_records_to_their_group_and_honours_each_groups_debug() -> None:
+    router = group_logs.GroupLogRouter("", NS, "-")
+    router.fallback.setLevel(logging.INFO)
+    pipes = {name: os.pipe() for name in ("quiet", "loud")}
+    logger = logging.getLogger("runwasm.test.router")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    root.handlers[:] = [router]
+    root.setLevel(logging.INFO)
+    try:
+        router.add("quiet", pipes["quiet"][1], NS, "q")
+        router.add("loud", pipes["loud"][1], NS, "l", debug=True)  # its Debug option: root goes DEBUG
+        for name in ("quiet", "loud"):
+            ctx = contextvars.copy_context()
+            ctx.run(group_logs.current.set, name)
+            ctx.run(logger.debug, "dbg %s", name)
+            ctx.run(logger.info, "inf %s", name)
+        quiet = os.read(pipes["quiet"][0], 65536).decode()
+        loud = os.read(pipes["loud"][0], 65536).decode()
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        for r, w in pipes.values():
+            os.close(r)
+            os.close(w)
+    assert "inf quiet" in quiet
+    assert "id=q" in quiet
+    assert "dbg quiet" not in quiet
+    assert "loud" not in quiet
+    assert "dbg loud" in loud
+    assert "inf loud" in loud
+    assert "id=l" in loud
