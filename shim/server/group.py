@@ -6,8 +6,8 @@ the group's namespace), its runtime defaults and its ``log`` FIFO. Shared by eve
 process: the asyncio loop, the ``Reaper`` and the zygote (workloads are the server's children).
 
 ``GroupServer.run`` serves until the group is shut down (``Shutdown`` with no containers left,
-or ``close()``: SIGTERM), then drains the group's events, closes its listener and unlinks its
-socket. A per-group server runs one; the node server (``shim/server/node.py``) runs many.
+or ``close()``: SIGTERM), then closes its listener, unlinks its socket and drains the group's
+events. A per-group server runs one; the node server (``shim/server/node.py``) runs many.
 Tasks of the group run in a context where ``group_logs.current`` names it, so their log records
 go to the group's FIFO.
 """
@@ -203,8 +203,8 @@ class GroupServer:
         try:
             await self.server.serve(self.listener)
         finally:
-            try:
-                await self.publisher.close()
-            finally:
-                self.listener.close()
-                _unlink_if(self.socket_path, self._socket_ino)
+            # the socket goes first: a `start` of this group arriving while the events drain
+            # must find it dead and start a new server, not connect to a listener nobody accepts on
+            self.listener.close()
+            _unlink_if(self.socket_path, self._socket_ino)
+            await self.publisher.close()
