@@ -26,7 +26,6 @@ second installation) get a node server of their own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -54,6 +53,8 @@ def enabled(env: Mapping[str, str]) -> bool:
 
 def node_key(install: str, namespaces: str, fields: Mapping[str, object], env: Mapping[str, str]) -> str:
     """A short name for "servers that would be identical apart from their groups"."""
+    import hashlib  # only on the template's path: the exec'd start never computes a key
+
     relevant = sorted((k, v) for k, v in env.items()
                       if k.startswith(("RUNWASM_", "OTEL_")) and k not in _PER_START)
     text = json.dumps([install, namespaces, sorted((k, str(v)) for k, v in fields.items()), relevant])
