@@ -6,6 +6,7 @@ Shutdown of one pod leaves the other served; a SIGKILLed node server loses no ex
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import time
@@ -110,3 +111,40 @@ def test_sigkilled_node_server_loses_no_exit_status(containerd: Containerd, wasm
     for cid in ids:
         containerd.run(wasm_images["exit7"], cid, rm=True, check=False)
     assert not containerd.tasks()
+
+
+def test_pods_of_two_namespaces_share_the_server_and_each_gets_its_own_events(
+        containerd: Containerd, wasm_images: dict[str, str]) -> None:
+    other = copy.copy(containerd)  # the same daemon seen from a second namespace
+    other.namespace = other.cgroup_name = f"{containerd.namespace}-b"
+    other.ids = set()
+    cid = "node-ns"
+    try:
+        other.ctr("images", "import", "--all-platforms", str(_image_tar(containerd, wasm_images["sleep"])))
+        with EventWatcher(containerd) as ours, EventWatcher(other) as theirs:
+            containerd.run(wasm_images["sleep"], cid, rm=False, detach=True, check=True)
+            other.run(wasm_images["sleep"], cid, rm=False, detach=True, check=True)
+            pid_ours, _ = wait_status(containerd, cid, "RUNNING")
+            pid_theirs, _ = wait_status(other, cid, "RUNNING")
+            (server,) = _servers(containerd)
+            assert _ppid(pid_ours) == _ppid(pid_theirs) == server
+            containerd.ctr("task", "kill", "-s", "SIGKILL", cid)
+            other.ctr("task", "kill", "-s", "SIGTERM", cid)
+            # each watcher sees only its namespace's envelopes: each exit came with its own
+            assert ours.wait_for("/tasks/exit", cid, timeout=15).body["exit_status"] == 137
+            assert theirs.wait_for("/tasks/exit", cid, timeout=15).body["exit_status"] == 143
+            assert all(e.namespace == containerd.namespace for e in ours.events)
+            assert all(e.namespace == other.namespace for e in theirs.events)
+    finally:
+        other.remove_all_containers()
+        other.ctr("images", "rm", wasm_images["sleep"], check=False)
+        other._remove_cgroups()
+        containerd.remove_all_containers()
+    _until(lambda: not containerd.our_processes(), 15, "the node server to exit after both pods")
+
+
+def _image_tar(daemon: Containerd, ref: str) -> Path:
+    """Export ``ref`` from ``daemon``'s namespace, to import it into another one."""
+    tar = daemon.dir / "node-ns-image.tar"
+    daemon.ctr("images", "export", "--all-platforms", str(tar), ref)
+    return tar
