@@ -9,7 +9,9 @@ serves its first group and adopts the groups later ``start``s hand over: each ge
 FIFO, runtime defaults); the loop, the reaper and the zygote are shared. If the lock is taken
 (another node server of this key is alive) it serves its one group, as a per-group server.
 
-Adoption: peer uid must be ours (SO_PEERCRED), the offer must decode with exactly one fd; the
+Adoption: peer uid must be ours (SO_PEERCRED), the offer must decode with exactly one fd, the
+shared zygote must be alive (if it died, the node stops adopting for good: later pods get a
+new node server, as a dead per-pod zygote used to affect only its pod's later tasks); the
 group is set up, ``adopted <pid>`` is sent, and only if that send succeeded does the group start
 serving (otherwise the ``start`` gave up and serves it itself; the listener copy is closed).
 
@@ -204,6 +206,9 @@ class NodeServer:
         try:
             if not self.adopting:
                 raise node_handoff.HandoffError("the node server is exiting")
+            if self._zygote.gone():  # its pods could not start a task: let a new node server take over
+                self.stop_adopting()
+                raise node_handoff.HandoffError("the node server's zygote is gone")
             doc = node_handoff.decode_offer(msg, fds)
             settings, socket_path = settings_from_doc(doc)
             dup = os.dup(fds[0])

@@ -247,6 +247,17 @@ class Zygote:
             except OSError as err:
                 raise SpawnError(f"zygote unreachable: {err}") from err
 
+    def gone(self) -> bool:
+        """True once the zygote process has ended (its end of the socket hung up); False while
+        it runs or before ``start``."""
+        if self._sock is None:
+            return False
+        import select
+
+        poller = select.poll()
+        poller.register(self._sock, select.POLLRDHUP)
+        return any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR) for _fd, ev in poller.poll(0))
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

@@ -10,6 +10,7 @@ import contextvars
 import logging
 import os
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -267,3 +268,29 @@ def test_router_sends_records_to_their_group_and_honours_each_groups_debug() -> 
     assert "dbg loud" in loud
     assert "inf loud" in loud
     assert "id=l" in loud
+
+
+def test_a_dead_zygote_stops_adoption(tmp_path: Path) -> None:
+    """The shared zygote died: no pod of this node could start a task, so the next offer is
+    refused and the node adopts no more (the next start forks a new node server)."""
+    async def main() -> None:
+        async with _node(tmp_path) as (n, _task, _readers):
+            zygote = Zygote()
+            zygote.start()
+            n._zygote = zygote
+            try:
+                assert not zygote.gone()
+                os.kill(zygote.pid, signal.SIGKILL)
+                await asyncio.to_thread(os.waitpid, zygote.pid, 0)
+                assert zygote.gone()
+                gsock = tmp_path / "z.sock"
+                lst = _listen(gsock)
+                doc = settings_doc(_settings(tmp_path, "z"), str(gsock))
+                assert _exchange(n, nh.encode_offer(doc), [lst.fileno()]) == b"refused the node server's zygote is gone"
+                assert not n.adopting
+                assert not os.path.exists(n.path)
+                lst.close()
+            finally:
+                zygote.close()
+
+    asyncio.run(main())
