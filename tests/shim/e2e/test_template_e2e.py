@@ -22,6 +22,7 @@ from tests.shim.e2e.helpers import (
     delete,
     kill,
     make_bundle,
+    poll_until,
     run,
     server_pids,
     shim,
@@ -327,3 +328,34 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
         for f in d.iterdir():
             f.unlink()
         d.rmdir()
+
+
+def test_sigterm_ends_every_group_of_the_node_server(private_template: Path) -> None:
+    """SIGTERM of the node server: it stops adopting, closes every group's server and socket,
+    exits; the next start of either pod gets a new server."""
+    ensure_template(private_template)
+    tag = _tag()
+
+    async def body(h: Harness) -> None:
+        ids = [f"{tag}-ta", f"{tag}-tb"]
+        bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
+        addresses = [(await h.shim_start(cid, b))[0].removeprefix("unix://") for cid, b in zip(ids, bundles,
+                                                                                               strict=True)]
+        servers = server_pids(h.root)
+        (server,) = [p for p in servers if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                     not in servers]
+        assert all(os.path.exists(a) for a in addresses)
+        os.kill(server, signal.SIGTERM)
+        await poll_until(lambda: not server_pids(h.root), 15, "the node server to exit on SIGTERM")
+        assert not any(os.path.exists(a) for a in addresses)
+        # another container of pod a: same group, same socket, served by a new server
+        third = f"{tag}-tc"
+        again, version = await h.shim_start(third, make_bundle(h, third, "spin.wasm",
+                                                               annotations={GROUP_ANNOTATION: ids[0]}))
+        assert again.removeprefix("unix://") == addresses[0]
+        from runwasm.shim.harness.driver import connected
+
+        async with connected(again, version) as t:
+            await shutdown(t, third)
+
+    run(False, body)
