@@ -389,6 +389,8 @@ def _plan_min(p: WasmTaskPayload, engine: wasmtime.Engine, module: wasmtime.Modu
     for the in-process route, before any artifact is made."""
     reason = why_in_process(sandbox, False, export, _returns_values(module, export or "_start"),
                             _wasi_without_memory(module))
+    if reason is None and steps.active():
+        reason = "the task is traced (its wasm.instantiate/wasm.run spans come from the in-process runtime)"
     if reason is None:
         with steps.step("wasm.link"):
             _prepare_module(engine, module, export, where)  # ExportNotFoundError, LinkError: at Create
@@ -414,6 +416,8 @@ def _plan_component(p: WasmTaskPayload, engine: wasmtime.Engine, comp: wc.Compon
     errors are raised here first, as for the in-process route."""
     _prepare_component(engine, comp, export, where, sandbox.unknown_imports)  # ExportNotFoundError, LinkError
     reason = why_in_process(sandbox, True, export)
+    if reason is None and steps.active():
+        reason = "the task is traced (its wasm.instantiate/wasm.run spans come from the in-process runtime)"
     if reason is None:
         missing = conf.unmet_exec()
         if missing:
