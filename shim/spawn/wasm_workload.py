@@ -177,8 +177,13 @@ class LinuxConfinement:
 def join_cgroup(procs_files: Sequence[str]) -> None:
     """Move this process into its task's cgroup (one ``cgroup.procs`` file per hierarchy), before
     anything else: the payload's ``cgroup_procs`` (``WasmBackend._joining``). SetupError when
-    the kernel refuses, naming the file."""
-    for path in procs_files:
+    the kernel refuses, naming the file. The workload has one thread here, so it joins through
+    each hierarchy's ``tasks`` file (``runwasm.linux.cgroups.self_join_file``: no wait for the
+    kernel's threadgroup lock)."""
+    from runwasm.linux.cgroups import self_join_file
+
+    for procs in procs_files:
+        path = self_join_file(procs)
         try:
             with open(path, "w") as f:
                 f.write("0")
