@@ -34,6 +34,7 @@ def _entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
         "fds": fds,
         "open": sorted(int(n) for n in os.listdir("/proc/self/fd")),
         "pid": os.getpid(),
+        "ppid": os.getppid(),
         "sid": os.getsid(0),
         "sigint": signal.getsignal(signal.SIGINT) == signal.SIG_DFL,
         "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
@@ -73,7 +74,7 @@ async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str) -> d
         while chunk := os.read(r, 65536):
             chunks.append(chunk)
         got_pid, status, when = await asyncio.wait_for(exited, 20)
-        result = {"host_pid": pid, "start_time": start_time, "watched_pid": got_pid, "status": status, "when": when,
+        result = {"server_pid": os.getpid(), "zygote_pid": zygote.pid, "host_pid": pid, "start_time": start_time, "watched_pid": got_pid, "status": status, "when": when,
                   "report": json.loads(b"".join(chunks)) if chunks else None}
     finally:
         os.close(r)
@@ -136,6 +137,17 @@ def test_bad_pidns_path_is_spawn_error() -> None:
 
 
 @pytest.mark.privileged
+def test_a_workload_without_pid_namespace_is_forked_once_as_a_child_of_the_server() -> None:
+    """One fork (CLONE_PARENT): the workload's parent is the server from its first instruction,
+    not the zygote nor an intermediate; its start time is its own, and its exit reaches the
+    server's reaper under that identity."""
+    res = _run({"code": 4})
+    assert res["report"]["ppid"] == res["server_pid"] != res["zygote_pid"]
+    assert res["start_time"] == res["report"]["start_time"] > 0
+    assert res["watched_pid"] == res["host_pid"] == res["report"]["pid"]
+    assert res["status"] == 4
+
+
 def test_new_pid_namespace_gives_pid_1() -> None:
     res = _run({"code": 3}, pidns="new")
     assert res["report"]["pid"] == 1
