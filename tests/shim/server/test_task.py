@@ -146,7 +146,8 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
             out["create"] = await attempt(create)
             await service.start("c1", "")
         elif name == "state_save_fails_after_ready":
-            (bundle / "runwasm.json.tmp").mkdir()  # the post-ready save of the pid cannot write
+            (bundle / "runwasm.json").unlink()  # the post-ready save of the pid cannot write
+            (bundle / "runwasm.json").mkdir()
             os.write(gate_w, b"xx")
             out["create"] = await attempt(create)
             out["registered"] = "c1" in service.containers
