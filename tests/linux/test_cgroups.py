@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runwasm.linux.cgroups import CgroupV1, self_join_file, v1_hierarchies
+from runwasm.linux.cgroup_join import self_join_file
+from runwasm.linux.cgroups import CgroupV1, v1_hierarchies
 
 
 def test_v1_cpuset_parent_made_but_not_filled_by_another_shim() -> None:
