@@ -185,15 +185,17 @@ def _remove_empty_runwasm_ancestors(cg: Cgroup) -> None:
     parts = cg.path.strip("/").split("/")
     if parts[0] != RUNWASM_TREE or cg.created:
         return  # not our tree, or the leaf is still there
+    bases = _bases(cg)
     for depth in range(len(parts) - 1, 0, -1):
         rel = "/".join(parts[:depth])
-        for base in _bases(cg):
+        for base in list(bases):
             try:
                 os.rmdir(f"{base}/{rel}")
             except FileNotFoundError:
                 pass
             except OSError as err:  # EBUSY: another task's cgroup is still below it
                 log.debug("cgroup %r kept: %s", f"{base}/{rel}", err)
+                bases.discard(base)  # so its ancestors in this hierarchy are kept too: no need to try
 
 
 def _bases(cg: Cgroup) -> set[Path]:

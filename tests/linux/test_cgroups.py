@@ -137,3 +137,22 @@ def test_a_process_with_threads_joins_through_cgroup_procs_so_all_its_threads_mo
 def test_self_join_file_keeps_a_file_that_is_not_a_v1_procs_file(tmp_path: Path) -> None:
     assert self_join_file(str(tmp_path / "cgroup.procs")) == str(tmp_path / "cgroup.procs")  # no tasks beside it (v2)
     assert self_join_file("/x/cgroup.threads") == "/x/cgroup.threads"
+
+
+def test_the_mount_table_is_read_again_only_after_a_mount_or_unmount(tmp_path: Path) -> None:
+    """``v1_hierarchies`` keeps /proc/self/mountinfo until the kernel flags a change (POLLPRI):
+    a mount made since the last call is seen, and so is its unmount."""
+    from runwasm.linux.cgroups import _MountTable
+
+    table = _MountTable()
+    first = table.text()
+    assert table.text() is first  # nothing changed: not read again
+    target = tmp_path / "mnt"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "rwtest-mounttable", str(target)], check=True)
+    try:
+        assert f" {target} " in table.text()
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    assert f" {target} " not in table.text()
+    assert table.v1_hierarchies() == v1_hierarchies(Path("/proc/self/mountinfo").read_text())
