@@ -9,9 +9,10 @@ workload process (docs/contributing.md, "Process model"). Protocol on a SOCK_SEQ
     zygote -> server   one packet: {"pid": <host pid>, "start_time": <ticks>} or {"error": "<text>"}
 
 A workload that stays in the server's pid namespace (``pidns`` null, every Wasm task) is made
-by ONE fork whose parent is the server (``clone(CLONE_PARENT)``, ``_fork_sibling``); it reads
-its own start time (field 22 of ``/proc/self/stat``) and writes it to a pipe before anything
-else, so the value is the live process's, never a recycled pid's. For a ``pidns`` the zygote
+by ONE fork whose parent is the server (``clone(CLONE_PARENT)``, ``_fork_sibling``); the zygote
+reads its start time (field 22 of ``/proc/<pid>/stat``) at once and checks, through a pidfd
+taken at the clone, that the pid was not reaped (so not recycled) meanwhile; it does not wait
+for the workload to be scheduled. For a ``pidns`` the zygote
 forks an intermediate that unshares or joins the pid namespace and forks the workload, reads
 its start time while it is still its child (so it cannot have been reaped and the pid reused),
 reports it through a pipe and exits; the workload is re-parented to the server (a child
@@ -113,10 +114,12 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
 
 
 CLONE_PARENT = 0x00008000
+CLONE_PIDFD = 0x00001000
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())  # the raw clone syscall's number
+_SYS_PIDFD_SEND_SIGNAL = 424  # the same on every architecture (a syscall newer than 5.1's unification)
 
 
-def _fork_sibling() -> int:
+def _fork_sibling(pidfd_at: int) -> int:
     """``os.fork()``, but the child's parent is the zygote's parent (the server), so no
     intermediate process is needed to re-parent it: one fork of the ~40 MiB zygote instead of
     two. Returns 0 in the child and its pid in the zygote; OSError when the kernel refuses.
@@ -129,11 +132,13 @@ def _fork_sibling() -> int:
     this child keeps the zygote's, which matters only to recursive/error-checking mutex owners
     and is consistent within the child (glibc's ``raise`` asks the kernel for the tid). The
     zygote is single-threaded, so no lock can be held by another thread at the clone.
-    The child's exit signal is the zygote's own (SIGCHLD, CLONE_PARENT takes it from there)."""
+    The child's exit signal is the zygote's own (SIGCHLD, CLONE_PARENT takes it from there).
+    ``CLONE_PIDFD``: the kernel stores a pidfd of the child (close-on-exec, in the zygote only)
+    in the C int at address ``pidfd_at``."""
     assert _SYS_CLONE is not None
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
-    pid = _clone(_SYS_CLONE, CLONE_PARENT, 0, 0, 0, 0)
+    pid = _clone(_SYS_CLONE, CLONE_PARENT | CLONE_PIDFD, 0, pidfd_at, 0, 0)
     if pid == 0:
         api.PyOS_AfterFork_Child()
         return 0
@@ -144,14 +149,20 @@ def _fork_sibling() -> int:
     return int(pid)
 
 
-def _clone_function() -> Any:
+def _syscall_function() -> Any:
     fn = ctypes.PyDLL(None, use_errno=True).syscall  # PyDLL: the GIL stays held across the call
     fn.restype = ctypes.c_long
     fn.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     return fn
 
 
-_clone = _clone_function()
+_syscall = _syscall_function()
+_clone = _syscall
+
+
+def _pidfd_send_signal(pidfd: int, sig: int, info: int, flags: int) -> int:
+    """0 when the process behind ``pidfd`` exists (running or a zombie not reaped yet), else -1."""
+    return int(_syscall(_SYS_PIDFD_SEND_SIGNAL, pidfd, sig, info, flags, 0))
 
 
 def _spawn(req: dict[str, Any], fds: list[int]) -> Spawned:
@@ -161,33 +172,26 @@ def _spawn(req: dict[str, Any], fds: list[int]) -> Spawned:
 
 
 def _spawn_sibling(req: dict[str, Any], fds: list[int]) -> Spawned:
-    """One fork, the workload a child of the server (``_fork_sibling``); it sends its own start
-    time first thing. A workload killed before that (nobody but the OOM killer knows its pid
-    yet) is a SpawnError; the server's reaper collects its exit."""
-    r, w = os.pipe()
+    """One fork, the workload a child of the server (``_fork_sibling``). The zygote reads the
+    workload's start time itself right away, without waiting for it to run: a pidfd taken at
+    the clone, still valid after the read, proves the pid was not reaped (and so not reused)
+    in between. A workload already reaped by then (nobody but the OOM killer knows its pid
+    yet) is a SpawnError; the server's reaper has collected its exit."""
+    pidfd = ctypes.c_int(-1)
     try:
-        pid = _fork_sibling()
+        pid = _fork_sibling(ctypes.addressof(pidfd))
     except OSError as err:
-        os.close(r)
-        os.close(w)
         raise SpawnError(str(err)) from err
     if pid == 0:
-        try:
-            os.close(r)
-            os.write(w, str(process_start_time(os.getpid())).encode())
-            os.close(w)
-        except BaseException:  # noqa: BLE001 - the zygote sees EOF and reports it
-            os._exit(127)
         _become_workload(req, fds)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 64):
-        chunks.append(chunk)
-    os.close(r)
-    out = b"".join(chunks).decode()
-    if not out or out == "0":
-        raise SpawnError(f"workload process {pid} died before it could report its start time")
-    return Spawned(pid, int(out))
+    try:
+        start_time = process_start_time(pid)
+        alive = _pidfd_send_signal(pidfd.value, 0, 0, 0) == 0
+    finally:
+        os.close(pidfd.value)
+    if not alive or not start_time:
+        raise SpawnError(f"workload process {pid} died before its start time could be read")
+    return Spawned(pid, start_time)
 
 
 def _spawn_via_intermediate(req: dict[str, Any], fds: list[int]) -> Spawned:
