@@ -10,9 +10,9 @@ workload process (docs/contributing.md, "Process model"). Protocol on a SOCK_SEQ
 
 A workload that stays in the server's pid namespace (``pidns`` null, every Wasm task) is made
 by ONE fork whose parent is the server (``clone(CLONE_PARENT)``, ``_fork_sibling``); the zygote
-reads its start time (field 22 of ``/proc/<pid>/stat``) at once and checks, through a pidfd
-taken at the clone, that the pid was not reaped (so not recycled) meanwhile; it does not wait
-for the workload to be scheduled. For a ``pidns`` the zygote
+reads its start time (field 22 of ``/proc/<pid>/stat``) at once, before it lets the workload
+go (a byte on a pipe), so the workload cannot have exited and been reaped, its pid reused;
+it does not wait for the workload to be scheduled. For a ``pidns`` the zygote
 forks an intermediate that unshares or joins the pid namespace and forks the workload, reads
 its start time while it is still its child (so it cannot have been reaped and the pid reused),
 reports it through a pipe and exits; the workload is re-parented to the server (a child
@@ -173,22 +173,36 @@ def _spawn(req: dict[str, Any], fds: list[int]) -> Spawned:
 
 def _spawn_sibling(req: dict[str, Any], fds: list[int]) -> Spawned:
     """One fork, the workload a child of the server (``_fork_sibling``). The zygote reads the
-    workload's start time itself right away, without waiting for it to run: a pidfd taken at
-    the clone, still valid after the read, proves the pid was not reaped (and so not reused)
-    in between. A workload already reaped by then (nobody but the OOM killer knows its pid
-    yet) is a SpawnError; the server's reaper has collected its exit."""
+    workload's start time itself right after the clone, then lets it go (one byte on a pipe):
+    until then the workload cannot exit, so it cannot have been reaped by the server and its
+    pid reused. Only a SIGKILL from outside (nobody but the OOM killer knows the pid yet) could
+    end it earlier; a pidfd taken at the clone, checked after the read, catches that, and it
+    is a SpawnError (the server's reaper collects the exit). The zygote never waits for the
+    workload to be scheduled."""
+    r, w = os.pipe()
     pidfd = ctypes.c_int(-1)
     try:
         pid = _fork_sibling(ctypes.addressof(pidfd))
     except OSError as err:
+        os.close(r)
+        os.close(w)
         raise SpawnError(str(err)) from err
     if pid == 0:
+        os.close(w)
+        go = os.read(r, 1)
+        os.close(r)
+        if not go:  # the zygote died before it let the workload go
+            os._exit(127)
         _become_workload(req, fds)
+    os.close(r)
     try:
         start_time = process_start_time(pid)
         alive = _pidfd_send_signal(pidfd.value, 0, 0, 0) == 0
+        if alive and start_time:
+            os.write(w, b"g")
     finally:
         os.close(pidfd.value)
+        os.close(w)  # without "g": EOF, and the workload exits at once
     if not alive or not start_time:
         raise SpawnError(f"workload process {pid} died before its start time could be read")
     return Spawned(pid, start_time)

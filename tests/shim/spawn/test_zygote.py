@@ -197,3 +197,50 @@ def test_cancelled_spawn_does_not_hand_its_pid_to_the_next_spawn() -> None:
     res = json.loads(p.stdout.decode().strip().splitlines()[-1])
     assert res["pid"] == res["report_pid"]
     assert res["status"] == 5
+
+
+_SLOW_READ_SCENARIO = """
+import json, os, sys, threading, time
+from runwasm.shim.spawn import zygote
+
+def reap_all():  # the server: reaps every child as soon as it exits
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(0.01)
+
+threading.Thread(target=reap_all, daemon=True).start()
+r, w = os.pipe()
+z = os.fork()
+if z == 0:  # the zygote, slow to read the start time (a loaded machine)
+    os.close(r)
+    real = zygote.process_start_time
+    def slow(pid):
+        time.sleep(0.5)
+        return real(pid)
+    zygote.process_start_time = slow
+    try:
+        got = zygote._spawn_sibling({"entry": "tests.shim.spawn.test_zygote:_entry", "payload": {"mode": "return"},
+                                     "names": [], "pidns": None}, [])
+        out = {"pid": got.pid, "start_time": got.start_time}
+    except zygote.SpawnError as err:
+        out = {"error": str(err)}
+    os.write(w, json.dumps(out).encode())
+    os._exit(0)
+os.close(w)
+print(os.read(r, 4096).decode())
+"""
+
+
+def test_a_workload_that_exits_at_once_still_gets_its_identity_from_a_slow_zygote() -> None:
+    """The sibling workload cannot exit (and be reaped by the server, its pid free for reuse)
+    before the zygote has read its start time: it waits for the zygote's go. Before, a workload
+    that ran and exited while the zygote was descheduled made the spawn fail."""
+    p = subprocess.run([sys.executable, "-c", _SLOW_READ_SCENARIO], cwd=ROOT, capture_output=True, timeout=60,
+                       check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert "error" not in res, res
+    assert res["pid"] > 0
+    assert res["start_time"] > 0
