@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ def _read(path: Path) -> str:
     return path.read_text()
 
 
+_CPUSET_FILES = ("cpuset.cpus", "cpuset.mems")
+
+
 def _mkdir(path: str) -> None:
     try:
         os.mkdir(path)
@@ -77,10 +81,55 @@ def validate_path(cgroups_path: str) -> str:
     return p
 
 
+class _MountTable:
+    """``/proc/self/mountinfo``, read again only when the kernel says the mount table changed:
+    an open mountinfo file polls ``POLLPRI`` after any mount or unmount in its namespace
+    (proc(5)), and the poll itself resets that mark. A server creates a cgroup per task; this
+    spares it reading and parsing the table each time while nothing was mounted in between."""
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._pid = 0
+        self._text = ""
+        self._v1: dict[str, Path] | None = None
+        self._parsed_from = ""  # the text _v1 was parsed from
+
+    def v1_hierarchies(self) -> dict[str, Path]:
+        text = self.text()
+        if self._v1 is None or text is not self._parsed_from:
+            self._v1, self._parsed_from = _parse_v1_hierarchies(text), text
+        return dict(self._v1)
+
+    def text(self) -> str:
+        if self._pid == os.getpid() and self._fd >= 0:
+            poller = select.poll()
+            poller.register(self._fd, select.POLLPRI)
+            if not poller.poll(0):
+                return self._text
+        else:  # first use, or a forked child: its own file
+            self._fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+            self._pid = os.getpid()
+        chunks = []
+        offset = 0
+        while chunk := os.pread(self._fd, 1 << 16, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        self._text = b"".join(chunks).decode(errors="replace")
+        return self._text
+
+
+_mount_table = _MountTable()
+
+
 def v1_hierarchies(mountinfo: str | None = None) -> dict[str, Path]:
     """Map each mounted cgroup v1 hierarchy (``memory``, ``cpu``, ``systemd`` for name=systemd...)
     to its mountpoint, from /proc/self/mountinfo. Co-mounted controllers map to the same path."""
-    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
+    if mountinfo is None:
+        return _mount_table.v1_hierarchies()
+    return _parse_v1_hierarchies(mountinfo)
+
+
+def _parse_v1_hierarchies(text: str) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for line in text.splitlines():
         pre, _, post = line.partition(" - ")
@@ -185,11 +234,20 @@ class CgroupV1:
         if cpuset is not None:
             # a new v1 cpuset is empty, and joining an empty cpuset fails with ENOSPC. Every level,
             # top-down, also one that exists: another shim may have made it and not filled it yet
-            # (simultaneous first containers of a namespace), and a child copies its parent
+            # (simultaneous first containers of a namespace), and a child copies its parent.
+            # Usually the leaf's parent is filled already, and then so is every ancestor (the
+            # kernel keeps a v1 cpuset's cpus and mems within its parent's): the leaf alone.
+            leaf = f"{cpuset}/{rel}"
+            above = leaf.rpartition("/")[0]
+            values = [_read(Path(f"{above}/{f}")).strip() for f in _CPUSET_FILES]
+            if all(values):
+                for f, value in zip(_CPUSET_FILES, values, strict=True):
+                    _write(Path(f"{leaf}/{f}"), value)
+                return
             parent = str(cpuset)
             for part in rel.split("/"):
                 cur = f"{parent}/{part}"
-                for f in ("cpuset.cpus", "cpuset.mems"):
+                for f in _CPUSET_FILES:
                     if not _read(Path(cur, f)).strip():
                         _write(Path(cur, f), _read(Path(parent, f)).strip())
                 parent = cur

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from runwasm.linux.cgroups import CGROUP_ROOT, Cgroup, CgroupV1, CgroupV2, detect, validate_path
 from runwasm.linux.errors import InvalidArgumentError, NotFoundError, SetupError
 from runwasm.linux.oom import OomWatcher, open_oom_watcher
+from runwasm.linux.record import write_record
 from runwasm.linux.resources import parse_resources
 
 if TYPE_CHECKING:  # types only: delete's cleanup path must not pay for the spec model import
@@ -184,15 +185,17 @@ def _remove_empty_runwasm_ancestors(cg: Cgroup) -> None:
     parts = cg.path.strip("/").split("/")
     if parts[0] != RUNWASM_TREE or cg.created:
         return  # not our tree, or the leaf is still there
+    bases = _bases(cg)
     for depth in range(len(parts) - 1, 0, -1):
         rel = "/".join(parts[:depth])
-        for base in _bases(cg):
+        for base in list(bases):
             try:
                 os.rmdir(f"{base}/{rel}")
             except FileNotFoundError:
                 pass
             except OSError as err:  # EBUSY: another task's cgroup is still below it
                 log.debug("cgroup %r kept: %s", f"{base}/{rel}", err)
+                bases.discard(base)  # so its ancestors in this hierarchy are kept too: no need to try
 
 
 def _bases(cg: Cgroup) -> set[Path]:
@@ -261,10 +264,13 @@ class CgroupSandbox:
         return cls(state_dir, d["task_id"], TaskCgroup.from_dict(d["cgroup"]))
 
     def _save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / (WASM_STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps({"task_id": self.task_id, "cgroup": self.cg.to_dict()}))
-        os.replace(tmp, self.state_dir / WASM_STATE_FILE)
+        path = f"{self.state_dir}/{WASM_STATE_FILE}"
+        data = json.dumps({"task_id": self.task_id, "cgroup": self.cg.to_dict()}).encode()
+        try:
+            write_record(path, data)  # in place (runwasm.linux.record): once or twice per task
+        except FileNotFoundError:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            write_record(path, data)
 
 
 def destroy_recorded(state_dir: Path) -> bool:

@@ -2,16 +2,18 @@
 
 ``<bundle>/runwasm.json`` holds the init pid with its kernel start time (to tell a live
 workload from a recycled pid), the executor kind and the mounts the server made. The server
-writes it at Create and updates it when the workload exits; ``delete`` reads it. Writes are
-atomic (temp file + rename).
+writes it at Create and updates it when the workload exits; ``delete`` reads it. Writes go
+into the same file in place, whole or not at all (``runwasm.linux.record``): three per task, so
+no temporary file and rename each time.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from runwasm.linux.record import write_record
 
 FILENAME = "runwasm.json"
 
@@ -28,9 +30,7 @@ class BundleState:
     verity: list[str] = field(default_factory=list)  # dm-verity devices opened for a private EROFS rootfs
 
     def save(self, bundle: Path) -> None:
-        tmp = bundle / (FILENAME + ".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, bundle / FILENAME)
+        write_record(f"{bundle}/{FILENAME}", json.dumps(asdict(self)).encode())
 
     @classmethod
     def load(cls, bundle: Path) -> BundleState | None:

@@ -268,6 +268,9 @@ class TaskService:
             if private is not None and hasattr(backend, "rootfs_view"):
                 backend.rootfs_view = view
             state.kind = route.kind
+            # recorded before plan_init makes the executor's own record (a Wasm task's cgroup):
+            # `delete` after a server killed mid-Create cleans that record only for its kind
+            state.save(bundle)
         except BaseException:
             release()
             raise

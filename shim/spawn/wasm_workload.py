@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 from runwasm.linux import capabilities, identity, limits, sched, task_net
 from runwasm.linux import seccomp as seccomp_step
 from runwasm.linux import syscalls as sc
+from runwasm.linux.cgroup_join import self_join_file  # at the top: the zygote preloads it
 from runwasm.linux.errors import InvalidArgumentError, SetupError
 from runwasm.oci.runtime_spec import Process, parse_process
 from runwasm.oci.spec_reader import SpecReader
@@ -184,8 +185,11 @@ class LinuxConfinement:
 def join_cgroup(procs_files: Sequence[str]) -> None:
     """Move this process into its task's cgroup (one ``cgroup.procs`` file per hierarchy), before
     anything else: the payload's ``cgroup_procs`` (``WasmBackend._joining``). SetupError when
-    the kernel refuses, naming the file."""
-    for path in procs_files:
+    the kernel refuses, naming the file. The workload has one thread here, so it joins through
+    each hierarchy's ``tasks`` file (``runwasm.linux.cgroup_join.self_join_file``: no wait for the
+    kernel's threadgroup lock)."""
+    for procs in procs_files:
+        path = self_join_file(procs)
         try:
             with open(path, "w") as f:
                 f.write("0")

@@ -8,11 +8,16 @@ workload process (docs/contributing.md, "Process model"). Protocol on a SOCK_SEQ
                        with the fds attached (SCM_RIGHTS) in the order of "names"
     zygote -> server   one packet: {"pid": <host pid>, "start_time": <ticks>} or {"error": "<text>"}
 
-For each request the zygote forks an intermediate that (optionally) unshares or joins a pid
-namespace and forks the workload, reports the workload's pid and start time (field 22 of ``/proc/<pid>/stat``, read while the
-workload is still its child, so it cannot have been reaped and the pid reused) through a pipe
-and exits; the pair is the workload's identity for the reaper. The
-workload is re-parented to the server (a child subreaper), which reaps it. In the workload:
+A workload that stays in the server's pid namespace (``pidns`` null, every Wasm task) is made
+by ONE fork whose parent is the server (``clone(CLONE_PARENT)``, ``_fork_sibling``); the zygote
+reads its start time (field 22 of ``/proc/<pid>/stat``) at once, before it lets the workload
+go (a byte on a pipe), so the workload cannot have exited and been reaped, its pid reused;
+it does not wait for the workload to be scheduled. For a ``pidns`` the zygote
+forks an intermediate that unshares or joins the pid namespace and forks the workload, reads
+its start time while it is still its child (so it cannot have been reaped and the pid reused),
+reports it through a pipe and exits; the workload is re-parented to the server (a child
+subreaper). Either way the (pid, start time) pair is the workload's identity for the reaper,
+and the server reaps it. In the workload:
 ``setsid()``, default signal dispositions, an empty signal mask, the named fds renumbered from 3
 (stdio 0-2 stay as the zygote had them: /dev/null and the shim log; a named fd ``log`` replaces
 fd 2: the log FIFO of the workload's group), every other fd closed,
@@ -27,12 +32,14 @@ from __future__ import annotations
 
 import array
 import asyncio
+import ctypes
 import fcntl
 import gc
 import importlib
 import json
 import logging
 import os
+import platform
 import signal
 import socket
 import traceback
@@ -111,7 +118,102 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
             os._exit(127)
 
 
+CLONE_PARENT = 0x00008000
+CLONE_PIDFD = 0x00001000
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())  # the raw clone syscall's number
+_SYS_PIDFD_SEND_SIGNAL = 424  # the same on every architecture (a syscall newer than 5.1's unification)
+
+
+def _fork_sibling(pidfd_at: int) -> int:
+    """``os.fork()``, but the child's parent is the zygote's parent (the server), so no
+    intermediate process is needed to re-parent it: one fork of the ~40 MiB zygote instead of
+    two. Returns 0 in the child and its pid in the zygote; OSError when the kernel refuses.
+
+    The raw ``clone`` syscall with only ``CLONE_PARENT`` (plus no stack: the child continues on
+    a copy of this one, as after fork) behaves like fork(2) apart from the parent. CPython's
+    fork bookkeeping (import lock, ``os.register_at_fork`` hooks, thread state) is done by the
+    same public API ``os.fork`` uses; the call goes through ``ctypes.pythonapi`` so the GIL is
+    held throughout. glibc's ``fork`` wrapper also refreshes its cached thread id in the child:
+    this child keeps the zygote's, which matters only to recursive/error-checking mutex owners
+    and is consistent within the child (glibc's ``raise`` asks the kernel for the tid). The
+    zygote is single-threaded, so no lock can be held by another thread at the clone.
+    The child's exit signal is the zygote's own (SIGCHLD, CLONE_PARENT takes it from there).
+    ``CLONE_PIDFD``: the kernel stores a pidfd of the child (close-on-exec, in the zygote only)
+    in the C int at address ``pidfd_at``."""
+    assert _SYS_CLONE is not None
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _clone(_SYS_CLONE, CLONE_PARENT | CLONE_PIDFD, 0, pidfd_at, 0, 0)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone(CLONE_PARENT): {os.strerror(err)}")
+    return int(pid)
+
+
+def _syscall_function() -> Any:
+    fn = ctypes.PyDLL(None, use_errno=True).syscall  # PyDLL: the GIL stays held across the call
+    fn.restype = ctypes.c_long
+    fn.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return fn
+
+
+_syscall = _syscall_function()
+_clone = _syscall
+
+
+def _pidfd_send_signal(pidfd: int, sig: int, info: int, flags: int) -> int:
+    """0 when the process behind ``pidfd`` exists (running or a zombie not reaped yet), else -1."""
+    return int(_syscall(_SYS_PIDFD_SEND_SIGNAL, pidfd, sig, info, flags, 0))
+
+
 def _spawn(req: dict[str, Any], fds: list[int]) -> Spawned:
+    if not req.get("pidns") and _SYS_CLONE is not None:
+        return _spawn_sibling(req, fds)
+    return _spawn_via_intermediate(req, fds)
+
+
+def _spawn_sibling(req: dict[str, Any], fds: list[int]) -> Spawned:
+    """One fork, the workload a child of the server (``_fork_sibling``). The zygote reads the
+    workload's start time itself right after the clone, then lets it go (one byte on a pipe):
+    until then the workload cannot exit, so it cannot have been reaped by the server and its
+    pid reused. Only a SIGKILL from outside (nobody but the OOM killer knows the pid yet) could
+    end it earlier; a pidfd taken at the clone, checked after the read, catches that, and it
+    is a SpawnError (the server's reaper collects the exit). The zygote never waits for the
+    workload to be scheduled."""
+    r, w = os.pipe()
+    pidfd = ctypes.c_int(-1)
+    try:
+        pid = _fork_sibling(ctypes.addressof(pidfd))
+    except OSError as err:
+        os.close(r)
+        os.close(w)
+        raise SpawnError(str(err)) from err
+    if pid == 0:
+        os.close(w)
+        go = os.read(r, 1)
+        os.close(r)
+        if not go:  # the zygote died before it let the workload go
+            os._exit(127)
+        _become_workload(req, fds)
+    os.close(r)
+    try:
+        start_time = process_start_time(pid)
+        alive = _pidfd_send_signal(pidfd.value, 0, 0, 0) == 0
+        if alive and start_time:
+            os.write(w, b"g")
+    finally:
+        os.close(pidfd.value)
+        os.close(w)  # without "g": EOF, and the workload exits at once
+    if not alive or not start_time:
+        raise SpawnError(f"workload process {pid} died before its start time could be read")
+    return Spawned(pid, start_time)
+
+
+def _spawn_via_intermediate(req: dict[str, Any], fds: list[int]) -> Spawned:
     r, w = os.pipe()
     mid = os.fork()
     if mid == 0:  # intermediate

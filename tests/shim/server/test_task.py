@@ -127,7 +127,12 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
         await rpc.Shutdown(None)  # type: ignore[arg-type]
         out["shutdown_while_spawning"] = bool(shutdowns)
         await settle()  # the workload is spawned and blocked on the gate
-        if name == "start_during_create":
+        if name == "record_during_create":
+            out["record"] = json.loads((bundle / "runwasm.json").read_text())
+            os.write(gate_w, b"xx")
+            out["create"] = await attempt(create)
+            await service.start("c1", "")
+        elif name == "start_during_create":
             out["start"] = await attempt(service.start("c1", ""))
             os.write(gate_w, b"xx")
             out["create"] = await attempt(create)
@@ -146,7 +151,8 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
             out["create"] = await attempt(create)
             await service.start("c1", "")
         elif name == "state_save_fails_after_ready":
-            (bundle / "runwasm.json.tmp").mkdir()  # the post-ready save of the pid cannot write
+            (bundle / "runwasm.json").unlink()  # the post-ready save of the pid cannot write
+            (bundle / "runwasm.json").mkdir()
             os.write(gate_w, b"xx")
             out["create"] = await attempt(create)
             out["registered"] = "c1" in service.containers
@@ -204,6 +210,16 @@ def _run(name: str, tmp: Path) -> dict[str, Any]:
     assert p.returncode == 0, p.stderr.decode()
     out: dict[str, Any] = json.loads(p.stdout.decode().strip().splitlines()[-1])
     return out
+
+
+def test_the_bundle_record_names_the_executor_before_the_workload_is_set_up(tmp_path: Path) -> None:
+    """A server killed mid-Create (workload spawned, not ready) leaves ``runwasm.json`` for the
+    ``delete`` action; it cleans an executor's record (the Wasm task's cgroup) only when the
+    record names that kind, so the kind is in it before the executor made anything."""
+    res = _run("record_during_create", tmp_path)
+    assert res["record"]["kind"] == "wasm"
+    assert res["record"]["pid"] == 0  # the pid is recorded once the workload is ready
+    assert res["create"] == "ok"
 
 
 def test_start_during_create_is_refused_and_events_stay_ordered(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ def _entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
         "fds": fds,
         "open": sorted(int(n) for n in os.listdir("/proc/self/fd")),
         "pid": os.getpid(),
+        "ppid": os.getppid(),
         "sid": os.getsid(0),
         "sigint": signal.getsignal(signal.SIGINT) == signal.SIG_DFL,
         "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
@@ -80,7 +81,7 @@ async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str, grou
         while chunk := os.read(r, 65536):
             chunks.append(chunk)
         got_pid, status, when = await asyncio.wait_for(exited, 20)
-        result = {"host_pid": pid, "start_time": start_time, "watched_pid": got_pid, "status": status, "when": when,
+        result = {"server_pid": os.getpid(), "zygote_pid": zygote.pid, "host_pid": pid, "start_time": start_time, "watched_pid": got_pid, "status": status, "when": when,
                   "report": json.loads(b"".join(chunks)) if chunks else None}
         if group_log:
             os.close(lw)
@@ -163,6 +164,17 @@ def test_bad_pidns_path_is_spawn_error() -> None:
 
 
 @pytest.mark.privileged
+def test_a_workload_without_pid_namespace_is_forked_once_as_a_child_of_the_server() -> None:
+    """One fork (CLONE_PARENT): the workload's parent is the server from its first instruction,
+    not the zygote nor an intermediate; its start time is its own, and its exit reaches the
+    server's reaper under that identity."""
+    res = _run({"code": 4})
+    assert res["report"]["ppid"] == res["server_pid"] != res["zygote_pid"]
+    assert res["start_time"] == res["report"]["start_time"] > 0
+    assert res["watched_pid"] == res["host_pid"] == res["report"]["pid"]
+    assert res["status"] == 4
+
+
 def test_new_pid_namespace_gives_pid_1() -> None:
     res = _run({"code": 3}, pidns="new")
     assert res["report"]["pid"] == 1
@@ -212,3 +224,50 @@ def test_cancelled_spawn_does_not_hand_its_pid_to_the_next_spawn() -> None:
     res = json.loads(p.stdout.decode().strip().splitlines()[-1])
     assert res["pid"] == res["report_pid"]
     assert res["status"] == 5
+
+
+_SLOW_READ_SCENARIO = """
+import json, os, sys, threading, time
+from runwasm.shim.spawn import zygote
+
+def reap_all():  # the server: reaps every child as soon as it exits
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(0.01)
+
+threading.Thread(target=reap_all, daemon=True).start()
+r, w = os.pipe()
+z = os.fork()
+if z == 0:  # the zygote, slow to read the start time (a loaded machine)
+    os.close(r)
+    real = zygote.process_start_time
+    def slow(pid):
+        time.sleep(0.5)
+        return real(pid)
+    zygote.process_start_time = slow
+    try:
+        got = zygote._spawn_sibling({"entry": "tests.shim.spawn.test_zygote:_entry", "payload": {"mode": "return"},
+                                     "names": [], "pidns": None}, [])
+        out = {"pid": got.pid, "start_time": got.start_time}
+    except zygote.SpawnError as err:
+        out = {"error": str(err)}
+    os.write(w, json.dumps(out).encode())
+    os._exit(0)
+os.close(w)
+print(os.read(r, 4096).decode())
+"""
+
+
+def test_a_workload_that_exits_at_once_still_gets_its_identity_from_a_slow_zygote() -> None:
+    """The sibling workload cannot exit (and be reaped by the server, its pid free for reuse)
+    before the zygote has read its start time: it waits for the zygote's go. Before, a workload
+    that ran and exited while the zygote was descheduled made the spawn fail."""
+    p = subprocess.run([sys.executable, "-c", _SLOW_READ_SCENARIO], cwd=ROOT, capture_output=True, timeout=60,
+                       check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert "error" not in res, res
+    assert res["pid"] > 0
+    assert res["start_time"] > 0
