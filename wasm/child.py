@@ -17,7 +17,9 @@ Contract (see docs/contributing.md, "Process model"):
   process execs ``wasmtime serve`` (``runwasm.wasm.http_serve``) with the stdio installed and
   the confinement complete; if the exec fails, the reason goes to the task's stderr, status 127.
   A command component with ``WasmNetwork = true`` does the same with ``wasmtime run``
-  (``runwasm.wasm.cli_run``), SIGTERM delivered as is.
+  (``runwasm.wasm.cli_run``), SIGTERM delivered as is; so does every task the CLI can express
+  (``runwasm.wasm.min_run``): a core module under ``wasmtime-min run``, a command component
+  under ``wasmtime run``; what it cannot express runs in this process (``task.run``).
 - Fds 0/1/2 that are not open at entry are opened on /dev/null first, so no file opened
   during set-up can land on them and the guest's unassigned stdio is /dev/null.
 - Diagnostics (logging, trap reports) go to ``fds["log"]`` if present, else to the process's

@@ -24,9 +24,12 @@ noNewPrivileges and ``linux.seccomp``. The points, in order:
 6. ``before_guest()``: after ``start``, right before guest code: the seccomp filter is loaded
    (as late as possible, so it constrains the guest and as little of the runtime as can be).
 
-A ``wasi:http/proxy`` component (served by the wasmtime CLI, ``runwasm.wasm.http_serve``) also
-uses, between 4 and 5: ``readonly_dir(fd, where)`` (a read-only view of a directory handle, for
-read-only preopens: a new fd) and ``enter_network()`` (the spec's network namespace).
+A task the wasmtime CLI runs (``wasmtime-min``: ``runwasm.wasm.min_run``; a ``wasi:http/proxy``
+component: ``runwasm.wasm.http_serve``; a networked command: ``runwasm.wasm.cli_run``) also
+uses, between 4 and 5: ``unmet_exec()`` (the syscalls of ``EXEC_SYSCALLS`` the seccomp filter
+would deny: the filter is loaded before the exec), ``readonly_dir(fd, where)`` (a read-only view
+of a directory handle, for read-only preopens: a new fd) and, for the networked ones,
+``enter_network()`` (the spec's network namespace).
 """
 
 from __future__ import annotations
@@ -71,6 +74,22 @@ RUNTIME_SYSCALLS: tuple[SyscallNeed, ...] = (
 point to exit (x86_64, wasmtime-py 4x); syscalls whose failure the runtime tolerates (rseq,
 set_robust_list, statx, getrandom, sched_getaffinity, ioctl TCGETS, openat2) are left out."""
 
+EXEC_SYSCALLS: tuple[SyscallNeed, ...] = (
+    *RUNTIME_SYSCALLS,
+    # the exec itself (fexecve of the CLI's O_PATH handle: execveat, glibc falls back to execve of
+    # /proc/self/fd/N on ENOSYS), then the dynamic loader and Rust's start-up in wasmtime(-min):
+    # TLS, the shared libraries (libgcc_s, libc, libm), the artifact and directories opened by path
+    SyscallNeed("execveat", enosys_fallback=SyscallNeed("execve")),
+    *(SyscallNeed(n) for n in ("arch_prctl", "openat", "newfstatat", "pread64")),
+    # tokio's signal pipe (a socketpair) and its blocking poll
+    *(SyscallNeed(n) for n in ("socketpair", "poll")),
+)
+"""What a task that execs the wasmtime CLI after the filter (``wasmtime-min run``, ``wasmtime
+serve``/``run``) needs: measured by making each syscall ``strace -f -c`` saw over hello, trap
+and file-reading modules under ``wasmtime-min`` 49 fail with EPERM in turn and keeping those
+whose failure broke the run (access, brk, getrandom, gettid, ioctl, lseek, prctl, prlimit64,
+rseq, sched_getaffinity, set_robust_list, set_tid_address, statx are tolerated)."""
+
 CAPSET_NEED = SyscallNeed("capset")
 """Needed too when the spec does not set noNewPrivileges: loading a filter then takes
 CAP_SYS_ADMIN, which the workload keeps until the filter is in and drops with capset after."""
@@ -83,6 +102,7 @@ class Confinement(Protocol):
     def before_guest(self) -> None: ...
     def readonly_dir(self, fd: int, where: str) -> int: ...
     def enter_network(self) -> None: ...
+    def unmet_exec(self) -> list[str]: ...
 
 
 class NoConfinement:
@@ -109,3 +129,6 @@ class NoConfinement:
 
     def enter_network(self) -> None:
         return None
+
+    def unmet_exec(self) -> list[str]:
+        return []

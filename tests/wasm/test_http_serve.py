@@ -108,3 +108,13 @@ def test_installed_dependency_provides_the_cli(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delenv(hs.CLI_ENV, raising=False)
     cli = hs.find_cli(tmp_path)
     assert os.access(cli, os.X_OK)
+
+
+def test_cli_environ_drops_what_the_cli_itself_reads() -> None:
+    """The exec'd CLI keeps the shim's variables (findable by TTRPC_ADDRESS) but none it would act
+    on (logging and backtraces to the guest's stderr, its cache)."""
+    from runwasm.wasm.http_serve import cli_environ
+
+    env = {"TTRPC_ADDRESS": "/run/c.sock.ttrpc", "PATH": "/bin", "RUST_LOG": "trace", "RUST_BACKTRACE": "1",
+           "WASMTIME_BACKTRACE_DETAILS": "1", "CARGO_HOME": "/x"}
+    assert cli_environ(env) == {"TTRPC_ADDRESS": "/run/c.sock.ttrpc", "PATH": "/bin"}

@@ -95,7 +95,11 @@ def test_annotations_only_where_allowed() -> None:
 # --- effect on real guests ----------------------------------------------------------------------
 
 def test_fuel_stops_a_spinning_guest(rootfs: Path, cache_dir: Path) -> None:
-    rc, out, _err, log = harness.run(_payload(rootfs, cache_dir, "/spin.wasm", Sandbox(fuel=1_000_000)))
+    rc, out, err, log = harness.run(_payload(rootfs, cache_dir, "/spin.wasm", Sandbox(fuel=1_000_000)))
+    assert (rc, out) == (134, "spinning\n")
+    assert "all fuel consumed" in err  # wasmtime-min's report (-W fuel=N)
+    rc, out, err, log = harness.run(_payload(rootfs, cache_dir, "/spin.wasm", Sandbox(fuel=1_000_000,
+                                                                                       executor="inprocess")))
     assert (rc, out) == (134, "spinning\n")
     assert "fuel" in log
 
@@ -132,6 +136,15 @@ def test_max_memory_limits_growth(rootfs: Path, cache_dir: Path) -> None:
     assert harness.run(_payload(rootfs, cache_dir, "/grow.wat", Sandbox(max_memory=1 << 20)))[0] == 1
 
 
+def test_max_memory_limits_growth_under_wasmtime_min(rootfs: Path, cache_dir: Path) -> None:
+    """An exported memory: the task runs under wasmtime-min, with -W max-memory-size."""
+    (rootfs / "grow.wat").write_text(GROW.replace("(memory 1)", '(memory (export "memory") 1)'))
+    rc, _, _, log = harness.run(_payload(rootfs, cache_dir, "/grow.wat", Sandbox()))
+    assert rc == 0
+    assert "runs in process" not in log
+    assert harness.run(_payload(rootfs, cache_dir, "/grow.wat", Sandbox(max_memory=1 << 20)))[0] == 1
+
+
 def test_features_switch_proposals_and_key_the_cache(rootfs: Path, cache_dir: Path) -> None:
     (rootfs / "gc.wat").write_text(GC)
     assert harness.run(_payload(rootfs, cache_dir, "/gc.wat", Sandbox()))[0] == 0
@@ -140,7 +153,7 @@ def test_features_switch_proposals_and_key_the_cache(rootfs: Path, cache_dir: Pa
     child.finish()
     assert first["type"] == "error"
     assert first["kind"] == "InvalidModuleError"
-    assert len(list(cache_dir.rglob("*.cwasm"))) == 1  # the gc-less engine stored nothing under the default key
+    assert len(list(cache_dir.glob("wasmtime-[0-9]*/*.cwasm"))) == 1  # the gc-less engine stored nothing under the default key
 
 
 def test_engine_fingerprint_follows_code_changing_settings() -> None:

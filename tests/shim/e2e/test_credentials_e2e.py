@@ -94,8 +94,8 @@ def test_guest_reads_files_as_the_spec_user(path: str, user: dict[str, Any], cap
                                             expected: tuple[int, str]) -> None:
     async def body(h: Harness) -> None:
         bundle = _bundle(h, "rd", _config(["/readfile.wasm", path], user, capabilities=caps), "readfile.wasm")
-        status, out, _ = await _run(h, "rd", bundle)
-        assert (status, out) == expected
+        status, out, err = await _run(h, "rd", bundle)
+        assert (status, out) == expected, err
 
     run(False, body)
 
@@ -248,5 +248,33 @@ def test_seccomp_allowlist_with_thread_clone_rule_runs() -> None:
         config = _config(["/readfile.wasm", "/public"], noNewPrivileges=True, linux={"seccomp": seccomp})
         status, out, err = await _run(h, "dk", _bundle(h, "dk", config, "readfile.wasm"))
         assert (status, out) == (0, "public\n"), err
+
+    run(False, body)
+
+
+@pytest.mark.parametrize("with_exec", [True, False], ids=["exec-allowed", "no-execve"])
+def test_seccomp_allowlist_decides_between_wasmtime_min_and_in_process(with_exec: bool) -> None:
+    """The filter is loaded before the exec of wasmtime-min: an allow-list with ``EXEC_SYSCALLS``
+    runs the task under it; one without ``execve`` (enough for wasmtime-py) runs it in process,
+    and the shim's log says why, naming the syscalls."""
+    from runwasm.wasm.confine import EXEC_SYSCALLS, RUNTIME_SYSCALLS
+
+    needs = EXEC_SYSCALLS if with_exec else RUNTIME_SYSCALLS
+    names = sorted({n.name for n in needs} | {"openat", "newfstatat", "statx", "lseek", "ioctl", "getrandom",
+                                              "prctl", "sched_getaffinity", "rseq", "set_robust_list", "pread64"})
+    seccomp = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+               "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]}
+
+    async def body(h: Harness) -> None:
+        config = _config(["/readfile.wasm", "/public"], noNewPrivileges=True, linux={"seccomp": seccomp})
+        bundle = _bundle(h, "ex", config, "readfile.wasm")
+        status, out, err = await _run(h, "ex", bundle)
+        assert (status, out) == (0, "public\n"), err
+        await asyncio.sleep(0.2)  # let the harness drain the log FIFO
+        log = (bundle / "shim.log").read_text()
+        if with_exec:
+            assert "runs in process" not in log
+        else:
+            assert "runs in process (wasmtime-py): linux.seccomp denies execveat" in log
 
     run(False, body)

@@ -15,7 +15,7 @@ import pytest
 
 from runwasm.shim.api.events import task_pb2 as events_pb2
 from runwasm.shim.api.runtime.task.v3 import shim_pb2 as pb
-from runwasm.shim.harness.driver import NAMESPACE, Harness, run_task
+from runwasm.shim.harness.driver import NAMESPACE, Harness, run_task, runtime_options
 from runwasm.shim.ttrpc.status import Code, RpcError
 from tests.shim.e2e import helpers as e
 from tests.shim.e2e.helpers import GROUP_ANNOTATION, run
@@ -24,12 +24,17 @@ GO_ZERO_SECONDS = -62135596800
 CREATED, RUNNING, STOPPED = 1, 2, 3
 
 
-async def _run_to_files(h: Harness, cid: str, bundle: Path) -> tuple[int, str, str]:
+IN_PROCESS = 'WasmExecutor = "inprocess"'
+"""Runtime options that keep wasmtime-py in the workload (exact proc_exit codes 126..255)."""
+
+
+async def _run_to_files(h: Harness, cid: str, bundle: Path, config_body: str | None = None) -> tuple[int, str, str]:
     out, err = h.root / f"{cid}.out", h.root / f"{cid}.err"
     ofd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o644)
     efd = os.open(err, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        result = await run_task(h, cid, bundle, stdout=ofd, stderr=efd)
+        result = await run_task(h, cid, bundle, stdout=ofd, stderr=efd,
+                                **({"options": runtime_options(config_body=config_body)} if config_body else {}))
     finally:
         os.close(ofd)
         os.close(efd)
@@ -63,9 +68,15 @@ def test_args_and_env(legacy: bool) -> None:
 @pytest.mark.parametrize("code", [0, 7, 125, 255])
 def test_exit_codes(legacy: bool, code: int) -> None:
     async def body(h: Harness) -> None:
-        status, out, _ = await _run_to_files(h, f"exit{code}", e.make_bundle(h, f"exit{code}", f"exit{code}.wasm"))
+        status, out, _ = await _run_to_files(h, f"exit{code}", e.make_bundle(h, f"exit{code}", f"exit{code}.wasm"),
+                                             IN_PROCESS)
         assert status == code
         assert out == ""
+        if code < 126:  # wasmtime-min (the default route) too; 126..255 it reports as 1 with wasmtime's message
+            assert (await _run_to_files(h, f"m{code}", e.make_bundle(h, f"m{code}", f"exit{code}.wasm")))[0] == code
+        else:
+            status, _, err = await _run_to_files(h, f"m{code}", e.make_bundle(h, f"m{code}", f"exit{code}.wasm"))
+            assert (status, "exit with invalid exit status outside of [0..126)" in err) == (1, True)
 
     run(legacy, body)
 
@@ -78,10 +89,22 @@ def test_exit_from_argument(legacy: bool) -> None:
     run(legacy, body)
 
 
+def test_trap_under_wasmtime_min(legacy: bool) -> None:
+    """The default route: wasmtime-min's own report, naming the module by the fd it ran."""
+    async def body(h: Harness) -> None:
+        status, out, err = await _run_to_files(h, "trap", e.make_bundle(h, "trap", "trap.wasm"))
+        assert (status, out) == (134, "about to trap\n")
+        assert err.startswith("Error: failed to run main module `/proc/self/fd/")
+        assert "    1: error while executing at wasm backtrace:\n    0:     0x5f - <unknown>!boom\n" in err
+        assert err.endswith("    2: wasm trap: wasm `unreachable` instruction executed\n\n")
+
+    run(legacy, body)
+
+
 def test_trap(legacy: bool) -> None:
     async def body(h: Harness) -> None:
         bundle = e.make_bundle(h, "trap", "trap.wasm")
-        status, out, err = await _run_to_files(h, "trap", bundle)
+        status, out, err = await _run_to_files(h, "trap", bundle, IN_PROCESS)
         assert status == 134
         assert out == "about to trap\n"
         # the task's stderr, as `wasmtime run` prints it: what ctr run / kubectl logs show
