@@ -67,27 +67,43 @@ def _log_lines(path: Path, offset: float, since: int) -> tuple[list[tuple[float,
     return lines, len(data)
 
 
-def _phases(timeline: list[tuple[float, str]]) -> dict[str, float]:
-    """Named phase boundaries (ms after t0) found in one run's timeline, by the first match."""
-    marks = {
-        "shim start exec": r"^exec .*containerd-shim-run",
-        "shim start exit": r"^exit .*\(start\)",
-        "Create rpc": r"^log (Create|create) ",
-        "Start rpc": r"^log (Start|start) ",
-        "workload exec/guest": r"^exec (/bin/true|.*runc init)|^fork .*workload",
-        "Delete rpc": r"^log (Delete|delete) ",
-        "Shutdown rpc": r"^log (Shutdown|shutdown)",
-        "shim delete exec": r"^exec .*\(delete\)",
-        "shim delete exit": r"^exit .*\(delete\)",
-        "ctr exit": r"^exit .*ctr$",
-    }
-    found: dict[str, float] = {}
-    for name, pat in marks.items():
-        for t, text in timeline:
-            if re.search(pat, text):
-                found[name] = t
-                break
-    return found
+BOUNDARIES = (  # (name, pattern for runwasm, pattern for runc); each the first match after the previous one
+    ("shim start exec", r"^exec .*containerd-shim-run.* \(start\)", None),
+    ("shim start exit", r"^exit .*\(start\)", None),
+    ("Create begins", r"^log Create ", r"^exec .*/runc "),
+    ("TaskCreate forwarded", r"^log event forwarded", None),
+    ("Start begins", r"^log Start ", r"^exec .*/runc "),
+    ("guest exited", r"^log container .* exited with status", r"^exit true\["),
+    ("TaskExit forwarded", r"^log event forwarded", None),
+    ("Delete begins", r"^log Delete ", r"^exec .*/runc "),
+    ("shim delete exec", r"^exec .*containerd-shim-run.* \(delete\)", None),
+    ("shim delete exit", r"^exit .*\(delete\)", None),
+    ("ctr exit", r"^exit ctr\[", None),
+)
+PHASES = ("containerd before `shim start` (container record, snapshot)", "`shim start` exec to exit",
+          "start answered -> Create arrives", "Create (until TaskCreate is forwarded)", "-> Start arrives",
+          "Start and the guest, until it exits", "exit -> TaskExit forwarded", "-> Delete arrives",
+          "Delete, Shutdown -> `shim delete` exec", "`shim delete` exec to exit",
+          "containerd after `shim delete` (snapshot, records), ctr exits")
+
+
+def _phases(timeline: list[tuple[float, str]], runc: bool) -> list[float] | None:
+    """The phase durations (PHASES, ms) of one run, or None when a boundary is missing."""
+    marks = [0.0]
+    i = 0
+    forwarded = any(text.startswith("log event forwarded") for _t, text in timeline)  # 1.6 logs them, 2.3 not
+    for _name, pat, runc_pat in BOUNDARIES:
+        pattern = runc_pat if runc and runc_pat else pat
+        if pattern == r"^log event forwarded" and not forwarded:
+            marks.append(marks[-1])  # the phase is merged into the next one
+            continue
+        while i < len(timeline) and not re.search(pattern, timeline[i][1]):
+            i += 1
+        if i == len(timeline):
+            return None
+        marks.append(timeline[i][0])
+        i += 1
+    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
 
 
 def main() -> None:
@@ -154,19 +170,28 @@ def main() -> None:
             tpl = sorted(templates)
             cd_pid = d.proc.pid if d.proc else 0
             print(f"containerd {flavour}, n={n}; template pids {tpl}, containerd pid {cd_pid}")
-            per_case: dict[str, list[dict[str, float]]] = {}
+            per_case: dict[str, list[list[float]]] = {}
+            shown: set[str] = set()
             for name, t0, t1, ctr_pid in runs:
                 tl = _timeline(events, logs, t0, t1, ctr_pid, cd_pid, tpl)
-                per_case.setdefault(name, []).append({**_phases(tl), "total": (t1 - t0) * 1000})
-                if len(per_case[name]) == 1:
+                if name not in shown:
+                    shown.add(name)
                     print(f"\n--- {name}: {(t1 - t0) * 1000:.1f} ms")
                     for t, text in tl:
                         print(f"  {t:8.1f}  {text}")
-            print("\nmedians (ms after ctr's exec; each phase's median over the runs it was seen in)")
-            for name, rows in per_case.items():
-                keys = sorted({k for r in rows for k in r}, key=lambda k: statistics.median(r[k] for r in rows if k in r))
-                print(f"  {name}: " + ", ".join(f"{k} {statistics.median(r[k] for r in rows if k in r):.1f}"
-                                                for k in keys))
+                row = _phases(tl, runc="runc" in name)
+                if row is not None:
+                    per_case.setdefault(name, []).append(row)
+            names = list(per_case)
+            print(f"\nmedian phase durations, ms (containerd {flavour}; runs with every boundary seen: "
+                  + ", ".join(f"{len(per_case[k])}" for k in names) + ")")
+            print("| phase | " + " | ".join(names) + " |")
+            print("|---|" + "---|" * len(names))
+            for j, phase in enumerate(PHASES):
+                print(f"| {phase} | " + " | ".join(f"{statistics.median(r[j] for r in per_case[k]):.1f}"
+                                                 for k in names) + " |")
+            print("| total (ctr exec to exit) | " + " | ".join(
+                f"{statistics.median(sum(r) for r in per_case[k]):.1f}" for k in names) + " |")
     finally:
         process.stop_templates(tpl_dir)
         shutil.rmtree(tpl_dir, ignore_errors=True)
@@ -179,6 +204,7 @@ def _timeline(events: list[tuple[float, str, int, str, str]], logs: list[tuple[f
     roots = {ctr_pid, cd_pid, *tpl}
     tree: set[int] = set(roots)
     shim_action: dict[int, str] = {}
+    parent: dict[int, int] = {}
     names: dict[int, str] = {}
     out: list[tuple[float, str]] = []
     starts = 0
@@ -193,6 +219,7 @@ def _timeline(events: list[tuple[float, str, int, str, str]], logs: list[tuple[f
             child = int(re.search(r"child_pid=(\d+)", rest)[1])  # type: ignore[index]
             if pid in tree:
                 tree.add(child)
+                parent[child] = pid
                 cc = re.search(r"child_comm=(\S+)", rest)[1]  # type: ignore[index]
                 if pid in tpl or pid in names or comm.startswith(("runc", "python")):
                     label = "workload" if names.get(pid) == "zygote-mid" else ""
@@ -210,10 +237,12 @@ def _timeline(events: list[tuple[float, str, int, str, str]], logs: list[tuple[f
                                      f"({names.get(child, label)})"))
         elif kind == "sched_process_exec" and pid in tree:
             fn = re.search(r"filename=(\S+)", rest)[1]  # type: ignore[index]
-            if "containerd-shim" in fn and pid not in shim_action and comm in ("containerd", "containerd-shim") \
-                    and names.get(pid) is None:
-                starts += 1
-                shim_action[pid] = "start" if starts == 1 else "delete"
+            if "containerd-shim" in fn and pid not in shim_action:
+                if parent.get(pid) == cd_pid:
+                    starts += 1
+                    shim_action[pid] = "start" if starts == 1 else "delete"
+                else:
+                    shim_action[pid] = "server"
             if "containerd-shim" in fn and pid in shim_action:
                 fn += f" ({shim_action[pid]})"
             out.append((rel, f"exec {fn} [{pid}]"))
