@@ -112,6 +112,9 @@ def main() -> None:
     from tests.integration.daemon import RUNC_RUNTIME, RUNWASM_RUNTIME, Containerd
     from tests.integration.images import pack_wasm_image
 
+    if shutil.which("perf") is None:
+        print("bench_phases: `perf` not found (Debian: linux-perf): it records the exec/fork/exit tracepoints")
+        return
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 5
     flavour = "2.3" if "--flavour=2.3" in sys.argv[1:] else "1.6"
