@@ -232,6 +232,9 @@ static int released_delete(int argc, char **argv) {
     f = fopen(path, "re");
     if (f) {
         size_t got = fread(address, 1, sizeof address - 1, f);
+        while (got && (address[got - 1] == '\n' || address[got - 1] == ' ' || address[got - 1] == '\t' ||
+                       address[got - 1] == '\r'))
+            got--; /* shim/entry/delete.py strips it too */
         address[got] = '\0';
         fclose(f);
     }
