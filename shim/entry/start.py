@@ -1,9 +1,11 @@
 """The ``start`` action: find or launch the group's server and tell containerd its address.
 
 Steps (shim-protocol.md §4.5): decide the protocol, compute the group and socket path, bind
-and listen (or reuse a live server on EADDRINUSE), spawn the long-lived server with the
-listening socket inherited and stdio on /dev/null (containerd reads our output with
-CombinedOutput and waits for every holder of the pipe), write ``<bundle>/address``, reply.
+and listen (or reuse a live server on EADDRINUSE), hand the listening socket to the node
+server of this containerd (``shim/common/node_handoff.py``) or, when there is none or it
+refuses, spawn the long-lived server with the listening socket inherited and stdio on
+/dev/null (containerd reads our output with CombinedOutput and waits for every holder of the
+pipe), write ``<bundle>/address``, reply.
 Nothing but the reply may reach stdout or stderr on success.
 """
 
@@ -18,7 +20,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from runwasm.shim.common import naming
+from runwasm.shim.common import naming, node_handoff
 from runwasm.shim.entry import bootstrap
 from runwasm.shim.entry.bootstrap import Settings
 from runwasm.shim.entry.flags import Flags
@@ -92,11 +94,33 @@ def trace_handoff(env: dict[str, str], started_ns: int) -> dict[str, str]:
     return otel_env.handoff_env(os.environ, started_ns)
 
 
-def spawn_server(settings: Settings, sock: socket.socket, sock_path: str, started_ns: int = 0) -> int:
-    """Launch the server in its own session with /dev/null stdio and the socket inherited."""
+def node_socket(settings: Settings) -> str:
+    """The node server socket this group may be handed to (``shim/server/node.py``), or "" when
+    the group gets a server of its own: outside a template child (the exec'd path, tracing on),
+    a Sandbox-API group (a bundle without config.json), or ``RUNWASM_NODE_SERVER=off``."""
+    from runwasm.shim import template
+
+    if not template.in_template_child or not node_handoff.enabled(os.environ):
+        return ""
+    if not os.path.exists(os.path.join(settings.bundle, "config.json")):
+        return ""
+    from runwasm.shim.template import key
+
+    fields = {"grpc": settings.grpc_address, "ttrpc": settings.ttrpc_address, "binary": settings.containerd_binary,
+              "socket_dir": settings.socket_dir, "debug": settings.debug}
+    nkey = node_handoff.node_key(key.install_key(), key.namespaces(), fields, os.environ)
+    return node_handoff.socket_path(key.directory(os.environ), nkey)
+
+
+def spawn_server(settings: Settings, sock: socket.socket, sock_path: str, started_ns: int = 0,
+                 node_path: str = "") -> int:
+    """Launch the server in its own session with /dev/null stdio and the socket inherited;
+    ``node_path``: it may become the node server there."""
     fd = sock.fileno()
     os.set_inheritable(fd, True)
     env = dict(os.environ)
+    if node_path:
+        env[node_handoff.ENV_NODE_SOCKET] = node_path
     env[ENV_SETTINGS] = json.dumps(settings_doc(settings, sock_path))
     env[ENV_LISTEN_FD] = str(fd)
     env.update(trace_handoff(env, started_ns or time.time_ns()))
@@ -145,7 +169,9 @@ def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
     sock = _bind(path)
     if sock is not None:
         try:
-            spawn_server(settings, sock, path, started_ns)
+            node_path = node_socket(settings)
+            if not node_path or node_handoff.offer(node_path, sock, settings_doc(settings, path)) is None:
+                spawn_server(settings, sock, path, started_ns, node_path)
         except OSError as err:
             os.unlink(path)
             raise StartError(f"failed to launch shim server: {err}") from err

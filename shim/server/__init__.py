@@ -1,1 +1,2 @@
-"""The long-lived shim server of one pod/group: Task service, events, reaper, zygote."""
+"""The long-lived node server: every group (pod) of one containerd, each with its own socket, Task
+service, events and log (``group.py``, adopted by ``node.py``); shared reaper and zygote."""

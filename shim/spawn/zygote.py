@@ -14,7 +14,8 @@ workload is still its child, so it cannot have been reaped and the pid reused) t
 and exits; the pair is the workload's identity for the reaper. The
 workload is re-parented to the server (a child subreaper), which reaps it. In the workload:
 ``setsid()``, default signal dispositions, an empty signal mask, the named fds renumbered from 3
-(stdio 0-2 stay as the zygote had them: /dev/null and the shim log), every other fd closed,
+(stdio 0-2 stay as the zygote had them: /dev/null and the shim log; a named fd ``log`` replaces
+fd 2: the log FIFO of the workload's group), every other fd closed,
 a ``setns`` into the mount namespace named ``rootns`` when one is given (a container whose EROFS
 rootfs is mounted privately, ``shim/server/private_rootfs.py``), then ``entry(payload, fds)``,
 which must not return.
@@ -90,6 +91,10 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
             ns = named.pop("rootns")
             sc.setns(ns, sc.CLONE_NEWNS)
             os.close(ns)
+        if "log" in named:  # the group's log FIFO (a node server hosts many groups: shim/server/group.py)
+            log_fd = named.pop("log")
+            os.dup2(log_fd, 2)
+            os.close(log_fd)
         if "trace" in named:  # tracing on: the workload's steps go to this pipe (runwasm.oci.steps)
             from runwasm.oci import steps
 
@@ -241,6 +246,17 @@ class Zygote:
                 return await asyncio.get_running_loop().sock_recv(sock, 65536)
             except OSError as err:
                 raise SpawnError(f"zygote unreachable: {err}") from err
+
+    def gone(self) -> bool:
+        """True once the zygote process has ended (its end of the socket hung up); False while
+        it runs or before ``start``."""
+        if self._sock is None:
+            return False
+        import select
+
+        poller = select.poll()
+        poller.register(self._sock, select.POLLRDHUP)
+        return any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR) for _fd, ev in poller.poll(0))
 
     def close(self) -> None:
         if self._sock is not None:

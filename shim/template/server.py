@@ -1,4 +1,4 @@
-"""Fork a group's server from a template child (instead of exec'ing a fresh interpreter).
+"""Fork a server (usually the node server) from a template child (instead of exec'ing a fresh interpreter).
 
 ``start`` running in a child of the template calls ``fork_server`` where it would otherwise
 ``posix_spawn`` the server. The result must be indistinguishable, for containerd and for
@@ -13,6 +13,10 @@
   ``<shim binary> -namespace NS -id ID _runwasm_serve`` in ``/proc/<pid>/cmdline``
   (``PR_SET_MM``, root only; left as the template's when the kernel refuses);
 - then ``server_main.serve_main()``, which forks the zygote before any thread starts.
+
+With ``RUNWASM_SHIM_NODE_SOCKET`` in that environment (``start.node_socket``) the server becomes
+the node server of its containerd (``shim/server/node.py``): later ``start`` children hand their
+group's listener to it instead of forking another server.
 
 The cgroup is the template's (the one containerd ran the first ``start`` in), as an exec'd
 server has the cgroup of the ``start`` that spawned it.

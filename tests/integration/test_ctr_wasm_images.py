@@ -118,14 +118,15 @@ def _maps_have_grpc(pid: int) -> bool:
 
 def test_grpc_is_loaded_only_when_the_module_is_a_layer(containerd2: Containerd, tmp_path: Path) -> None:
     """A container whose module is in its rootfs never makes the shim server import grpc; one
-    whose module is a layer does (the lookup is lazy)."""
-    from tests.bench import runwasm_shim_pids
+    whose module is a layer does (the lookup is lazy). Both pods are hosted by one node server
+    (shim/server/node.py), found as their workloads' parent: the order matters."""
     from tests.integration.daemon import wait_status
 
     for fmt, cid, want in (("tar", "grpc-tar", False), ("runwasi", "grpc-layer", True)):
         ref = _import(containerd2, tmp_path, "sleep", fmt)
         res = containerd2.run(ref, cid, rm=False, detach=True)
         assert res.returncode == 0, res.output
-        wait_status(containerd2, cid, "RUNNING", timeout=60)
-        server, _zygote = runwasm_shim_pids(containerd2.namespace, cid)
+        pid, _ = wait_status(containerd2, cid, "RUNNING", timeout=60)
+        server = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert b"_runwasm_serve" in Path(f"/proc/{server}/cmdline").read_bytes(), server
         assert _maps_have_grpc(server) is want, (fmt, server)

@@ -22,6 +22,7 @@ from tests.shim.e2e.helpers import (
     delete,
     kill,
     make_bundle,
+    poll_until,
     run,
     server_pids,
     shim,
@@ -76,11 +77,16 @@ def _tag() -> str:
     return f"tpl{os.getpid()}-{time.monotonic_ns() % 10**8}"
 
 
-def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path) -> None:
+@pytest.mark.parametrize("node_server", [True, False], ids=["node-server", "per-group"])
+def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path, node_server: bool) -> None:
+    """Two pods: by default one node server hosts both (shim/server/node.py); with
+    RUNWASM_NODE_SERVER=off one server per pod. Either way forked from the template."""
     tpl = ensure_template(private_template)
     tag = _tag()
 
     async def body(h: Harness) -> None:
+        if not node_server:
+            h.shim_env["RUNWASM_NODE_SERVER"] = "off"
         ids = [f"{tag}-a", f"{tag}-b"]
         bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
         async with shim(h, ids[0], bundles[0]) as t0, shim(h, ids[1], bundles[1]) as t1:
@@ -90,7 +96,8 @@ def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path
             servers = [p for p in server_pids(h.root) if os.getppid() != p]
             tops = [p for p in servers if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
                     not in servers]
-            assert len(tops) == 2, f"expected one server per pod, got {tops} of {servers}"
+            expected = 1 if node_server else 2
+            assert len(tops) == expected, f"expected {expected} server(s) for two pods, got {tops} of {servers}"
             for pid in tops:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                 assert argv[-2] == b"_runwasm_serve" or b"_runwasm_serve" in argv, argv
@@ -321,3 +328,34 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
         for f in d.iterdir():
             f.unlink()
         d.rmdir()
+
+
+def test_sigterm_ends_every_group_of_the_node_server(private_template: Path) -> None:
+    """SIGTERM of the node server: it stops adopting, closes every group's server and socket,
+    exits; the next start of either pod gets a new server."""
+    ensure_template(private_template)
+    tag = _tag()
+
+    async def body(h: Harness) -> None:
+        ids = [f"{tag}-ta", f"{tag}-tb"]
+        bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
+        addresses = [(await h.shim_start(cid, b))[0].removeprefix("unix://") for cid, b in zip(ids, bundles,
+                                                                                               strict=True)]
+        servers = server_pids(h.root)
+        (server,) = [p for p in servers if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                     not in servers]
+        assert all(os.path.exists(a) for a in addresses)
+        os.kill(server, signal.SIGTERM)
+        await poll_until(lambda: not server_pids(h.root), 15, "the node server to exit on SIGTERM")
+        assert not any(os.path.exists(a) for a in addresses)
+        # another container of pod a: same group, same socket, served by a new server
+        third = f"{tag}-tc"
+        again, version = await h.shim_start(third, make_bundle(h, third, "spin.wasm",
+                                                               annotations={GROUP_ANNOTATION: ids[0]}))
+        assert again.removeprefix("unix://") == addresses[0]
+        from runwasm.shim.harness.driver import connected
+
+        async with connected(again, version) as t:
+            await shutdown(t, third)
+
+    run(False, body)

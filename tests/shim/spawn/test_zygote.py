@@ -47,11 +47,18 @@ def _entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
     os._exit(int(payload.get("code", 0)))
 
 
-async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str) -> dict[str, Any]:
-    from runwasm.shim.spawn.zygote import SpawnError
+async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str, group_log: bool = False) -> dict[str, Any]:
+    from runwasm.shim.spawn.zygote import SpawnError, Zygote
     from tests.shim.serverside import server_side
 
-    zygote, reaper = server_side()
+    shared, reaper = server_side()
+    zygote: Zygote = shared
+    lr = lw = -1
+    if group_log:  # a node server's group: its log FIFO (here a pipe) is the workload's fd 2
+        from runwasm.shim.server.group import GroupZygote
+
+        lr, lw = os.pipe()
+        zygote = GroupZygote(shared, lw)
     loop = asyncio.get_running_loop()
     r, w = os.pipe()
     er, ew = os.pipe()
@@ -75,17 +82,25 @@ async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str) -> d
         got_pid, status, when = await asyncio.wait_for(exited, 20)
         result = {"host_pid": pid, "start_time": start_time, "watched_pid": got_pid, "status": status, "when": when,
                   "report": json.loads(b"".join(chunks)) if chunks else None}
+        if group_log:
+            os.close(lw)
+            lw = -1
+            result["log"] = os.read(lr, 1 << 16).decode()
     finally:
         os.close(r)
+        for fd in (lr, lw):
+            if fd >= 0:
+                os.close(fd)
         zygote.close()
+        shared.close()
         await asyncio.sleep(0.05)
         reaper.reap()
     return result
 
 
-def _run(payload: dict[str, Any], pidns: str | None = None, entry: str = ENTRY) -> dict[str, Any]:
+def _run(payload: dict[str, Any], pidns: str | None = None, entry: str = ENTRY, group_log: bool = False) -> dict[str, Any]:
     code = ("import asyncio, json, sys; from tests.shim.spawn.test_zygote import _scenario; "
-            f"print(json.dumps(asyncio.run(_scenario(json.loads(sys.argv[1]), {pidns!r}, {entry!r}))))")
+            f"print(json.dumps(asyncio.run(_scenario(json.loads(sys.argv[1]), {pidns!r}, {entry!r}, {group_log!r}))))")
     p = subprocess.run([sys.executable, "-c", code, json.dumps(payload)], cwd=ROOT, capture_output=True,
                        timeout=60, check=False)
     assert p.returncode == 0, p.stderr.decode()
@@ -107,6 +122,18 @@ def test_spawn_renumbers_fds_and_reports_exit() -> None:
     assert rep["mask"] == []
     assert res["status"] == 7
     assert res["when"] > 0
+
+
+def test_group_log_fd_becomes_the_workloads_fd_2() -> None:
+    """A node server hosts many groups: each workload writes its last-resort errors to its own
+    group's log FIFO (the named fd ``log``), which its entry never sees among its fds."""
+    res = _run({"code": 0}, group_log=True)
+    assert res["report"]["fds"] == {"out": 3, "extra": 4}
+    assert res["log"] == ""
+    res = _run({"mode": "raise"}, group_log=True)
+    assert res["status"] == 127
+    assert "RuntimeError: entry failed" in res["log"]
+    assert "entry failed" not in res["stderr"]  # not the zygote's (the first group's) fd 2
 
 
 def test_signalled_exit_is_128_plus_signal() -> None:

@@ -1,0 +1,123 @@
+"""Hand a group's listening socket to the node server (``start`` side and wire format).
+
+One shim server process (the *node server*, ``shim/server/node.py``) hosts every group of one
+containerd: ``start`` binds the group's socket as always, then offers the bound listener to the
+node server instead of forking a server of its own. Protocol, one SOCK_SEQPACKET packet each
+way on ``node-<key>.sock`` (in the template directory: 0700, the socket 0600, the peer's uid
+checked with SO_PEERCRED):
+
+    start -> node   b"RWN1\\0" + JSON {"settings": <start.settings_doc>}, the listener attached
+                    (SCM_RIGHTS, exactly one fd)
+    node -> start   b"adopted <pid>" once the group is set up (its ttrpc server, publisher and
+                    log are created before the reply, and it serves right after), or
+                    b"refused <reason>" (exiting, bad message, another user)
+
+``offer`` returns the node server's pid, or None: no node server, refused, unreachable, or no
+answer within ``timeout``; the caller then forks a per-group server on the same listener, so
+containerd never notices. The node server adopts a group only if its reply was delivered, so
+a ``start`` that gave up is not served twice (the only window left: a reply written in the
+instant the caller's timeout fires, with a node server stalled for ``timeout`` seconds).
+
+The key names what a server takes from its ``start`` beyond the group's own settings:
+containerd's addresses and binary, the socket directory, the debug flag, the namespaces, and
+the ``RUNWASM_*``/``OTEL_*`` environment. Groups of another containerd (a test daemon, a
+second installation) get a node server of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+MAGIC = b"RWN1"
+MAX_MESSAGE = 64 * 1024
+ENV_SWITCH = "RUNWASM_NODE_SERVER"  # "off": one server process per group, as before
+ENV_NODE_SOCKET = "RUNWASM_SHIM_NODE_SOCKET"  # in a forked server's environment: become this node server
+OFFER_TIMEOUT = 10.0
+# per-start variables that do not make servers different
+_PER_START = frozenset({"RUNWASM_SHIM_SETTINGS", "RUNWASM_SHIM_LISTEN_FD", "RUNWASM_SHIM_NODE_SOCKET",
+                        "RUNWASM_FORKED_BY_TEMPLATE", "RUNWASM_TRACE_HANDOFF"})
+
+
+class HandoffError(ValueError):
+    """A handoff message that is not one."""
+
+
+def enabled(env: Mapping[str, str]) -> bool:
+    return env.get(ENV_SWITCH, "") != "off"
+
+
+def node_key(install: str, namespaces: str, fields: Mapping[str, object], env: Mapping[str, str]) -> str:
+    """A short name for "servers that would be identical apart from their groups"."""
+    import hashlib  # only on the template's path: the exec'd start never computes a key
+
+    relevant = sorted((k, v) for k, v in env.items()
+                      if k.startswith(("RUNWASM_", "OTEL_")) and k not in _PER_START)
+    text = json.dumps([install, namespaces, sorted((k, str(v)) for k, v in fields.items()), relevant])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def socket_path(directory: str, key: str) -> str:
+    return os.path.join(directory, f"node-{key}.sock")
+
+
+def lock_path(sock_path: str) -> str:
+    return sock_path.removesuffix(".sock") + ".lock"
+
+
+def encode_offer(settings_doc: Mapping[str, Any]) -> bytes:
+    return MAGIC + b"\0" + json.dumps({"settings": dict(settings_doc)}).encode()
+
+
+def decode_offer(data: bytes, fds: list[int]) -> dict[str, Any]:
+    """The settings document of an offer; raises HandoffError (the caller closes ``fds``)."""
+    head, sep, body = data.partition(b"\0")
+    if head != MAGIC or not sep:
+        raise HandoffError("not a runwasm handoff offer")
+    if len(fds) != 1:
+        raise HandoffError(f"expected exactly one listening socket, got {len(fds)} fds")
+    try:
+        doc = json.loads(body)
+    except ValueError as err:
+        raise HandoffError(f"offer is not JSON: {err}") from err
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    if not isinstance(settings, dict) or not isinstance(settings.get("socket_path"), str):
+        raise HandoffError("offer has no settings with a socket_path")
+    return settings
+
+
+def peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def offer(node_sock: str, listener: socket.socket, settings_doc: Mapping[str, Any],
+          timeout: float = OFFER_TIMEOUT) -> int | None:
+    """Offer ``listener`` (bound and listening) to the node server at ``node_sock``; its pid
+    once adopted, None when the caller must serve the group itself."""
+    msg = encode_offer(settings_doc)
+    if len(msg) > MAX_MESSAGE:
+        return None
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.settimeout(timeout)
+        try:
+            s.connect(node_sock)
+            if peer_uid(s) != os.geteuid():
+                return None
+            socket.send_fds(s, [msg], [listener.fileno()])
+            reply = s.recv(256)
+        except OSError:
+            return None
+    finally:
+        s.close()
+    if reply.startswith(b"adopted "):
+        try:
+            return int(reply[8:])
+        except ValueError:
+            return None
+    return None
