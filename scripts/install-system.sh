@@ -11,10 +11,11 @@
 # 127.0.0.1 (a private instance per test session, never the packaged service), and the one `make critest`
 # serves critest's stand-in images from; iptables for the CNI portmap plugin critest's host-port specs use.
 # curl is the HTTP client the wasi:http tests reach served components with (inside their netns).
+# gcc and libc6-dev build the shim's native launcher front (scripts/launcher.c) and the C fixtures.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 pkgs=(containerd runc busybox-static erofs-utils cryptsetup-bin libseccomp2 hyperfine util-linux iproute2 psmisc
-      skopeo umoci containernetworking-plugins docker-registry curl iptables)
+      skopeo umoci containernetworking-plugins docker-registry curl iptables gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,17 +5,26 @@ workload from a recycled pid), the executor kind and the mounts the server made.
 writes it at Create and updates it when the workload exits; ``delete`` reads it. Writes go
 into the same file in place, whole or not at all (``runwasm.linux.record``): three per task, so
 no temporary file and rename each time.
+
+``<bundle>/runwasm-released`` (``RELEASED_FILE``) appears once the server has released
+everything of the container itself (its teardown after Delete, or after a failed Create, finished
+without an error): it holds fields 1-2 of the ``DeleteResponse`` the ``delete`` action would
+print (pid, exit status; ``wire`` encoding), so the native launcher (``scripts/launcher.c``)
+answers ``delete`` from it without running the cleanup, which has nothing left to do.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from runwasm.linux.record import write_record
 
 FILENAME = "runwasm.json"
+RELEASED_FILE = "runwasm-released"
+DEAD_STATUS = 137  # upstream's exit status for a process whose status is unknown (SIGKILL)
 
 
 @dataclass(slots=True)
@@ -31,6 +40,19 @@ class BundleState:
 
     def save(self, bundle: Path) -> None:
         write_record(f"{bundle}/{FILENAME}", json.dumps(asdict(self)).encode())
+
+    def response_fields(self) -> bytes:
+        """Fields 1-2 (pid, exit_status) of the ``DeleteResponse`` for this state."""
+        from runwasm.shim.common import wire
+
+        status = DEAD_STATUS if self.exit_status is None else self.exit_status
+        return wire.enc_int(1, self.pid) + wire.enc_int(2, status)
+
+    def mark_released(self, bundle: Path) -> None:
+        """Record that the server released everything of this container (see module doc)."""
+        tmp = bundle / (RELEASED_FILE + ".tmp")
+        tmp.write_bytes(self.response_fields())
+        os.replace(tmp, bundle / RELEASED_FILE)
 
     @classmethod
     def load(cls, bundle: Path) -> BundleState | None:

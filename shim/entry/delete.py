@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from runwasm.shim.common import wire
-from runwasm.shim.common.statefile import BundleState, process_start_time
+from runwasm.shim.common.statefile import DEAD_STATUS, BundleState, process_start_time
 from runwasm.shim.entry.flags import Flags
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _cleanup_sandbox(bundle: Path) -> None:
 def cleanup_bundle(bundle: Path) -> tuple[int, int]:
     """Best-effort cleanup; returns (pid, exit_status) for the DeleteResponse."""
     state = BundleState.load(bundle)
-    pid, status = 0, 137
+    pid, status = 0, DEAD_STATUS
     if state is not None:
         pid = state.pid
         if state.exit_status is not None:

@@ -456,6 +456,15 @@ class TaskService:
         return info
 
     def _teardown(self, c: Container) -> None:
+        if self._release(c):
+            try:  # the `delete` action has nothing left to do: the native launcher answers it alone
+                c.state_file.mark_released(c.bundle)
+            except OSError as err:
+                log.debug("could not record the release of %s: %s", c.id, err)
+
+    def _release(self, c: Container) -> bool:
+        """Release everything of ``c``; False when something is left for ``delete``."""
+        ok = True
         self.containers.pop(c.id, None)
         for q in (c.init, *c.execs.values()):
             if q.console is not None:
@@ -464,19 +473,25 @@ class TaskService:
             try:
                 undo()
             except Exception:
+                ok = False
                 log.exception("teardown step of %s failed", c.id)
         try:
             c.backend.destroy()
         except Exception:
             # the container is gone for containerd either way; what is left stays recorded in the
             # bundle, and the `delete` action containerd runs next tries the cleanup again
+            ok = False
             log.exception("failed to release the resources of container %s; `delete` will retry", c.id)
         try:
             mounts.unmount_all(c.mounts)
         except OSError:
+            ok = False
             log.exception("failed to unmount the rootfs of container %s; `delete` will retry", c.id)
         if c.private is not None:
+            if c.private.verity:
+                ok = False  # dm-verity devices may stay busy until the last process is gone: delete retries
             c.private.close()
+        return ok
 
     def state(self, cid: str, exec_id: str) -> tuple[Container, Proc]:
         return self._proc(cid, exec_id)

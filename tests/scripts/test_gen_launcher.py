@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,3 +46,110 @@ def test_launcher_imports_neither_site_nor_heavy_modules_for_delete(tmp_path: Pa
     res = subprocess.run([sys.executable, "-IS", str(probe), str(dest)], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "RUNWASM_TEMPLATE": "off"})
     assert res.stderr.strip().splitlines()[-1] == "[] 1"
+
+
+# --- the native front (scripts/launcher.c) ---------------------------------------------------
+
+def _generate_native(tmp_path: Path, **env: str) -> tuple[Path, Path]:
+    dest, script = tmp_path / "bin" / "containerd-shim-runwasm-v1", tmp_path / "libexec" / "containerd-shim-runwasm-v1"
+    dest.parent.mkdir()
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_launcher.py"), str(dest), str(script)], check=True,
+                   capture_output=True, env={**os.environ, **env})
+    return dest, script
+
+
+def _fake_template(directory: Path, reply: bytes) -> tuple[socket.socket, threading.Thread, list[bytes]]:
+    """A listener at this installation's template socket answering every request with ``reply``."""
+    from runwasm.shim.template import key
+
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    lst.bind(str(directory / f"template-{key.install_key()}.sock"))
+    lst.listen(4)
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = lst.accept()
+            except OSError:
+                return
+            with conn:
+                msg, fds, _f, _a = socket.recv_fds(conn, 256 * 1024, 8)
+                for fd in fds:
+                    os.close(fd)
+                seen.append(msg)
+                conn.send(reply)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return lst, t, seen
+
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc): the Python launcher is used")
+
+
+@needs_cc
+def test_native_front_sends_what_the_python_launcher_sends(tmp_path: Path) -> None:
+    """Same request as shim/template/client.py's (key, namespaces, cwd, umask, argv, environment), fds
+    0-2 attached, and the template child's exit code becomes the launcher's."""
+    from runwasm.shim.template import client, key
+
+    dest, script = _generate_native(tmp_path)
+    assert dest.read_bytes()[:4] == b"\x7fELF"
+    assert script.read_text().startswith(f"#!{sys.executable} -IS\n")
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    env = {"PATH": "/usr/bin:/bin", key.ENV_DIR: str(tpl), "X": "a=b"}
+    lst, _t, seen = _fake_template(tpl, b"exit 7")
+    with lst:
+        res = subprocess.run([str(dest), "-namespace", "ns", "-id", "c1", "delete"], env=env, cwd=tmp_path,
+                             capture_output=True)
+    assert res.returncode == 7, res.stderr
+    got_key, ns, cwd, umask, argv, got_env = client.decode_request(seen[0])
+    assert (got_key, ns, cwd, umask) == (key.install_key(), key.namespaces(), str(tmp_path), _umask())
+    assert argv == [str(dest), "-namespace", "ns", "-id", "c1", "delete"]
+    assert got_env == env
+
+
+@needs_cc
+@pytest.mark.parametrize("case", ["refused", "off", "exporter", "not-forwarded"])
+def test_native_front_hands_everything_else_to_the_python_launcher(tmp_path: Path, case: str) -> None:
+    """A refusal, the template switched off, an OTLP exporter configured, or an action that is not
+    forwarded: the Python launcher runs (and decides) with the same arguments."""
+    from runwasm.shim.template import key
+
+    dest, _script = _generate_native(tmp_path)
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    env = {"PATH": "/usr/bin:/bin", key.ENV_DIR: str(tpl)}
+    if case == "off":
+        env[key.ENV_SWITCH] = "off"
+    if case == "exporter":
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:9"
+    argv = [str(dest), "-v"] if case == "not-forwarded" else [str(dest), "-namespace", "ns", "-id", "c1", "delete"]
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    lst, _t, seen = _fake_template(tpl, b"refused installation key or fds do not match")
+    with lst:
+        res = subprocess.run(argv, env=env, cwd=bundle, capture_output=True)
+    assert res.returncode == 0, res.stderr
+    if case == "not-forwarded":
+        assert b"Runtime:  io.containerd.runwasm.v1" in res.stdout
+        assert seen == []
+        return
+    # delete ran here (in the Python launcher): a DeleteResponse with exit_status 137 (field 2)
+    assert b"\x10\x89\x01" in res.stdout
+    assert len(seen) == (2 if case == "refused" else 0)  # the native front asked, then the Python launcher
+
+
+def test_without_a_compiler_the_python_launcher_is_the_binary(tmp_path: Path) -> None:
+    dest, script = _generate_native(tmp_path, CC=str(tmp_path / "no-such-cc"))
+    assert dest.read_text() == script.read_text()
+    out = subprocess.run([str(dest), "-v"], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    assert "Runtime:  io.containerd.runwasm.v1" in out.stdout
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

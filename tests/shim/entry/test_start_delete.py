@@ -203,3 +203,82 @@ def test_delete_of_a_sandbox_bundle_removes_the_holder_cgroup(tmp_path: Path) ->
                     time.sleep(0.1)
         for d in Path("/sys/fs/cgroup").glob(f"*/{top}"):
             d.rmdir()
+
+
+# --- delete of a container its server released (shim/common/statefile.py RELEASED_FILE) ----------
+
+def _native() -> bool:
+    return Path(shim_command()[0]).read_bytes()[:4] == b"\x7fELF"
+
+
+needs_native = pytest.mark.skipif(not _native(), reason="the shim binary is the Python launcher (no C compiler at "
+                                                        "install): no native delete answer")
+
+
+def _released_bundle(bundle: Path, address: str | None) -> None:
+    from runwasm.shim.common.statefile import BundleState
+
+    # runwasm.json says pid 0: an answer with pid 4242 came from the released record
+    BundleState(id="c1", kind="wasm", pid=0, exit_status=7).save(bundle)
+    BundleState(id="c1", kind="wasm", pid=4242, exit_status=7).mark_released(bundle)
+    if address is not None:
+        (bundle / "address").write_text(address)
+
+
+@needs_native
+@pytest.mark.parametrize("with_flag", [True, False])
+def test_delete_of_a_released_container_is_answered_from_its_record(tmp_path: Path, with_flag: bool) -> None:
+    _released_bundle(tmp_path, f"unix://{tmp_path}/gone.sock")  # the server exited and removed its socket
+    argv = _delete_argv(tmp_path) if with_flag else ["-namespace", "default", "-id", "c1", "delete"]
+    p = _run(argv, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == b""
+    resp = shim_pb2.DeleteResponse.FromString(p.stdout)
+    assert (resp.pid, resp.exit_status) == (4242, 7)
+    assert resp.exited_at.seconds > 0
+
+
+@needs_native
+def test_released_delete_with_a_live_server_leaves_its_socket_alone(tmp_path: Path) -> None:
+    """Bound (/proc/net/unix): the socket stays, and no connection reaches the server, which may be
+    shutting down right then (a connection there failed asyncio's accept callback and lost the
+    server's exit lines: tests/integration/test_tracing.py)."""
+    path = tmp_path / "s.sock"
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(str(path))
+    live.listen(1)
+    with live:
+        _released_bundle(tmp_path, f"unix://{path}")
+        p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert shim_pb2.DeleteResponse.FromString(p.stdout).pid == 4242
+        assert path.exists()
+        live.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            live.accept()
+
+
+def test_released_delete_with_a_dead_servers_socket_runs_the_cleanup(tmp_path: Path) -> None:
+    """A socket nobody accepts on may be a SIGKILLed server's: the Python action checks and removes it."""
+    path = tmp_path / "s.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    _released_bundle(tmp_path, f"unix://{path}")
+    p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert shim_pb2.DeleteResponse.FromString(p.stdout).pid == 0  # from runwasm.json: the cleanup ran
+    assert not path.exists()
+
+
+def test_the_released_record_holds_what_the_cleanup_answers(tmp_path: Path) -> None:
+    from runwasm.shim.common.statefile import BundleState
+
+    for status in (7, None):
+        state = BundleState(id="c1", kind="wasm", pid=0, exit_status=status)
+        state.save(tmp_path)
+        p = _run(_delete_argv(tmp_path), cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        head = state.response_fields()
+        assert p.stdout[:len(head)] == head
+        assert p.stdout[len(head)] == 3 << 3 | 2  # then only exited_at

@@ -47,6 +47,7 @@ class _Backend:
         self.gates = gates
         self.destroyed = 0
         self.spawned = 0
+        self.init_pid = 0
         self.fail_destroy = False
 
     def plan_init(self) -> Any:
@@ -62,6 +63,7 @@ class _Backend:
 
     def attach(self, pid: int) -> None:
         self.spawned = pid
+        self.init_pid = self.init_pid or pid
 
     def started(self) -> None:
         pass
@@ -192,6 +194,9 @@ async def _scenario(name: str, tmp: str) -> dict[str, Any]:
         if "c1" in service.containers:
             await asyncio.wait_for(service.wait("c1", ""), 10)
             await service.delete("c1", "")
+        released = bundle / "runwasm-released"
+        out["released"] = released.read_bytes().hex() if released.exists() else None
+        out["init_pid"] = backends[0].init_pid if backends else 0
     finally:
         for fd in (gate_w, exec_w, init_r, exec_r):
             os.close(fd)
@@ -293,6 +298,18 @@ def test_delete_reports_the_task_deleted_even_when_releasing_resources_fails(tmp
     assert out["delete"] == "ok"
     assert out["registered"] is False
     assert out["events"][-1] == "TaskDelete", out["events"]
+    assert out["released"] is None  # so the `delete` action runs its cleanup (scripts/launcher.c)
+
+
+def test_a_clean_teardown_records_the_delete_response(tmp_path: Path) -> None:
+    """Delete that released everything leaves ``runwasm-released`` with the pid and exit status
+    the `delete` action would answer, which the native launcher answers from."""
+    from runwasm.shim.common import wire
+
+    out = _run("start_exec_during_exec", tmp_path)
+    assert out["released"] is not None
+    fields = {num: value for num, _wt, value in wire.fields(bytes.fromhex(out["released"]))}
+    assert fields == {1: out["init_pid"], 2: 3}  # the init exits with payload["code"] = 3
 
 
 def test_erofs_rootfs_cannot_join_an_existing_mount_namespace(tmp_path: Path) -> None:
