@@ -114,8 +114,10 @@ def serve_main() -> int:
     os.chdir("/")
     nsutil.set_child_subreaper()
     zygote = Zygote()
-    zygote.start(preload=("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload",
-                          "runwasm.linux.init"))
+    # wasmtime-py only once idle: a task with a cached link-check verdict never needs it
+    # (runwasm.wasm.fast_min), and a server's first Create should not wait for its import
+    zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload",
+                          "runwasm.linux.init"), later=("wasmtime", "runwasm.wasm.task"))
     _setup_telemetry(started_ns, handoff)
     log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import select
 import signal
 import socket
 import traceback
@@ -52,6 +53,7 @@ from runwasm.shim.common.statefile import process_start_time
 log = logging.getLogger(__name__)
 
 MAX_FDS = 16
+PRELOAD_IDLE = 1.0
 _MAX_MSG = 1 << 20
 
 
@@ -250,9 +252,8 @@ def _spawn_via_intermediate(req: dict[str, Any], fds: list[int]) -> Spawned:
     return Spawned(int(pid_text), int(start_text))
 
 
-def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in preload:
+def _preload(names: Sequence[str]) -> None:
+    for name in names:
         try:
             importlib.import_module(name)
         except ImportError as err:
@@ -261,7 +262,19 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
     # collections never walk (and so never write to, and unshare) those pages
     gc.collect()
     gc.freeze()
+
+
+def _zygote_main(sock: socket.socket, preload: Sequence[str], later: Sequence[str] = ()) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _preload(preload)
+    pending = list(later)
     while True:
+        if pending:  # imported once no request came for PRELOAD_IDLE seconds (see Zygote.start)
+            ready, _, _ = select.select([sock], [], [], PRELOAD_IDLE)
+            if not ready:
+                _preload(pending)
+                pending = []
+                continue
         got = _recv_request(sock)
         if got is None:
             os._exit(0)
@@ -301,13 +314,16 @@ class Zygote:
         self._lock = asyncio.Lock()
         self.pid = 0
 
-    def start(self, preload: Sequence[str] = ()) -> None:
+    def start(self, preload: Sequence[str] = (), later: Sequence[str] = ()) -> None:
+        """Fork the zygote, which imports ``preload`` before it serves any request, and ``later``
+        once it has been idle for ``PRELOAD_IDLE`` seconds (what only some workloads need, e.g.
+        wasmtime-py: the first Create of a fresh server should not wait for it)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             parent.close()
             try:
-                _zygote_main(child, preload)
+                _zygote_main(child, preload, later)
             finally:
                 os._exit(0)
         child.close()

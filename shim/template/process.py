@@ -57,7 +57,7 @@ PRELOAD = (
 )
 # imported one at a time between requests once listening: what the zygotes and workloads need
 # (a server forked before they are in gets a zygote that imports them itself, as before)
-PRELOAD_LATER = ("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
+PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "wasmtime", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
 IDLE_POLL = 2.0
 
