@@ -7,9 +7,10 @@ Launched in the background by the first ``start`` on a node that finds none (its
 2. import everything the actions and the server need (``PRELOAD``);
 3. bind ``template-<key>.sock`` (SOCK_SEQPACKET, 0600, directory 0700), write the pid file,
    ``gc.freeze()`` so the children's garbage collections do not write to the shared pages;
-   then, between requests, import what the zygotes and workloads need (``PRELOAD_LATER``:
-   wasmtime, the Wasm and Linux workload entries) and freeze again, so the first container
-   on a node waits only for the server's imports;
+   then, once no request came for ``LATER_IDLE`` seconds, between requests, import what the
+   zygotes and workloads need (``PRELOAD_LATER``: wasmtime, the Wasm and Linux workload
+   entries) and freeze again, so the first container on a node waits only for the server's
+   imports;
 4. accept: check the peer's uid (SO_PEERCRED, must be ours: root), fork one child per
    connection and go back to ``accept`` at once (children are reaped by ``SIGCHLD=SIG_IGN``);
    between requests, exit when the installation's code changed on disk (``key.code_identity``).
@@ -58,6 +59,10 @@ PRELOAD = (
 # imported one at a time between requests once listening: what the zygotes and workloads need
 # (a server forked before they are in gets a zygote that imports them itself, as before)
 PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "wasmtime", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
+LATER_IDLE = 1.0
+"""Seconds without a request before ``PRELOAD_LATER`` starts: the first container, forked as
+soon as the template listens, does not share the CPUs with the template's wasmtime-py import
+(it needs none when its link-check verdict is cached, ``runwasm.wasm.fast_min``)."""
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
 IDLE_POLL = 2.0
 
@@ -194,9 +199,10 @@ def template_main() -> int:
     gc.freeze()
     checked = time.monotonic()
     pending = list(PRELOAD_LATER)
+    idle = False  # PRELOAD_LATER starts once no request came for LATER_IDLE seconds
     try:
         while True:
-            lst.settimeout(0.0 if pending else IDLE_POLL)
+            lst.settimeout((0.0 if idle else LATER_IDLE) if pending else IDLE_POLL)
             try:
                 conn, _ = lst.accept()
             except (TimeoutError, BlockingIOError):
@@ -212,6 +218,7 @@ def template_main() -> int:
                         lst.close()
                         _child(conn, install, lock)
             if conn is None and pending:
+                idle = True
                 _preload(pending[:1])
                 del pending[0]
                 if not pending:
