@@ -189,6 +189,11 @@ def test_exec_ps_kill_rm(containerd: Containerd, busybox: str, sleeper: tuple[st
     assert len(pids) == 2, pids
     assert str(init) in pids, pids
     exec_pid = int(next(p for p in pids if p != str(init)))
+    # Start returns once the process was told to run, not once its execve finished (runc's
+    # start does the same): until then its command line is still the executor's
+    deadline = time.monotonic() + 10
+    while _cmdline(exec_pid) != "sleep 999" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _cmdline(exec_pid) == "sleep 999"
     fp = Footprint.capture(containerd, cid, init)
     with EventWatcher(containerd) as events:
