@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,23 @@ def drop_subreaper() -> None:
             return
         if pid == 0:
             return
+
+
+def in_child(fn: Callable[[], str]) -> str:
+    """Run ``fn`` in a forked child (one thread, whatever pytest runs); returns what it returned,
+    or the exception it raised as ``"<type>: <message>"``."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            out = fn()
+        except BaseException as err:  # noqa: BLE001 - reported to the parent
+            out = f"{type(err).__name__}: {err}"
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read().decode()
+    os.waitpid(pid, 0)
+    return data

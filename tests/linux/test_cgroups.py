@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from runwasm.linux.cgroup_join import self_join_file
 from runwasm.linux.cgroups import CgroupV1, v1_hierarchies
+from tests.linux.harness import in_child
 
 
 def test_v1_cpuset_parent_made_but_not_filled_by_another_shim() -> None:
@@ -56,25 +56,6 @@ def _rmdir_when_empty(d: Path) -> None:
     d.rmdir()
 
 
-def _in_child(fn: Callable[[], str]) -> str:
-    """Run ``fn`` in a forked child (one thread, whatever pytest runs); returns what it returned
-    or the exception it raised, as text."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            out = fn()
-        except BaseException as err:  # noqa: BLE001 - reported to the parent
-            out = f"error: {err!r}"
-        os.write(w, out.encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        got = f.read().decode()
-    os.waitpid(pid, 0)
-    return got
-
 
 def _v1_cgroup(name: str) -> CgroupV1:
     if not v1_hierarchies():
@@ -100,7 +81,7 @@ def test_a_single_threaded_process_joins_itself_through_tasks_in_every_hierarchy
             inside = all(str(os.getpid()) in Path(p).read_text().split() for p in cg.procs_files())
             return f"{','.join(sorted(set(used)))} {inside}"
 
-        assert _in_child(join) == "tasks True"
+        assert in_child(join) == "tasks True"
     finally:
         cg.destroy()
     assert not any(Path(d).exists() for d in cg.dirs().values())
@@ -129,7 +110,7 @@ def test_a_process_with_threads_joins_through_cgroup_procs_so_all_its_threads_mo
                 t.join()
             return f"{','.join(sorted(names))} {len(tids)} {moved}"
 
-        assert _in_child(join) == "cgroup.procs 2 True"
+        assert in_child(join) == "cgroup.procs 2 True"
     finally:
         cg.destroy()
 

@@ -4,9 +4,7 @@ memory policy afterwards, and a value it refuses is a SetupError naming the fiel
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,24 +12,7 @@ import pytest
 from runwasm.linux import sched
 from runwasm.linux.errors import SetupError
 from runwasm.oci.spec_sched import IoPriority, MemoryPolicy, Scheduler
-
-
-def _in_child(fn: Callable[[], str]) -> str:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            out = fn()
-        except BaseException as err:  # noqa: BLE001 - reported to the parent
-            out = f"{type(err).__name__}: {err}"
-        os.write(w, out.encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read().decode()
-    os.waitpid(pid, 0)
-    return data
+from tests.linux.harness import in_child
 
 
 def _ioprio_get() -> int:
@@ -51,12 +32,12 @@ def test_applies_scheduler_io_priority_and_memory_policy() -> None:
         numa = Path("/proc/self/numa_maps").read_text().splitlines()[0].split()[1]
         return f"{stat[16]} {stat[38]} {_ioprio_get() >> 13} {numa}"
 
-    assert _in_child(child) == "5 3 3 bind:0"
+    assert in_child(child) == "5 3 3 bind:0"
 
 
 def test_refused_values_name_the_field() -> None:
-    out = _in_child(lambda: (sched.set_scheduler(Scheduler("SCHED_ISO")), "applied")[1])
+    out = in_child(lambda: (sched.set_scheduler(Scheduler("SCHED_ISO")), "applied")[1])
     assert out.startswith(f"{SetupError.__name__}: failed to apply process.scheduler policy=SCHED_ISO"), out
     assert "sched_setattr: [errno 22]" in out
-    out = _in_child(lambda: (sched.set_memory_policy(MemoryPolicy("MPOL_BIND", (1023,))), "applied")[1])
+    out = in_child(lambda: (sched.set_memory_policy(MemoryPolicy("MPOL_BIND", (1023,))), "applied")[1])
     assert "failed to apply linux.memoryPolicy mode=MPOL_BIND nodes='1023'" in out, out

@@ -5,6 +5,7 @@ forked is SIGKILLed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -77,6 +78,17 @@ def _tag() -> str:
     return f"tpl{os.getpid()}-{time.monotonic_ns() % 10**8}"
 
 
+def _node_sockets(directory: Path) -> set[str]:
+    return {p.name for p in directory.glob("node-*.sock")}
+
+
+async def _node_listening(directory: Path, before: set[str]) -> None:
+    """Wait until the server the first ``start`` forked listens as the node server. A ``start``
+    that comes earlier finds none and forks a server of its own (the documented fallback,
+    shim/server/node.py), which a loaded machine makes likely."""
+    await poll_until(lambda: bool(_node_sockets(directory) - before), 15, "the first server to listen as the node server")
+
+
 @pytest.mark.parametrize("node_server", [True, False], ids=["node-server", "per-group"])
 def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path, node_server: bool) -> None:
     """Two pods: by default one node server hosts both (shim/server/node.py); with
@@ -89,7 +101,12 @@ def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path
             h.shim_env["RUNWASM_NODE_SERVER"] = "off"
         ids = [f"{tag}-a", f"{tag}-b"]
         bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
-        async with shim(h, ids[0], bundles[0]) as t0, shim(h, ids[1], bundles[1]) as t1:
+        before = _node_sockets(private_template)
+        async with contextlib.AsyncExitStack() as stack:
+            t0 = await stack.enter_async_context(shim(h, ids[0], bundles[0]))
+            if node_server:
+                await _node_listening(private_template, before)
+            t1 = await stack.enter_async_context(shim(h, ids[1], bundles[1]))
             for t, cid, b in ((t0, ids[0], bundles[0]), (t1, ids[1], bundles[1])):
                 await create(t, cid, b)
                 await start(t, cid)
@@ -339,8 +356,10 @@ def test_sigterm_ends_every_group_of_the_node_server(private_template: Path) -> 
     async def body(h: Harness) -> None:
         ids = [f"{tag}-ta", f"{tag}-tb"]
         bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
-        addresses = [(await h.shim_start(cid, b))[0].removeprefix("unix://") for cid, b in zip(ids, bundles,
-                                                                                               strict=True)]
+        before = _node_sockets(private_template)
+        addresses = [(await h.shim_start(ids[0], bundles[0]))[0].removeprefix("unix://")]
+        await _node_listening(private_template, before)
+        addresses.append((await h.shim_start(ids[1], bundles[1]))[0].removeprefix("unix://"))
         servers = server_pids(h.root)
         (server,) = [p for p in servers if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
                      not in servers]
