@@ -35,7 +35,6 @@ import socket
 import struct
 import sys
 import time
-import traceback
 
 from runwasm.shim.template import client, dccache, key
 
@@ -128,6 +127,8 @@ def _child(conn: socket.socket, install: str, lock: int) -> None:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 - the caller gets a traceback on its stderr, as if exec'd
+            import traceback
+
             os.write(2, traceback.format_exc().encode())
             code = 1
         try:
@@ -169,6 +170,7 @@ def _preload(names: tuple[str, ...] | list[str]) -> None:
 
 
 def template_main() -> int:
+    dccache.install()  # first: the dataclass methods compiled by an earlier boot (saved once idle, below)
     sock_path = key.socket_path(os.environ)
     directory = os.path.dirname(sock_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -181,7 +183,6 @@ def template_main() -> int:
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()
-    dccache.install()  # the dataclass methods compiled by an earlier boot (saved once idle, below)
     _preload(PRELOAD)
     # listen only once warm: until then execs find no socket and run the action themselves
     # rather than queue behind the imports
