@@ -10,7 +10,7 @@ source text (the cache is keyed by the full text, so an edited class is simply a
 compiles the rest exactly as ``exec`` would (file name ``<string>``, no inherited future flags:
 ``dataclasses`` has none). ``save`` adds the misses to the file.
 
-The file is ``<package>/__pycache__/runwasm-dataclasses.<cache_tag>.marshal``, beside the
+The file is ``shim/template/__pycache__/runwasm-dataclasses.<cache_tag>.marshal``, beside the
 ``.pyc`` files and trusted as they are: loaded only when owned by this user and not writable by
 group or others, and only for this interpreter (``sys.implementation.cache_tag`` and
 ``sys.hexversion`` in its header); anything else (missing, corrupt, foreign) is ignored and
@@ -34,9 +34,8 @@ hits = 0
 
 
 def default_path() -> str:
-    import runwasm
-
-    return os.path.join(list(runwasm.__path__)[0], "__pycache__",
+    """Beside this module's own ``.pyc`` (``runwasm.__path__`` is no directory under an editable install)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__",
                         f"runwasm-dataclasses.{sys.implementation.cache_tag}.marshal")
 
 
@@ -101,10 +100,15 @@ def install(path: str | None = None) -> None:
 
 
 def uninstall() -> None:
+    """Give ``dataclasses`` its ``exec`` back and drop the cache (the template's memory, shared
+    with every server forked after this)."""
     import dataclasses
 
+    global _codes
     if getattr(dataclasses, "exec", None) is _exec:
         del dataclasses.exec  # type: ignore[attr-defined]
+    _codes = {}
+    _new.clear()
 
 
 def save() -> bool:

@@ -58,7 +58,7 @@ PRELOAD = (
 # imported one at a time between requests once listening: what the zygotes and workloads need
 # (a server forked before they are in gets a zygote that imports them itself, as before)
 PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "wasmtime", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
-LATER_IDLE = 1.0
+LATER_IDLE = 0.5
 """Seconds without a request before ``PRELOAD_LATER`` starts: the first container, forked as
 soon as the template listens, does not share the CPUs with the template's wasmtime-py import
 (it needs none when its link-check verdict is cached, ``runwasm.wasm.fast_min``)."""

@@ -318,6 +318,10 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
     monkeypatch.setenv(key.ENV_DIR, str(d))
     monkeypatch.setenv(client.ENV_READY_TIMEOUT, "120")  # however busy the machine is
     tag = _tag()
+    from runwasm.shim.template import dccache
+
+    cache = Path(dccache.default_path())
+    cache.unlink(missing_ok=True)  # the next boot's compiled dataclass methods: written once idle
     try:
         async def body(h: Harness) -> None:
             assert _template_pid(d) is None
@@ -340,6 +344,10 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
         # node-wide: it carries none of the variables of the containerd whose start launched it
         environ = Path(f"/proc/{tpl}/environ").read_bytes().split(b"\0")
         assert not [v for v in environ if v.startswith((b"TTRPC_ADDRESS=", b"GRPC_ADDRESS=", b"NAMESPACE="))]
+        deadline = time.monotonic() + 120
+        while not cache.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(dccache._load(str(cache))) > 100, "the template saved no compiled dataclass methods"
     finally:
         process.stop_templates(str(d))
         for f in d.iterdir():
