@@ -7,8 +7,9 @@ Launched in the background by the first ``start`` on a node that finds none (its
 2. import everything the actions and the server need (``PRELOAD``);
 3. bind ``template-<key>.sock`` (SOCK_SEQPACKET, 0600, directory 0700), write the pid file,
    ``gc.freeze()`` so the children's garbage collections do not write to the shared pages;
-   then, once no request came for ``LATER_IDLE`` seconds, between requests, import what the
-   zygotes and workloads need (``PRELOAD_LATER``: wasmtime, the Wasm and Linux workload
+   then, between requests and at the lowest CPU priority (``LATER_NICE``: the first container,
+   forked as soon as the template listens, does not share the CPUs with these imports), import
+   what the zygotes and workloads need (``PRELOAD_LATER``: wasmtime, the Wasm and Linux workload
    entries) and freeze again, so the first container on a node waits only for the server's
    imports;
 4. accept: check the peer's uid (SO_PEERCRED, must be ours: root), fork one child per
@@ -58,10 +59,12 @@ PRELOAD = (
 # imported one at a time between requests once listening: what the zygotes and workloads need
 # (a server forked before they are in gets a zygote that imports them itself, as before)
 PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "wasmtime", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
-LATER_IDLE = 0.5
-"""Seconds without a request before ``PRELOAD_LATER`` starts: the first container, forked as
-soon as the template listens, does not share the CPUs with the template's wasmtime-py import
-(it needs none when its link-check verdict is cached, ``runwasm.wasm.fast_min``)."""
+LATER_NICE = 19
+"""The template's nice value while it imports ``PRELOAD_LATER`` (root only; its children get the
+template's own priority back first thing): the first container, forked as soon as the template
+listens, gets the CPUs (it needs no wasmtime-py when its link-check verdict is cached,
+``runwasm.wasm.fast_min``), and servers forked a moment later still find everything imported."""
+_base_nice: int | None = None  # the template's priority, while lowered for PRELOAD_LATER
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
 IDLE_POLL = 2.0
 
@@ -85,6 +88,12 @@ def _child(conn: socket.socket, install: str, lock: int) -> None:
     code = 1
     try:
         os.close(lock)  # the flock must die with the template, not live on in forked servers
+        if _base_nice is not None:  # forked while PRELOAD_LATER runs at LATER_NICE: not the server
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, _base_nice)
+            except OSError:
+                conn.send(b"refused cannot restore the template's CPU priority")
+                os._exit(0)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -169,6 +178,28 @@ def _preload(names: tuple[str, ...] | list[str]) -> None:
             os.write(2, f"runwasm template: cannot preload {name}: {err}\n".encode())
 
 
+def _lower_priority() -> None:
+    global _base_nice
+    if os.geteuid() != 0:  # only root may take the priority back (in _child and afterwards)
+        return
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, max(base, LATER_NICE))
+    except OSError:
+        return
+    _base_nice = base
+
+
+def _restore_priority() -> None:
+    global _base_nice
+    if _base_nice is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, _base_nice)
+        except OSError:
+            pass
+        _base_nice = None
+
+
 def template_main() -> int:
     dccache.install()  # first: the dataclass methods compiled by an earlier boot (saved once idle, below)
     sock_path = key.socket_path(os.environ)
@@ -202,10 +233,10 @@ def template_main() -> int:
     gc.freeze()
     checked = time.monotonic()
     pending = list(PRELOAD_LATER)
-    idle = False  # PRELOAD_LATER starts once no request came for LATER_IDLE seconds
+    _lower_priority()
     try:
         while True:
-            lst.settimeout((0.0 if idle else LATER_IDLE) if pending else IDLE_POLL)
+            lst.settimeout(0.0 if pending else IDLE_POLL)
             try:
                 conn, _ = lst.accept()
             except (TimeoutError, BlockingIOError):
@@ -221,7 +252,6 @@ def template_main() -> int:
                         lst.close()
                         _child(conn, install, lock)
             if conn is None and pending:
-                idle = True
                 _preload(pending[:1])
                 del pending[0]
                 if not pending:
@@ -229,6 +259,7 @@ def template_main() -> int:
                     gc.freeze()
                     dccache.save()
                     dccache.uninstall()
+                    _restore_priority()
                 continue
             now = time.monotonic()
             if conn is None or now - checked >= IDENTITY_EVERY:

@@ -333,6 +333,8 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
                 servers = server_pids(h.root)
                 assert servers
                 assert all(_forked_by(p) is not None for p in servers), "the first server was not forked from a template"
+                # forked while the template imports PRELOAD_LATER at LATER_NICE: back to normal priority
+                assert {os.getpriority(os.PRIO_PROCESS, p) for p in servers} == {os.getpriority(os.PRIO_PROCESS, 0)}
                 await kill(t, cid, signal.SIGKILL)
                 assert (await wait(t, cid)).exit_status == 137
                 await delete(t, cid)
