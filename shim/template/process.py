@@ -29,6 +29,7 @@ import fcntl
 import gc
 import importlib
 import os
+import select
 import signal
 import socket
 import struct
@@ -36,7 +37,7 @@ import sys
 import time
 import traceback
 
-from runwasm.shim.template import client, key
+from runwasm.shim.template import client, key, server
 
 # imported before the socket appears: what start/delete and a server need
 PRELOAD = (
@@ -76,11 +77,15 @@ def _recv(conn: socket.socket) -> tuple[bytes, list[int]]:
     return msg, fds
 
 
-def _child(conn: socket.socket, install: str, lock: int) -> None:
-    """One request, in a fresh fork of the template; never returns."""
+def _child(conn: socket.socket, install: str, lock: int, channel: socket.socket, close: list[int]) -> None:
+    """One request, in a fresh fork of the template; never returns. ``channel``: to the
+    template, which forks a server this request needs (``server.serve_fork_request``);
+    ``close``: the template's other channels."""
     code = 1
     try:
         os.close(lock)  # the flock must die with the template, not live on in forked servers
+        for fd in close:
+            os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -115,7 +120,8 @@ def _child(conn: socket.socket, install: str, lock: int) -> None:
         from runwasm.shim.template import server
 
         template.in_template_child = True
-        server.inherited_to_close = [conn.fileno()]
+        server.inherited_to_close = [conn.fileno(), channel.fileno()]
+        server.template_channel = channel
         from runwasm.shim.__main__ import main
 
         try:
@@ -194,23 +200,35 @@ def template_main() -> int:
     gc.freeze()
     checked = time.monotonic()
     pending = list(PRELOAD_LATER)
+    lst.setblocking(False)
+    channels: dict[int, socket.socket] = {}  # our end of each live child's channel, by fd
     try:
         while True:
-            lst.settimeout(0.0 if pending else IDLE_POLL)
-            try:
-                conn, _ = lst.accept()
-            except (TimeoutError, BlockingIOError):
-                conn = None
-            except _Stop:
-                return 0
+            ready, _, _ = select.select([lst, *channels.values()], [], [], 0.0 if pending else IDLE_POLL)
+            for ch in ready:
+                if ch is not lst and not server.serve_fork_request(ch, [lst.fileno(), lock, *channels]):
+                    del channels[ch.fileno()]
+                    ch.close()
+            conn = None
+            if lst in ready:
+                try:
+                    conn, _ = lst.accept()
+                except (BlockingIOError, InterruptedError):
+                    conn = None
+            elif ready:
+                continue
             if conn is not None:
                 with conn:
                     if _peer_uid(conn) != os.geteuid():
                         conn.send(b"refused not the template's user")
                         continue
+                    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                     if os.fork() == 0:
                         lst.close()
-                        _child(conn, install, lock)
+                        mine.close()
+                        _child(conn, install, lock, theirs, list(channels))
+                    theirs.close()
+                    channels[mine.fileno()] = mine
             if conn is None and pending:
                 _preload(pending[:1])
                 del pending[0]
