@@ -169,6 +169,25 @@ def _preload(names: tuple[str, ...] | list[str]) -> None:
             os.write(2, f"runwasm template: cannot preload {name}: {err}\n".encode())
 
 
+def import_asyncio_without_tls() -> None:
+    """Import asyncio with ``ssl`` unavailable, then make ``ssl`` importable again.
+
+    asyncio imports ``ssl`` for its TLS transports, which maps libssl and libcrypto (~1.2 MiB
+    resident in the template, ~0.8 of it anonymous relocations, in every process forked from
+    it). No server or workload uses asyncio's TLS (the registry client, ``oci/verify/registry``,
+    is urllib, whose ``import ssl`` still works). In a template-forked process asyncio's TLS
+    entry points (``ssl=`` of ``create_connection``, ``start_tls``) raise; an exec'd server
+    (OpenTelemetry exporting, no template) has them."""
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # import ssl -> ImportError, which asyncio handles
+    try:
+        importlib.import_module("asyncio")
+    finally:
+        if sys.modules.get("ssl", 0) is None:
+            del sys.modules["ssl"]
+
+
 def template_main() -> int:
     sock_path = key.socket_path(os.environ)
     directory = os.path.dirname(sock_path)
@@ -182,6 +201,7 @@ def template_main() -> int:
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()
+    import_asyncio_without_tls()
     _preload(PRELOAD)
     # listen only once warm: until then execs find no socket and run the action themselves
     # rather than queue behind the imports
