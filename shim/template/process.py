@@ -13,6 +13,9 @@ Launched in the background by the first ``start`` on a node that finds none (its
 4. accept: check the peer's uid (SO_PEERCRED, must be ours: root), fork one child per
    connection and go back to ``accept`` at once (children are reaped by ``SIGCHLD=SIG_IGN``);
    between requests, exit when the installation's code changed on disk (``key.code_identity``).
+   Each child gets a channel (SOCK_SEQPACKET pair) on which its ``start`` asks the template to
+   fork the group's server (``server.serve_fork_request``): forked from the template's own
+   image, the server and its zygote do not start with the pages the child wrote.
 
 The template stays single-threaded for life (forking a threaded process is unsafe) and never
 runs an event loop. SIGTERM/SIGINT: remove the socket and exit; the servers it forked are
@@ -60,6 +63,7 @@ PRELOAD = (
 # (a server forked before they are in gets a zygote that imports them itself, as before)
 PRELOAD_LATER = ("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
+CHILD_POLL = 0.05  # seconds between PRELOAD_LATER checks while a child is alive
 IDLE_POLL = 2.0
 
 
@@ -201,7 +205,7 @@ def template_main() -> int:
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()
-    import_asyncio_without_tls()
+    import_asyncio_without_tls()  # before PRELOAD, which imports asyncio
     _preload(PRELOAD)
     # listen only once warm: until then execs find no socket and run the action themselves
     # rather than queue behind the imports
@@ -221,22 +225,24 @@ def template_main() -> int:
     checked = time.monotonic()
     pending = list(PRELOAD_LATER)
     lst.setblocking(False)
+    poller = select.poll()
+    poller.register(lst, select.POLLIN)
     channels: dict[int, socket.socket] = {}  # our end of each live child's channel, by fd
     try:
         while True:
-            ready, _, _ = select.select([lst, *channels.values()], [], [], 0.0 if pending else IDLE_POLL)
-            for ch in ready:
-                if ch is not lst and not server.serve_fork_request(ch, [lst.fileno(), lock, *channels]):
-                    del channels[ch.fileno()]
-                    ch.close()
+            # no PRELOAD_LATER import while a child may ask for a server fork: it would wait
+            timeout = (CHILD_POLL if channels else 0.0) if pending else IDLE_POLL
+            events = poller.poll(timeout * 1000)
             conn = None
-            if lst in ready:
-                try:
-                    conn, _ = lst.accept()
-                except (BlockingIOError, InterruptedError):
-                    conn = None
-            elif ready:
-                continue
+            for fd, _mask in events:
+                if fd == lst.fileno():
+                    try:
+                        conn, _ = lst.accept()
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                elif fd in channels and not server.serve_fork_request(channels[fd], [lst.fileno(), lock, *channels]):
+                    poller.unregister(fd)
+                    channels.pop(fd).close()
             if conn is not None:
                 with conn:
                     if _peer_uid(conn) != os.geteuid():
@@ -249,6 +255,9 @@ def template_main() -> int:
                         _child(conn, install, lock, theirs, list(channels))
                     theirs.close()
                     channels[mine.fileno()] = mine
+                    poller.register(mine, select.POLLIN)
+            elif events or (pending and channels):
+                continue
             if conn is None and pending:
                 _preload(pending[:1])
                 del pending[0]
