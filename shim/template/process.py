@@ -173,6 +173,18 @@ def _preload(names: tuple[str, ...] | list[str]) -> None:
             os.write(2, f"runwasm template: cannot preload {name}: {err}\n".encode())
 
 
+def _serve_channel(channel: socket.socket, close: list[int]) -> bool:
+    """``server.serve_fork_request`` with SIGTERM/SIGINT held until the child has its answer:
+    a template stopped between the fork and the reply would leave a server the child's
+    ``start`` cannot report (it fails rather than fork a second one)."""
+    stops = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        return server.serve_fork_request(channel, close)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def import_asyncio_without_tls() -> None:
     """Import asyncio with ``ssl`` unavailable, then make ``ssl`` importable again.
 
@@ -240,7 +252,7 @@ def template_main() -> int:
                         conn, _ = lst.accept()
                     except (BlockingIOError, InterruptedError):
                         pass
-                elif fd in channels and not server.serve_fork_request(channels[fd], [lst.fileno(), lock, *channels]):
+                elif fd in channels and not _serve_channel(channels[fd], [lst.fileno(), lock, *channels]):
                     poller.unregister(fd)
                     channels.pop(fd).close()
             if conn is not None:
