@@ -7,6 +7,10 @@ Create+Start (timed together), then Wait+Delete (timed together); with ``full`` 
 ``shim start`` before and the ``shim delete`` after, as containerd runs them per container.
 ``n`` tasks, at most ``inflight`` at once, after one untimed warm-up task (which also fills the
 compiled-module cache, so the module runs precompiled).
+
+The report also names the executor the shim used (``executor_of``: from the shim's log), where
+the harness kept its bundles (a tmpfs when there is one: ``default_state_parent``) and the CPU
+each process spent per timed task (``CpuSampler``: harness, shim server, zygote, workloads).
 """
 
 from __future__ import annotations
