@@ -28,8 +28,7 @@ from typing import Any
 
 from runwasm.shim.harness.stress import GROUP_ANNOTATION, CpuSampler, StressError, StressResult
 
-EXECUTOR = ("the runtime's default (the run sets no Executor option or annotation; a task the shim ran in "
-            "process instead would be logged in containerd's log, not seen here)")
+EXECUTOR = "the runtime's default (no Executor option or annotation set; an in-process fallback is logged in containerd's log)"
 
 RUNTIME = "io.containerd.runwasm.v1"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
