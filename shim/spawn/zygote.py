@@ -254,10 +254,17 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in preload:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError as err:
             os.write(2, f"runwasm zygote: cannot preload {name}: {err}\n".encode())
-    # what the zygote holds now is what every workload inherits: frozen, a workload's garbage
+            continue
+        warm = getattr(module, "zygote_warm", None)
+        if callable(warm):  # per-process caches every workload would otherwise fill again
+            try:
+                warm()
+            except Exception as err:  # noqa: BLE001 - a cold cache is slower, not wrong
+                os.write(2, f"runwasm zygote: warming {name} failed: {err}\n".encode())
+    # what the zygote holds now (modules, warmed caches) is what every workload inherits: frozen, a workload's garbage
     # collections never walk (and so never write to, and unshare) those pages
     gc.collect()
     gc.freeze()
