@@ -308,11 +308,15 @@ class Zygote:
         self._lock = asyncio.Lock()
         self.pid = 0
 
-    def start(self, preload: Sequence[str] = ()) -> None:
+    def start(self, preload: Sequence[str] = (), close: Sequence[int] = ()) -> None:
+        """Fork the zygote. ``close``: fds of the server the zygote must not keep (the node
+        socket and its lock: a copy would keep the lock held after the server released it)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             parent.close()
+            for fd in close:
+                os.close(fd)
             try:
                 _zygote_main(child, preload)
             finally:
