@@ -36,7 +36,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING
 
-from runwasm.shim.common.node_handoff import ENV_NODE_SOCKET
+from runwasm.shim.common.node_handoff import ENV_NODE_CLAIMED, ENV_NODE_SOCKET, decode_claimed
 from runwasm.shim.common.options import RuntimeOptions
 from runwasm.shim.common.otel_env import ENV_HANDOFF
 from runwasm.shim.entry.bootstrap import Settings
@@ -114,6 +114,7 @@ def serve_main() -> int:
     settings, socket_path = settings_from_doc(json.loads(os.environ.pop(ENV_SETTINGS)))
     listen_fd = int(os.environ.pop(ENV_LISTEN_FD))
     node_path = os.environ.pop(ENV_NODE_SOCKET, "")  # set by a template's start: may host other groups
+    node_claimed = decode_claimed(os.environ.pop(ENV_NODE_CLAIMED, ""))  # that start claimed the node socket
     handoff = os.environ.pop(ENV_HANDOFF, "")  # start -> server trace context (see shim/common/tracing.py)
     _attach_fifo(settings)
     os.chdir("/")
@@ -122,7 +123,8 @@ def serve_main() -> int:
     # after the fork is copied, and a forked server shares its heap with the template too.
     zygote = Zygote()
     zygote.start(preload=("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload",
-                          "runwasm.linux.init"))
+                          "runwasm.linux.init"),
+                 close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]))
     # what the zygote shares with us is never walked (and so never written) by our collections
     gc.freeze()
     defaults, options_error = defaults_of(settings)
@@ -132,7 +134,7 @@ def serve_main() -> int:
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)
     try:
         asyncio.run(_main(settings, socket_path, socket.socket(fileno=listen_fd), zygote, defaults, node_path,
-                          router))
+                          router, node_claimed))
     finally:
         zygote.close()
         _flush_telemetry()
@@ -146,7 +148,8 @@ def serve_main() -> int:
 
 
 async def _main(settings: Settings, socket_path: str, listener: socket.socket, zygote: Zygote,
-                defaults: RuntimeOptions, node_path: str, router: GroupLogRouter | None) -> None:
+                defaults: RuntimeOptions, node_path: str, router: GroupLogRouter | None,
+                node_claimed: tuple[socket.socket, int] | None = None) -> None:
     """Serve the group until Shutdown (with no containers left) or SIGTERM/SIGINT; as a node
     server (``node_path``), also every group handed over later, until none is left."""
     from runwasm.shim.server.group import GroupServer
@@ -163,7 +166,8 @@ async def _main(settings: Settings, socket_path: str, listener: socket.socket, z
     if router is not None:
         from runwasm.shim.server import node
 
-        await node.serve(node_path, settings, socket_path, listener, zygote, reaper, defaults, router)
+        await node.serve(node_path, settings, socket_path, listener, zygote, reaper, defaults, router,
+                         node_claimed)
         return
     group = GroupServer(settings, socket_path, listener, zygote, reaper, defaults)
     for sig in (signal.SIGTERM, signal.SIGINT):

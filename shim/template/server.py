@@ -47,6 +47,7 @@ inherited_to_close: list[int] = []
 template_channel: socket.socket | None = None
 FORK_REPLY_TIMEOUT = 10.0
 _MAX_FORK_REQUEST = 1 << 20
+_MAX_FORK_FDS = 4
 _keep: list[ctypes.Array[ctypes.c_char]] = []  # the new argv/environ areas must outlive us
 
 
@@ -142,20 +143,27 @@ def _fork_detached(argv: Sequence[str], env: dict[str, str], close: Sequence[int
 
 
 def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -> int:
-    """Fork the detached server; returns its pid. ``env`` names ``sock``'s fd (which stays open
-    in the server: no exec, so inheritability does not matter). In a template child with a
-    channel the template forks it (``serve_fork_request``); raises OSError when the template
-    took the request but gave no pid (it may have forked a server: forking another here could
-    leave two serving one socket)."""
-    from runwasm.shim.entry.start import ENV_LISTEN_FD
+    """Fork the detached server; returns its pid. ``env`` names ``sock``'s fd, and the node
+    socket and lock ``start`` claimed when it did (``FD_VARIABLES``; they stay open in the
+    server: no exec, so inheritability does not matter). In a template child with a channel the
+    template forks it (``serve_fork_request``), given those fds; raises OSError when the
+    template took the request but gave no pid (it may have forked a server: forking another
+    here could leave two serving one socket)."""
     from runwasm.shim.template.key import ENV_FORKED_BY
 
     env = {**env, ENV_FORKED_BY: str(os.getppid())}  # we are the template's child: its pid
     if template_channel is not None:
-        req = json.dumps({"argv": list(argv), "env": {k: v for k, v in env.items() if k != ENV_LISTEN_FD},
-                          "umask": _current_umask()}).encode()
+        fds: list[int] = []
+        fd_vars: dict[str, list[int]] = {}  # variable -> indexes into fds
+        for name in _fd_variables():
+            if env.get(name):
+                numbers = [int(n) for n in env[name].split(",")]
+                fd_vars[name] = list(range(len(fds), len(fds) + len(numbers)))
+                fds += numbers
+        req = json.dumps({"argv": list(argv), "env": {k: v for k, v in env.items() if k not in fd_vars},
+                          "fd_vars": fd_vars, "umask": _current_umask()}).encode()
         try:
-            socket.send_fds(template_channel, [req], [sock.fileno()])
+            socket.send_fds(template_channel, [req], fds)
         except OSError:
             pass  # the template is gone (or the request too big): fork here, as before
         else:
@@ -167,6 +175,14 @@ def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -
     return _fork_detached(argv, env, inherited_to_close, None, reap=True)
 
 
+def _fd_variables() -> tuple[str, ...]:
+    """Environment variables of a server that name fds it inherits (comma-separated)."""
+    from runwasm.shim.common.node_handoff import ENV_NODE_CLAIMED
+    from runwasm.shim.entry.start import ENV_LISTEN_FD
+
+    return (ENV_LISTEN_FD, ENV_NODE_CLAIMED)
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -176,12 +192,13 @@ def _current_umask() -> int:
 def serve_fork_request(channel: socket.socket, close: Sequence[int]) -> bool:
     """In the template: answer one ``fork_server`` request of a child on ``channel`` (``pid N``
     or ``error TEXT``); False at EOF (the child is done). The server gets the child's argv,
-    environment, umask and listening socket (renumbered: the environment names its fd here);
-    ``close``: the template's own fds it must not keep (listener, lock, other channels)."""
+    environment, umask, listening socket and claimed node socket and lock (``fd_vars``: the
+    variables naming them, renumbered to their fds here); ``close``: the template's own fds it
+    must not keep (listener, lock, other channels)."""
     from runwasm.shim.entry.start import ENV_LISTEN_FD
 
     try:
-        msg, fds, _flags, _addr = socket.recv_fds(channel, _MAX_FORK_REQUEST, 1)
+        msg, fds, _flags, _addr = socket.recv_fds(channel, _MAX_FORK_REQUEST, _MAX_FORK_FDS)
     except OSError:
         return False
     if not msg:
@@ -189,11 +206,16 @@ def serve_fork_request(channel: socket.socket, close: Sequence[int]) -> bool:
             os.close(fd)
         return False
     try:
-        if len(fds) != 1:
-            raise ValueError(f"expected the listening socket, got {len(fds)} fds")
         req = json.loads(msg)
         env = {str(k): str(v) for k, v in dict(req["env"]).items()}
-        env[ENV_LISTEN_FD] = str(fds[0])
+        fd_vars = {str(k): [int(i) for i in v] for k, v in dict(req.get("fd_vars", {})).items()}
+        if ENV_LISTEN_FD not in fd_vars:
+            raise ValueError("no listening socket named")
+        wanted = sorted(i for idx in fd_vars.values() for i in idx)
+        if wanted != list(range(len(fds))) or set(fd_vars) - set(_fd_variables()):
+            raise ValueError(f"the request names fds {fd_vars} but {len(fds)} arrived")
+        for name, idx in fd_vars.items():
+            env[name] = ",".join(str(fds[i]) for i in idx)
         pid = _fork_detached([str(a) for a in req["argv"]], env, [*close, channel.fileno()], int(req["umask"]),
                              reap=False)
         reply = f"pid {pid}"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from runwasm.shim.common.node_handoff import ENV_NODE_CLAIMED
 from runwasm.shim.entry.start import ENV_LISTEN_FD
 from runwasm.shim.template import server
 from runwasm.shim.template.key import ENV_FORKED_BY
@@ -33,8 +34,10 @@ def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                 os.umask(umask)
             mask = os.umask(0)
             fd = int(env[ENV_LISTEN_FD])
+            claimed = [os.fstat(int(n)).st_ino for n in env.get(ENV_NODE_CLAIMED, "").split(",") if n]
             out.write_text(json.dumps({"pid": os.getpid(), "argv": list(argv), "env": env, "umask": mask,
-                                       "close": list(close), "sock_ino": os.fstat(fd).st_ino}))
+                                       "close": list(close), "sock_ino": os.fstat(fd).st_ino,
+                                       "claimed_inos": claimed}))
         finally:
             os._exit(0)
 
@@ -128,8 +131,16 @@ def test_a_request_without_the_socket_is_refused_and_fork_server_fails(
     mine, theirs = channel
     theirs.send(json.dumps({"argv": ["shim"], "env": {}, "umask": 0o22}).encode())
     assert server.serve_fork_request(mine, [])
+    assert theirs.recv(256).decode() == "error no listening socket named"
+    r, w = os.pipe()
+    socket.send_fds(theirs, [json.dumps({"argv": ["shim"], "env": {}, "umask": 0o22,
+                                         "fd_vars": {ENV_LISTEN_FD: [0], ENV_NODE_CLAIMED: [1, 2]}}).encode()], [r])
+    assert server.serve_fork_request(mine, [])
     reply = theirs.recv(256).decode()
-    assert reply.startswith("error expected the listening socket, got 0 fds"), reply
+    assert reply.startswith("error the request names fds"), reply
+    assert reply.endswith("but 1 arrived"), reply
+    os.close(r)
+    os.close(w)
     assert not recorder.exists()
 
     def template() -> None:
@@ -146,6 +157,33 @@ def test_a_request_without_the_socket_is_refused_and_fork_server_fails(
     t.join(10)
     listener.close()
     assert not recorder.exists()
+
+
+def test_the_claimed_node_socket_and_lock_reach_the_server(recorder: Path, tmp_path: Path,
+                                                           channel: tuple[socket.socket, socket.socket]) -> None:
+    """``start`` claimed the node socket and its lock for the server (shim/common/node_handoff.py):
+    they go over with the listening socket, and the server's environment names them where
+    they arrived (the same open files: a flock stays with them)."""
+    import fcntl
+
+    mine, theirs = channel
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    node = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    lock = os.open(tmp_path / "node.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    got: dict[str, object] = {}
+    t = threading.Thread(target=lambda: got.update(served=server.serve_fork_request(mine, [])))
+    t.start()
+    env = {ENV_LISTEN_FD: str(listener.fileno()), ENV_NODE_CLAIMED: f"{node.fileno()},{lock}"}
+    server.fork_server(["shim", "_runwasm_serve"], env, listener)
+    t.join(10)
+    seen = _read(recorder)
+    assert got == {"served": True}
+    assert seen["claimed_inos"] == [os.fstat(node.fileno()).st_ino, os.fstat(lock).st_ino]
+    listener.close()
+    node.close()
+    os.close(lock)
+    theirs.close()
 
 
 def test_without_a_template_to_ask_the_child_forks_the_server_itself(
