@@ -28,6 +28,7 @@ be adopted by the next ``start``) is retired: accepted, logged as deprecated, no
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -49,17 +50,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _attach_log(settings: Settings, socket_path: str, defaults: RuntimeOptions, options_error: str,
-                routed: bool) -> GroupLogRouter | None:
-    """The group's ``log`` FIFO becomes fd 2 (the zygote, and the workloads of a per-group
-    server, get it as their log too). ``routed`` (a node server): records are routed per group
-    (``group_logs``); returns the router."""
-    from runwasm.shim.server import group_logs, logs
+def _attach_fifo(settings: Settings) -> None:
+    """The group's ``log`` FIFO becomes fd 2 (the zygote's too: its last-resort messages)."""
+    from runwasm.shim.server import logs
 
     log_fd = logs.open_log_fifo(settings.bundle)
     if log_fd >= 0:
         os.dup2(log_fd, 2)
         os.close(log_fd)
+
+
+def _attach_log(settings: Settings, socket_path: str, defaults: RuntimeOptions, options_error: str,
+                routed: bool) -> GroupLogRouter | None:
+    """Log records go to fd 2 (``_attach_fifo``). ``routed`` (a node server): records are
+    routed per group (``group_logs``); returns the router."""
+    from runwasm.shim.server import group_logs, logs
+
     debug = settings.debug or defaults.debug
     router = None
     if routed:
@@ -110,14 +116,19 @@ def serve_main() -> int:
     node_path = os.environ.pop(ENV_NODE_SOCKET, "")  # set by a template's start: may host other groups
     node_claimed = decode_claimed(os.environ.pop(ENV_NODE_CLAIMED, ""))  # that start claimed the node socket
     handoff = os.environ.pop(ENV_HANDOFF, "")  # start -> server trace context (see shim/common/tracing.py)
-    defaults, options_error = defaults_of(settings)
-    router = _attach_log(settings, socket_path, defaults, options_error, routed=bool(node_path))
+    _attach_fifo(settings)
     os.chdir("/")
     nsutil.set_child_subreaper()
+    # The zygote first, before this process writes much: every page either of them writes
+    # after the fork is copied, and a forked server shares its heap with the template too.
     zygote = Zygote()
     zygote.start(preload=("wasmtime", "runwasm.wasm.child", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload",
                           "runwasm.linux.init"),
                  close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]))
+    # what the zygote shares with us is never walked (and so never written) by our collections
+    gc.freeze()
+    defaults, options_error = defaults_of(settings)
+    router = _attach_log(settings, socket_path, defaults, options_error, routed=bool(node_path))
     _setup_telemetry(started_ns, handoff)
     log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)

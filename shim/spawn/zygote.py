@@ -264,9 +264,10 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
                 warm()
             except Exception as err:  # noqa: BLE001 - a cold cache is slower, not wrong
                 os.write(2, f"runwasm zygote: warming {name} failed: {err}\n".encode())
-    # what the zygote holds now (modules, warmed caches) is what every workload inherits: frozen, a workload's garbage
-    # collections never walk (and so never write to, and unshare) those pages
-    gc.collect()
+    # what the zygote holds now (modules, warmed caches) is what every workload inherits:
+    # frozen, neither the zygote's nor a workload's garbage collections walk (and so write to,
+    # and unshare) those pages; no gc.collect() first: it would write to every object the
+    # server made since the template's freeze, copying pages the zygote shares with the server
     gc.freeze()
     while True:
         got = _recv_request(sock)

@@ -74,6 +74,27 @@ def _shares_pages_with(pid: int, tpl: int) -> bool:
     return int(rollup["Shared_Dirty"].split()[0]) > 0 and _forked_by(pid) == tpl
 
 
+def _template_fds(pid: int, directory: Path) -> list[str]:
+    """The fds of ``pid`` open on the template's lock file or listening socket (a server the
+    template forks must close its listener, lock and child channels)."""
+    names = {f"template-{key.install_key()}.lock", f"template-{key.install_key()}.sock"}
+    paths = {str(directory / n) for n in names}
+    # /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path"
+    sock_path = str(directory / f"template-{key.install_key()}.sock")  # bound as sock_path.<pid>, then renamed
+    sock_inodes = {f"socket:[{cols[6]}]" for cols in (line.split() for line in
+                   Path("/proc/net/unix").read_text().splitlines()[1:])
+                   if len(cols) > 7 and cols[7].startswith(sock_path)}
+    out = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target in paths or target in sock_inodes:
+            out.append(target)
+    return out
+
+
 def _tag() -> str:
     return f"tpl{os.getpid()}-{time.monotonic_ns() % 10**8}"
 
@@ -112,6 +133,8 @@ def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path
                 assert f"TTRPC_ADDRESS={h.events_sock}".encode() in environ
                 assert _forked_by(pid) == tpl, f"server {pid} was not forked from the template {tpl}"
                 assert _shares_pages_with(pid, tpl)
+                assert not _template_fds(pid, private_template), "the server kept a template fd"
+                assert "libssl" not in Path(f"/proc/{pid}/maps").read_text()  # asyncio imported without ssl
                 assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] != str(tpl)
             for t, cid in ((t0, ids[0]), (t1, ids[1])):
                 await kill(t, cid, signal.SIGKILL)
