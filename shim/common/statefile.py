@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runwasm.linux.record import write_record
@@ -39,7 +39,12 @@ class BundleState:
     verity: list[str] = field(default_factory=list)  # dm-verity devices opened for a private EROFS rootfs
 
     def save(self, bundle: Path) -> None:
-        write_record(f"{bundle}/{FILENAME}", json.dumps(asdict(self)).encode())
+        # the fields spelled out: dataclasses.asdict deep-copies every value, ~0.15 ms a call,
+        # and a task saves its state four times
+        doc = {"id": self.id, "kind": self.kind, "pid": self.pid, "pid_start_time": self.pid_start_time,
+               "exit_status": self.exit_status, "mounts": list(self.mounts), "cgroup": self.cgroup,
+               "verity": list(self.verity)}
+        write_record(f"{bundle}/{FILENAME}", json.dumps(doc).encode())
 
     def response_fields(self) -> bytes:
         """Fields 1-2 (pid, exit_status) of the ``DeleteResponse`` for this state."""

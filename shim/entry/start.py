@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from runwasm.shim.common import naming, node_handoff
 from runwasm.shim.entry import bootstrap
@@ -112,15 +112,61 @@ def node_socket(settings: Settings) -> str:
     return node_handoff.socket_path(key.directory(os.environ), nkey)
 
 
+def _spawn_first(settings: Settings, sock: socket.socket, sock_path: str, started_ns: int, node_path: str) -> None:
+    """No node server took the group: claim the node socket here, before the fork (a ``start``
+    arriving while the new server boots then queues its offer on that socket instead of forking a
+    server of its own), and fork the server that will hold it. When another node server still
+    holds the lock (it is stalled or exiting) the server serves this group alone."""
+    claimed = None
+    if node_path:
+        got = _claim_or_hand_over(node_path, sock, settings_doc(settings, sock_path))
+        if got == "adopted":
+            return
+        claimed = got
+    try:
+        spawn_server(settings, sock, sock_path, started_ns, node_path, claimed)
+    finally:
+        if claimed is not None:  # the forked server holds its own copies (the lock stays held)
+            claimed[0].close()
+            os.close(claimed[1])
+
+
+CLAIM_RACE_SECONDS = 1.0
+
+
+def _claim_or_hand_over(node_path: str, sock: socket.socket,
+                        doc: dict[str, Any]) -> tuple[socket.socket, int] | Literal["adopted"] | None:
+    """Claim the node socket; when a concurrent ``start`` holds its lock (it claimed it a moment
+    ago and is forking the node server), offer the group to that socket instead. None: serve
+    the group alone (the lock holder is stalled or exiting, or the claim failed; the server then
+    tries to claim it itself and logs why it cannot)."""
+    deadline = time.monotonic() + CLAIM_RACE_SECONDS
+    while True:
+        try:
+            claimed = node_handoff.claim(node_path)
+        except OSError:
+            return None
+        if claimed is not None:
+            return claimed
+        if node_handoff.offer(node_path, sock, doc) is not None:
+            return "adopted"
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
 def spawn_server(settings: Settings, sock: socket.socket, sock_path: str, started_ns: int = 0,
-                 node_path: str = "") -> int:
+                 node_path: str = "", claimed: tuple[socket.socket, int] | None = None) -> int:
     """Launch the server in its own session with /dev/null stdio and the socket inherited;
-    ``node_path``: it may become the node server there."""
+    ``node_path``: it may become the node server there; ``claimed``: the node socket and lock
+    this ``start`` claimed for it (only for a server forked from the template: no exec)."""
     fd = sock.fileno()
     os.set_inheritable(fd, True)
     env = dict(os.environ)
     if node_path:
         env[node_handoff.ENV_NODE_SOCKET] = node_path
+    if claimed is not None:
+        env[node_handoff.ENV_NODE_CLAIMED] = node_handoff.encode_claimed(*claimed)
     env[ENV_SETTINGS] = json.dumps(settings_doc(settings, sock_path))
     env[ENV_LISTEN_FD] = str(fd)
     env.update(trace_handoff(env, started_ns or time.time_ns()))
@@ -171,7 +217,7 @@ def run(flags: Flags, stdin: bytes) -> tuple[bytes, int]:
         try:
             node_path = node_socket(settings)
             if not node_path or node_handoff.offer(node_path, sock, settings_doc(settings, path)) is None:
-                spawn_server(settings, sock, path, started_ns, node_path)
+                _spawn_first(settings, sock, path, started_ns, node_path)
         except OSError as err:
             os.unlink(path)
             raise StartError(f"failed to launch shim server: {err}") from err

@@ -26,7 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from runwasm.shim.harness.stress import GROUP_ANNOTATION, StressError, StressResult
+from runwasm.shim.harness.stress import GROUP_ANNOTATION, CpuSampler, StressError, StressResult
+
+EXECUTOR = "the runtime's default (no Executor option or annotation set; an in-process fallback is logged in containerd's log)"
 
 RUNTIME = "io.containerd.runwasm.v1"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
@@ -124,10 +126,11 @@ def run_stress_containerd(address: str, namespace: str, module: Path, tasks: int
         try:
             api.create_container(anchor, spec, runtime)
             made.add(anchor)
-            api.task("Create", anchor)
+            anchor_pid = int(api.task("Create", anchor).pid)
             one()  # warm-up: the shim's server is there, the module cache filled
         except Exception as err:
             raise StressError(f"the warm-up task failed, nothing timed: {err}") from err
+        sampler = _sampler(anchor_pid)
         with ThreadPoolExecutor(max_workers=inflight) as pool:
             t0 = time.perf_counter()
             futures = [pool.submit(one) for _ in range(tasks)]
@@ -136,6 +139,7 @@ def run_stress_containerd(address: str, namespace: str, module: Path, tasks: int
                 failed = f.exception()
                 done.append(failed if failed is not None else f.result())
             seconds = time.perf_counter() - t0
+        cpu = sampler.per_task(tasks) if sampler is not None else ()
     finally:
         try:
             for cid in sorted(made):
@@ -146,7 +150,19 @@ def run_stress_containerd(address: str, namespace: str, module: Path, tasks: int
     ok = [r for r in done if isinstance(r, tuple)]
     errors = tuple(repr(r) for r in done if isinstance(r, BaseException))
     return StressResult(tasks, inflight, tasks - len(ok), errors, seconds,
-                        tuple(a for a, _ in ok), tuple(b for _, b in ok))
+                        tuple(a for a, _ in ok), tuple(b for _, b in ok), cpu, EXECUTOR, "containerd's state directory")
+
+
+def _sampler(anchor_pid: int) -> CpuSampler | None:
+    """CPU accounting of the run (``CpuSampler``): the shim server is the anchor workload's
+    parent (workloads are the server's children); "harness" is this client, containerd itself is
+    not counted. None when the anchor's parent cannot be read (a containerd on another host)."""
+    try:
+        with open(f"/proc/{anchor_pid}/stat", "rb") as f:
+            server = int(f.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return CpuSampler(server, {anchor_pid})
 
 
 def _remove(api: _Api, cid: str) -> None:

@@ -1,9 +1,10 @@
 """The node server: one long-lived server process hosting every group of one containerd.
 
 A server forked from the warm template with ``RUNWASM_SHIM_NODE_SOCKET`` in its environment
-tries to become the node server for that key (``shim/common/node_handoff.py``): it takes
-``node-<key>.lock`` (flock, non-blocking; held until it stops adopting) and listens on
-``node-<key>.sock`` (bound under a temporary name, renamed into place once listening). Then it
+becomes the node server for that key (``shim/common/node_handoff.py``) with ``node-<key>.lock``
+(flock, non-blocking; held until it stops adopting) and ``node-<key>.sock`` (bound under a
+temporary name, renamed into place once listening): normally the ``start`` that forked it
+claimed both and handed them down (``RUNWASM_SHIM_NODE_CLAIMED``), else it claims them. Then it
 serves its first group and adopts the groups later ``start``s hand over: each gets its own
 ``GroupServer`` (Task service, ttrpc server on the handed-over listener, event publisher, log
 FIFO, runtime defaults); the loop, the reaper and the zygote are shared. If the lock is taken
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import fcntl
 import logging
 import os
 import signal
@@ -44,34 +44,12 @@ log = logging.getLogger(__name__)
 
 
 def claim(path: str) -> tuple[socket.socket, int] | None:
-    """Become the node server at ``path``: (listening socket, lock fd), or None when another
-    one holds the lock."""
-    lock = os.open(node_handoff.lock_path(path), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
-        return None
-    tmp = f"{path}.{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
-    try:
-        lst.bind(tmp)
-        os.chmod(tmp, 0o600)
-        lst.listen(64)
-        os.rename(tmp, path)
-    except OSError:
-        lst.close()
-        os.close(lock)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    finally:
-        os.umask(old)
-    lst.setblocking(False)
-    return lst, lock
+    """Become the node server at ``path`` (``node_handoff.claim``): (non-blocking listening
+    socket, lock fd), or None when another one holds the lock."""
+    claimed = node_handoff.claim(path)
+    if claimed is not None:
+        claimed[0].setblocking(False)
+    return claimed
 
 
 class NodeServer:
@@ -264,15 +242,19 @@ class NodeServer:
 
 
 async def serve(node_path: str, settings: Settings, socket_path: str, listener: socket.socket, zygote: Zygote,
-                reaper: Reaper, defaults: RuntimeOptions, router: group_logs.GroupLogRouter) -> None:
+                reaper: Reaper, defaults: RuntimeOptions, router: group_logs.GroupLogRouter,
+                claimed: tuple[socket.socket, int] | None = None) -> None:
     """Serve the first group as the node server at ``node_path``, or alone when another node
-    server holds it."""
+    server holds it. ``claimed``: the node socket and lock, already claimed by the ``start``
+    that forked this server (``node_handoff.claim``); else the server tries to claim them."""
     loop = asyncio.get_running_loop()
-    claimed = None
-    try:
-        claimed = claim(node_path)
-    except OSError as err:
-        log.warning("cannot listen for other groups on %s: %s", node_path, err)
+    if claimed is not None:
+        claimed[0].setblocking(False)
+    else:
+        try:
+            claimed = claim(node_path)
+        except OSError as err:
+            log.warning("cannot listen for other groups on %s: %s", node_path, err)
     if claimed is None:
         group = GroupServer(settings, socket_path, listener, zygote, reaper, defaults, _open_log(settings))
         router.add(socket_path, group.log_fd, settings.namespace, settings.id, debug=settings.debug or defaults.debug)

@@ -28,6 +28,7 @@ be adopted by the next ``start``) is retired: accepted, logged as deprecated, no
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING
 
-from runwasm.shim.common.node_handoff import ENV_NODE_SOCKET
+from runwasm.shim.common.node_handoff import ENV_NODE_CLAIMED, ENV_NODE_SOCKET, decode_claimed
 from runwasm.shim.common.options import RuntimeOptions
 from runwasm.shim.common.otel_env import ENV_HANDOFF
 from runwasm.shim.entry.bootstrap import Settings
@@ -49,17 +50,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _attach_log(settings: Settings, socket_path: str, defaults: RuntimeOptions, options_error: str,
-                routed: bool) -> GroupLogRouter | None:
-    """The group's ``log`` FIFO becomes fd 2 (the zygote, and the workloads of a per-group
-    server, get it as their log too). ``routed`` (a node server): records are routed per group
-    (``group_logs``); returns the router."""
-    from runwasm.shim.server import group_logs, logs
+def _attach_fifo(settings: Settings) -> None:
+    """The group's ``log`` FIFO becomes fd 2 (the zygote's too: its last-resort messages)."""
+    from runwasm.shim.server import logs
 
     log_fd = logs.open_log_fifo(settings.bundle)
     if log_fd >= 0:
         os.dup2(log_fd, 2)
         os.close(log_fd)
+
+
+def _attach_log(settings: Settings, socket_path: str, defaults: RuntimeOptions, options_error: str,
+                routed: bool) -> GroupLogRouter | None:
+    """Log records go to fd 2 (``_attach_fifo``). ``routed`` (a node server): records are
+    routed per group (``group_logs``); returns the router."""
+    from runwasm.shim.server import group_logs, logs
+
     debug = settings.debug or defaults.debug
     router = None
     if routed:
@@ -108,22 +114,29 @@ def serve_main() -> int:
     settings, socket_path = settings_from_doc(json.loads(os.environ.pop(ENV_SETTINGS)))
     listen_fd = int(os.environ.pop(ENV_LISTEN_FD))
     node_path = os.environ.pop(ENV_NODE_SOCKET, "")  # set by a template's start: may host other groups
+    node_claimed = decode_claimed(os.environ.pop(ENV_NODE_CLAIMED, ""))  # that start claimed the node socket
     handoff = os.environ.pop(ENV_HANDOFF, "")  # start -> server trace context (see shim/common/tracing.py)
-    defaults, options_error = defaults_of(settings)
-    router = _attach_log(settings, socket_path, defaults, options_error, routed=bool(node_path))
+    _attach_fifo(settings)
     os.chdir("/")
     nsutil.set_child_subreaper()
+    # The zygote first, before this process writes much: every page either of them writes
+    # after the fork is copied, and a forked server shares its heap with the template too.
     zygote = Zygote()
     # wasmtime-py only once idle: a task with a cached link-check verdict never needs it
     # (runwasm.wasm.fast_min), and a server's first Create should not wait for its import
     zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload",
-                          "runwasm.linux.init"), later=("wasmtime", "runwasm.wasm.task"))
+                          "runwasm.linux.init"), later=("wasmtime", "runwasm.wasm.task"),
+                 close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]))
+    # what the zygote shares with us is never walked (and so never written) by our collections
+    gc.freeze()
+    defaults, options_error = defaults_of(settings)
+    router = _attach_log(settings, socket_path, defaults, options_error, routed=bool(node_path))
     _setup_telemetry(started_ns, handoff)
     log.info("shim server started (pid %d, %s protocol, containerd %s), listening on %s",
              os.getpid(), settings.mode, settings.containerd_version or "<legacy>", socket_path)
     try:
         asyncio.run(_main(settings, socket_path, socket.socket(fileno=listen_fd), zygote, defaults, node_path,
-                          router))
+                          router, node_claimed))
     finally:
         zygote.close()
         _flush_telemetry()
@@ -137,7 +150,8 @@ def serve_main() -> int:
 
 
 async def _main(settings: Settings, socket_path: str, listener: socket.socket, zygote: Zygote,
-                defaults: RuntimeOptions, node_path: str, router: GroupLogRouter | None) -> None:
+                defaults: RuntimeOptions, node_path: str, router: GroupLogRouter | None,
+                node_claimed: tuple[socket.socket, int] | None = None) -> None:
     """Serve the group until Shutdown (with no containers left) or SIGTERM/SIGINT; as a node
     server (``node_path``), also every group handed over later, until none is left."""
     from runwasm.shim.server.group import GroupServer
@@ -154,7 +168,8 @@ async def _main(settings: Settings, socket_path: str, listener: socket.socket, z
     if router is not None:
         from runwasm.shim.server import node
 
-        await node.serve(node_path, settings, socket_path, listener, zygote, reaper, defaults, router)
+        await node.serve(node_path, settings, socket_path, listener, zygote, reaper, defaults, router,
+                         node_claimed)
         return
     group = GroupServer(settings, socket_path, listener, zygote, reaper, defaults)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -182,6 +182,20 @@ class LinuxConfinement:
         return [] if self.seccomp is None else self._needs(EXEC_SYSCALLS)
 
 
+def zygote_warm() -> None:
+    """Fill, once in the zygote, the per-process caches every Wasm workload consults (the zygote
+    calls a preloaded module's ``zygote_warm``): the engine identity of the compile cache's keys
+    (wasmtime's version and native library: a directory walk; the CPU's flags from
+    /proc/cpuinfo) and where the wasmtime CLIs are installed (the import system's search). Each
+    forked workload did all of it again: ~5 ms of CPU per task."""
+    from runwasm.wasm.http_serve import cli_package_dir
+    from runwasm.wasm.identity import cpu_fingerprint, wasmtime_version
+
+    wasmtime_version()
+    cpu_fingerprint()
+    cli_package_dir()
+
+
 def join_cgroup(procs_files: Sequence[str]) -> None:
     """Move this process into its task's cgroup (one ``cgroup.procs`` file per hierarchy), before
     anything else: the payload's ``cgroup_procs`` (``WasmBackend._joining``). SetupError when

@@ -255,12 +255,20 @@ def _spawn_via_intermediate(req: dict[str, Any], fds: list[int]) -> Spawned:
 def _preload(names: Sequence[str]) -> None:
     for name in names:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError as err:
             os.write(2, f"runwasm zygote: cannot preload {name}: {err}\n".encode())
-    # what the zygote holds now is what every workload inherits: frozen, a workload's garbage
-    # collections never walk (and so never write to, and unshare) those pages
-    gc.collect()
+            continue
+        warm = getattr(module, "zygote_warm", None)
+        if callable(warm):  # per-process caches every workload would otherwise fill again
+            try:
+                warm()
+            except Exception as err:  # noqa: BLE001 - a cold cache is slower, not wrong
+                os.write(2, f"runwasm zygote: warming {name} failed: {err}\n".encode())
+    # what the zygote holds now (modules, warmed caches) is what every workload inherits:
+    # frozen, neither the zygote's nor a workload's garbage collections walk (and so write to,
+    # and unshare) those pages; no gc.collect() first: it would write to every object the
+    # server made since the template's freeze, copying pages the zygote shares with the server
     gc.freeze()
 
 
@@ -314,14 +322,18 @@ class Zygote:
         self._lock = asyncio.Lock()
         self.pid = 0
 
-    def start(self, preload: Sequence[str] = (), later: Sequence[str] = ()) -> None:
+    def start(self, preload: Sequence[str] = (), later: Sequence[str] = (), close: Sequence[int] = ()) -> None:
         """Fork the zygote, which imports ``preload`` before it serves any request, and ``later``
         once it has been idle for ``PRELOAD_IDLE`` seconds (what only some workloads need, e.g.
-        wasmtime-py: the first Create of a fresh server should not wait for it)."""
+        wasmtime-py: the first Create of a fresh server should not wait for it). ``close``: fds
+        of the server the zygote must not keep (the node socket and its lock: a copy would keep
+        the lock held after the server released it)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             parent.close()
+            for fd in close:
+                os.close(fd)
             try:
                 _zygote_main(child, preload, later)
             finally:

@@ -10,10 +10,12 @@ Which code runs in which process:
 - ``process``: the template (action ``_runwasm_template``). Single-threaded: it imports asyncio,
   wasmtime and every server/workload module once, ``gc.freeze()``s, then accepts connections
   and forks one child per request. The child runs the action with the caller's stdio, cwd and
-  environment; a ``start`` child forks the group's server from itself (``server``), so the
-  server and its zygote share the template's code and heap pages copy-on-write.
+  environment; a ``start`` child has the template fork the group's server (``server``; the
+  child forks it itself when the template cannot be asked), so the server and its zygote
+  share the template's code and heap pages copy-on-write.
 - ``server``: that fork: detach (double fork, ``setsid``, /dev/null stdio), take the caller's
-  environment and command line, then run ``server_main.serve_main`` as an exec'd server would.
+  environment, umask and command line, then run ``server_main.serve_main`` as an exec'd
+  server would.
 - ``key``: where the template's socket lives and the identity a template must match.
 """
 

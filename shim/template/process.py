@@ -15,6 +15,9 @@ Launched in the background by the first ``start`` on a node that finds none (its
 4. accept: check the peer's uid (SO_PEERCRED, must be ours: root), fork one child per
    connection and go back to ``accept`` at once (children are reaped by ``SIGCHLD=SIG_IGN``);
    between requests, exit when the installation's code changed on disk (``key.code_identity``).
+   Each child gets a channel (SOCK_SEQPACKET pair) on which its ``start`` asks the template to
+   fork the group's server (``server.serve_fork_request``): forked from the template's own
+   image, the server and its zygote do not start with the pages the child wrote.
 
 The template stays single-threaded for life (forking a threaded process is unsafe) and never
 runs an event loop. SIGTERM/SIGINT: remove the socket and exit; the servers it forked are
@@ -31,13 +34,14 @@ import fcntl
 import gc
 import importlib
 import os
+import select
 import signal
 import socket
 import struct
 import sys
 import time
 
-from runwasm.shim.template import client, dccache, key
+from runwasm.shim.template import client, dccache, key, server
 
 # imported before the socket appears: what start/delete and a server need
 PRELOAD = (
@@ -60,12 +64,13 @@ PRELOAD = (
 # (a server forked before they are in gets a zygote that imports them itself, as before)
 PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "wasmtime", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
 LATER_NICE = 19
-"""The template's nice value while it imports ``PRELOAD_LATER`` (root only; its children get the
-template's own priority back first thing): the first container, forked as soon as the template
-listens, gets the CPUs (it needs no wasmtime-py when its link-check verdict is cached,
-``runwasm.wasm.fast_min``), and servers forked a moment later still find everything imported."""
-_base_nice: int | None = None  # the template's priority, while lowered for PRELOAD_LATER
+"""The template's nice value while it imports a ``PRELOAD_LATER`` module (root only; back to its
+own priority before it accepts or forks anything): the first container, forked as soon as the
+template listens, keeps the CPUs (it needs no wasmtime-py when its link-check verdict is cached,
+``runwasm.wasm.fast_min``)."""
+_base_nice: int | None = None  # the template's priority, while lowered for a PRELOAD_LATER import
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
+CHILD_POLL = 0.05  # seconds between PRELOAD_LATER checks while a child is alive
 IDLE_POLL = 2.0
 
 
@@ -83,17 +88,15 @@ def _recv(conn: socket.socket) -> tuple[bytes, list[int]]:
     return msg, fds
 
 
-def _child(conn: socket.socket, install: str, lock: int) -> None:
-    """One request, in a fresh fork of the template; never returns."""
+def _child(conn: socket.socket, install: str, lock: int, channel: socket.socket, close: list[int]) -> None:
+    """One request, in a fresh fork of the template; never returns. ``channel``: to the
+    template, which forks a server this request needs (``server.serve_fork_request``);
+    ``close``: the template's other channels."""
     code = 1
     try:
         os.close(lock)  # the flock must die with the template, not live on in forked servers
-        if _base_nice is not None:  # forked while PRELOAD_LATER runs at LATER_NICE: not the server
-            try:
-                os.setpriority(os.PRIO_PROCESS, 0, _base_nice)
-            except OSError:
-                conn.send(b"refused cannot restore the template's CPU priority")
-                os._exit(0)
+        for fd in close:
+            os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -128,7 +131,8 @@ def _child(conn: socket.socket, install: str, lock: int) -> None:
         from runwasm.shim.template import server
 
         template.in_template_child = True
-        server.inherited_to_close = [conn.fileno()]
+        server.inherited_to_close = [conn.fileno(), channel.fileno()]
+        server.template_channel = channel
         from runwasm.shim.__main__ import main
 
         try:
@@ -200,6 +204,37 @@ def _restore_priority() -> None:
         _base_nice = None
 
 
+def _serve_channel(channel: socket.socket, close: list[int]) -> bool:
+    """``server.serve_fork_request`` with SIGTERM/SIGINT held until the child has its answer:
+    a template stopped between the fork and the reply would leave a server the child's
+    ``start`` cannot report (it fails rather than fork a second one)."""
+    stops = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        return server.serve_fork_request(channel, close)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def import_asyncio_without_tls() -> None:
+    """Import asyncio with ``ssl`` unavailable, then make ``ssl`` importable again.
+
+    asyncio imports ``ssl`` for its TLS transports, which maps libssl and libcrypto (~1.2 MiB
+    resident in the template, ~0.8 of it anonymous relocations, in every process forked from
+    it). No server or workload uses asyncio's TLS (the registry client, ``oci/verify/registry``,
+    is urllib, whose ``import ssl`` still works). In a template-forked process asyncio's TLS
+    entry points (``ssl=`` of ``create_connection``, ``start_tls``) raise; an exec'd server
+    (OpenTelemetry exporting, no template) has them."""
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # import ssl -> ImportError, which asyncio handles
+    try:
+        importlib.import_module("asyncio")
+    finally:
+        if sys.modules.get("ssl", 0) is None:
+            del sys.modules["ssl"]
+
+
 def template_main() -> int:
     dccache.install()  # first: the dataclass methods compiled by an earlier boot (saved once idle, below)
     sock_path = key.socket_path(os.environ)
@@ -214,6 +249,7 @@ def template_main() -> int:
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()
+    import_asyncio_without_tls()  # before PRELOAD, which imports asyncio
     _preload(PRELOAD)
     # listen only once warm: until then execs find no socket and run the action themselves
     # rather than queue behind the imports
@@ -233,33 +269,52 @@ def template_main() -> int:
     gc.freeze()
     checked = time.monotonic()
     pending = list(PRELOAD_LATER)
-    _lower_priority()
+    lst.setblocking(False)
+    poller = select.poll()
+    poller.register(lst, select.POLLIN)
+    channels: dict[int, socket.socket] = {}  # our end of each live child's channel, by fd
     try:
         while True:
-            lst.settimeout(0.0 if pending else IDLE_POLL)
-            try:
-                conn, _ = lst.accept()
-            except (TimeoutError, BlockingIOError):
-                conn = None
-            except _Stop:
-                return 0
+            # no PRELOAD_LATER import while a child may ask for a server fork: it would wait
+            timeout = (CHILD_POLL if channels else 0.0) if pending else IDLE_POLL
+            events = poller.poll(timeout * 1000)
+            conn = None
+            for fd, _mask in events:
+                if fd == lst.fileno():
+                    try:
+                        conn, _ = lst.accept()
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                elif fd in channels and not _serve_channel(channels[fd], [lst.fileno(), lock, *channels]):
+                    poller.unregister(fd)
+                    channels.pop(fd).close()
             if conn is not None:
                 with conn:
                     if _peer_uid(conn) != os.geteuid():
                         conn.send(b"refused not the template's user")
                         continue
+                    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                     if os.fork() == 0:
                         lst.close()
-                        _child(conn, install, lock)
+                        mine.close()
+                        _child(conn, install, lock, theirs, list(channels))
+                    theirs.close()
+                    channels[mine.fileno()] = mine
+                    poller.register(mine, select.POLLIN)
+            elif events or (pending and channels):
+                continue
             if conn is None and pending:
-                _preload(pending[:1])
+                _lower_priority()  # back before anything is accepted or forked: see LATER_NICE
+                try:
+                    _preload(pending[:1])
+                finally:
+                    _restore_priority()
                 del pending[0]
                 if not pending:
                     gc.collect()
                     gc.freeze()
                     dccache.save()
                     dccache.uninstall()
-                    _restore_priority()
                 continue
             now = time.monotonic()
             if conn is None or now - checked >= IDENTITY_EVERY:

@@ -1,8 +1,13 @@
-"""Fork a server (usually the node server) from a template child (instead of exec'ing a fresh interpreter).
+"""Fork a server (usually the node server) from the template (instead of exec'ing a fresh interpreter).
 
 ``start`` running in a child of the template calls ``fork_server`` where it would otherwise
-``posix_spawn`` the server. The result must be indistinguishable, for containerd and for
-``ps``, from the exec'd server:
+``posix_spawn`` the server. The child asks the template itself to fork it (``template_channel``,
+``serve_fork_request``): the server then starts from the template's own image, not from a child
+that has run ``start`` (every page that child wrote would be one more private page in the
+server, and a third copy once the server's zygote, forked from it, and the server diverge;
+measured in docs/design.md, "Memory per pod"). Without a channel (or when the template is gone
+before the request could be sent) the child forks the server from itself as before. The result
+must be indistinguishable, for containerd and for ``ps``, from the exec'd server:
 
 - detached: double fork (re-parented to init, never a child of ``start`` or the template),
   its own session (``setsid``), stdio on /dev/null (containerd waits for every holder of
@@ -25,6 +30,7 @@ server has the cgroup of the ``start`` that spawned it.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -36,6 +42,12 @@ PR_SET_MM_MAP = 14  # allowed without CAP_SYS_RESOURCE when the exe link is left
 # fds a forked server must not keep (the template's listener, the launcher connection); set
 # by the template child before it runs the action
 inherited_to_close: list[int] = []
+# the template child's end of its channel to the template (``serve_fork_request``); set by the
+# template child before it runs the action
+template_channel: socket.socket | None = None
+FORK_REPLY_TIMEOUT = 10.0
+_MAX_FORK_REQUEST = 1 << 20
+_MAX_FORK_FDS = 4
 _keep: list[ctypes.Array[ctypes.c_char]] = []  # the new argv/environ areas must outlive us
 
 
@@ -71,12 +83,14 @@ def set_process_identity(argv: Sequence[str], env: dict[str, str]) -> bool:
         return False
 
 
-def _become_server(argv: Sequence[str], env: dict[str, str]) -> None:
+def _become_server(argv: Sequence[str], env: dict[str, str], close: Sequence[int], umask: int | None) -> None:
     """In the detached grandchild: never returns."""
     code = 1
     try:
         os.setsid()
-        for fd in inherited_to_close:
+        if umask is not None:
+            os.umask(umask)
+        for fd in close:
             try:
                 os.close(fd)
             except OSError:
@@ -100,12 +114,10 @@ def _become_server(argv: Sequence[str], env: dict[str, str]) -> None:
         os._exit(code)
 
 
-def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -> int:
-    """Fork the detached server; returns its pid. ``env`` names ``sock``'s fd (which stays open
-    in the server: no exec, so inheritability does not matter)."""
-    from runwasm.shim.template.key import ENV_FORKED_BY
-
-    env = {**env, ENV_FORKED_BY: str(os.getppid())}  # we are the template's child: its pid
+def _fork_detached(argv: Sequence[str], env: dict[str, str], close: Sequence[int], umask: int | None,
+                   reap: bool) -> int:
+    """Double fork: the server's pid. ``reap``: wait for the intermediate (False in the
+    template, whose children the kernel reaps: SIGCHLD is ignored there)."""
     r, w = os.pipe()
     mid = os.fork()
     if mid == 0:  # intermediate: fork the server, report its pid, exit so init adopts it
@@ -114,7 +126,7 @@ def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -
             pid = os.fork()
             if pid == 0:
                 os.close(w)
-                _become_server(argv, env)
+                _become_server(argv, env, close, umask)
             os.write(w, str(pid).encode())
         finally:
             os._exit(0)
@@ -123,7 +135,97 @@ def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -
     while chunk := os.read(r, 64):
         out += chunk
     os.close(r)
-    os.waitpid(mid, 0)
+    if reap:
+        os.waitpid(mid, 0)
     if not out:
         raise OSError("failed to fork the shim server from the template")
     return int(out)
+
+
+def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -> int:
+    """Fork the detached server; returns its pid. ``env`` names ``sock``'s fd, and the node
+    socket and lock ``start`` claimed when it did (``FD_VARIABLES``; they stay open in the
+    server: no exec, so inheritability does not matter). In a template child with a channel the
+    template forks it (``serve_fork_request``), given those fds; raises OSError when the
+    template took the request but gave no pid (it may have forked a server: forking another
+    here could leave two serving one socket)."""
+    from runwasm.shim.template.key import ENV_FORKED_BY
+
+    env = {**env, ENV_FORKED_BY: str(os.getppid())}  # we are the template's child: its pid
+    if template_channel is not None:
+        fds: list[int] = []
+        fd_vars: dict[str, list[int]] = {}  # variable -> indexes into fds
+        for name in _fd_variables():
+            if env.get(name):
+                numbers = [int(n) for n in env[name].split(",")]
+                fd_vars[name] = list(range(len(fds), len(fds) + len(numbers)))
+                fds += numbers
+        req = json.dumps({"argv": list(argv), "env": {k: v for k, v in env.items() if k not in fd_vars},
+                          "fd_vars": fd_vars, "umask": _current_umask()}).encode()
+        try:
+            socket.send_fds(template_channel, [req], fds)
+        except OSError:
+            pass  # the template is gone (or the request too big): fork here, as before
+        else:
+            template_channel.settimeout(FORK_REPLY_TIMEOUT)
+            reply = template_channel.recv(256).decode(errors="replace")
+            if reply.startswith("pid "):
+                return int(reply[4:])
+            raise OSError(f"the template could not fork the shim server: {reply or 'no reply'}")
+    return _fork_detached(argv, env, inherited_to_close, None, reap=True)
+
+
+def _fd_variables() -> tuple[str, ...]:
+    """Environment variables of a server that name fds it inherits (comma-separated)."""
+    from runwasm.shim.common.node_handoff import ENV_NODE_CLAIMED
+    from runwasm.shim.entry.start import ENV_LISTEN_FD
+
+    return (ENV_LISTEN_FD, ENV_NODE_CLAIMED)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def serve_fork_request(channel: socket.socket, close: Sequence[int]) -> bool:
+    """In the template: answer one ``fork_server`` request of a child on ``channel`` (``pid N``
+    or ``error TEXT``); False at EOF (the child is done). The server gets the child's argv,
+    environment, umask, listening socket and claimed node socket and lock (``fd_vars``: the
+    variables naming them, renumbered to their fds here); ``close``: the template's own fds it
+    must not keep (listener, lock, other channels)."""
+    from runwasm.shim.entry.start import ENV_LISTEN_FD
+
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(channel, _MAX_FORK_REQUEST, _MAX_FORK_FDS)
+    except OSError:
+        return False
+    if not msg:
+        for fd in fds:
+            os.close(fd)
+        return False
+    try:
+        req = json.loads(msg)
+        env = {str(k): str(v) for k, v in dict(req["env"]).items()}
+        fd_vars = {str(k): [int(i) for i in v] for k, v in dict(req.get("fd_vars", {})).items()}
+        if ENV_LISTEN_FD not in fd_vars:
+            raise ValueError("no listening socket named")
+        wanted = sorted(i for idx in fd_vars.values() for i in idx)
+        if wanted != list(range(len(fds))) or set(fd_vars) - set(_fd_variables()):
+            raise ValueError(f"the request names fds {fd_vars} but {len(fds)} arrived")
+        for name, idx in fd_vars.items():
+            env[name] = ",".join(str(fds[i]) for i in idx)
+        pid = _fork_detached([str(a) for a in req["argv"]], env, [*close, channel.fileno()], int(req["umask"]),
+                             reap=False)
+        reply = f"pid {pid}"
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        reply = f"error {err}"
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        channel.send(reply.encode())
+    except OSError:
+        return False
+    return True

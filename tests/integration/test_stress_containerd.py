@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runwasm.shim.harness.stress import StressError, report
-from runwasm.shim.harness.stress_containerd import run_stress_containerd
+from runwasm.shim.harness.stress_containerd import EXECUTOR, run_stress_containerd
 from tests.conftest import built_fixture
 from tests.integration.daemon import Containerd
 
@@ -18,6 +18,9 @@ def test_tasks_run_through_containerd_in_one_shim(containerd: Containerd) -> Non
     assert (r.tasks, r.inflight, r.failures, r.errors) == (6, 3, 0, ())
     assert len(r.create_start) == len(r.wait_delete) == 6
     assert report(r).startswith("6 tasks, 3 in flight: ")
+    assert r.executor == EXECUTOR
+    assert [name for name, _ in r.cpu_ms] == ["harness", "server", "zygote", "workloads"]
+    assert r.cpu_ms[1][1] > 0  # the server found as the anchor workload's parent did the work
     assert containerd.ctr("containers", "ls", "-q").stdout.split() == []
     assert containerd.tasks() == {}
 

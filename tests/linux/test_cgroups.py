@@ -137,3 +137,16 @@ def test_the_mount_table_is_read_again_only_after_a_mount_or_unmount(tmp_path: P
         subprocess.run(["umount", str(target)], check=True)
     assert f" {target} " not in table.text()
     assert table.v1_hierarchies() == v1_hierarchies(Path("/proc/self/mountinfo").read_text())
+
+
+def test_procs_files_name_each_hierarchy_once() -> None:
+    """One ``cgroup.procs`` per mounted hierarchy (co-mounted controllers share one), also for the
+    root cgroup, with the path's slashes normalised as the pathlib version did."""
+    cpu = Path("/sys/fs/cgroup/cpu,cpuacct")
+    hier = {"cpu": cpu, "cpuacct": cpu, "memory": Path("/sys/fs/cgroup/memory")}
+    assert CgroupV1("/runwasm/ns/c1/", hierarchies=hier).procs_files() == [
+        "/sys/fs/cgroup/cpu,cpuacct/runwasm/ns/c1/cgroup.procs", "/sys/fs/cgroup/memory/runwasm/ns/c1/cgroup.procs"]
+    assert CgroupV1("/", hierarchies=hier).procs_files() == [
+        "/sys/fs/cgroup/cpu,cpuacct/cgroup.procs", "/sys/fs/cgroup/memory/cgroup.procs"]
+    assert CgroupV1("/x", hierarchies=hier).procs_files() == sorted(str(d / "cgroup.procs") for d in
+                                                                   set(CgroupV1("/x", hierarchies=hier).dirs().values()))

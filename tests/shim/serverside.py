@@ -13,11 +13,12 @@ from runwasm.shim.server.reaper import Reaper
 from runwasm.shim.spawn.zygote import Zygote
 
 
-def server_side() -> tuple[Zygote, Reaper]:
-    """Subreaper + started zygote + a reaper installed on the running loop, as server_main does."""
+def server_side(preload: tuple[str, ...] = ()) -> tuple[Zygote, Reaper]:
+    """Subreaper + started zygote (importing ``preload``) + a reaper installed on the running
+    loop, as server_main does."""
     nsutil.set_child_subreaper()
     zygote = Zygote()
-    zygote.start()
+    zygote.start(preload)
     reaper = Reaper()
     reaper.install(asyncio.get_running_loop())
     return zygote, reaper

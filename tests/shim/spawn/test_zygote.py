@@ -48,11 +48,12 @@ def _entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
     os._exit(int(payload.get("code", 0)))
 
 
-async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str, group_log: bool = False) -> dict[str, Any]:
+async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str, group_log: bool = False,
+                    preload: tuple[str, ...] = ()) -> dict[str, Any]:
     from runwasm.shim.spawn.zygote import SpawnError, Zygote
     from tests.shim.serverside import server_side
 
-    shared, reaper = server_side()
+    shared, reaper = server_side(preload)
     zygote: Zygote = shared
     lr = lw = -1
     if group_log:  # a node server's group: its log FIFO (here a pipe) is the workload's fd 2
@@ -99,9 +100,11 @@ async def _scenario(payload: dict[str, Any], pidns: str | None, entry: str, grou
     return result
 
 
-def _run(payload: dict[str, Any], pidns: str | None = None, entry: str = ENTRY, group_log: bool = False) -> dict[str, Any]:
+def _run(payload: dict[str, Any], pidns: str | None = None, entry: str = ENTRY, group_log: bool = False,
+         preload: tuple[str, ...] = ()) -> dict[str, Any]:
     code = ("import asyncio, json, sys; from tests.shim.spawn.test_zygote import _scenario; "
-            f"print(json.dumps(asyncio.run(_scenario(json.loads(sys.argv[1]), {pidns!r}, {entry!r}, {group_log!r}))))")
+            f"print(json.dumps(asyncio.run(_scenario(json.loads(sys.argv[1]), {pidns!r}, {entry!r}, {group_log!r}, "
+            f"{preload!r}))))")
     p = subprocess.run([sys.executable, "-c", code, json.dumps(payload)], cwd=ROOT, capture_output=True,
                        timeout=60, check=False)
     assert p.returncode == 0, p.stderr.decode()
@@ -123,6 +126,39 @@ def test_spawn_renumbers_fds_and_reports_exit() -> None:
     assert rep["mask"] == []
     assert res["status"] == 7
     assert res["when"] > 0
+
+
+WARMED: list[int] = []
+
+
+def zygote_warm() -> None:
+    """This module's warm hook: the zygote calls it once after importing it as a preload."""
+    WARMED.append(os.getpid())
+
+
+def _warm_entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
+    os.write(fds["out"], json.dumps({"warmed": WARMED, "pid": os.getpid()}).encode())
+    os._exit(0)
+
+
+def test_a_preloaded_modules_warm_hook_runs_once_in_the_zygote() -> None:
+    """``zygote_warm`` of a preloaded module fills its caches once in the zygote, so every
+    workload inherits them (``runwasm.shim.spawn.wasm_workload.zygote_warm``) instead of filling
+    them again after each fork."""
+    res = _run({}, entry="tests.shim.spawn.test_zygote:_warm_entry", preload=("tests.shim.spawn.test_zygote",))
+    assert res["report"]["warmed"] == [res["zygote_pid"]]
+    assert res["status"] == 0
+
+
+def test_the_wasm_workloads_warm_hook_fills_the_caches_it_names() -> None:
+    from runwasm.shim.spawn import wasm_workload
+    from runwasm.wasm.http_serve import cli_package_dir
+    from runwasm.wasm.identity import cpu_fingerprint, wasmtime_version
+
+    for cached in (cli_package_dir, cpu_fingerprint, wasmtime_version):
+        cached.cache_clear()
+    wasm_workload.zygote_warm()
+    assert [f.cache_info().currsize for f in (cli_package_dir, cpu_fingerprint, wasmtime_version)] == [1, 1, 1]
 
 
 def test_group_log_fd_becomes_the_workloads_fd_2() -> None:
