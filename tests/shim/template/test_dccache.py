@@ -65,23 +65,28 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
 def test_foreign_corrupt_or_writable_files_are_ignored(tmp_path: Path) -> None:
     import marshal
 
-    good = dccache.HEADER + b"\n" + marshal.dumps({"x = 1": marshal.dumps(compile("x = 1", "<string>", "exec"))})
+    code = compile("x = 1", "<string>", "exec")
+    good = dccache.encode({"x = 1": marshal.dumps(code), "y = 2": marshal.dumps(compile("y = 2", "<string>", "exec"))})
     path = tmp_path / "dc.marshal"
     _write(path, good)
-    assert list(dccache._load(str(path))) == ["x = 1"]
+    table = dccache._load(str(path))
+    assert len(table) == 2
+    assert table.get("x = 1") == code
+    assert table.get("z = 3") is None
+    assert sorted(table.records()) == ["x = 1", "y = 2"]
     _write(path, good, 0o664)  # group-writable: not trusted
-    assert dccache._load(str(path)) == {}
-    _write(path, b"runwasm-dataclasses-v1 cpython-99 0\n" + good.partition(b"\n")[2])  # another interpreter
-    assert dccache._load(str(path)) == {}
-    _write(path, dccache.HEADER + b"\n" + b"\xffgarbage")
-    assert dccache._load(str(path)) == {}
-    _write(path, dccache.HEADER + b"\n" + marshal.dumps({"x = 1": 5}))
-    assert dccache._load(str(path)) == {}
+    assert len(dccache._load(str(path))) == 0
+    _write(path, b"runwasm-dataclasses-v2 cpython-99 0\n" + good.partition(b"\n")[2])  # another interpreter
+    assert len(dccache._load(str(path))) == 0
+    _write(path, good[:-10])  # truncated
+    assert len(dccache._load(str(path))) == 0
+    _write(path, dccache.HEADER + b"\n" + b"\xff\xff\xff\x00garbage")
+    assert len(dccache._load(str(path))) == 0
     link = tmp_path / "link"
     _write(path, good)
     link.symlink_to(path)
-    assert dccache._load(str(link)) == {}
-    assert dccache._load(str(tmp_path / "missing")) == {}
+    assert len(dccache._load(str(link))) == 0
+    assert len(dccache._load(str(tmp_path / "missing"))) == 0
 
 
 def test_an_unwritable_place_only_means_no_cache(tmp_path: Path) -> None:
