@@ -8,13 +8,24 @@ Constants are the x86_64/aarch64 generic values from the kernel uapi headers.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import struct
 import termios
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _open_libc() -> ctypes.CDLL:
+    """glibc by its soname; ``find_library`` (which runs ``ldconfig -p``: a fork and exec at
+    import time, on the first container's path) only when that fails."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
+
+
+_libc = _open_libc()
 
 # clone/unshare/setns flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000

@@ -112,6 +112,19 @@ def _write_script(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def warm_dataclass_cache() -> None:
+    """Compile the dataclass methods of the template's imports into its cache now
+    (shim/template/dccache.py), so that even the first template boot after installing does not
+    compile them; best effort (the template writes the cache itself once idle)."""
+    import subprocess
+
+    code = ("from runwasm.shim.template import dccache, process\n"
+            "dccache.install()\n"
+            "process._preload(process.PRELOAD + process.PRELOAD_LATER)\n"
+            "dccache.save()\n")
+    subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, timeout=120)
+
+
 def main(argv: list[str]) -> int:
     env_dir = os.path.dirname(os.path.dirname(sys.executable))
     dest = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(sys.executable), SHIM_BINARY)
@@ -120,6 +133,7 @@ def main(argv: list[str]) -> int:
         script = os.path.join(env_dir, "libexec", "runwasm", SHIM_BINARY)
     site_packages, package_path = locate()
     text = render(sys.executable, site_packages, package_path)
+    warm_dataclass_cache()
     if script is None:
         _write_script(dest, text)
         print(f"launcher: {dest} (python -IS, runwasm from {', '.join(package_path)})")

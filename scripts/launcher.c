@@ -9,8 +9,10 @@
    child reports. In every other case (another action, no template, a refusal, a child that died,
    an OTLP exporter configured, the template switched off, any error) it execs the Python
    launcher (PY_LAUNCHER) with the same arguments, which decides everything as before: the
-   policy lives in Python, this only takes the common path faster. One more shortcut: a `delete`
-   of a container whose server already released everything is answered here (released_delete).
+   policy lives in Python, this only takes the common path faster. Two more shortcuts: a `delete`
+   of a container whose server already released everything is answered here (released_delete),
+   and a `start` that finds no template socket spawns the template before that exec
+   (launch_template), so the first container after boot waits ~20 ms less for it.
 
    Compile-time constants (-D): PY_LAUNCHER (path of the Python launcher script), INSTALL_KEY
    (shim/template/key.install_key() of this installation, computed by gen_launcher.py),
@@ -19,6 +21,8 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +44,8 @@
 #endif
 
 #define MAGIC "RWT1"
+#define TEMPLATE_ACTION "_runwasm_template" /* key.TEMPLATE_ACTION */
+#define ENV_LAUNCHED "RUNWASM_TEMPLATE_LAUNCHED" /* client.ENV_LAUNCHED */
 #define MAX_REQUEST (256 * 1024) /* client.MAX_REQUEST */
 
 extern char **environ;
@@ -93,6 +99,41 @@ static int exporter_configured(void) { /* client._OTEL_ENDPOINTS */
 }
 
 /* client.forward(): the template child's exit code, or -1 to take the Python path */
+/* No template listens and this is a `start`: spawn one now (client.launch_pid's job, done here so
+   that its imports start ~20 ms sooner, before the Python launcher's interpreter), in its own
+   session with /dev/null stdio and client.template_env's variables, and tell the Python launcher
+   its pid (ENV_LAUNCHED) so that it waits for that one instead of spawning another. */
+static void launch_template(void) {
+    static char *envp[256];
+    size_t n = 0;
+    for (char **e = environ; *e && n < 254; e++)
+        if (!strncmp(*e, "PATH=", 5) || !strncmp(*e, "LANG=", 5) || !strncmp(*e, "LC_ALL=", 7) ||
+            !strncmp(*e, "TZ=", 3) || (!strncmp(*e, "RUNWASM_", 8) && strncmp(*e, ENV_LAUNCHED "=", sizeof ENV_LAUNCHED)))
+            envp[n++] = *e;
+    envp[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    if (posix_spawn_file_actions_init(&fa) != 0)
+        return;
+    if (posix_spawnattr_init(&attr) != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        return;
+    }
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+    char *args[] = {PY_LAUNCHER, TEMPLATE_ACTION, NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, PY_LAUNCHER, &fa, &attr, args, envp) == 0) {
+        char num[32];
+        snprintf(num, sizeof num, "%d", (int)pid);
+        setenv(ENV_LAUNCHED, num, 1);
+    }
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+}
+
 static int forward(int argc, char **argv) {
     const char *action = argv[argc - 1];
     if (strcmp(action, "start") != 0 && strcmp(action, "delete") != 0)
@@ -139,7 +180,10 @@ static int forward(int argc, char **argv) {
     if (s < 0)
         return -1;
     if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int err = errno;
         close(s);
+        if (err == ENOENT && strcmp(action, "start") == 0)
+            launch_template(); /* the Python launcher waits for it (client.run) */
         return -1;
     }
     int fds[3] = {0, 1, 2};

@@ -17,9 +17,13 @@ def _write(data: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["_runwasm_template"]:  # as client.launch spawns it: before `flags` (dataclasses),
+        from runwasm.shim.template.process import template_main  # which its dccache speeds up
+
+        return template_main()
     from runwasm.shim.entry import flags as flagmod
 
-    args = sys.argv[1:] if argv is None else argv
     flags = flagmod.parse(args)
     if flags.action == "_runwasm_serve":
         from runwasm.shim.server.server_main import serve_main

@@ -126,10 +126,17 @@ def main(payload: dict[str, Any], fds: dict[str, int], confinement: Confinement 
     stream = _setup_diagnostics(fds)
     try:
         # Imported here so that a bad payload is still reported if wasmtime fails to import.
+        from runwasm.wasm.fast_min import prepare_fast
         from runwasm.wasm.payload import WasmTaskPayload
-        from runwasm.wasm.task import prepare, run
 
-        task = prepare(WasmTaskPayload.from_json(payload), confinement)
+        task_payload = WasmTaskPayload.from_json(payload)
+        serve = prepare_fast(task_payload, confinement)  # a cached verdict: no wasmtime-py at all
+        task = None
+        if serve is None:
+            from runwasm.wasm.task import prepare
+
+            task = prepare(task_payload, confinement)
+            serve = task.serve
     except WasmError as err:
         log.error("%s", err)
         report_error(control, err)
@@ -144,7 +151,7 @@ def main(payload: dict[str, Any], fds: dict[str, int], confinement: Confinement 
         report_error(control, WasmError(f"failed to set up wasm task: {type(err).__name__}: {err}"))
         _exit(1)
     try:
-        report_ready(control, stop_signal=task.serve.stop_signal if task.serve is not None else None)
+        report_ready(control, stop_signal=serve.stop_signal if serve is not None else None)
     except (ControlChannelError, OSError) as err:
         log.error("failed to report ready: %s", err)
         _exit(1)
@@ -159,14 +166,17 @@ def main(payload: dict[str, Any], fds: dict[str, int], confinement: Confinement 
             log.error("failed to confine wasm task: %s", err)
             _FdStream(2).write(f"runwasm: failed to confine the wasm task: {err}\n")
             _exit(EXIT_CONFINE_FAILED)
-    if task.serve is not None:  # wasi:http/proxy (serve) or WasmNetwork (run): the wasmtime CLI runs it
+    if serve is not None:  # wasi:http/proxy (serve) or WasmNetwork (run): the wasmtime CLI runs it
         from runwasm.wasm.http_serve import exec_serve
 
         try:
-            exec_serve(task.serve)
+            exec_serve(serve)
         except OSError as err:
-            log.error("failed to exec wasmtime %s: %s", task.serve.argv[0], err)
-            _FdStream(2).write(f"runwasm: failed to exec wasmtime {task.serve.argv[0]} for {task.serve.where!r}: {err}\n")
+            log.error("failed to exec wasmtime %s: %s", serve.argv[0], err)
+            _FdStream(2).write(f"runwasm: failed to exec wasmtime {serve.argv[0]} for {serve.where!r}: {err}\n")
             _exit(EXIT_CONFINE_FAILED)
+    from runwasm.wasm.task import run
+
+    assert task is not None
     # the task's stderr gets the trap report unless the log already goes there
     _exit(run(task, report_fd=2 if "stderr" in fds and stream.fd != 2 else None))

@@ -46,6 +46,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from runwasm.oci import steps
+from runwasm.wasm import verdict
 from runwasm.wasm.cache import CompileCache, cache_dir_from
 from runwasm.wasm.cli_run import prepare_run
 from runwasm.wasm.confine import Confinement, NoConfinement
@@ -59,10 +60,12 @@ from runwasm.wasm.errors import (
     WasiSetupError,
     WasmError,
 )
+from runwasm.wasm.fast_min import module_key
 from runwasm.wasm.http_serve import DirHandle, ServePlan, prepare_serve, proxy_export
 from runwasm.wasm.min_run import prepare_min, why_in_process
 from runwasm.wasm.payload import WasmTaskPayload
-from runwasm.wasm.resolve import open_module_fd, read_module, resolve_in_rootfs, resolve_module_path
+from runwasm.wasm.preopen import Preopen, close_preopens, guest_env, open_preopens
+from runwasm.wasm.resolve import open_module_fd, read_module, resolve_module_path
 from runwasm.wasm.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -100,53 +103,6 @@ class PreparedTask:
     serve: ServePlan | None = None  # flavours "http"/"cli": exec ``wasmtime serve``/``run``/``wasmtime-min run``
 
 
-def _guest_env(p: WasmTaskPayload) -> list[tuple[str, str]]:
-    env = [(k, v) for k, _, v in (item.partition("=") for item in p.env)]
-    if p.cwd != "/" and not any(k == "PWD" for k, _ in env):
-        env.append(("PWD", p.cwd))
-    return env
-
-
-@dataclass(frozen=True, slots=True)
-class Preopen:
-    """A directory the guest sees at ``guest``, held open as ``fd`` (O_PATH) since before the
-    credential switch; ``host`` is for messages."""
-
-    host: str
-    guest: str
-    mutable: bool
-    fd: int
-
-
-def open_preopens(p: WasmTaskPayload, sandbox: Sandbox | None = None) -> list[Preopen]:
-    """Open the rootfs (``/``), bind-mount sources, the sandbox's directories and the cwd (``.``)
-    as directory handles, with the caller's credentials (see ``runwasm.wasm.confine``).
-    Raises ``WasiSetupError``."""
-    wanted: list[tuple[str, str, bool]] = [(os.path.realpath(p.rootfs), "/", not p.rootfs_readonly)]
-    wanted += [(host, guest, True) for host, guest in p.preopens]
-    wanted += [(x.host, x.guest, not x.readonly) for x in (sandbox.preopens if sandbox else ())]
-    if p.cwd != "/":
-        wanted.append((str(resolve_in_rootfs(p.rootfs, p.cwd)), ".", not p.rootfs_readonly))
-    out: list[Preopen] = []
-    try:
-        for host, guest, mutable in wanted:
-            try:
-                fd = os.open(host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError as err:
-                raise WasiSetupError(f"failed to preopen {host!r} as {guest!r}: expected a directory on the "
-                                     f"host: {err.strerror}") from err
-            out.append(Preopen(host, guest, mutable, fd))
-    except BaseException:
-        close_preopens(out)
-        raise
-    return out
-
-
-def close_preopens(preopens: list[Preopen]) -> None:
-    for pre in preopens:
-        os.close(pre.fd)
-
-
 def build_wasi(p: WasmTaskPayload, sandbox: Sandbox | None = None,
                preopens: list[Preopen] | None = None) -> wasmtime.WasiConfig:
     """WASI context: argv, env, stdio inherited from fds 0/1/2, preopens (see module doc).
@@ -159,7 +115,7 @@ def build_wasi(p: WasmTaskPayload, sandbox: Sandbox | None = None,
     cfg = wasmtime.WasiConfig()
     try:
         cfg.argv = list(p.args)
-        cfg.env = _guest_env(p)
+        cfg.env = guest_env(p)
     except wasmtime.WasmtimeError as err:
         raise WasiSetupError(f"failed to set up WASI argv/env: {err}") from err
     cfg.inherit_stdin()
@@ -328,7 +284,7 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
                     raise SandboxError(f"linux.seccomp would break the wasmtime CLI that runs {where!r}: the filter is "
                                        f"loaded before its exec and it needs {', '.join(missing)}; allow them in the profile")
                 prep = prepare_serve if served else prepare_run
-                plan = prep(data, p.args, tuple(_guest_env(p)), p.cwd,
+                plan = prep(data, p.args, tuple(guest_env(p)), p.cwd,
                             [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox,
                             where, cache_dir_from(p.cache_dir), conf)
                 conf.enter_network()
@@ -399,9 +355,13 @@ def _plan_min(p: WasmTaskPayload, engine: wasmtime.Engine, module: wasmtime.Modu
             reason = f"linux.seccomp denies {', '.join(missing)}, which wasmtime-min needs after the filter"
     if reason is None:
         try:
-            return prepare_min(data, p.args, tuple(_guest_env(p)), p.cwd,
+            plan = prepare_min(data, p.args, tuple(guest_env(p)), p.cwd,
                                [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox, export,
                                where, cache_dir_from(p.cache_dir), conf)
+            key = module_key(data, sandbox, export, cache_dir_from(p.cache_dir))
+            if key is not None:  # the next Create of this module skips wasmtime-py (runwasm.wasm.fast_min)
+                verdict.remember(cache_dir_from(p.cache_dir), key)
+            return plan
         except WasiSetupError as err:  # NoArtifactError, a read-only view, the CLI missing
             reason = str(err)
     log.info("%s runs in process (wasmtime-py): %s", where, reason)
@@ -424,7 +384,7 @@ def _plan_component(p: WasmTaskPayload, engine: wasmtime.Engine, comp: wc.Compon
             reason = f"linux.seccomp denies {', '.join(missing)}, which the wasmtime CLI needs after the filter"
     if reason is None:
         try:
-            return prepare_run(data, p.args, tuple(_guest_env(p)), p.cwd,
+            return prepare_run(data, p.args, tuple(guest_env(p)), p.cwd,
                                [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox,
                                where, cache_dir_from(p.cache_dir), conf)
         except WasiSetupError as err:  # a read-only view, the CLI missing

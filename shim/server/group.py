@@ -185,8 +185,11 @@ class GroupServer:
             sandbox = None
         cache_dir = opts.wasm_cache_dir or os.environ.get(WASM_CACHE_ENV)
         precompile = None if sandbox is None else Precompile(sandbox, cache_dir_from(cache_dir))
-        return await asyncio.get_running_loop().run_in_executor(
-            None, fetch_image_module, settings.grpc_address, settings.namespace, cid, bundle, precompile)
+        # to_thread, not run_in_executor: the worker runs in this task's context, so its log records
+        # (the layer's "loaded"/"compiled" lines) reach this group's log FIFO (group_logs.current),
+        # not the node server's fallback FIFO, whose reader may already be gone (another pod's)
+        return await asyncio.to_thread(fetch_image_module, settings.grpc_address, settings.namespace, cid, bundle,
+                                       precompile)
 
     @property
     def busy(self) -> bool:

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import select
 import signal
 import socket
 import traceback
@@ -52,6 +53,7 @@ from runwasm.shim.common.statefile import process_start_time
 log = logging.getLogger(__name__)
 
 MAX_FDS = 16
+PRELOAD_IDLE = 1.0
 _MAX_MSG = 1 << 20
 
 
@@ -250,9 +252,8 @@ def _spawn_via_intermediate(req: dict[str, Any], fds: list[int]) -> Spawned:
     return Spawned(int(pid_text), int(start_text))
 
 
-def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in preload:
+def _preload(names: Sequence[str]) -> None:
+    for name in names:
         try:
             module = importlib.import_module(name)
         except ImportError as err:
@@ -269,7 +270,19 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
     # and unshare) those pages; no gc.collect() first: it would write to every object the
     # server made since the template's freeze, copying pages the zygote shares with the server
     gc.freeze()
+
+
+def _zygote_main(sock: socket.socket, preload: Sequence[str], later: Sequence[str] = ()) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _preload(preload)
+    pending = list(later)
     while True:
+        if pending:  # imported once no request came for PRELOAD_IDLE seconds (see Zygote.start)
+            ready, _, _ = select.select([sock], [], [], PRELOAD_IDLE)
+            if not ready:
+                _preload(pending)
+                pending = []
+                continue
         got = _recv_request(sock)
         if got is None:
             os._exit(0)
@@ -309,9 +322,12 @@ class Zygote:
         self._lock = asyncio.Lock()
         self.pid = 0
 
-    def start(self, preload: Sequence[str] = (), close: Sequence[int] = ()) -> None:
-        """Fork the zygote. ``close``: fds of the server the zygote must not keep (the node
-        socket and its lock: a copy would keep the lock held after the server released it)."""
+    def start(self, preload: Sequence[str] = (), later: Sequence[str] = (), close: Sequence[int] = ()) -> None:
+        """Fork the zygote, which imports ``preload`` before it serves any request, and ``later``
+        once it has been idle for ``PRELOAD_IDLE`` seconds (what only some workloads need, e.g.
+        wasmtime-py: the first Create of a fresh server should not wait for it). ``close``: fds
+        of the server the zygote must not keep (the node socket and its lock: a copy would keep
+        the lock held after the server released it)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
@@ -319,7 +335,7 @@ class Zygote:
             for fd in close:
                 os.close(fd)
             try:
-                _zygote_main(child, preload)
+                _zygote_main(child, preload, later)
             finally:
                 os._exit(0)
         child.close()

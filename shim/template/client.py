@@ -117,6 +117,7 @@ def forward(argv: list[str]) -> int | None:
 READY_TIMEOUT = 5.0  # how long the first start waits for a template it launched
 ENV_READY_TIMEOUT = "RUNWASM_TEMPLATE_READY_TIMEOUT"  # seconds, overrides READY_TIMEOUT
 LOCKED_EXIT = 3  # a template's exit code when another one (maybe still importing) holds the lock
+ENV_LAUNCHED = "RUNWASM_TEMPLATE_LAUNCHED"  # set by the native front: the pid of the template it spawned
 
 
 def run(argv: list[str]) -> int | None:
@@ -126,16 +127,17 @@ def run(argv: list[str]) -> int | None:
     the action here (no template came up, or it refused)."""
     from runwasm.shim.template import key as keymod
 
+    launched = _launched_by_front()
     code = forward(argv)
     if code is not None or not argv or argv[-1] != "start" or not keymod.enabled(os.environ):
         return code
     path = os.path.join(keymod.directory(os.environ), f"template-{keymod.install_key()}.sock")
-    if os.path.exists(path):
+    if os.path.exists(path) and launched is None:
         # a dead template's socket, or one that refused: run the action here, and launch a
         # template for the next container (it takes over unless a live one holds the lock)
         launch(argv[0])
         return None
-    pid = launch_pid(argv[0])
+    pid = launched if launched is not None else launch_pid(argv[0])
     if pid is None:
         return None
     import time
@@ -153,8 +155,23 @@ def run(argv: list[str]) -> int | None:
                 child_running = False
                 if os.waitstatus_to_exitcode(status) != LOCKED_EXIT:
                     return None  # it failed: run the action here
-        time.sleep(0.005)
+        time.sleep(0.001)  # a stat per ms while the first container waits for the template
     return forward(argv)
+
+
+def _launched_by_front() -> int | None:
+    """The pid of the template the native front spawned just before exec'ing us (it found no
+    socket: ``launch_template`` in scripts/launcher.c), taken out of the environment so that no
+    action or server sees it; None when it spawned none (or the value is not a child's pid)."""
+    value = os.environ.pop(ENV_LAUNCHED, "")
+    if not value.isdigit():
+        return None
+    pid = int(value)
+    try:  # ours? (a child of this process, which the front became); WNOWAIT: run() reaps it
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    return pid
 
 
 KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")

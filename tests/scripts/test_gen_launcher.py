@@ -142,6 +142,49 @@ def test_native_front_hands_everything_else_to_the_python_launcher(tmp_path: Pat
     assert len(seen) == (2 if case == "refused" else 0)  # the native front asked, then the Python launcher
 
 
+@needs_cc
+def test_native_front_spawns_the_template_when_start_finds_no_socket(tmp_path: Path) -> None:
+    """A `start` that finds no template socket: the front spawns the Python launcher's template
+    action (its own session, /dev/null stdio, only PATH/LANG/LC_ALL/TZ/RUNWASM_*), then execs the
+    Python launcher with the template's pid in RUNWASM_TEMPLATE_LAUNCHED. A `delete` spawns none."""
+    from runwasm.shim.template import client, key
+
+    dest, script = _generate_native(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    # stand-in for the Python launcher: records how it was run
+    script.write_text(f"""#!{sys.executable}
+import os, sys, json
+name = "template" if sys.argv[1:] == ["{key.TEMPLATE_ACTION}"] else "action-" + sys.argv[-1]
+fds = {{fd: os.path.realpath(f"/proc/self/fd/{{fd}}") for fd in (0, 1, 2)}}
+json.dump({{"argv": sys.argv, "env": dict(os.environ), "pid": os.getpid(), "sid": os.getsid(0), "fds": fds}},
+          open(os.path.join("{out}", name + ".json"), "w"))
+""")
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    env = {"PATH": "/usr/bin:/bin", key.ENV_DIR: str(tpl), "TTRPC_ADDRESS": "/run/x.sock", "LANG": "C.UTF-8"}
+    for action in ("delete", "start"):
+        res = subprocess.run([str(dest), "-namespace", "ns", "-id", "c1", action], env=env, cwd=tmp_path,
+                             capture_output=True)
+        assert res.returncode == 0, res.stderr
+    import json
+    import time
+
+    deadline = time.monotonic() + 10
+    while not (out / "template.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    spawned = json.loads((out / "template.json").read_text())
+    start = json.loads((out / "action-start.json").read_text())
+    delete = json.loads((out / "action-delete.json").read_text())
+    assert spawned["argv"] == [str(script), key.TEMPLATE_ACTION]
+    assert spawned["env"] == {"PATH": "/usr/bin:/bin", key.ENV_DIR: str(tpl), "LANG": "C.UTF-8"}
+    assert spawned["sid"] == spawned["pid"]
+    assert set(spawned["fds"].values()) == {"/dev/null"}
+    assert start["env"][client.ENV_LAUNCHED] == str(spawned["pid"])
+    assert start["env"]["TTRPC_ADDRESS"] == "/run/x.sock"
+    assert client.ENV_LAUNCHED not in delete["env"]
+
+
 def test_without_a_compiler_the_python_launcher_is_the_binary(tmp_path: Path) -> None:
     dest, script = _generate_native(tmp_path, CC=str(tmp_path / "no-such-cc"))
     assert dest.read_text() == script.read_text()

@@ -330,6 +330,10 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
     monkeypatch.setenv(key.ENV_DIR, str(d))
     monkeypatch.setenv(client.ENV_READY_TIMEOUT, "120")  # however busy the machine is
     tag = _tag()
+    from runwasm.shim.template import dccache
+
+    cache = Path(dccache.default_path())
+    cache.unlink(missing_ok=True)  # the next boot's compiled dataclass methods: written once idle
     try:
         async def body(h: Harness) -> None:
             assert _template_pid(d) is None
@@ -341,6 +345,8 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
                 servers = server_pids(h.root)
                 assert servers
                 assert all(_forked_by(p) is not None for p in servers), "the first server was not forked from a template"
+                # forked while the template imports PRELOAD_LATER at LATER_NICE: back to normal priority
+                assert {os.getpriority(os.PRIO_PROCESS, p) for p in servers} == {os.getpriority(os.PRIO_PROCESS, 0)}
                 await kill(t, cid, signal.SIGKILL)
                 assert (await wait(t, cid)).exit_status == 137
                 await delete(t, cid)
@@ -352,6 +358,10 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
         # node-wide: it carries none of the variables of the containerd whose start launched it
         environ = Path(f"/proc/{tpl}/environ").read_bytes().split(b"\0")
         assert not [v for v in environ if v.startswith((b"TTRPC_ADDRESS=", b"GRPC_ADDRESS=", b"NAMESPACE="))]
+        deadline = time.monotonic() + 120
+        while not cache.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(dccache._load(str(cache))) > 100, "the template saved no compiled dataclass methods"
     finally:
         process.stop_templates(str(d))
         for f in d.iterdir():

@@ -87,6 +87,45 @@ def test_no_template_stale_socket_or_switched_off(tmp_path: Path, monkeypatch: p
     assert client.forward(["/bin/shim", "-id", "c", "start"]) is None
 
 
+def test_start_waits_for_the_template_the_native_front_spawned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native front found no socket and spawned a template (its pid in ENV_LAUNCHED, a child of
+    this process): ``run`` waits for that one (here it exits as "locked" while another comes up,
+    which ``run`` tolerates) instead of spawning its own, and removes the variable."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv(key.ENV_DIR, str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({client.LOCKED_EXIT})"])
+    monkeypatch.setenv(client.ENV_LAUNCHED, str(child.pid))
+
+    def no_spawn(_program: str) -> int | None:
+        raise AssertionError("spawned a second template")
+
+    monkeypatch.setattr(client, "launch_pid", no_spawn)
+    monkeypatch.setattr(client, "launch", no_spawn)
+    late: list[tuple[socket.socket, threading.Thread, list[bytes]]] = []
+    timer = threading.Timer(0.3, lambda: late.append(_fake_template(tmp_path, b"exit 4")))
+    timer.start()
+    try:
+        assert client.run(["/bin/shim", "-id", "c", "start"]) == 4
+    finally:
+        timer.join()
+        for lst, t, _seen in late:
+            t.join(5)
+            lst.close()
+    assert client.ENV_LAUNCHED not in os.environ
+    assert child.returncode is None  # reaped by run() itself
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child.pid, os.WNOHANG)
+
+
+@pytest.mark.parametrize("value", ["", "junk", "1"])
+def test_a_launched_pid_that_is_not_our_child_is_ignored(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(client.ENV_LAUNCHED, value)
+    assert client._launched_by_front() is None
+    assert client.ENV_LAUNCHED not in os.environ
+
+
 def test_only_start_and_delete_are_forwarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(key.ENV_DIR, str(tmp_path))
     lst, _t, seen = _fake_template(tmp_path, b"exit 0")
