@@ -95,6 +95,9 @@ def _sandbox_handlers(service: object, zygote: Zygote, reaper: Reaper, shutdown:
     return sandbox_handlers(SandboxRpc(sandboxes), namespace)
 
 
+SANDBOX_SHUTDOWN_GRACE = 5.0  # seconds a shut-down sandbox's server waits for containerd to disconnect
+
+
 def _unlink_if(path: str, ino: int) -> None:
     """Unlink ``path`` unless it is no longer our socket (a racing ``start`` found it dead and
     bound a new one there)."""
@@ -121,6 +124,8 @@ class GroupServer:
         self.reaper = reaper
         self.defaults = defaults
         self.publisher = EventPublisher(settings.ttrpc_address)
+        self._shutting_down = False
+        self._sandbox_shut_down = False
         self.server = self._build()
         try:
             self._socket_ino = os.stat(socket_path).st_ino
@@ -144,9 +149,9 @@ class GroupServer:
         self.service = TaskService(settings.namespace, self.zygote, self.reaper, publish,
                                    self._backend_factory, self.defaults, self._image_modules)
         table = handlers(TaskRpc(self.service, self.shutdown), settings.namespace)
-        table.update(_sandbox_handlers(self.service, self.zygote, self.reaper, self.shutdown, settings.namespace,
-                                       observers))
-        return Server(table)
+        table.update(_sandbox_handlers(self.service, self.zygote, self.reaper, self._shutdown_after_sandbox,
+                                       settings.namespace, observers))
+        return Server(table, on_connection_closed=self._connection_closed)
 
     def _backend_factory(self, kind: str, cid: str, spec: RuntimeSpec, bundle: Path, rootfs: Path,
                          opts: RuntimeOptions, image_module: ImageModule | None) -> Backend:
@@ -195,8 +200,24 @@ class GroupServer:
     def busy(self) -> bool:
         return bool(self.service.busy)
 
+    def _shutdown_after_sandbox(self) -> None:
+        """``ShutdownSandbox``'s end of the server: once containerd has closed its connections
+        (``_connection_closed``), at the latest after ``SANDBOX_SHUTDOWN_GRACE``. Not at once:
+        Go's ttrpc client can fail a call whose response and the connection's close arrive
+        together ("ttrpc: closed"); containerd ignores that for the Task API's ``Shutdown``, but
+        its sandbox controller failed ``RemovePodSandbox`` with it (1 run in 2 under load)."""
+        self._sandbox_shut_down = True
+        asyncio.get_running_loop().call_later(SANDBOX_SHUTDOWN_GRACE, self.shutdown)
+
+    def _connection_closed(self, _peer: object) -> None:
+        if self._sandbox_shut_down and self.server.connections == 0:
+            self.shutdown()
+
     def shutdown(self) -> None:
         """Stop serving the group (after the current reply is flushed)."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
         log.info("shutting down")
         if log.isEnabledFor(logging.DEBUG):
             # the start-up cost promise (none of it without OTEL_*), reported while containerd still

@@ -289,6 +289,7 @@ class _Connection:
         self._requests = 0
         self._paused = False
         self._writer_failed = False
+        self._shut_pending = False  # stop_reading waits for the queued responses to be sent
         self._wake = asyncio.Event()  # a handler finished, the writer progressed, or it failed
 
     def stats(self) -> ConnectionStats:
@@ -299,7 +300,22 @@ class _Connection:
                 or self._queued_bytes >= self.server.max_queued_bytes)
 
     def stop_reading(self) -> None:
-        """Make the read loop see EOF, which starts the orderly close of this connection."""
+        """Make the read loop see EOF, which starts the orderly close of this connection; once
+        the responses already queued are sent (at most ``FLUSH_TIMEOUT``). On a Unix socket our
+        SHUT_RD is the peer's SEND_SHUTDOWN: a Go client that sends anything after it gets EPIPE,
+        closes the connection and fails its pending calls, so a response queued just before
+        (a handler that closes the server: Shutdown, ShutdownSandbox) would never be read."""
+        if self._queued_bytes > 0 and not self._writer_failed:
+            if not self._shut_pending:
+                self._shut_pending = True
+                asyncio.get_running_loop().call_later(FLUSH_TIMEOUT, self._shut_read)
+            return
+        self._shut_read()
+
+    def _shut_read(self) -> None:
+        self._shut_pending = False
+        if self.sock.fileno() < 0:
+            return
         try:
             self.sock.shutdown(socket.SHUT_RD)
         except OSError as err:
@@ -460,6 +476,8 @@ class _Connection:
             finally:
                 self._queued_bytes -= len(frame)
                 self._wake.set()
+            if self._shut_pending and self._queued_bytes <= 0:
+                self._shut_read()
 
     def _drop_queued(self) -> None:
         """The peer is gone: free the responses nobody will read."""

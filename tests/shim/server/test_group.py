@@ -67,3 +67,34 @@ def test_image_module_fetch_logs_to_its_own_group(tmp_path: Path, monkeypatch: p
     assert "fetched in the worker" in own
     assert "id=b" in own
     assert "fetched in the worker" not in fallback
+
+
+def test_shutdown_sandbox_ends_the_server_once_containerd_disconnects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ShutdownSandbox does not end the server while containerd's connection is open (its reply
+    and the close arriving together made containerd's ttrpc client fail the call: "ttrpc: closed",
+    RemovePodSandbox failed); the last connection's close ends it, or else the grace timer."""
+    from runwasm.shim.server import group
+
+    calls: list[str] = []
+
+    async def main() -> None:
+        fake = SimpleNamespace(_sandbox_shut_down=False, server=SimpleNamespace(connections=1),
+                               shutdown=lambda: calls.append("shutdown"))
+        GroupServer._connection_closed(fake, None)  # type: ignore[arg-type]
+        assert calls == []  # a closed connection alone (containerd restarting) is no reason to exit
+        GroupServer._shutdown_after_sandbox(fake)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        assert calls == []  # the connection that sent ShutdownSandbox is still open
+        fake.server.connections = 0
+        GroupServer._connection_closed(fake, None)  # type: ignore[arg-type]
+        assert calls == ["shutdown"]
+
+        monkeypatch.setattr(group, "SANDBOX_SHUTDOWN_GRACE", 0.01)
+        calls.clear()
+        other = SimpleNamespace(_sandbox_shut_down=False, server=SimpleNamespace(connections=1),
+                                shutdown=lambda: calls.append("shutdown"))
+        GroupServer._shutdown_after_sandbox(other)  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)
+        assert calls == ["shutdown"]  # containerd never disconnected: the grace timer ends it
+
+    asyncio.run(main())

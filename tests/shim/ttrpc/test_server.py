@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -380,6 +381,47 @@ def test_response_queued_before_close_is_delivered() -> None:
                 await server.wait_closed()
 
     run(main())
+
+
+def test_close_shuts_reading_only_after_the_queued_response_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that closes the server (``call_soon(server.close)``) must have its response sent
+    before the connection's read side is shut: on a Unix socket our SHUT_RD is the peer's
+    SEND_SHUTDOWN, so a Go client that sends anything in that window gets EPIPE, closes the
+    connection and fails the pending call ("ttrpc: closed"; containerd's ShutdownSandbox)."""
+    shut_before_reply: list[bool] = []
+    real_shutdown = socket.socket.shutdown
+
+    async def main() -> None:
+        servers: list[Server] = []
+        peers: list[RawPeer] = []
+
+        def recording_shutdown(self: socket.socket, how: int) -> None:
+            if peers and how == socket.SHUT_RD:
+                try:  # is the reply already in the peer's receive buffer?
+                    shut_before_reply.append(not peers[0].sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+                except BlockingIOError:
+                    shut_before_reply.append(True)
+            real_shutdown(self, how)
+
+        monkeypatch.setattr(socket.socket, "shutdown", recording_shutdown)
+
+        async def shutdown(payload: bytes) -> bytes:
+            asyncio.get_running_loop().call_soon(servers[0].close)
+            return b"bye"
+
+        async with serving({(SVC, "Shutdown"): handler_of(shutdown)}) as (server, path):
+            servers.append(server)
+            peer = await RawPeer.connect(path)
+            peers.append(peer)
+            await peer.request(1, SVC, "Shutdown")
+            await server.wait_closed()
+            _, response = await peer.response()
+            assert response.payload == b"bye"
+            peer.close()
+
+    run(main())
+    assert shut_before_reply, "the server never shut the connection's read side"
+    assert not any(shut_before_reply), shut_before_reply
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")
