@@ -122,10 +122,10 @@ def serve_main() -> int:
     # The zygote first, before this process writes much: every page either of them writes
     # after the fork is copied, and a forked server shares its heap with the template too.
     zygote = Zygote()
-    # wasmtime-py only once idle: a task with a cached link-check verdict never needs it
-    # (runwasm.wasm.fast_min), and a server's first Create should not wait for its import
+    # not wasmtime-py: a task with a cached link-check verdict never needs it
+    # (runwasm.wasm.fast_min), and a long-lived copy costs every pod memory (template/process.py)
     zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload",
-                          "runwasm.linux.init"), later=("wasmtime", "runwasm.wasm.task"),
+                          "runwasm.linux.init"),
                  close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]))
     # what the zygote shares with us is never walked (and so never written) by our collections
     gc.freeze()
