@@ -7,7 +7,8 @@ Launched by ``start`` in its own session with /dev/null stdio, the listening soc
 1. log FIFO dup'ed onto fd 2, so tracebacks of last resort reach containerd's log;
 2. child subreaper, so every workload is re-parented here and reaped by ``Reaper``;
 3. the zygote is forked *before* anything can start a thread (OTel exporters, asyncio
-   ``to_thread``, wasmtime compile threads); it preloads wasmtime for the Wasm workloads;
+   ``to_thread``, wasmtime compile threads); it preloads the workload entry modules (not
+   wasmtime-py: a workload that needs it imports it);
 4. then the asyncio loop: the group's ttrpc server, Task service and event publisher
    (``group.GroupServer``).
 
