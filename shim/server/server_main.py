@@ -7,7 +7,8 @@ Launched by ``start`` in its own session with /dev/null stdio, the listening soc
 1. log FIFO dup'ed onto fd 2, so tracebacks of last resort reach containerd's log;
 2. child subreaper, so every workload is re-parented here and reaped by ``Reaper``;
 3. the zygote is forked *before* anything can start a thread (OTel exporters, asyncio
-   ``to_thread``, wasmtime compile threads); it preloads wasmtime for the Wasm workloads;
+   ``to_thread``, wasmtime compile threads); it preloads the workload entry modules (not
+   wasmtime-py: a workload that needs it imports it);
 4. then the asyncio loop: the group's ttrpc server, Task service and event publisher
    (``group.GroupServer``).
 
@@ -122,10 +123,10 @@ def serve_main() -> int:
     # The zygote first, before this process writes much: every page either of them writes
     # after the fork is copied, and a forked server shares its heap with the template too.
     zygote = Zygote()
-    # wasmtime-py only once idle: a task with a cached link-check verdict never needs it
-    # (runwasm.wasm.fast_min), and a server's first Create should not wait for its import
+    # not wasmtime-py: a task with a cached link-check verdict never needs it
+    # (runwasm.wasm.fast_min), and a long-lived copy costs every pod memory (template/process.py)
     zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload",
-                          "runwasm.linux.init"), later=("wasmtime", "runwasm.wasm.task"),
+                          "runwasm.linux.init"),
                  close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]))
     # what the zygote shares with us is never walked (and so never written) by our collections
     gc.freeze()

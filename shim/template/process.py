@@ -61,8 +61,11 @@ PRELOAD = (
     "runwasm.oci.runtime_spec",
 )
 # imported one at a time between requests once listening: what the zygotes and workloads need
-# (a server forked before they are in gets a zygote that imports them itself, as before)
-PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "wasmtime", "runwasm.wasm.task", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
+# (a server forked before they are in gets a zygote that imports them itself, as before).
+# Not wasmtime-py (``wasmtime``, ``runwasm.wasm.task``): no long-lived process keeps it (~0.8
+# MiB of PSS per pod at 10 pods, docs/design.md "Memory per pod"); only a workload that needs
+# it imports it (~40 ms): a Create without a cached link-check verdict, an in-process task.
+PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
 LATER_NICE = 19
 """The template's nice value while it imports a ``PRELOAD_LATER`` module (root only; back to its
 own priority before it accepts or forks anything): the first container, forked as soon as the
