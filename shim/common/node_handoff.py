@@ -127,6 +127,31 @@ def offer(node_sock: str, listener: socket.socket, settings_doc: Mapping[str, An
     return None
 
 
+def listen_in_place(path: str, backlog: int) -> socket.socket:
+    """A SOCK_SEQPACKET listener at ``path`` (0600, root's template directory), which appears
+    only once it accepts: bound under a temporary name, then renamed over whatever a dead owner
+    left (the caller holds the lock that makes it the owner). The node socket and the
+    template's own socket (``shim/template/process.py``)."""
+    tmp = f"{path}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old = os.umask(0o177)
+    try:
+        lst.bind(tmp)
+        os.chmod(tmp, 0o600)
+        lst.listen(backlog)
+        os.rename(tmp, path)
+    except OSError:
+        lst.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.umask(old)
+    return lst
+
+
 def claim(path: str) -> tuple[socket.socket, int] | None:
     """Become the node server at ``path``: (listening socket, lock fd), or None when another
     one holds ``node-<key>.lock`` (flock, non-blocking; released when every copy of the fd is
@@ -141,24 +166,11 @@ def claim(path: str) -> tuple[socket.socket, int] | None:
     except BlockingIOError:
         os.close(lock)
         return None
-    tmp = f"{path}.{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
     try:
-        lst.bind(tmp)
-        os.chmod(tmp, 0o600)
-        lst.listen(64)
-        os.rename(tmp, path)
+        lst = listen_in_place(path, 64)
     except OSError:
-        lst.close()
         os.close(lock)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise
-    finally:
-        os.umask(old)
     return lst, lock
 
 

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import platform
-import select
 import signal
 import socket
 import traceback
@@ -53,7 +52,6 @@ from runwasm.shim.common.statefile import process_start_time
 log = logging.getLogger(__name__)
 
 MAX_FDS = 16
-PRELOAD_IDLE = 1.0
 _MAX_MSG = 1 << 20
 
 
@@ -272,17 +270,10 @@ def _preload(names: Sequence[str]) -> None:
     gc.freeze()
 
 
-def _zygote_main(sock: socket.socket, preload: Sequence[str], later: Sequence[str] = ()) -> None:
+def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _preload(preload)
-    pending = list(later)
     while True:
-        if pending:  # imported once no request came for PRELOAD_IDLE seconds (see Zygote.start)
-            ready, _, _ = select.select([sock], [], [], PRELOAD_IDLE)
-            if not ready:
-                _preload(pending)
-                pending = []
-                continue
         got = _recv_request(sock)
         if got is None:
             os._exit(0)
@@ -322,10 +313,9 @@ class Zygote:
         self._lock = asyncio.Lock()
         self.pid = 0
 
-    def start(self, preload: Sequence[str] = (), later: Sequence[str] = (), close: Sequence[int] = ()) -> None:
-        """Fork the zygote, which imports ``preload`` before it serves any request, and ``later``
-        once it has been idle for ``PRELOAD_IDLE`` seconds (what only some workloads need, e.g.
-        wasmtime-py: the first Create of a fresh server should not wait for it). ``close``: fds
+    def start(self, preload: Sequence[str] = (), close: Sequence[int] = ()) -> None:
+        """Fork the zygote, which imports ``preload`` before it serves any request (not
+        wasmtime-py: a workload that needs it imports it, see server_main). ``close``: fds
         of the server the zygote must not keep (the node socket and its lock: a copy would keep
         the lock held after the server released it)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -335,7 +325,7 @@ class Zygote:
             for fd in close:
                 os.close(fd)
             try:
-                _zygote_main(child, preload, later)
+                _zygote_main(child, preload)
             finally:
                 os._exit(0)
         child.close()

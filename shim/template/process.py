@@ -41,6 +41,7 @@ import struct
 import sys
 import time
 
+from runwasm.shim.common import node_handoff
 from runwasm.shim.template import client, dccache, key, server
 
 # imported before the socket appears: what start/delete and a server need
@@ -157,26 +158,6 @@ def _child(conn: socket.socket, install: str, lock: int, channel: socket.socket,
         os._exit(0)
 
 
-def _bind(sock_path: str) -> socket.socket:
-    """Listen on ``sock_path``, which appears only once it accepts (bound under a temporary
-    name, renamed over whatever a dead template left: we hold the lock)."""
-    tmp = f"{sock_path}.{os.getpid()}"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
-    try:
-        lst.bind(tmp)
-    finally:
-        os.umask(old)
-    os.chmod(tmp, 0o600)
-    lst.listen(128)
-    os.rename(tmp, sock_path)
-    return lst
-
-
 def _preload(names: tuple[str, ...] | list[str]) -> None:
     for name in names:
         try:
@@ -256,7 +237,7 @@ def template_main() -> int:
     _preload(PRELOAD)
     # listen only once warm: until then execs find no socket and run the action themselves
     # rather than queue behind the imports
-    lst = _bind(sock_path)
+    lst = node_handoff.listen_in_place(sock_path, 128)  # appears only once it accepts
     ino = os.stat(sock_path).st_ino
     with open(key.pid_path(sock_path), "w") as f:
         f.write(str(os.getpid()))
