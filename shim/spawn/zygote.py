@@ -39,7 +39,6 @@ import importlib
 import json
 import logging
 import os
-import platform
 import signal
 import socket
 import traceback
@@ -120,7 +119,7 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
 
 CLONE_PARENT = 0x00008000
 CLONE_PIDFD = 0x00001000
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())  # the raw clone syscall's number
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)  # the raw clone syscall's number
 _SYS_PIDFD_SEND_SIGNAL = 424  # the same on every architecture (a syscall newer than 5.1's unification)
 
 

@@ -44,29 +44,36 @@ import time
 from runwasm.shim.common import node_handoff
 from runwasm.shim.template import client, dccache, key, server
 
-# imported before the socket appears: what start/delete and a server need
+# imported before the socket appears: what start/delete and a server need for a Wasm container
+# (the first container on a node waits for them). Not the Linux executor, the console, the
+# metrics encoder, `delete` (a server that needs one later imports it; PRELOAD_LATER brings them
+# in for the servers forked after it), nor ``entry.info`` (``-info`` is never forwarded).
 PRELOAD = (
     "asyncio", "json", "logging", "ctypes",
     "google.protobuf.empty_pb2", "google.protobuf.any_pb2", "google.protobuf.timestamp_pb2",
-    "runwasm.shim.__main__", "runwasm.shim.entry.start", "runwasm.shim.entry.delete", "runwasm.shim.entry.info",
+    "runwasm.shim.__main__", "runwasm.shim.entry.start",
     "runwasm.shim.server.server_main", "runwasm.shim.server.task", "runwasm.shim.server.task_rpc", "runwasm.shim.ttrpc.server",
-    "runwasm.shim.server.events", "runwasm.shim.server.backends", "runwasm.shim.server.linux_backend", "runwasm.shim.server.reaper",
-    "runwasm.shim.spawn.zygote", "runwasm.shim.common.tracing", "runwasm.shim.server.logs", "runwasm.shim.server.console",
+    "runwasm.shim.server.events", "runwasm.shim.server.backends", "runwasm.shim.server.reaper",
+    "runwasm.shim.spawn.zygote", "runwasm.shim.common.tracing", "runwasm.shim.server.logs",
     "runwasm.shim.server.router", "runwasm.shim.template.server", "runwasm.shim.server.group",
     "runwasm.shim.server.group_logs", "runwasm.shim.server.node", "runwasm.shim.common.node_handoff",
     "runwasm.shim.server.sandbox", "runwasm.shim.server.sandbox_rpc", "runwasm.shim.server.sandbox_holder",
-    "runwasm.shim.server.process", "runwasm.shim.server.metrics", "runwasm.shim.server.preopens",
+    "runwasm.shim.server.process", "runwasm.shim.server.preopens",
     "runwasm.shim.server.private_rootfs", "runwasm.shim.server.events_factory", "runwasm.shim.server.stdio",
     "runwasm.shim.server.image_module", "runwasm.shim.common.rootfs_plan", "runwasm.shim.common.mounts",
-    "runwasm.linux.cgroups", "runwasm.linux.task_cgroup", "runwasm.linux.stats",
+    "runwasm.linux.cgroups", "runwasm.linux.task_cgroup",
     "runwasm.oci.runtime_spec",
 )
-# imported one at a time between requests once listening: what the zygotes and workloads need
-# (a server forked before they are in gets a zygote that imports them itself, as before).
+# imported one at a time between requests once listening: `delete` (the first container's comes
+# ~0.1 s after the socket appears), what the zygotes and workloads need (a server forked before
+# they are in gets a zygote that imports them itself, as before), then what only a Linux
+# container or a Stats/console request needs.
 # Not wasmtime-py (``wasmtime``, ``runwasm.wasm.task``): no long-lived process keeps it (~0.8
 # MiB of PSS per pod at 10 pods, docs/design.md "Memory per pod"); only a workload that needs
 # it imports it (~40 ms): a Create without a cached link-check verdict, an in-process task.
-PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
+PRELOAD_LATER = ("runwasm.shim.entry.delete", "runwasm.wasm.child", "runwasm.wasm.fast_min",
+                 "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init", "runwasm.shim.server.linux_backend",
+                 "runwasm.shim.server.console", "runwasm.shim.server.metrics", "runwasm.linux.stats")
 LATER_NICE = 19
 """The template's nice value while it imports a ``PRELOAD_LATER`` module (root only; back to its
 own priority before it accepts or forks anything): the first container, forked as soon as the
@@ -220,6 +227,10 @@ def import_asyncio_without_tls() -> None:
 
 
 def template_main() -> int:
+    # No automatic collection until the imports are frozen: the ~60 young collections they would
+    # trigger cost ~8 ms of the boot the first container waits for, and find next to nothing
+    # (~500 objects of the import machinery's cycles, left to the freeze below).
+    gc.disable()
     dccache.install()  # first: the dataclass methods compiled by an earlier boot (saved once idle, below)
     sock_path = key.socket_path(os.environ)
     directory = os.path.dirname(sock_path)
@@ -248,9 +259,10 @@ def template_main() -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    # no gc.collect() first: the imports' own collections leave next to nothing (0 objects found
-    # when measured) and a full one costs 10-20 ms that the first container would wait for
+    # no gc.collect() first: it would find ~500 objects (collections were off during the imports)
+    # and cost 10-20 ms that the first container would wait for
     gc.freeze()
+    gc.enable()
     checked = time.monotonic()
     pending = list(PRELOAD_LATER)
     lst.setblocking(False)
