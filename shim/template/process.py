@@ -46,8 +46,9 @@ from runwasm.shim.template import client, dccache, key, server
 
 # imported before the socket appears: what start/delete and a server need for a Wasm container
 # (the first container on a node waits for them). Not the Linux executor, the console, the
-# metrics encoder, `delete` (a server that needs one later imports it; PRELOAD_LATER brings them
-# in for the servers forked after it), nor ``entry.info`` (``-info`` is never forwarded).
+# metrics encoder, the image model (for a module that is not in the rootfs), `delete` (a server
+# that needs one later imports it; PRELOAD_LATER brings them in for the servers forked after it),
+# nor ``entry.info`` (``-info`` is never forwarded).
 PRELOAD = (
     "asyncio", "json", "logging", "ctypes",
     "google.protobuf.empty_pb2", "google.protobuf.any_pb2", "google.protobuf.timestamp_pb2",
@@ -60,7 +61,7 @@ PRELOAD = (
     "runwasm.shim.server.sandbox", "runwasm.shim.server.sandbox_rpc", "runwasm.shim.server.sandbox_holder",
     "runwasm.shim.server.process", "runwasm.shim.server.preopens",
     "runwasm.shim.server.private_rootfs", "runwasm.shim.server.events_factory", "runwasm.shim.server.stdio",
-    "runwasm.shim.server.image_module", "runwasm.shim.common.rootfs_plan", "runwasm.shim.common.mounts",
+    "runwasm.shim.common.rootfs_plan", "runwasm.shim.common.mounts",
     "runwasm.linux.cgroups", "runwasm.linux.task_cgroup",
     "runwasm.oci.runtime_spec",
 )
@@ -73,7 +74,8 @@ PRELOAD = (
 # it imports it (~40 ms): a Create without a cached link-check verdict, an in-process task.
 PRELOAD_LATER = ("runwasm.shim.entry.delete", "runwasm.wasm.child", "runwasm.wasm.fast_min",
                  "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init", "runwasm.shim.server.linux_backend",
-                 "runwasm.shim.server.console", "runwasm.shim.server.metrics", "runwasm.linux.stats")
+                 "runwasm.shim.server.console", "runwasm.shim.server.metrics", "runwasm.linux.stats",
+                 "runwasm.shim.server.image_module")
 LATER_NICE = 19
 """The template's nice value while it imports a ``PRELOAD_LATER`` module (root only; back to its
 own priority before it accepts or forks anything): the first container, forked as soon as the
