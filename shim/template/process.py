@@ -47,17 +47,18 @@ import time
 from runwasm.shim.common import node_handoff
 from runwasm.shim.template import client, dccache, key, server
 
-# imported before the socket appears: what a `start` child runs (``PRELOAD_FIRST``), then, while
-# that child runs (the first container after boot: its `start` does its work on the other CPU),
-# the rest of what a server needs for a Wasm container; the child's request for its server is
-# served only once all of it is in, so that every server is forked from a complete template. Not the Linux executor, the console, the
-# metrics encoder, the image model (for a module that is not in the rootfs), `delete` (a server
-# that needs one later imports it; PRELOAD_LATER brings them in for the servers forked after it),
-# nor ``entry.info`` (``-info`` is never forwarded).
+# imported before the socket appears: what a `start` child runs (``PRELOAD_FIRST``); then, while
+# that child runs (the first container after boot: its `start` works on the other CPU), the rest
+# of what a server needs for a Wasm container; the child's request for its server is served only
+# once all of it is in, so that every server is forked from a complete template. Not the Linux
+# executor, the console, the metrics encoder, the image model (for a module that is not in the
+# rootfs), the Sandbox API (built at its first request: ``group._lazy_sandbox_handlers``) nor
+# `delete`: a server that needs one imports it, and PRELOAD_LATER brings them in for the servers
+# forked after it; not ``entry.info`` either (``-info`` is never forwarded).
 PRELOAD_FIRST = ("json", "runwasm.shim.__main__", "runwasm.shim.entry.start", "runwasm.shim.entry.flags",
                  "runwasm.shim.entry.bootstrap", "runwasm.shim.common.otel_env", "runwasm.shim.template.server")
 PRELOAD = (
-    *PRELOAD_FIRST, "asyncio", "json", "logging", "ctypes",
+    *PRELOAD_FIRST, "asyncio", "logging", "ctypes",
     "google.protobuf.empty_pb2", "google.protobuf.any_pb2", "google.protobuf.timestamp_pb2",
     "runwasm.shim.__main__", "runwasm.shim.entry.start",
     "runwasm.shim.server.server_main", "runwasm.shim.server.task", "runwasm.shim.server.task_rpc", "runwasm.shim.ttrpc.server",
@@ -65,7 +66,6 @@ PRELOAD = (
     "runwasm.shim.spawn.zygote", "runwasm.shim.common.tracing", "runwasm.shim.server.logs",
     "runwasm.shim.server.router", "runwasm.shim.template.server", "runwasm.shim.server.group",
     "runwasm.shim.server.group_logs", "runwasm.shim.server.node", "runwasm.shim.common.node_handoff",
-    "runwasm.shim.server.sandbox", "runwasm.shim.server.sandbox_rpc", "runwasm.shim.server.sandbox_holder",
     "runwasm.shim.server.process", "runwasm.shim.server.preopens",
     "runwasm.shim.server.private_rootfs", "runwasm.shim.server.events_factory", "runwasm.shim.server.stdio",
     "runwasm.shim.common.rootfs_plan", "runwasm.shim.common.mounts",
@@ -82,7 +82,8 @@ PRELOAD = (
 PRELOAD_LATER = ("runwasm.shim.entry.delete", "runwasm.wasm.child", "runwasm.wasm.fast_min",
                  "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init", "runwasm.shim.server.linux_backend",
                  "runwasm.shim.server.console", "runwasm.shim.server.metrics", "runwasm.linux.stats",
-                 "runwasm.shim.server.image_module")
+                 "runwasm.shim.server.image_module", "runwasm.shim.server.sandbox_rpc",
+                 "runwasm.shim.server.sandbox_holder")
 LATER_NICE = 19
 """The template's nice value while it imports a ``PRELOAD_LATER`` module (root only; back to its
 own priority before it accepts or forks anything): the first container, forked as soon as the
