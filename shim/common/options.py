@@ -44,6 +44,8 @@ EXECUTORS = ("auto", "wasm", "linux")
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
+    """The runtime options of a container or a group, as parsed (defaults where unset)."""
+
     executor: str = "auto"
     wasm_cache_dir: str | None = None
     wasm_rootfs_readonly: bool = False
@@ -62,6 +64,8 @@ class RuntimeOptions:
 
 @dataclass(frozen=True, slots=True)
 class ParsedOptions:
+    """``RuntimeOptions`` and the names of the fields the document gave explicitly."""
+
     options: RuntimeOptions
     given: frozenset[str]  # field names the document set
 

@@ -45,6 +45,8 @@ ROOTNS_FD = "rootns"
 
 @dataclass(slots=True)
 class PrivateRootfs:
+    """An EROFS rootfs mounted in a mount namespace of its own (its fds)."""
+
     ns_fd: int
     root_fd: int
     methods: tuple[str, ...] = ()       # how each layer was mounted (fsmount, loop+fsmount, dm-verity...)

@@ -71,6 +71,8 @@ its compiled artifact when there is one (``shim/server/image_module.py``)."""
 
 @dataclass(frozen=True, slots=True)
 class CreateRequest:
+    """A Create request, decoded."""
+
     id: str
     bundle: str
     rootfs: tuple[mounts.MountSpec, ...] = ()
@@ -81,6 +83,8 @@ class CreateRequest:
 
 @dataclass(frozen=True, slots=True)
 class ExitInfo:
+    """How a process ended, as Wait and Delete report it."""
+
     pid: int
     exit_status: int
     exited_at_ns: int | None
@@ -88,6 +92,8 @@ class ExitInfo:
 
 @dataclass(slots=True)
 class Container:
+    """A container of the Task service: its spec, back-end and processes."""
+
     id: str
     bundle: Path
     spec: RuntimeSpec
