@@ -129,8 +129,10 @@ def _fork_detached(argv: Sequence[str], env: dict[str, str], close: Sequence[int
             if pid == 0:
                 os.close(w)
                 if witness is not None:
-                    try:
+                    try:  # the child may have its pid from the template already, and closed the pipe
                         os.write(witness, str(os.getpid()).encode())
+                    except OSError:
+                        pass
                     finally:
                         os.close(witness)
                 _become_server(argv, env, close, umask)

@@ -284,3 +284,16 @@ def test_without_a_template_to_ask_the_child_forks_the_server_itself(
     assert seen["pid"] == pid
     assert seen["sock_ino"] == os.fstat(listener.fileno()).st_ino
     listener.close()
+
+
+def test_the_server_runs_when_nobody_reads_its_witness(recorder: Path) -> None:
+    """The child stops reading the witness once the template answered with the pid, which can
+    be before the server writes to it: the write's EPIPE must not stop the server."""
+    r, w = os.pipe()
+    os.close(r)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = server._fork_detached(["shim", "_runwasm_serve"], {ENV_LISTEN_FD: str(listener.fileno())}, [], None,
+                                reap=True, witness=w)
+    os.close(w)
+    assert _read(recorder)["pid"] == pid
+    listener.close()
