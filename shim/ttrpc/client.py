@@ -41,6 +41,15 @@ Metadata = Mapping[str, str | Sequence[str]]
 """Call metadata: one entry per value is sent, keys lower-cased (``containerd-namespace-ttrpc``)."""
 
 
+def _send_now(sock: socket.socket, frame: bytes) -> int:
+    """Write what a non-blocking ``sock`` takes of ``frame`` now; 0 on any error (the writer
+    task, which gets the rest, meets the error again and handles it)."""
+    try:
+        return sock.send(frame)
+    except OSError:
+        return 0
+
+
 class ClientClosedError(ConnectionError):
     """The connection is closed (by us or the peer); the call's outcome is unknown."""
 
@@ -56,6 +65,7 @@ class Client:
         self._pending: dict[int, asyncio.Future[bytes]] = {}
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._closed = False
+        self._writer_idle = False  # the writer waits on an empty outbox: call() may write at once
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
     @classmethod
@@ -123,7 +133,12 @@ class Client:
         self._next_id += 2
         future: asyncio.Future[bytes] = loop.create_future()
         self._pending[stream_id] = future
-        self._outbox.put_nowait(frame)
+        if self._writer_idle and self._outbox.empty():
+            # the writer has nothing older: write now what the socket takes, instead of waking it
+            frame = frame[_send_now(self._sock, frame):]
+        if frame:
+            self._writer_idle = False
+            self._outbox.put_nowait(frame)
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
@@ -187,7 +202,10 @@ class Client:
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self._outbox.empty():
+                self._writer_idle = True
             frame = await self._outbox.get()
+            self._writer_idle = False
             try:
                 await loop.sock_sendall(self._sock, frame)
             except OSError as err:

@@ -258,6 +258,15 @@ class Server:
         raise RpcError(Code.UNIMPLEMENTED, f"method {method}")
 
 
+def _send_now(sock: socket.socket, frame: bytes) -> int:
+    """Write what a non-blocking ``sock`` takes of ``frame`` now; 0 on any error (the writer
+    task, which gets the rest, meets the error again and handles it)."""
+    try:
+        return sock.send(frame)
+    except OSError:
+        return 0
+
+
 def _check_peer(sock: socket.socket) -> Peer | None:
     """Return the peer's credentials, or None (logged) when it must be disconnected."""
     try:
@@ -290,6 +299,7 @@ class _Connection:
         self._paused = False
         self._writer_failed = False
         self._shut_pending = False  # stop_reading waits for the queued responses to be sent
+        self._writer_idle = False  # the writer waits on an empty outbox: _send may write at once
         self._wake = asyncio.Event()  # a handler finished, the writer progressed, or it failed
 
     def stats(self) -> ConnectionStats:
@@ -459,12 +469,26 @@ class _Connection:
             log.error("ttrpc server: reply on stream %d not sent: %s", stream_id, err)
             self._send(stream_id, err.code, err.message)
             return
+        if self._writer_idle and not self._writer_failed and self._outbox.empty():
+            # nothing queued or being sent: write now, as far as the socket takes it, instead of
+            # waking the writer task (one loop iteration per response; order is kept, since the
+            # writer has nothing older). What the socket does not take goes to the writer.
+            frame = frame[_send_now(self.sock, frame):]
+            if not frame:
+                return
         self._queued_bytes += len(frame)
+        self._writer_idle = False
         self._outbox.put_nowait(frame)
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while (frame := await self._outbox.get()) is not None:
+        while True:
+            if self._outbox.empty():
+                self._writer_idle = True
+            frame = await self._outbox.get()
+            self._writer_idle = False
+            if frame is None:
+                return
             try:
                 await loop.sock_sendall(self.sock, frame)
             except OSError as err:
