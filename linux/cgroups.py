@@ -424,6 +424,11 @@ Cgroup = CgroupV1 | CgroupV2
 def kill_cgroup(cg: Cgroup, deadline: float) -> None:
     """SIGKILL every process in the cgroup (frozen first, so none can fork in between) and wait
     until it is empty or ``deadline`` passes."""
+    try:
+        if not cg.pids():  # the common case (the task's processes are gone): one read, no stat
+            return
+    except UnavailableError:  # no v1 hierarchy to list them from: as below, decided by the freezer
+        pass
     if not cg.dir("freezer" if cg.version == 1 else "").exists():
         return
     if not cg.pids():
