@@ -29,8 +29,13 @@ from runwasm.linux.errors import SetupError, UnavailableError
 
 
 def _oom_kills(path: Path) -> int:
-    try:
-        for line in path.read_text().splitlines():
+    try:  # os calls, not pathlib's read_text: read at every Create and every exit
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 65536).decode()
+        finally:
+            os.close(fd)
+        for line in text.splitlines():
             k, _, v = line.partition(" ")
             if k == "oom_kill":
                 return int(v)
