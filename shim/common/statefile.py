@@ -3,8 +3,9 @@
 ``<bundle>/runwasm.json`` holds the init pid with its kernel start time (to tell a live
 workload from a recycled pid), the executor kind and the mounts the server made. The server
 writes it at Create and updates it when the workload exits; ``delete`` reads it. Writes go
-into the same file in place, whole or not at all (``runwasm.linux.record``): three per task, so
-no temporary file and rename each time.
+into the same file in place, whole or not at all (``runwasm.linux.record``): three per task
+(four when the server mounted the rootfs: the mounts are recorded first), so no temporary file
+and rename each time.
 
 ``<bundle>/runwasm-released`` (``RELEASED_FILE``) appears once the server has released
 everything of the container itself (its teardown after Delete, or after a failed Create, finished
