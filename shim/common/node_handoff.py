@@ -152,6 +152,40 @@ def listen_in_place(path: str, backlog: int) -> socket.socket:
     return lst
 
 
+def take_lock(path: str) -> int | None:
+    """An exclusive flock (non-blocking) on the lock file ``path``: its fd, or None when another
+    process holds it. The file is removed by its holder when it lets go (``drop_lock``), so lock
+    files do not pile up for every containerd (or installation) a node ever ran; a lock taken on
+    a file that was removed meanwhile (opened just before its holder unlinked it) is let go
+    and taken again on the file now at ``path``. OSError when the file cannot be opened."""
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def drop_lock(path: str, fd: int) -> None:
+    """Let go of a lock ``take_lock`` gave: remove its file (still held, so nobody can have
+    taken it on that file) unless another file took its place, then close ``fd``. A holder that
+    dies without this leaves the file, which the next ``take_lock`` reuses."""
+    try:
+        with contextlib.suppress(OSError):
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+    finally:
+        os.close(fd)
+
+
 def claim(path: str) -> tuple[socket.socket, int] | None:
     """Become the node server at ``path``: (listening socket, lock fd), or None when another
     one holds ``node-<key>.lock`` (flock, non-blocking; released when every copy of the fd is
@@ -160,16 +194,13 @@ def claim(path: str) -> tuple[socket.socket, int] | None:
     server is replaced). ``start`` claims it before it forks the first server (so a second
     ``start`` arriving before that server runs queues on the socket instead of forking a server
     of its own), and the server claims it itself when it was not handed one."""
-    lock = os.open(lock_path(path), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
+    lock = take_lock(lock_path(path))
+    if lock is None:
         return None
     try:
         lst = listen_in_place(path, 64)
     except OSError:
-        os.close(lock)
+        drop_lock(lock_path(path), lock)
         raise
     return lst, lock
 

@@ -138,7 +138,7 @@ class NodeServer:
             self._listener.close()
             self._listener = None
         if self._lock >= 0:
-            os.close(self._lock)
+            node_handoff.drop_lock(node_handoff.lock_path(self.path), self._lock)
             self._lock = -1
 
     def _accept_ready(self) -> None:

@@ -3,7 +3,8 @@
 Launched in the background by the first ``start`` on a node that finds none (its own session,
 /dev/null stdio). Life cycle:
 
-1. take ``template-<key>.lock`` (flock, held for life): a second template exits at once;
+1. take ``template-<key>.lock`` (flock, held for life, the file removed at exit: ``node_handoff.take_lock``):
+   a second template exits at once;
 2. import everything the actions and the server need (``PRELOAD``);
 3. bind ``template-<key>.sock`` (SOCK_SEQPACKET, 0600, directory 0700), write the pid file,
    ``gc.freeze()`` so the children's garbage collections do not write to the shared pages;
@@ -30,7 +31,7 @@ and argv, runs ``runwasm.shim.__main__.main`` and answers ``exit <code>``.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import gc
 import importlib
 import os
@@ -225,11 +226,17 @@ def template_main() -> int:
     directory = os.path.dirname(sock_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    lock = os.open(key.lock_path(sock_path), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    lock_file = key.lock_path(sock_path)
+    lock = node_handoff.take_lock(lock_file)
+    if lock is None:
         return client.LOCKED_EXIT  # another template of this installation is alive (or starting)
+    try:
+        return _serve(sock_path, lock)
+    finally:
+        node_handoff.drop_lock(lock_file, lock)  # only the template gets here: its forks _exit
+
+
+def _serve(sock_path: str, lock: int) -> int:
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()
@@ -239,7 +246,8 @@ def template_main() -> int:
     # rather than queue behind the imports
     lst = node_handoff.listen_in_place(sock_path, 128)  # appears only once it accepts
     ino = os.stat(sock_path).st_ino
-    with open(key.pid_path(sock_path), "w") as f:
+    pid_file = key.pid_path(sock_path)
+    with open(pid_file, "w") as f:
         f.write(str(os.getpid()))
 
     def stop(_sig: int, _frame: object) -> None:
@@ -314,6 +322,10 @@ def template_main() -> int:
                 os.unlink(sock_path)
         except OSError:
             pass
+        with contextlib.suppress(OSError):
+            with open(pid_file) as f:
+                if f.read().strip() == str(os.getpid()):
+                    os.unlink(pid_file)
 
 
 def stop_templates(directory: str, timeout: float = 5.0) -> list[int]:

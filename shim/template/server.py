@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import socket
+import time
 from collections.abc import Sequence
 
 PR_SET_MM = 35
@@ -47,7 +48,7 @@ inherited_to_close: list[int] = []
 template_channel: socket.socket | None = None
 FORK_REPLY_TIMEOUT = 10.0
 _MAX_FORK_REQUEST = 1 << 20
-_MAX_FORK_FDS = 4
+_MAX_FORK_FDS = 5  # listener, node socket and lock, witness (one spare)
 _keep: list[ctypes.Array[ctypes.c_char]] = []  # the new argv/environ areas must outlive us
 
 
@@ -115,9 +116,10 @@ def _become_server(argv: Sequence[str], env: dict[str, str], close: Sequence[int
 
 
 def _fork_detached(argv: Sequence[str], env: dict[str, str], close: Sequence[int], umask: int | None,
-                   reap: bool) -> int:
+                   reap: bool, witness: int | None = None) -> int:
     """Double fork: the server's pid. ``reap``: wait for the intermediate (False in the
-    template, whose children the kernel reaps: SIGCHLD is ignored there)."""
+    template, whose children the kernel reaps: SIGCHLD is ignored there). ``witness``: a pipe's
+    write end on which the server writes its pid first thing (``fork_server``), then closes."""
     r, w = os.pipe()
     mid = os.fork()
     if mid == 0:  # intermediate: fork the server, report its pid, exit so init adopts it
@@ -126,6 +128,13 @@ def _fork_detached(argv: Sequence[str], env: dict[str, str], close: Sequence[int
             pid = os.fork()
             if pid == 0:
                 os.close(w)
+                if witness is not None:
+                    try:  # the child may have its pid from the template already, and closed the pipe
+                        os.write(witness, str(os.getpid()).encode())
+                    except OSError:
+                        pass
+                    finally:
+                        os.close(witness)
                 _become_server(argv, env, close, umask)
             os.write(w, str(pid).encode())
         finally:
@@ -146,9 +155,14 @@ def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -
     """Fork the detached server; returns its pid. ``env`` names ``sock``'s fd, and the node
     socket and lock ``start`` claimed when it did (``FD_VARIABLES``; they stay open in the
     server: no exec, so inheritability does not matter). In a template child with a channel the
-    template forks it (``serve_fork_request``), given those fds; raises OSError when the
-    template took the request but gave no pid (it may have forked a server: forking another
-    here could leave two serving one socket)."""
+    template forks it (``serve_fork_request``), given those fds and the write end of a
+    *witness* pipe, on which the server writes its pid first thing. When the template gives no
+    pid (it died, answered an error, or reset the channel) the witness says what happened: a
+    pid (the server runs: the template died between its fork and its reply), or end of file
+    with nothing written (no server was forked: every copy of the write end is closed), and
+    then the child forks the server itself, as without a template. Raises OSError only when
+    the template neither answers nor lets go of the witness within ``FORK_REPLY_TIMEOUT`` (it
+    may still fork a server: forking another here could leave two serving one socket)."""
     from runwasm.shim.template.key import ENV_FORKED_BY
 
     env = {**env, ENV_FORKED_BY: str(os.getppid())}  # we are the template's child: its pid
@@ -160,19 +174,53 @@ def fork_server(argv: Sequence[str], env: dict[str, str], sock: socket.socket) -
                 numbers = [int(n) for n in env[name].split(",")]
                 fd_vars[name] = list(range(len(fds), len(fds) + len(numbers)))
                 fds += numbers
+        witness_r, witness_w = os.pipe2(os.O_CLOEXEC)
         req = json.dumps({"argv": list(argv), "env": {k: v for k, v in env.items() if k not in fd_vars},
-                          "fd_vars": fd_vars, "umask": _current_umask()}).encode()
+                          "fd_vars": fd_vars, "umask": _current_umask(), "witness": len(fds)}).encode()
         try:
-            socket.send_fds(template_channel, [req], fds)
-        except OSError:
-            pass  # the template is gone (or the request too big): fork here, as before
-        else:
-            template_channel.settimeout(FORK_REPLY_TIMEOUT)
-            reply = template_channel.recv(256).decode(errors="replace")
-            if reply.startswith("pid "):
-                return int(reply[4:])
-            raise OSError(f"the template could not fork the shim server: {reply or 'no reply'}")
+            try:
+                socket.send_fds(template_channel, [req], [*fds, witness_w])
+            except OSError:
+                pass  # the template is gone (or the request too big): fork here, as before
+            else:
+                os.close(witness_w)
+                witness_w = -1
+                pid = _template_forked(template_channel, witness_r)
+                if pid is not None:
+                    return pid
+        finally:
+            os.close(witness_r)
+            if witness_w >= 0:
+                os.close(witness_w)
     return _fork_detached(argv, env, inherited_to_close, None, reap=True)
+
+
+def _template_forked(channel: socket.socket, witness: int) -> int | None:
+    """The pid of the server the template forked for our request, None when it forked none
+    (``fork_server``); OSError when that cannot be known in time."""
+    import select
+
+    deadline = time.monotonic() + FORK_REPLY_TIMEOUT
+    channel.settimeout(FORK_REPLY_TIMEOUT)
+    try:
+        reply = channel.recv(256).decode(errors="replace")
+    except TimeoutError:
+        reply = None
+    except OSError as err:  # reset: the template died
+        reply = f"the channel failed: {err}"
+    if reply is not None and reply.startswith("pid "):
+        return int(reply[4:])
+    # no pid: did a server start anyway? Its pid on the witness, or EOF once nobody can write
+    wait = max(0.0, deadline - time.monotonic()) if reply is not None else 0.0
+    data = b""
+    if select.select([witness], [], [], wait)[0]:
+        while chunk := os.read(witness, 32):
+            data += chunk
+        if not data:
+            return None  # end of file: nothing was forked; the caller forks the server itself
+        return int(data)
+    why = "no answer" if reply is None else (reply or "no reply")
+    raise OSError(f"the template could not fork the shim server ({why}) and may still: not forking another")
 
 
 def _fd_variables() -> tuple[str, ...]:
@@ -212,12 +260,16 @@ def serve_fork_request(channel: socket.socket, close: Sequence[int]) -> bool:
         if ENV_LISTEN_FD not in fd_vars:
             raise ValueError("no listening socket named")
         wanted = sorted(i for idx in fd_vars.values() for i in idx)
-        if wanted != list(range(len(fds))) or set(fd_vars) - set(_fd_variables()):
+        named = len(fds) - (req.get("witness") is not None)
+        if wanted != list(range(named)) or set(fd_vars) - set(_fd_variables()):
             raise ValueError(f"the request names fds {fd_vars} but {len(fds)} arrived")
         for name, idx in fd_vars.items():
             env[name] = ",".join(str(fds[i]) for i in idx)
+        witness = req.get("witness")
+        if witness is not None and (not isinstance(witness, int) or witness in wanted or not 0 <= witness < len(fds)):
+            raise ValueError(f"the request's witness {witness!r} is not one of its other fds")
         pid = _fork_detached([str(a) for a in req["argv"]], env, [*close, channel.fileno()], int(req["umask"]),
-                             reap=False)
+                             reap=False, witness=None if witness is None else fds[witness])
         reply = f"pid {pid}"
     except (ValueError, KeyError, TypeError, OSError) as err:
         reply = f"error {err}"

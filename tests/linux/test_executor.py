@@ -146,7 +146,9 @@ def test_destroy_after_parent_sigkill_leaves_nothing() -> None:
     parent = subprocess.Popen([sys.executable, "-c", _PARENT.format(root=root)], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     bundle, cid, pid = parent.stdout.readline().split()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while len(LinuxContainer.load(Path(bundle)).pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the shell forks its first sleep when it gets the CPU
     parent.kill()
     parent.wait()
     c = LinuxContainer.load(Path(bundle))

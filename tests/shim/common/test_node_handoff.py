@@ -3,6 +3,7 @@ tests/shim/server/test_node.py."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -88,3 +89,44 @@ def test_offer_reads_refusal_and_adoption(tmp_path: Path) -> None:
     assert results == [None, None, 4242]
     node.close()
     lst.close()
+
+
+def test_lock_is_exclusive_and_its_file_goes_with_its_holder(tmp_path: Path) -> None:
+    path = str(tmp_path / "node-x.lock")
+    fd = nh.take_lock(path)
+    assert fd is not None
+    assert nh.take_lock(path) is None  # held
+    nh.drop_lock(path, fd)
+    assert not os.path.exists(path)
+    again = nh.take_lock(path)
+    assert again is not None
+    os.close(again)  # a holder that dies without drop_lock leaves the file: the next one reuses it
+    reused = nh.take_lock(path)
+    assert reused is not None
+    nh.drop_lock(path, reused)
+
+
+def test_lock_taken_on_a_removed_file_is_taken_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder unlinks its file and lets go while a newcomer has the old file open: the
+    newcomer's flock then succeeds on a file nobody else will ever see, and two processes would
+    each believe they hold the lock; take_lock notices and takes it on the file at the path."""
+    path = str(tmp_path / "node-x.lock")
+    holder = nh.take_lock(path)
+    assert holder is not None
+    real_flock = fcntl.flock
+    raced = []
+
+    def flock(fd: int, op: int) -> None:
+        if not raced:  # between the newcomer's open and its flock, the holder lets go
+            raced.append(os.fstat(fd).st_ino)
+            nh.drop_lock(path, holder)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    fd = nh.take_lock(path)
+    assert fd is not None
+    assert raced  # the race did happen
+    assert os.fstat(fd).st_ino == os.stat(path).st_ino  # held on the file at the path
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    assert nh.take_lock(path) is None  # and it excludes the next newcomer
+    nh.drop_lock(path, fd)

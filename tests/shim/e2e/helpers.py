@@ -106,6 +106,15 @@ async def poll_until(pred: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.02)
 
 
+async def log_with(path: Path, *needles: str, timeout: float = 30) -> str:
+    """The text of the shim log at ``path`` once it holds every one of ``needles``: the lines
+    travel through the log FIFO to the harness's reader, so they may land after the RPC that
+    caused them returned (however busy the machine is); AssertionError after ``timeout``."""
+    await poll_until(lambda: path.exists() and all(n in path.read_text() for n in needles), timeout,
+                     f"{needles} in {path}")
+    return path.read_text()
+
+
 @dataclass
 class Stdio:
     stdin: str

@@ -362,11 +362,22 @@ def test_the_first_start_on_a_node_launches_the_template_and_uses_it(monkeypatch
         while not cache.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(dccache._load(str(cache))) > 100, "the template saved no compiled dataclass methods"
+        # the node server (its last pod shut down) and then the template leave no lock, socket
+        # or pid file behind: one set of them per containerd would pile up in /run otherwise
+        process.stop_templates(str(d))
+        deadline = time.monotonic() + 60
+        while _control_files(d) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _control_files(d) == []
     finally:
         process.stop_templates(str(d))
         for f in d.iterdir():
             f.unlink()
         d.rmdir()
+
+
+def _control_files(d: Path) -> list[str]:
+    return sorted(f.name for f in d.iterdir() if f.suffix in (".lock", ".sock", ".pid"))
 
 
 def test_concurrent_first_starts_share_one_node_server(private_template: Path) -> None:

@@ -149,6 +149,7 @@ def test_groups_are_adopted_served_and_shut_down_one_by_one(tmp_path: Path) -> N
             await asyncio.wait_for(task, 15)
             assert not n.adopting
             assert not os.path.exists(n.path)
+            assert not os.path.exists(nh.lock_path(n.path))  # no lock file left behind either
             late = _listen(tmp_path / "late.sock")
             assert nh.offer(n.path, late, settings_doc(_settings(tmp_path, "late"), str(tmp_path / "late.sock"))) \
                 is None

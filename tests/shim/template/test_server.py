@@ -126,8 +126,7 @@ def test_the_template_forks_the_server_with_the_childs_settings(recorder: Path,
     assert seen["close"] == [decoy, mine_fd], "the server keeps a template fd"
 
 
-def test_a_request_without_the_socket_is_refused_and_fork_server_fails(
-        recorder: Path, channel: tuple[socket.socket, socket.socket]) -> None:
+def test_a_request_without_the_socket_is_refused(recorder: Path, channel: tuple[socket.socket, socket.socket]) -> None:
     mine, theirs = channel
     theirs.send(json.dumps({"argv": ["shim"], "env": {}, "umask": 0o22}).encode())
     assert server.serve_fork_request(mine, [])
@@ -139,24 +138,113 @@ def test_a_request_without_the_socket_is_refused_and_fork_server_fails(
     reply = theirs.recv(256).decode()
     assert reply.startswith("error the request names fds"), reply
     assert reply.endswith("but 1 arrived"), reply
+    socket.send_fds(theirs, [json.dumps({"argv": ["shim"], "env": {}, "umask": 0o22, "witness": 0,
+                                         "fd_vars": {ENV_LISTEN_FD: [0]}}).encode()], [r, w])
+    assert server.serve_fork_request(mine, [])
+    assert theirs.recv(256).decode() == "error the request's witness 0 is not one of its other fds"
     os.close(r)
     os.close(w)
     assert not recorder.exists()
 
+
+class _Forks:
+    """Counts the ``_fork_detached`` calls made by the child (the test's main thread), not by
+    the template standing in a thread."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.by_child = 0
+        real = server._fork_detached
+
+        def counted(*args: object, **kwargs: object) -> int:
+            if threading.current_thread() is threading.main_thread():
+                self.by_child += 1
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(server, "_fork_detached", counted)
+
+
+def _dying_template(mine: socket.socket, fork: bool) -> threading.Thread:
+    """A template that takes the request and dies without a reply: after forking the server
+    (``fork``) or before."""
     def template() -> None:
-        msg, fds, _flags, _addr = socket.recv_fds(mine, 1 << 20, 1)
-        for fd in fds:
-            os.close(fd)
-        mine.send(b"error no fork for you")
+        msg, fds, _flags, _addr = socket.recv_fds(mine, 1 << 20, 8)
+        req = json.loads(msg)
+        try:
+            if fork:
+                env = {**req["env"], ENV_LISTEN_FD: str(fds[0])}
+                server._fork_detached(req["argv"], env, [], None, reap=True, witness=fds[req["witness"]])
+        finally:
+            for fd in fds:
+                os.close(fd)
+            mine.close()  # dead: the child's channel reads end of file
 
     t = threading.Thread(target=template)
     t.start()
+    return t
+
+
+def test_a_template_that_dies_after_forking_the_server_leaves_it_the_only_one(
+        recorder: Path, channel: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL of the template between its fork of the server and its reply: the child learns
+    the server's pid from the witness and forks no second server on the same socket."""
+    forks = _Forks(monkeypatch)
+    mine, _theirs = channel
+    t = _dying_template(mine, fork=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with pytest.raises(OSError, match="the template could not fork the shim server: error no fork for you"):
-        server.fork_server(["shim"], {ENV_LISTEN_FD: str(listener.fileno())}, listener)
+    pid = server.fork_server(["shim", "_runwasm_serve"], {ENV_LISTEN_FD: str(listener.fileno())}, listener)
     t.join(10)
+    assert _read(recorder)["pid"] == pid
+    assert forks.by_child == 0
     listener.close()
+
+
+@pytest.mark.parametrize("how", ["dies", "answers an error"])
+def test_a_template_that_forks_no_server_leaves_it_to_the_child(
+        how: str, recorder: Path, channel: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template takes the request but forks nothing (it dies first, or its fork fails): the
+    child forks the server itself, as it does without a template; containerd never notices."""
+    forks = _Forks(monkeypatch)
+    mine, _theirs = channel
+    if how == "dies":
+        t = _dying_template(mine, fork=False)
+    else:
+        def template() -> None:
+            _msg, fds, _flags, _addr = socket.recv_fds(mine, 1 << 20, 8)
+            for fd in fds:
+                os.close(fd)
+            mine.send(b"error no fork for you")
+
+        t = threading.Thread(target=template)
+        t.start()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = server.fork_server(["shim", "_runwasm_serve"], {ENV_LISTEN_FD: str(listener.fileno())}, listener)
+    t.join(10)
+    assert forks.by_child == 1
+    seen = _read(recorder)
+    assert seen["pid"] == pid
+    assert seen["sock_ino"] == os.fstat(listener.fileno()).st_ino
+    listener.close()
+
+
+def test_a_stalled_template_fails_the_fork_rather_than_risk_two_servers(
+        recorder: Path, channel: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No answer in time and the witness still held: the template may yet fork the server, so
+    the child must not fork another."""
+    monkeypatch.setattr(server, "FORK_REPLY_TIMEOUT", 0.3)
+    forks = _Forks(monkeypatch)
+    mine, _theirs = channel
+    held: list[int] = []
+    t = threading.Thread(target=lambda: held.extend(socket.recv_fds(mine, 1 << 20, 8)[1]))
+    t.start()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with pytest.raises(OSError, match=r"could not fork the shim server \(no answer\) and may still"):
+        server.fork_server(["shim", "_runwasm_serve"], {ENV_LISTEN_FD: str(listener.fileno())}, listener)
+    t.join(10)
+    for fd in held:
+        os.close(fd)
+    assert forks.by_child == 0
     assert not recorder.exists()
+    listener.close()
 
 
 def test_the_claimed_node_socket_and_lock_reach_the_server(recorder: Path, tmp_path: Path,
@@ -195,4 +283,17 @@ def test_without_a_template_to_ask_the_child_forks_the_server_itself(
     seen = _read(recorder)
     assert seen["pid"] == pid
     assert seen["sock_ino"] == os.fstat(listener.fileno()).st_ino
+    listener.close()
+
+
+def test_the_server_runs_when_nobody_reads_its_witness(recorder: Path) -> None:
+    """The child stops reading the witness once the template answered with the pid, which can
+    be before the server writes to it: the write's EPIPE must not stop the server."""
+    r, w = os.pipe()
+    os.close(r)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = server._fork_detached(["shim", "_runwasm_serve"], {ENV_LISTEN_FD: str(listener.fileno())}, [], None,
+                                reap=True, witness=w)
+    os.close(w)
+    assert _read(recorder)["pid"] == pid
     listener.close()
