@@ -29,8 +29,13 @@ from runwasm.linux.errors import SetupError, UnavailableError
 
 
 def _oom_kills(path: Path) -> int:
-    try:
-        for line in path.read_text().splitlines():
+    try:  # os calls, not pathlib's read_text: read at every Create and every exit
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 65536).decode()
+        finally:
+            os.close(fd)
+        for line in text.splitlines():
             k, _, v = line.partition(" ")
             if k == "oom_kill":
                 return int(v)
@@ -84,8 +89,11 @@ def open_oom_watcher(cg: Cgroup) -> OomWatcher:
         try:
             efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             ocfd = os.open(d / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
-            with open(d / "cgroup.event_control", "w") as f:
-                f.write(f"{efd} {ocfd}")
+            fd = os.open(d / "cgroup.event_control", os.O_WRONLY | os.O_CLOEXEC)  # os calls: once per task
+            try:
+                os.write(fd, f"{efd} {ocfd}".encode())
+            finally:
+                os.close(fd)
         except OSError as err:
             raise SetupError(f"failed to register OOM eventfd on {str(d)!r}: {err}") from err
         return OomWatcher(efd, d / "memory.oom_control", ocfd)

@@ -84,13 +84,18 @@ def check_resources(doc: Mapping[str, Any], path: str = "linux.resources", sourc
         for key, (lo, hi, note) in fields.items():
             r.ranged(obj, key, at, lo, hi, note)
 
+    # an absent section has nothing to check: skipped without building its paths (a task's
+    # Create checks its resources twice, and most sections are absent)
     for section, fields in _RESOURCE_INTS.items():
-        ints(r.obj(doc.get(section), f"{path}.{section}"), f"{path}.{section}", fields)
+        if doc.get(section) is not None:
+            ints(r.obj(doc.get(section), f"{path}.{section}"), f"{path}.{section}", fields)
     blkio = r.obj(doc.get("blockIO"), f"{path}.blockIO")
     for key in ("weight", "leafWeight"):
         if blkio.get(key) and blkio[key] < 10:  # type and upper bound checked above
             raise r.fail(f"{path}.blockIO.{key}", "an integer in 10..1000 (0 = unset)", blkio[key])
     for (section, key), fields in _RESOURCE_LISTS.items():
+        if section and doc.get(section) is None:
+            continue
         at = f"{path}.{section}" if section else path
         parent = r.obj(doc.get(section), at) if section else doc
         for i, item in enumerate(r.list_(parent, key, at)):

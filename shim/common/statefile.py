@@ -3,8 +3,9 @@
 ``<bundle>/runwasm.json`` holds the init pid with its kernel start time (to tell a live
 workload from a recycled pid), the executor kind and the mounts the server made. The server
 writes it at Create and updates it when the workload exits; ``delete`` reads it. Writes go
-into the same file in place, whole or not at all (``runwasm.linux.record``): three per task, so
-no temporary file and rename each time.
+into the same file in place, whole or not at all (``runwasm.linux.record``): three per task
+(four when the server mounted the rootfs: the mounts are recorded first), so no temporary file
+and rename each time.
 
 ``<bundle>/runwasm-released`` (``RELEASED_FILE``) appears once the server has released
 everything of the container itself (its teardown after Delete, or after a failed Create, finished
@@ -57,9 +58,14 @@ class BundleState:
 
     def mark_released(self, bundle: Path) -> None:
         """Record that the server released everything of this container (see module doc)."""
-        tmp = bundle / (RELEASED_FILE + ".tmp")
-        tmp.write_bytes(self.response_fields())
-        os.replace(tmp, bundle / RELEASED_FILE)
+        # whole or absent for the launcher, which answers `delete` from any file it finds there
+        tmp = f"{bundle}/{RELEASED_FILE}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, self.response_fields())
+        finally:
+            os.close(fd)
+        os.replace(tmp, f"{bundle}/{RELEASED_FILE}")
 
     @classmethod
     def load(cls, bundle: Path) -> BundleState | None:
@@ -72,8 +78,12 @@ class BundleState:
 
 def process_start_time(pid: int) -> int:
     """Field 22 of /proc/<pid>/stat (clock ticks since boot); 0 when the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+    try:  # os calls, not pathlib: the reaper asks once per exit
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 4096).decode()
+        finally:
+            os.close(fd)
     except OSError:
         return 0
     return int(stat[stat.rindex(")") + 2 :].split()[19])

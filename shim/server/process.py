@@ -108,7 +108,8 @@ class Proc:
 
         loop.add_reader(sock.fileno(), on_readable)
         try:
-            await asyncio.wait_for(readable, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: no inner future and extra loop turn
+                await readable
             data, fds, _flags, _addr = socket.recv_fds(sock, control.MAX_PACKET, 4)
         except TimeoutError as err:
             raise UnavailableError(f"{self.what}: workload set-up did not finish within {timeout:.0f}s") from err

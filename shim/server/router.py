@@ -40,8 +40,9 @@ def _sniff(path: Path) -> bytes:
         return f.read(detect.SNIFF_BYTES)
 
 
-def route(spec: RuntimeSpec, rootfs: Path, default: str = "auto") -> Route:
-    """``default`` is the runtime options' ``Executor``; the per-container annotation wins over it."""
+def route(spec: RuntimeSpec, rootfs: Path, default: str = "auto", module: Path | None = None) -> Route:
+    """``default`` is the runtime options' ``Executor``; the per-container annotation wins over it.
+    ``module``: what ``module_file`` already found for this spec and rootfs (not resolved again)."""
     forced = spec.annotations.get(EXECUTOR_ANNOTATION, "")
     if forced:
         if forced not in ("wasm", "linux"):
@@ -55,7 +56,8 @@ def route(spec: RuntimeSpec, rootfs: Path, default: str = "auto") -> Route:
     arg0 = spec.process.args[0]
     path, export = detect.parse_entrypoint(arg0)
     try:
-        host = resolve.resolve_module_path(rootfs, path, spec.process.env, spec.process.cwd)
+        host = module if module is not None else resolve.resolve_module_path(rootfs, path, spec.process.env,
+                                                                             spec.process.cwd)
         head = _sniff(host)
     except WasmError as err:
         raise NotFoundError(f"cannot run process.args[0] {arg0!r}: {err}") from err
@@ -76,13 +78,19 @@ def module_in_rootfs(spec: RuntimeSpec, rootfs: Path) -> bool:
     """False when ``process.args[0]`` names nothing to run in the rootfs: ``args`` is empty or
     ``[""]``, or its path does not resolve to a regular file. Then the container's image may
     carry its module as a layer (``shim/server/image_module.py``)."""
+    return module_file(spec, rootfs) is not None
+
+
+def module_file(spec: RuntimeSpec, rootfs: Path) -> Path | None:
+    """The host path of ``process.args[0]``'s file in the rootfs (``module_in_rootfs``), or None;
+    ``route`` takes it back, so a Create resolves the path once."""
     if spec.process is None or not spec.process.args:
-        return False
+        return None
     path, _export = detect.parse_entrypoint(spec.process.args[0])
     if not path:
-        return False
+        return None
     try:
         host = resolve.resolve_module_path(rootfs, path, spec.process.env, spec.process.cwd)
     except WasmError:
-        return False
-    return host.is_file()
+        return None
+    return host if host.is_file() else None

@@ -263,12 +263,16 @@ class TaskService:
                     private.close()
 
         try:
-            state.save(bundle)
-            image_module = await self._image_module(req.id, spec, bundle, view, opts)
+            if made or private is not None:
+                # what this server mounted is recorded before anything can fail; with nothing
+                # mounted, a `delete` after a server killed before the next save finds no record,
+                # which it treats as this one (pid 0, nothing of the kind's to clean)
+                state.save(bundle)
+            image_module, module = await self._image_module(req.id, spec, bundle, view, opts)
             if image_module is not None:
                 route = router.Route("wasm", f"its image has a Wasm {image_module.where}")
             else:
-                route = router.route(spec, view, opts.executor)
+                route = router.route(spec, view, opts.executor, module)
             log.info("container %s routed to %s: %s", req.id, route.kind, route.reason)
             backend = self._backend_factory(route.kind, req.id, spec, bundle, rootfs, opts, image_module)
             if private is not None and hasattr(backend, "rootfs_view"):
@@ -326,17 +330,21 @@ class TaskService:
         return private
 
     async def _image_module(self, cid: str, spec: RuntimeSpec, bundle: Path, rootfs: Path,
-                            opts: RuntimeOptions) -> ImageModule | None:
+                            opts: RuntimeOptions) -> tuple[ImageModule | None, Path | None]:
         """The module from the image's Wasm layer, when ``args[0]`` is not in the rootfs (see
         ``shim/server/image_module.py``); None when there is no lookup, the container is routed to Linux,
-        or the image has no Wasm layer (then routing reports the missing ``args[0]``)."""
+        or the image has no Wasm layer (then routing reports the missing ``args[0]``). Second: the
+        file ``args[0]`` names in the rootfs when it looked and found one (for ``router.route``)."""
         from runwasm.shim.server import router
 
         forced = spec.annotations.get(router.EXECUTOR_ANNOTATION) or opts.executor
-        if self._image_modules is None or forced == "linux" or router.module_in_rootfs(spec, rootfs):
-            return None  # without importing image_module (the OCI image model: ~5 ms in a fresh server)
+        if self._image_modules is None or forced == "linux":
+            return None, None
+        module = router.module_file(spec, rootfs)
+        if module is not None:
+            return None, module  # without importing image_module (the OCI image model: ~5 ms in a fresh server)
         try:
-            return await self._image_modules(cid, bundle, spec, opts)
+            return await self._image_modules(cid, bundle, spec, opts), None
         except Exception as err:
             from runwasm.shim.common.errors import status_of
             from runwasm.shim.server.image_module import ImageModuleError

@@ -294,12 +294,10 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str], later: Sequence[st
         sock.send(json.dumps(reply).encode())
 
 
-def _kill_abandoned(exchange: asyncio.Future[bytes]) -> None:
+def _kill_abandoned(reply: bytes) -> None:
     """The spawn was cancelled: SIGKILL the workload the zygote made anyway (the reaper collects it)."""
-    if exchange.cancelled() or exchange.exception() is not None:
-        return
     try:
-        pid = int(json.loads(exchange.result()).get("pid", 0))
+        pid = int(json.loads(reply).get("pid", 0))
     except (ValueError, AttributeError):
         return
     if pid > 0:
@@ -317,6 +315,10 @@ class Zygote:
         self._sock: socket.socket | None = None
         self._lock = asyncio.Lock()
         self.pid = 0
+        # one future per request sent, in order (the zygote answers in order); a cancelled
+        # caller's stays, so that its reply is not taken for the next spawn's
+        self._waiters: list[asyncio.Future[bytes]] = []
+        self._reader: asyncio.AbstractEventLoop | None = None  # the loop the socket is registered with
 
     def start(self, preload: Sequence[str] = (), close: Sequence[int] = (), later: Sequence[str] = ()) -> None:
         """Fork the zygote, which imports ``preload`` before it serves any request (not
@@ -349,15 +351,8 @@ class Zygote:
         req = json.dumps({"entry": entry, "payload": dict(payload), "names": list(fds),
                           "pidns": pidns}).encode()
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", list(fds.values())).tobytes())]
-        # The exchange runs as a task of its own that keeps the lock until the reply is read:
-        # a caller cancelled mid-request (an RPC deadline) must not leave its reply queued for
-        # the next spawn, which would then take another workload's pid.
-        exchange = asyncio.ensure_future(self._exchange(self._sock, req, anc))
-        try:
-            data = await asyncio.shield(exchange)
-        except asyncio.CancelledError:
-            exchange.add_done_callback(_kill_abandoned)
-            raise
+        async with self._lock:  # one request at a time on the socket
+            data = await self._exchange(self._sock, req, anc)
         if not data:
             raise SpawnError("zygote exited")
         reply = json.loads(data)
@@ -365,13 +360,59 @@ class Zygote:
             raise SpawnError(f"failed to create workload process: {reply['error']}")
         return Spawned(int(reply["pid"]), int(reply["start_time"]))
 
-    async def _exchange(self, sock: socket.socket, req: bytes, anc: list[tuple[int, int, bytes]]) -> bytes:
-        async with self._lock:
-            try:
-                sock.sendmsg([req], anc)
-                return await asyncio.get_running_loop().sock_recv(sock, 65536)
-            except OSError as err:
-                raise SpawnError(f"zygote unreachable: {err}") from err
+    def _exchange(self, sock: socket.socket, req: bytes, anc: list[tuple[int, int, bytes]]) -> asyncio.Future[bytes]:
+        """Send ``req``; the future gets the reply (b"" if the zygote is gone). The socket stays
+        registered with the loop and ``_on_reply`` hands each reply to the oldest waiter, in the
+        readability callback: no task, shield, and selector updates per spawn. A caller cancelled
+        mid-request (an RPC deadline) cancels its future, which keeps its place: its reply is
+        not taken for the next spawn's (which would get another workload's pid), and the
+        workload it names is killed."""
+        loop = asyncio.get_running_loop()
+        try:
+            sock.sendmsg([req], anc)
+        except OSError as err:
+            raise SpawnError(f"zygote unreachable: {err}") from err
+        if self._reader is not loop:
+            loop.add_reader(sock.fileno(), self._on_reply)
+            self._reader = loop
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _on_reply(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self._stop_reading(SpawnError(f"zygote unreachable: {err}"))
+            return
+        if not data:  # the zygote is gone: every request waiting gets no reply
+            self._stop_reading(None)
+            return
+        if not self._waiters:
+            log.warning("dropped a zygote reply nobody waits for: %r", data[:200])
+            return
+        waiter = self._waiters.pop(0)
+        if waiter.cancelled():
+            _kill_abandoned(data)
+        else:
+            waiter.set_result(data)
+
+    def _stop_reading(self, err: SpawnError | None) -> None:
+        """The socket is done (the zygote ended, a read failed, or ``close``): no more replies."""
+        if self._reader is not None and not self._reader.is_closed() and self._sock is not None:
+            self._reader.remove_reader(self._sock.fileno())
+        self._reader = None
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if err is None:
+                waiter.set_result(b"")
+            else:
+                waiter.set_exception(err)
 
     def gone(self) -> bool:
         """True once the zygote process has ended (its end of the socket hung up); False while
@@ -386,5 +427,6 @@ class Zygote:
 
     def close(self) -> None:
         if self._sock is not None:
+            self._stop_reading(SpawnError("zygote closed"))
             self._sock.close()
             self._sock = None

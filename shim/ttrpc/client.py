@@ -1,10 +1,11 @@
 """asyncio ttrpc client for unary calls over a Unix stream socket.
 
 One :class:`Client` is one connection. Calls are multiplexed: each gets the next odd stream id
-(1, 3, 5, ...), its Request frame is queued to the connection's single writer task, and the
-reader task resolves the call when the Response for that id arrives, in whatever order the
-server answers. The client owns exactly one background task (the runner, holding the reader and
-the writer in a TaskGroup); :meth:`Client.close` cancels and awaits it.
+(1, 3, 5, ...), its Request frame is written at once when the connection's single writer task
+is idle (else queued to it), and the socket's readability callback resolves the call when the
+Response for that id arrives, in whatever order the server answers. The client owns exactly one
+background task (the runner, holding the reader and the writer in a TaskGroup);
+:meth:`Client.close` cancels and awaits it.
 
 Failure contract of :meth:`Client.call`:
 
@@ -41,6 +42,15 @@ Metadata = Mapping[str, str | Sequence[str]]
 """Call metadata: one entry per value is sent, keys lower-cased (``containerd-namespace-ttrpc``)."""
 
 
+def _send_now(sock: socket.socket, frame: bytes) -> int:
+    """Write what a non-blocking ``sock`` takes of ``frame`` now; 0 on any error (the writer
+    task, which gets the rest, meets the error again and handles it)."""
+    try:
+        return sock.send(frame)
+    except OSError:
+        return 0
+
+
 class ClientClosedError(ConnectionError):
     """The connection is closed (by us or the peer); the call's outcome is unknown."""
 
@@ -56,6 +66,7 @@ class Client:
         self._pending: dict[int, asyncio.Future[bytes]] = {}
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._closed = False
+        self._writer_idle = False  # the writer waits on an empty outbox: call() may write at once
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
     @classmethod
@@ -123,7 +134,12 @@ class Client:
         self._next_id += 2
         future: asyncio.Future[bytes] = loop.create_future()
         self._pending[stream_id] = future
-        self._outbox.put_nowait(frame)
+        if self._writer_idle and self._outbox.empty():
+            # the writer has nothing older: write now what the socket takes, instead of waking it
+            frame = frame[_send_now(self._sock, frame):]
+        if frame:
+            self._writer_idle = False
+            self._outbox.put_nowait(frame)
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
@@ -157,7 +173,7 @@ class Client:
         try:
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(self._write_loop())
-                await self._read_loop()
+                await self._read_until_end()
                 writer.cancel()
         except Exception:
             log.exception("ttrpc client: connection failed")
@@ -169,25 +185,55 @@ class Client:
                     future.set_exception(ClientClosedError("ttrpc: closed"))
             self._pending.clear()
 
-    async def _read_loop(self) -> None:
+    async def _read_until_end(self) -> None:
+        """Read responses until EOF or a read error. The socket stays registered with the loop
+        for the whole connection and each response resolves its call straight from the
+        readability callback (``_on_readable``): no task step, future and selector update per
+        read, as ``loop.sock_recv`` costs. Raises what the callback raised."""
         loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
         decoder = Decoder()
-        while True:
+        fd = self._sock.fileno()
+
+        def on_readable() -> None:
             try:
-                data = await loop.sock_recv(self._sock, _RECV_SIZE)
-            except OSError as err:
-                log.info("ttrpc client: read failed: %s", err)
-                return
-            if not data:
-                return
-            decoder.feed(data)
-            for event in decoder:
-                self._on_event(event)
+                if self._on_readable(decoder) or ended.done():
+                    return
+                ended.set_result(None)
+            except Exception as err:  # a bug here ends the connection, as it did the read loop
+                if not ended.done():
+                    ended.set_exception(err)
+            loop.remove_reader(fd)
+
+        loop.add_reader(fd, on_readable)
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+
+    def _on_readable(self, decoder: Decoder) -> bool:
+        """Take what the socket has and resolve the calls it answers; False at EOF or error."""
+        try:
+            data = self._sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as err:
+            log.info("ttrpc client: read failed: %s", err)
+            return False
+        if not data:
+            return False
+        decoder.feed(data)
+        for event in decoder:
+            self._on_event(event)
+        return True
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self._outbox.empty():
+                self._writer_idle = True
             frame = await self._outbox.get()
+            self._writer_idle = False
             try:
                 await loop.sock_sendall(self._sock, frame)
             except OSError as err:

@@ -258,6 +258,21 @@ class Server:
         raise RpcError(Code.UNIMPLEMENTED, f"method {method}")
 
 
+# what ``_Connection._take_frames`` leaves the read loop with
+_MORE = 1  # the decoder needs more bytes
+_FULL = 2  # a bound is reached: wait for room before taking more
+_STOP = 3  # the connection ends
+
+
+def _send_now(sock: socket.socket, frame: bytes) -> int:
+    """Write what a non-blocking ``sock`` takes of ``frame`` now; 0 on any error (the writer
+    task, which gets the rest, meets the error again and handles it)."""
+    try:
+        return sock.send(frame)
+    except OSError:
+        return 0
+
+
 def _check_peer(sock: socket.socket) -> Peer | None:
     """Return the peer's credentials, or None (logged) when it must be disconnected."""
     try:
@@ -290,6 +305,7 @@ class _Connection:
         self._paused = False
         self._writer_failed = False
         self._shut_pending = False  # stop_reading waits for the queued responses to be sent
+        self._writer_idle = False  # the writer waits on an empty outbox: _send may write at once
         self._wake = asyncio.Event()  # a handler finished, the writer progressed, or it failed
 
     def stats(self) -> ConnectionStats:
@@ -338,33 +354,80 @@ class _Connection:
                 log.warning("ttrpc server: dropped unsent responses to pid %d", self.peer.pid)
 
     async def _read_loop(self, tg: asyncio.TaskGroup) -> None:
+        """Read and dispatch requests until EOF, a read error or a failed writer. While the
+        bounds allow, the socket stays registered with the loop and each read is handled in its
+        readability callback (``_on_readable``): no task step, future and selector update per
+        read, as ``loop.sock_recv`` costs; this task only waits, for room (``_until_room``) or
+        for the end."""
         loop = asyncio.get_running_loop()
         decoder = Decoder()
+        fd = self.sock.fileno()
         while True:
-            while True:  # take frames off the decoder while the bounds allow
-                if self._writer_failed:
+            taken = self._take_frames(decoder, tg)
+            if taken == _STOP:
+                return
+            if taken == _FULL:
+                if not await self._until_room():
                     return
-                if self._full() and not await self._until_room():
+                continue
+            attention: asyncio.Future[int] = loop.create_future()
+
+            def on_readable(attention: asyncio.Future[int] = attention) -> None:
+                try:
+                    outcome = self._on_readable(decoder, tg)
+                except Exception as err:  # a bug here ends the connection, as it did the read loop
+                    outcome = _STOP
+                    if not attention.done():
+                        attention.set_exception(err)
+                if outcome == _MORE:
                     return
-                event = decoder.next_event()
-                if event is None:
-                    break
-                self._requests += 1
-                verdict = self._streams.classify(event)
-                if isinstance(verdict, Reject):
-                    self._send(verdict.stream_id, verdict.code, verdict.message)
-                elif isinstance(verdict, Dispatch):
-                    self._dispatch(verdict, tg)
+                loop.remove_reader(fd)
+                if not attention.done():
+                    attention.set_result(outcome)
+
+            loop.add_reader(fd, on_readable)
             try:
-                data = await loop.sock_recv(self.sock, _RECV_SIZE)
-            except OSError as err:
-                log.info("ttrpc server: read from pid %d failed: %s", self.peer.pid, err)
+                taken = await attention
+            finally:
+                loop.remove_reader(fd)
+            if taken == _STOP:
                 return
-            if not data:
-                if not decoder.at_boundary:
-                    log.info("ttrpc server: pid %d closed the connection mid-frame", self.peer.pid)
-                return
-            decoder.feed(data)
+            # FULL: the loop above waits for room, then goes on reading
+
+    def _on_readable(self, decoder: Decoder, tg: asyncio.TaskGroup) -> int:
+        """Take what the socket has and dispatch the requests the bounds allow; STOP at EOF or
+        a read error."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return _MORE
+        except OSError as err:
+            log.info("ttrpc server: read from pid %d failed: %s", self.peer.pid, err)
+            return _STOP
+        if not data:
+            if not decoder.at_boundary:
+                log.info("ttrpc server: pid %d closed the connection mid-frame", self.peer.pid)
+            return _STOP
+        decoder.feed(data)
+        return self._take_frames(decoder, tg)
+
+    def _take_frames(self, decoder: Decoder, tg: asyncio.TaskGroup) -> int:
+        """Take frames off the decoder while the bounds allow: MORE when it needs more bytes,
+        FULL when a bound is reached, STOP when the writer failed."""
+        while True:
+            if self._writer_failed:
+                return _STOP
+            if self._full():
+                return _FULL
+            event = decoder.next_event()
+            if event is None:
+                return _MORE
+            self._requests += 1
+            verdict = self._streams.classify(event)
+            if isinstance(verdict, Reject):
+                self._send(verdict.stream_id, verdict.code, verdict.message)
+            elif isinstance(verdict, Dispatch):
+                self._dispatch(verdict, tg)
 
     async def _until_room(self) -> bool:
         """Wait, not reading, until a bound frees up; False when the connection must end (the
@@ -459,12 +522,26 @@ class _Connection:
             log.error("ttrpc server: reply on stream %d not sent: %s", stream_id, err)
             self._send(stream_id, err.code, err.message)
             return
+        if self._writer_idle and not self._writer_failed and self._outbox.empty():
+            # nothing queued or being sent: write now, as far as the socket takes it, instead of
+            # waking the writer task (one loop iteration per response; order is kept, since the
+            # writer has nothing older). What the socket does not take goes to the writer.
+            frame = frame[_send_now(self.sock, frame):]
+            if not frame:
+                return
         self._queued_bytes += len(frame)
+        self._writer_idle = False
         self._outbox.put_nowait(frame)
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while (frame := await self._outbox.get()) is not None:
+        while True:
+            if self._outbox.empty():
+                self._writer_idle = True
+            frame = await self._outbox.get()
+            self._writer_idle = False
+            if frame is None:
+                return
             try:
                 await loop.sock_sendall(self.sock, frame)
             except OSError as err:

@@ -117,3 +117,25 @@ def test_module_in_rootfs(rootfs: Path, args: list[str], found: bool) -> None:
     from runwasm.shim.server.router import module_in_rootfs
 
     assert module_in_rootfs(_spec(args), rootfs) is found
+
+
+@pytest.mark.parametrize(("args", "found"), [
+    (["/app/hello.wasm"], "app/hello.wasm"), (["hellow"], "usr/bin/hellow"), (["/app/hello.wasm#_start"], "app/hello.wasm"),
+    (["/app"], None), (["/does/not/exist"], None), ([""], None), ([], None),
+])
+def test_module_file_is_what_route_would_resolve(rootfs: Path, args: list[str], found: str | None) -> None:
+    """Create resolves ``args[0]`` once (``module_file``, for the image lookup) and hands the file
+    to ``route``, which then classifies that file without resolving the path again."""
+    from runwasm.shim.server.router import module_file, module_in_rootfs
+
+    got = module_file(_spec(args), rootfs)
+    assert got == (Path(rootfs.resolve(), found) if found else None)
+    assert module_in_rootfs(_spec(args), rootfs) is (found is not None)
+    if got is not None:
+        assert route(_spec(args), rootfs, module=got) == route(_spec(args), rootfs)
+
+
+def test_route_classifies_the_module_file_it_is_given(rootfs: Path) -> None:
+    # args[0] names the Wasm module, but route reads the file it was handed: the ELF binary
+    r = route(_spec(["/app/hello.wasm"]), rootfs, module=rootfs / "bin" / "sh")
+    assert r.kind == "linux"

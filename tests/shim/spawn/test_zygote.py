@@ -309,6 +309,50 @@ def test_a_workload_that_exits_at_once_still_gets_its_identity_from_a_slow_zygot
     assert res["start_time"] > 0
 
 
+async def _zygote_dies_scenario() -> dict[str, Any]:
+    """A spawn waiting for its reply when the zygote dies fails (it does not hang), and so does a
+    spawn after that; the zygote is stopped first, so the request is surely waiting."""
+    from runwasm.shim.spawn.zygote import SpawnError
+    from tests.shim.serverside import server_side
+
+    zygote, reaper = server_side()
+    out: dict[str, Any] = {}
+    try:
+        os.kill(zygote.pid, signal.SIGSTOP)
+        waiting = asyncio.create_task(zygote.spawn(ENTRY, {"code": 0}, {}))
+        await asyncio.sleep(0.05)
+        out["waiting"] = not waiting.done()
+        os.kill(zygote.pid, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(waiting, 20)
+            out["first"] = "spawned"
+        except SpawnError as err:
+            out["first"] = str(err)
+        try:
+            await asyncio.wait_for(zygote.spawn(ENTRY, {"code": 0}, {}), 20)
+            out["second"] = "spawned"
+        except SpawnError as err:
+            out["second"] = str(err)
+        out["gone"] = zygote.gone()
+    finally:
+        zygote.close()
+        await asyncio.sleep(0.05)
+        reaper.reap()
+    return out
+
+
+def test_a_spawn_waiting_when_the_zygote_dies_fails_and_so_do_later_ones() -> None:
+    code = ("import asyncio, json; from tests.shim.spawn.test_zygote import _zygote_dies_scenario; "
+            "print(json.dumps(asyncio.run(_zygote_dies_scenario())))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert res["waiting"] is True
+    for which in ("first", "second"):  # EOF, or ECONNRESET when the zygote left our request unread
+        assert res[which] == "zygote exited" or res[which].startswith("zygote unreachable: "), res
+    assert res["gone"] is True
+
+
 def _later_entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
     os.write(fds["out"], json.dumps({"later": "tests.shim.spawn.later_probe" in sys.modules}).encode())
     os._exit(0)

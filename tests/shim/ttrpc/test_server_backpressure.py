@@ -132,8 +132,14 @@ def test_reading_resumes_when_calls_finish() -> None:
             assert _only(server).requests == 4
             release.set()  # every handler finishes at once from now on
             got = b""
-            while got.count(b"\x02") < 20 and len(got) < 20 * 12:  # 20 empty OK responses
-                got += await loop.sock_recv(client, 65536)
+            # 20 empty OK responses of 12 bytes each (10-byte header, `0a 00`); counting b"\x02"
+            # stopped after 10 of them (the length field holds a 2 as well as the type)
+            while len(got) < 20 * 12:
+                chunk = await loop.sock_recv(client, 65536)
+                assert chunk, f"connection closed after {len(got)} response bytes"
+                got += chunk
+            assert len(got) == 20 * 12
+            assert [got[i + 8] for i in range(0, len(got), 12)] == [MessageType.RESPONSE] * 20
             assert _only(server).requests == 20
             client.close()
             await _released(server)
