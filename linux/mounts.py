@@ -75,6 +75,8 @@ KNOWN_OPTIONS: tuple[str, ...] = tuple(sorted({*_FLAGS, *PROPAGATION, *RECURSIVE
 
 @dataclass(frozen=True, slots=True)
 class MountOptions:
+    """A mount's option strings turned into mount(2) flags, propagation changes and data."""
+
     flags: int
     propagation: tuple[int, ...]
     data: str

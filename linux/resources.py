@@ -20,6 +20,8 @@ from runwasm.oci.spec_reader import SpecError, check_resources
 
 @dataclass(frozen=True, slots=True)
 class DeviceRule:
+    """One device cgroup rule of ``linux.resources.devices``."""
+
     allow: bool
     type: str = "a"          # a, c, b
     major: int | None = None  # None = wildcard
@@ -36,6 +38,8 @@ class DeviceRule:
 
 @dataclass(frozen=True, slots=True)
 class Resources:
+    """``linux.resources`` of the runtime spec, parsed."""
+
     memory_limit: int | None = None
     memory_reservation: int | None = None
     memory_swap: int | None = None

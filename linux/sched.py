@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 from runwasm.linux.errors import SetupError
 from runwasm.linux.syscalls import _libc
@@ -48,9 +47,9 @@ class SchedAttr(ctypes.Structure):
 
 
 def _nr(name: str) -> int:
-    table = _NR.get(platform.machine())
+    table = _NR.get(os.uname().machine)
     if table is None:
-        raise SetupError(f"failed to apply {name}: syscall number unknown on {platform.machine()}")
+        raise SetupError(f"failed to apply {name}: syscall number unknown on {os.uname().machine}")
     return table[name]
 
 

@@ -41,8 +41,8 @@ from runwasm.linux.record import write_record
 from runwasm.linux.resources import parse_resources
 
 if TYPE_CHECKING:  # types only: delete's cleanup path must not pay for the spec model import
+    from runwasm.linux.stats import Metrics  # nor a server before its first Stats (~3 ms at import)
     from runwasm.oci.runtime_spec import Linux
-from runwasm.linux.stats import Metrics, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,8 @@ class TaskCgroup:
         self.cgroup.thaw()
 
     def stats(self) -> Metrics:
+        from runwasm.linux.stats import read_metrics
+
         return read_metrics(self.cgroup)
 
     def oom_watcher(self) -> OomWatcher:

@@ -6,7 +6,6 @@ image-spec allows them) so that error messages can name them, but ``hasher()`` s
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +45,8 @@ class Digest:
 
     @classmethod
     def of_bytes(cls, data: bytes) -> Digest:
+        import hashlib  # here: a server that never checks a digest does not load libcrypto (~3 ms)
+
         return cls("sha256", hashlib.sha256(data).hexdigest())
 
     @classmethod
@@ -54,6 +55,8 @@ class Digest:
 
     def hasher(self) -> Any:
         """A fresh hashlib object of this digest's algorithm."""
+        import hashlib
+
         return hashlib.new(self.algorithm)
 
     def short(self) -> str:

@@ -7,7 +7,7 @@ for the host architecture. ``DEFAULT_PLATFORMS`` lists them in preference order,
 
 from __future__ import annotations
 
-import platform as _host
+import os
 from collections.abc import Sequence
 
 from runwasm.oci import mediatypes as mt
@@ -20,7 +20,7 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc
 
 
 def host_platform() -> Platform:
-    machine = _host.machine()
+    machine = os.uname().machine  # what platform.machine() reads, without importing it (~2 ms)
     return Platform("linux", _ARCH.get(machine, machine), "v8" if machine == "aarch64" else "")
 
 

@@ -50,6 +50,8 @@ from runwasm.oci.spec_sched import (
 
 @dataclass(frozen=True, slots=True)
 class User:
+    """``process.user`` of the runtime spec."""
+
     uid: int = 0
     gid: int = 0
     umask: int | None = None
@@ -58,6 +60,8 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class Rlimit:
+    """One entry of ``process.rlimits``."""
+
     type: str
     hard: int
     soft: int
@@ -65,6 +69,8 @@ class Rlimit:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
+    """``process.capabilities``: the five capability sets."""
+
     bounding: tuple[str, ...] = ()
     effective: tuple[str, ...] = ()
     permitted: tuple[str, ...] = ()
@@ -74,12 +80,16 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSize:
+    """``process.consoleSize``."""
+
     height: int
     width: int
 
 
 @dataclass(frozen=True, slots=True)
 class Process:
+    """``process`` of the runtime spec."""
+
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
     cwd: str = "/"
@@ -106,12 +116,16 @@ class Process:
 
 @dataclass(frozen=True, slots=True)
 class Root:
+    """``root`` of the runtime spec."""
+
     path: str = "rootfs"
     readonly: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Mount:
+    """One entry of ``mounts``."""
+
     destination: str
     type: str = ""
     source: str = ""
@@ -120,6 +134,8 @@ class Mount:
 
 @dataclass(frozen=True, slots=True)
 class Hook:
+    """One hook of ``hooks``."""
+
     path: str
     args: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
@@ -128,6 +144,8 @@ class Hook:
 
 @dataclass(frozen=True, slots=True)
 class Hooks:
+    """``hooks`` of the runtime spec, by phase."""
+
     prestart: tuple[Hook, ...] = ()
     create_runtime: tuple[Hook, ...] = ()
     create_container: tuple[Hook, ...] = ()
@@ -138,12 +156,16 @@ class Hooks:
 
 @dataclass(frozen=True, slots=True)
 class Namespace:
+    """One entry of ``linux.namespaces``."""
+
     type: str
     path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class IdMapping:
+    """One entry of ``linux.uidMappings``/``gidMappings``."""
+
     container_id: int
     host_id: int
     size: int
@@ -151,6 +173,8 @@ class IdMapping:
 
 @dataclass(frozen=True, slots=True)
 class Device:
+    """One entry of ``linux.devices``."""
+
     path: str
     type: str
     major: int = 0
@@ -165,6 +189,8 @@ NAMESPACE_TYPES = frozenset({"pid", "network", "mount", "ipc", "uts", "user", "c
 
 @dataclass(frozen=True, slots=True)
 class Linux:
+    """``linux`` of the runtime spec."""
+
     namespaces: tuple[Namespace, ...] = ()
     uid_mappings: tuple[IdMapping, ...] = ()
     gid_mappings: tuple[IdMapping, ...] = ()
@@ -189,6 +215,8 @@ class Linux:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeSpec:
+    """A runtime spec (``config.json``), parsed: every field runwasm honours or refuses."""
+
     oci_version: str
     process: Process | None
     root: Root | None

@@ -43,6 +43,8 @@ REFUSED_LINUX = {
 
 @dataclass(frozen=True, slots=True)
 class Scheduler:
+    """``process.scheduler`` of the runtime spec."""
+
     policy: str
     nice: int = 0
     priority: int = 0
@@ -54,12 +56,16 @@ class Scheduler:
 
 @dataclass(frozen=True, slots=True)
 class IoPriority:
+    """``process.ioPriority`` of the runtime spec."""
+
     io_class: str
     priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class MemoryPolicy:
+    """``linux.memoryPolicy`` of the runtime spec."""
+
     mode: str
     nodes: tuple[int, ...] = ()
     flags: tuple[str, ...] = ()
@@ -67,6 +73,8 @@ class MemoryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class NetDevice:
+    """One entry of ``linux.netDevices`` of the runtime spec."""
+
     host_name: str
     name: str  # the name in the container; the host name when the spec gives none
 

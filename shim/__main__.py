@@ -19,7 +19,10 @@ def _write(data: bytes) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["_runwasm_template"]:  # as client.launch spawns it: before `flags` (dataclasses),
-        from runwasm.shim.template.process import template_main  # which its dccache speeds up
+        import gc  # which its dccache speeds up
+
+        gc.disable()  # no collections during the template's boot (template_main enables them again)
+        from runwasm.shim.template.process import template_main
 
         return template_main()
     from runwasm.shim.entry import flags as flagmod

@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +170,8 @@ def find_cli(cache_dir: Path, name: str = "wasmtime") -> Path:
     st = origin.stat()
     dest = cache_dir / "cli" / f"{name}-{st.st_size}-{st.st_mtime_ns}"
     if not os.access(dest, os.X_OK):
+        import shutil  # here: ~3 ms at import (bz2, lzma) that every zygote paid for this rare copy
+
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
         try:

@@ -20,7 +20,6 @@ import fcntl
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +84,8 @@ def node_key(root: Path) -> bytes | None:
 
 
 def _make_key(path: Path) -> None:
+    import tempfile  # here: ~2 ms at import (shutil, random), for a key made once per node
+
     fd, tmp = tempfile.mkstemp(prefix=".key-", dir=path.parent)
     try:
         os.write(fd, os.urandom(KEY_BYTES))
@@ -132,6 +133,8 @@ def exclusive(lock_path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[bool]:
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to a temporary file beside ``path`` (``mode``), fsync, rename over ``path``."""
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -58,6 +58,8 @@ KEYS = ("WasmPreopens", "WasmNetwork", "WasmFeatures", *LIMIT_KEYS, "WasmUnknown
 
 @dataclass(frozen=True, slots=True)
 class Preopen:
+    """A host directory the guest sees at ``guest`` (read-only unless ``readonly`` is False)."""
+
     host: str
     guest: str
     readonly: bool = True

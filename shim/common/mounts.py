@@ -21,6 +21,8 @@ from runwasm.shim.common.errors import InvalidArgumentError
 
 @dataclass(frozen=True, slots=True)
 class MountSpec:
+    """One rootfs mount of a Create request (containerd's ``Mount``)."""
+
     type: str
     source: str
     options: tuple[str, ...] = ()

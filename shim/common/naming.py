@@ -7,11 +7,35 @@ same group, so a later ``start`` finds and reuses the running server (shim-proto
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+
+
+def _builtin_sha256() -> Callable[[bytes], Any]:
+    """CPython's own SHA-256 (``_sha256``; ``_sha2`` from 3.12), else hashlib's: importing
+    hashlib loads OpenSSL's libcrypto (~3 ms, which the first container after boot waits for in
+    the template) for the start path's two short digests. Same digest either way."""
+    import importlib
+
+    for name in ("_sha256", "_sha2"):
+        try:
+            return importlib.import_module(name).sha256  # type: ignore[no-any-return]
+        except (ImportError, AttributeError):
+            continue
+    import hashlib
+
+    return hashlib.sha256
+
+
+_sha256 = _builtin_sha256()
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` in hex (hashlib's result, without importing hashlib)."""
+    return str(_sha256(data).hexdigest())
 
 GROUP_ANNOTATIONS = ("io.containerd.runwasm.v1.group", "io.kubernetes.cri.sandbox-id")
 RUNTIME_NAME = "io.containerd.runwasm.v1"
@@ -40,5 +64,5 @@ def bundle_annotations(bundle: str) -> dict[str, str]:
 
 def socket_path(socket_dir: str, grpc_address: str, namespace: str, group: str) -> str:
     """``<socket_dir>/<sha256 hex of join(grpc_address, namespace, group)>``, as upstream names it."""
-    digest = hashlib.sha256(posixpath.join(grpc_address, namespace, group).encode()).hexdigest()
+    digest = sha256_hex(posixpath.join(grpc_address, namespace, group).encode())
     return posixpath.join(socket_dir, digest)

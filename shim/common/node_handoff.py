@@ -57,12 +57,13 @@ def enabled(env: Mapping[str, str]) -> bool:
 
 def node_key(install: str, namespaces: str, fields: Mapping[str, object], env: Mapping[str, str]) -> str:
     """A short name for "servers that would be identical apart from their groups"."""
-    import hashlib  # only on the template's path: the exec'd start never computes a key
+    # only on the template's path (the exec'd start never computes a key); not hashlib: see naming
+    from runwasm.shim.common.naming import sha256_hex
 
     relevant = sorted((k, v) for k, v in env.items()
                       if k.startswith(("RUNWASM_", "OTEL_")) and k not in _PER_START)
     text = json.dumps([install, namespaces, sorted((k, str(v)) for k, v in fields.items()), relevant])
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return sha256_hex(text.encode())[:20]
 
 
 def socket_path(directory: str, key: str) -> str:

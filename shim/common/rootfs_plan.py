@@ -52,6 +52,8 @@ _CALL = re.compile(r"^\s*(mount|target|source|overlay)((?:\s+-?\d+){1,2})\s*$")
 
 @dataclass(frozen=True, slots=True)
 class MkDir:
+    """A directory to create before a mount."""
+
     path: str
     mode: int = 0o700
     uid: int | None = None
@@ -60,6 +62,8 @@ class MkDir:
 
 @dataclass(frozen=True, slots=True)
 class ErofsLayer:
+    """An EROFS layer to mount (from a blob file or a block device)."""
+
     source: str                         # the blob (a regular file) or a block device
     devices: tuple[str, ...] = ()       # device= blobs, in the given order
     dmverity: str | None = None         # X-containerd.dmverity sidecar (JSON: roothash, hashoffset)
@@ -68,6 +72,8 @@ class ErofsLayer:
 
 @dataclass(frozen=True, slots=True)
 class OverlayMount:
+    """An overlay mount of the layers below it."""
+
     lowers: tuple[str, ...]             # top-most first
     upper: str | None = None
     work: str | None = None
@@ -77,6 +83,8 @@ class OverlayMount:
 
 @dataclass(frozen=True, slots=True)
 class BindMount:
+    """A bind mount of a directory."""
+
     source: str
     readonly: bool = False
 
@@ -86,6 +94,8 @@ Step = ErofsLayer | OverlayMount | BindMount
 
 @dataclass(frozen=True, slots=True)
 class PlannedMount:
+    """One mount of a plan, with the directories it needs first."""
+
     index: int
     mkdirs: tuple[MkDir, ...]
     step: Step
@@ -94,6 +104,8 @@ class PlannedMount:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """How a container's rootfs is mounted, step by step."""
+
     rootfs: str
     layer_dirs: tuple[str, ...]         # a scratch mount point per layer (all mounts but the last)
     mounts: tuple[PlannedMount, ...]

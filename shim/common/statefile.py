@@ -30,6 +30,8 @@ DEAD_STATUS = 137  # upstream's exit status for a process whose status is unknow
 
 @dataclass(slots=True)
 class BundleState:
+    """What the shim records in the bundle about a container (``runwasm.json``)."""
+
     id: str
     kind: str = ""  # "wasm" or "linux"
     pid: int = 0

@@ -27,6 +27,8 @@ LOG_LEVEL_DEBUG = -4
 
 @dataclass(frozen=True, slots=True)
 class BootstrapParams:
+    """containerd 2.x's ``BootstrapParams`` on ``start``'s stdin, decoded."""
+
     instance_id: str = ""
     namespace: str = ""
     log_level: int = 0

@@ -17,6 +17,8 @@ _BOOL_FLAGS = {"debug", "v", "version", "info"}
 
 @dataclass(frozen=True, slots=True)
 class Flags:
+    """containerd's command line for the shim binary, parsed (flags before the action word)."""
+
     namespace: str = ""
     id: str = ""
     address: str = ""

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Launch:
+    """What the zygote is asked to spawn for a task: entry point, payload, pid namespace, fds."""
+
     entry: str
     payload: dict[str, Any]
     pidns: str | None = None

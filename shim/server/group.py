@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from runwasm.shim.server.backends import Backend
     from runwasm.shim.server.image_module import ImageModule
     from runwasm.shim.server.reaper import Reaper
-    from runwasm.shim.ttrpc.server import Handler, Server
+    from runwasm.shim.ttrpc.server import Handler, RequestContext, Server
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,29 @@ class GroupZygote(Zygote):
 
     def close(self) -> None:
         """The shared zygote outlives a group: nothing to close."""
+
+
+SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox"  # sandbox_rpc.SERVICE
+SANDBOX_METHODS = ("CreateSandbox", "StartSandbox", "Platform", "StopSandbox", "WaitSandbox", "SandboxStatus",
+                   "PingSandbox", "ShutdownSandbox", "SandboxMetrics")  # its methods (a test compares them)
+
+
+def _lazy_sandbox_handlers(build: Callable[[], dict[tuple[str, str], Handler]]) -> dict[tuple[str, str], Handler]:
+    """The Sandbox API's handlers, built (``build``: ``_sandbox_handlers``) at its first request: a
+    pod served through the Task API alone never imports the Sandbox service (~4 ms, which the first
+    container after boot waited for in the template). Until then it has no sandbox, so its
+    observer (the only other thing ``build`` sets up) would have done nothing."""
+    table: dict[tuple[str, str], Handler] = {}
+
+    def adapter(method: str) -> Handler:
+        async def handle(payload: bytes, ctx: RequestContext) -> bytes:
+            if not table:
+                table.update(build())
+            return await table[(SANDBOX_SERVICE, method)](payload, ctx)
+
+        return handle
+
+    return {(SANDBOX_SERVICE, m): adapter(m) for m in SANDBOX_METHODS}
 
 
 def _sandbox_handlers(service: object, zygote: Zygote, reaper: Reaper, shutdown: Callable[[], None],
@@ -149,8 +172,8 @@ class GroupServer:
         self.service = TaskService(settings.namespace, self.zygote, self.reaper, publish,
                                    self._backend_factory, self.defaults, self._image_modules)
         table = handlers(TaskRpc(self.service, self.shutdown), settings.namespace)
-        table.update(_sandbox_handlers(self.service, self.zygote, self.reaper, self._shutdown_after_sandbox,
-                                       settings.namespace, observers))
+        table.update(_lazy_sandbox_handlers(lambda: _sandbox_handlers(
+            self.service, self.zygote, self.reaper, self._shutdown_after_sandbox, settings.namespace, observers)))
         return Server(table, on_connection_closed=self._connection_closed)
 
     def _backend_factory(self, kind: str, cid: str, spec: RuntimeSpec, bundle: Path, rootfs: Path,

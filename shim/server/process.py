@@ -61,6 +61,8 @@ def msg_has_pty(data: bytes) -> bool:
 
 @dataclass(slots=True)
 class Proc:
+    """A task's process (its init or an exec) as the Task service tracks it."""
+
     container_id: str
     exec_id: str
     pid: int

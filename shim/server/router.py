@@ -29,6 +29,8 @@ EXECUTOR_ANNOTATION = "io.containerd.runwasm.v1.executor"
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """Where a container runs (``kind``) and why (``reason``, logged)."""
+
     kind: Kind
     reason: str
 

@@ -32,8 +32,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import platform
-import shutil
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -190,6 +189,8 @@ def sandbox_spec(h: HolderSpec, pid: int, annotations: Mapping[str, str]) -> dic
 
 
 def _snapshot(bundle: Path, copy: Path) -> None:
+    import shutil  # here: ~3 ms at import (bz2, lzma), which a server of Task-API pods never needs
+
     try:
         copy.mkdir(parents=True, exist_ok=True)
         for name in RECORD_FILES:
@@ -201,7 +202,7 @@ def _snapshot(bundle: Path, copy: Path) -> None:
 
 def host_platform() -> tuple[str, str, str]:
     """(os, architecture, variant) in Go's names: the platform containers of the pod run on."""
-    machine = platform.machine()
+    machine = os.uname().machine
     return "linux", _GOARCH.get(machine, machine), ("v8" if machine == "aarch64" else "")
 
 
@@ -299,6 +300,8 @@ class SandboxService:
         if name == "TaskCreate":
             _snapshot(Path(str(getattr(event, "bundle", ""))), copy)
         elif name == "TaskDelete" and not getattr(event, "id", ""):  # the container, not an exec
+            import shutil
+
             shutil.rmtree(copy, ignore_errors=True)
 
     def platform(self, sandbox_id: str) -> tuple[str, str, str]:

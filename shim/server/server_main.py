@@ -125,9 +125,11 @@ def serve_main() -> int:
     zygote = Zygote()
     # not wasmtime-py: a task with a cached link-check verdict never needs it
     # (runwasm.wasm.fast_min), and a long-lived copy costs every pod memory (template/process.py)
-    zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload",
-                          "runwasm.linux.init"),
-                 close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]))
+    # the Linux init only once idle: the first Wasm container after boot, whose spawn request may
+    # come before the zygote's imports are done, does not wait for it (~3 ms)
+    zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload"),
+                 close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]),
+                 later=("runwasm.linux.init",))
     # what the zygote shares with us is never walked (and so never written) by our collections
     gc.freeze()
     defaults, options_error = defaults_of(settings)

@@ -22,6 +22,8 @@ from runwasm.shim.common.errors import InvalidArgumentError
 
 @dataclass(frozen=True, slots=True)
 class StdioPaths:
+    """The stdio of a process as containerd names it (FIFO paths, or a terminal)."""
+
     stdin: str = ""
     stdout: str = ""
     stderr: str = ""

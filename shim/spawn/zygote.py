@@ -39,7 +39,7 @@ import importlib
 import json
 import logging
 import os
-import platform
+import select
 import signal
 import socket
 import traceback
@@ -120,7 +120,7 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
 
 CLONE_PARENT = 0x00008000
 CLONE_PIDFD = 0x00001000
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())  # the raw clone syscall's number
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)  # the raw clone syscall's number
 _SYS_PIDFD_SEND_SIGNAL = 424  # the same on every architecture (a syscall newer than 5.1's unification)
 
 
@@ -270,10 +270,15 @@ def _preload(names: Sequence[str]) -> None:
     gc.freeze()
 
 
-def _zygote_main(sock: socket.socket, preload: Sequence[str]) -> None:
+def _zygote_main(sock: socket.socket, preload: Sequence[str], later: Sequence[str] = ()) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _preload(preload)
+    pending = list(later)
     while True:
+        if pending and not select.select([sock], [], [], 0)[0]:  # idle: one more module
+            _preload(pending[:1])
+            del pending[0]
+            continue
         got = _recv_request(sock)
         if got is None:
             os._exit(0)
@@ -315,11 +320,12 @@ class Zygote:
         self._waiters: list[asyncio.Future[bytes]] = []
         self._reader: asyncio.AbstractEventLoop | None = None  # the loop the socket is registered with
 
-    def start(self, preload: Sequence[str] = (), close: Sequence[int] = ()) -> None:
+    def start(self, preload: Sequence[str] = (), close: Sequence[int] = (), later: Sequence[str] = ()) -> None:
         """Fork the zygote, which imports ``preload`` before it serves any request (not
-        wasmtime-py: a workload that needs it imports it, see server_main). ``close``: fds
-        of the server the zygote must not keep (the node socket and its lock: a copy would keep
-        the lock held after the server released it)."""
+        wasmtime-py: a workload that needs it imports it, see server_main), then ``later`` one
+        module at a time while no request waits (a workload spawned before imports its entry
+        itself). ``close``: fds of the server the zygote must not keep (the node socket and its
+        lock: a copy would keep the lock held after the server released it)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
@@ -327,7 +333,7 @@ class Zygote:
             for fd in close:
                 os.close(fd)
             try:
-                _zygote_main(child, preload)
+                _zygote_main(child, preload, later)
             finally:
                 os._exit(0)
         child.close()

@@ -5,14 +5,17 @@ Launched in the background by the first ``start`` on a node that finds none (its
 
 1. take ``template-<key>.lock`` (flock, held for life, the file removed at exit: ``node_handoff.take_lock``):
    a second template exits at once;
-2. import everything the actions and the server need (``PRELOAD``);
+2. with collections off, import what a ``start`` child runs (``PRELOAD_FIRST``);
 3. bind ``template-<key>.sock`` (SOCK_SEQPACKET, 0600, directory 0700), write the pid file,
    ``gc.freeze()`` so the children's garbage collections do not write to the shared pages;
-   then, between requests and at the lowest CPU priority (``LATER_NICE``: the first container,
-   forked as soon as the template listens, does not share the CPUs with these imports), import
-   what the zygotes and workloads need (``PRELOAD_LATER``: wasmtime, the Wasm and Linux workload
-   entries) and freeze again, so the first container on a node waits only for the server's
-   imports;
+   then import the rest of ``PRELOAD`` (what a server needs) one module at a time, accepting
+   between them: the first container's ``start`` runs in its child meanwhile, and its server
+   fork is served once they are all in (freeze again, collections on). Then, between requests
+   and at the lowest CPU priority (``LATER_NICE``: the first container, forked as soon as the
+   template is warm, does not share the CPUs with these imports), import what the zygotes,
+   workloads and rarer requests need (``PRELOAD_LATER``: the Wasm and Linux workload entries,
+   ``delete``, the Linux executor...) and freeze again, so the first container on a node waits
+   only for the imports of its own path;
 4. accept: check the peer's uid (SO_PEERCRED, must be ours: root), fork one child per
    connection and go back to ``accept`` at once (children are reaped by ``SIGCHLD=SIG_IGN``);
    between requests, exit when the installation's code changed on disk (``key.code_identity``).
@@ -45,29 +48,43 @@ import time
 from runwasm.shim.common import node_handoff
 from runwasm.shim.template import client, dccache, key, server
 
-# imported before the socket appears: what start/delete and a server need
+# imported before the socket appears: what a `start` child runs (``PRELOAD_FIRST``); then, while
+# that child runs (the first container after boot: its `start` works on the other CPU), the rest
+# of what a server needs for a Wasm container; the child's request for its server is served only
+# once all of it is in, so that every server is forked from a complete template. Not the Linux
+# executor, the console, the metrics encoder, the image model (for a module that is not in the
+# rootfs), the Sandbox API (built at its first request: ``group._lazy_sandbox_handlers``) nor
+# `delete`: a server that needs one imports it, and PRELOAD_LATER brings them in for the servers
+# forked after it; not ``entry.info`` either (``-info`` is never forwarded).
+PRELOAD_FIRST = ("json", "runwasm.shim.__main__", "runwasm.shim.entry.start", "runwasm.shim.entry.flags",
+                 "runwasm.shim.entry.bootstrap", "runwasm.shim.common.otel_env", "runwasm.shim.template.server")
 PRELOAD = (
-    "asyncio", "json", "logging", "ctypes",
+    *PRELOAD_FIRST, "asyncio", "logging", "ctypes",
     "google.protobuf.empty_pb2", "google.protobuf.any_pb2", "google.protobuf.timestamp_pb2",
-    "runwasm.shim.__main__", "runwasm.shim.entry.start", "runwasm.shim.entry.delete", "runwasm.shim.entry.info",
+    "runwasm.shim.__main__", "runwasm.shim.entry.start",
     "runwasm.shim.server.server_main", "runwasm.shim.server.task", "runwasm.shim.server.task_rpc", "runwasm.shim.ttrpc.server",
-    "runwasm.shim.server.events", "runwasm.shim.server.backends", "runwasm.shim.server.linux_backend", "runwasm.shim.server.reaper",
-    "runwasm.shim.spawn.zygote", "runwasm.shim.common.tracing", "runwasm.shim.server.logs", "runwasm.shim.server.console",
+    "runwasm.shim.server.events", "runwasm.shim.server.backends", "runwasm.shim.server.reaper",
+    "runwasm.shim.spawn.zygote", "runwasm.shim.common.tracing", "runwasm.shim.server.logs",
     "runwasm.shim.server.router", "runwasm.shim.template.server", "runwasm.shim.server.group",
     "runwasm.shim.server.group_logs", "runwasm.shim.server.node", "runwasm.shim.common.node_handoff",
-    "runwasm.shim.server.sandbox", "runwasm.shim.server.sandbox_rpc", "runwasm.shim.server.sandbox_holder",
-    "runwasm.shim.server.process", "runwasm.shim.server.metrics", "runwasm.shim.server.preopens",
+    "runwasm.shim.server.process", "runwasm.shim.server.preopens",
     "runwasm.shim.server.private_rootfs", "runwasm.shim.server.events_factory", "runwasm.shim.server.stdio",
-    "runwasm.shim.server.image_module", "runwasm.shim.common.rootfs_plan", "runwasm.shim.common.mounts",
-    "runwasm.linux.cgroups", "runwasm.linux.task_cgroup", "runwasm.linux.stats",
+    "runwasm.shim.common.rootfs_plan", "runwasm.shim.common.mounts",
+    "runwasm.linux.cgroups", "runwasm.linux.task_cgroup",
     "runwasm.oci.runtime_spec",
 )
-# imported one at a time between requests once listening: what the zygotes and workloads need
-# (a server forked before they are in gets a zygote that imports them itself, as before).
+# imported one at a time between requests once listening: `delete` (the first container's comes
+# ~0.1 s after the socket appears), what the zygotes and workloads need (a server forked before
+# they are in gets a zygote that imports them itself, as before), then what only a Linux
+# container or a Stats/console request needs.
 # Not wasmtime-py (``wasmtime``, ``runwasm.wasm.task``): no long-lived process keeps it (~0.8
 # MiB of PSS per pod at 10 pods, docs/design.md "Memory per pod"); only a workload that needs
 # it imports it (~40 ms): a Create without a cached link-check verdict, an in-process task.
-PRELOAD_LATER = ("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init")
+PRELOAD_LATER = ("runwasm.shim.entry.delete", "runwasm.wasm.child", "runwasm.wasm.fast_min",
+                 "runwasm.shim.spawn.wasm_workload", "runwasm.linux.init", "runwasm.shim.server.linux_backend",
+                 "runwasm.shim.server.console", "runwasm.shim.server.metrics", "runwasm.linux.stats",
+                 "runwasm.shim.server.image_module", "runwasm.shim.server.sandbox_rpc",
+                 "runwasm.shim.server.sandbox_holder")
 LATER_NICE = 19
 """The template's nice value while it imports a ``PRELOAD_LATER`` module (root only; back to its
 own priority before it accepts or forks anything): the first container, forked as soon as the
@@ -99,6 +116,7 @@ def _child(conn: socket.socket, install: str, lock: int, channel: socket.socket,
     ``close``: the template's other channels."""
     code = 1
     try:
+        gc.enable()  # off while the template imports (template_main); on in what this child runs
         os.close(lock)  # the flock must die with the template, not live on in forked servers
         for fd in close:
             os.close(fd)
@@ -161,6 +179,9 @@ def _child(conn: socket.socket, install: str, lock: int, channel: socket.socket,
 
 def _preload(names: tuple[str, ...] | list[str]) -> None:
     for name in names:
+        if name == "asyncio":
+            import_asyncio_without_tls()
+            continue
         try:
             importlib.import_module(name)
         except ImportError as err:
@@ -221,6 +242,10 @@ def import_asyncio_without_tls() -> None:
 
 
 def template_main() -> int:
+    # No automatic collection until the imports are frozen: the ~60 young collections they would
+    # trigger cost ~8 ms of the boot the first container waits for, and find next to nothing
+    # (~500 objects of the import machinery's cycles, left to the freeze below).
+    gc.disable()
     dccache.install()  # first: the dataclass methods compiled by an earlier boot (saved once idle, below)
     sock_path = key.socket_path(os.environ)
     directory = os.path.dirname(sock_path)
@@ -240,10 +265,11 @@ def _serve(sock_path: str, lock: int) -> int:
     os.chdir("/")
     install = key.install_key()
     identity = key.code_identity()
-    import_asyncio_without_tls()  # before PRELOAD, which imports asyncio
-    _preload(PRELOAD)
-    # listen only once warm: until then execs find no socket and run the action themselves
-    # rather than queue behind the imports
+    _preload(PRELOAD_FIRST)
+    # listen once a `start` can run in a child: the rest of PRELOAD is imported in the loop below,
+    # while that child runs; its server fork waits for the end of those imports
+    warming = [name for name in PRELOAD if name not in PRELOAD_FIRST]
+    gc.freeze()  # what the children forked meanwhile share with us
     lst = node_handoff.listen_in_place(sock_path, 128)  # appears only once it accepts
     ino = os.stat(sock_path).st_ino
     pid_file = key.pid_path(sock_path)
@@ -256,9 +282,6 @@ def _serve(sock_path: str, lock: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    # no gc.collect() first: the imports' own collections leave next to nothing (0 objects found
-    # when measured) and a full one costs 10-20 ms that the first container would wait for
-    gc.freeze()
     checked = time.monotonic()
     pending = list(PRELOAD_LATER)
     lst.setblocking(False)
@@ -268,7 +291,7 @@ def _serve(sock_path: str, lock: int) -> int:
     try:
         while True:
             # no PRELOAD_LATER import while a child may ask for a server fork: it would wait
-            timeout = (CHILD_POLL if channels else 0.0) if pending else IDLE_POLL
+            timeout = 0.0 if warming else (CHILD_POLL if channels else 0.0) if pending else IDLE_POLL
             events = poller.poll(timeout * 1000)
             conn = None
             for fd, _mask in events:
@@ -277,6 +300,8 @@ def _serve(sock_path: str, lock: int) -> int:
                         conn, _ = lst.accept()
                     except (BlockingIOError, InterruptedError):
                         pass
+                elif warming:
+                    pass  # a server fork waits until every PRELOAD module is in
                 elif fd in channels and not _serve_channel(channels[fd], [lst.fileno(), lock, *channels]):
                     poller.unregister(fd)
                     channels.pop(fd).close()
@@ -293,7 +318,16 @@ def _serve(sock_path: str, lock: int) -> int:
                     theirs.close()
                     channels[mine.fileno()] = mine
                     poller.register(mine, select.POLLIN)
-            elif events or (pending and channels):
+            if warming:  # at the template's own priority: the first container waits for these
+                _preload(warming[:1])
+                del warming[0]
+                if not warming:
+                    # no gc.collect() first: it would find ~500 objects (collections were off
+                    # during the imports) and cost 10-20 ms that the first container waits for
+                    gc.freeze()
+                    gc.enable()
+                continue
+            if conn is None and (events or (pending and channels)):
                 continue
             if conn is None and pending:
                 _lower_priority()  # back before anything is accepted or forked: see LATER_NICE

@@ -60,3 +60,27 @@ def test_annotations_of_a_too_deeply_nested_config_are_empty(tmp_path: Path) -> 
     """``start`` must not crash on it (RecursionError is not a ValueError): Create reports it."""
     (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     assert bundle_annotations(str(tmp_path)) == {}
+
+
+def test_the_start_path_names_sockets_without_loading_libcrypto() -> None:
+    """hashlib loads OpenSSL's libcrypto (~3 ms the first container after boot waited for in the
+    template); the socket names use CPython's own SHA-256, with the same digests."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from runwasm.shim.common import naming, node_handoff
+import runwasm.shim.entry.start
+name = naming.socket_path("/s", "/g", "ns", "grp")
+key = node_handoff.node_key("install", "ns=1", {"a": 1}, {"RUNWASM_X": "1"})
+assert "_hashlib" not in sys.modules and "hashlib" not in sys.modules, "hashlib was imported"
+print(name, key)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.returncode == 0, out.stderr
+    name, key = out.stdout.split()
+    assert name == socket_path("/s", "/g", "ns", "grp")
+    assert name == "/s/" + hashlib.sha256(b"/g/ns/grp").hexdigest()
+    assert len(key) == 20

@@ -98,3 +98,67 @@ def test_shutdown_sandbox_ends_the_server_once_containerd_disconnects(monkeypatc
         assert calls == ["shutdown"]  # containerd never disconnected: the grace timer ends it
 
     asyncio.run(main())
+
+
+def test_the_sandbox_api_is_served_by_handlers_built_at_its_first_request() -> None:
+    """The Task-API pod's server never imports the Sandbox service; the lazy table names every
+    method of the Sandbox service and builds the real handlers once, at the first request."""
+    from runwasm.shim.api.runtime.sandbox.v1 import sandbox_pb2
+    from runwasm.shim.server import group, sandbox_rpc
+
+    assert group.SANDBOX_SERVICE == sandbox_rpc.SERVICE
+    assert group.SANDBOX_METHODS == tuple(m.name for m in sandbox_pb2.DESCRIPTOR.services_by_name["Sandbox"].methods)
+    builds: list[str] = []
+
+    def build() -> dict[tuple[str, str], Any]:
+        builds.append("built")
+
+        def real(method: str) -> Any:
+            async def handle(payload: bytes, _ctx: Any) -> bytes:
+                return method.encode() + b":" + payload
+
+            return handle
+
+        return {(group.SANDBOX_SERVICE, m): real(m) for m in group.SANDBOX_METHODS}
+
+    table = group._lazy_sandbox_handlers(build)
+    assert sorted(table) == sorted((group.SANDBOX_SERVICE, m) for m in group.SANDBOX_METHODS)
+    assert builds == []
+
+    async def calls() -> list[bytes]:
+        return [await table[(group.SANDBOX_SERVICE, "CreateSandbox")](b"a", None),  # type: ignore[arg-type]
+                await table[(group.SANDBOX_SERVICE, "PingSandbox")](b"b", None)]  # type: ignore[arg-type]
+
+    assert asyncio.run(calls()) == [b"CreateSandbox:a", b"PingSandbox:b"]
+    assert builds == ["built"]
+
+
+def test_a_task_api_pod_does_not_import_the_sandbox_service(tmp_path: Path) -> None:
+    """A group's server is built without the Sandbox service (it is built at the first Sandbox
+    request); Task requests do not build it."""
+    import subprocess
+    import sys
+
+    code = f"""
+import socket, sys
+from types import SimpleNamespace
+from runwasm.shim.common.options import RuntimeOptions
+from runwasm.shim.entry.bootstrap import Settings
+from runwasm.shim.server.group import GroupServer
+
+settings = Settings("legacy", "ns", "cid", {str(tmp_path)!r}, "", "", "", "", False, "", None)
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind({str(tmp_path / "s.sock")!r})
+listener.listen()
+server = GroupServer(settings, {str(tmp_path / "s.sock")!r}, listener, SimpleNamespace(pid=1), SimpleNamespace(),
+                     RuntimeOptions())
+assert ("containerd.runtime.sandbox.v1.Sandbox", "CreateSandbox") in server.server._handlers
+assert ("containerd.task.v3.Task", "Create") in server.server._handlers
+loaded = [m for m in sys.modules if m.startswith("runwasm.shim.server.sandbox")]
+assert not loaded, loaded
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -351,3 +351,42 @@ def test_a_spawn_waiting_when_the_zygote_dies_fails_and_so_do_later_ones() -> No
     for which in ("first", "second"):  # EOF, or ECONNRESET when the zygote left our request unread
         assert res[which] == "zygote exited" or res[which].startswith("zygote unreachable: "), res
     assert res["gone"] is True
+
+
+def _later_entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
+    os.write(fds["out"], json.dumps({"later": "tests.shim.spawn.later_probe" in sys.modules}).encode())
+    os._exit(0)
+
+
+async def _later_scenario() -> list[bool]:
+    from tests.shim.serverside import server_side
+
+    zygote, reaper = server_side(("tests.shim.spawn.slow_preload",), later=("tests.shim.spawn.later_probe",))
+    seen = []
+    try:
+        for delay in (0.0, 1.0):  # the first request arrives while the zygote still imports its preload
+            await asyncio.sleep(delay)
+            r, w = os.pipe()
+            try:
+                with reaper.spawning():
+                    await zygote.spawn("tests.shim.spawn.test_zygote:_later_entry", {}, {"out": w})
+            finally:
+                os.close(w)
+            seen.append(bool(json.loads(os.read(r, 4096))["later"]))
+            os.close(r)
+    finally:
+        zygote.close()
+        await asyncio.sleep(0.05)
+        reaper.reap()
+    return seen
+
+
+def test_a_spawn_request_is_served_before_the_later_imports() -> None:
+    """``later`` modules (the Linux init, for the server) are imported only while no request
+    waits: the first Wasm container after boot does not wait for them; workloads spawned after
+    they are in inherit them."""
+    code = ("import asyncio, json; from tests.shim.spawn.test_zygote import _later_scenario; "
+            "print(json.dumps(asyncio.run(_later_scenario())))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    assert json.loads(p.stdout.decode().strip().splitlines()[-1]) == [False, True]

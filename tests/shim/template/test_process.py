@@ -28,3 +28,93 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+_WARMUP_PROBE = """
+import gc, json, os, socket, sys, time
+from runwasm.shim.common import node_handoff
+from runwasm.shim.template import process, server
+
+record = os.environ["PROBE_RECORD"]
+
+def note(**kv):
+    with open(record, "a") as f:
+        f.write(json.dumps(kv) + "\\n")
+
+real_listen, real_preload = node_handoff.listen_in_place, process._preload
+listening = False
+
+def listen(*args, **kwargs):
+    global listening
+    note(event="listen", modules=sorted(sys.modules))
+    listening = True
+    return real_listen(*args, **kwargs)
+
+def preload(names):
+    if listening and names:  # the warm-up, slowed down: the request below surely comes meanwhile
+        time.sleep(0.02)
+        note(event="import", name=names[0])
+    real_preload(names)
+
+def serve(channel, close):  # the template serving a child's server fork (not forking here)
+    if not channel.recv(256):
+        return False
+    note(event="fork request served", missing=[m for m in process.PRELOAD if m not in sys.modules],
+         collecting=gc.isenabled())
+    return False
+
+def child(conn, install, lock, channel, close):  # a start child asking for its server at once
+    note(event="fork request sent")
+    channel.send(b"fork")
+    channel.recv(256)
+    os._exit(0)
+
+node_handoff.listen_in_place, process._preload = listen, preload
+server.serve_fork_request, process._child = serve, child
+sys.exit(process.template_main())
+"""
+
+
+def test_the_template_listens_before_the_servers_imports_and_forks_servers_only_after_them(tmp_path: Path) -> None:
+    """The first `start` after boot runs in a template child while the template imports what a
+    server needs; that start's server fork waits for the end of those imports (every server is
+    forked from a complete template, with collections back on)."""
+    import json
+    import os
+    import socket
+    import time
+
+    from runwasm.shim.template import key
+
+    directory = tmp_path / "tpl"
+    record = tmp_path / "record"
+    env = {**os.environ, key.ENV_DIR: str(directory), "PROBE_RECORD": str(record)}
+    proc = subprocess.Popen([sys.executable, "-c", _WARMUP_PROBE], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        sock_path = key.socket_path(env)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sock_path):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no template socket"
+            time.sleep(0.001)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.connect(sock_path)
+            while '"fork request served"' not in (record.read_text() if record.exists() else ""):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the fork request was not served"
+                time.sleep(0.01)
+    finally:
+        proc.terminate()  # SIGTERM: the template removes its socket and exits
+        proc.wait(30)
+    events = [json.loads(line) for line in record.read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    listen = events[0]
+    assert listen["event"] == "listen"
+    assert "runwasm.shim.entry.start" in listen["modules"]
+    assert "runwasm.shim.server.task" not in listen["modules"]
+    assert "asyncio" not in listen["modules"]
+    sent, served = kinds.index("fork request sent"), kinds.index("fork request served")
+    assert "import" in kinds[sent:served], "the request did not arrive during the imports: the test proved nothing"
+    assert events[served]["missing"] == []
+    assert events[served]["collecting"] is True
+    assert "import" not in kinds[served:]
