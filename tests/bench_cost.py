@@ -8,8 +8,9 @@ daemon, with the shims using a private warm template (``shim/template/``) stoppe
 1. ``ctr run --rm`` wall time, median of N after 2 warm-ups, cases interleaved: Wasm hello via
    runwasm, busybox ``/bin/true`` via runc, busybox ``/bin/true`` via runwasm's Linux executor
    (warm node: the template runs); then the first container after boot: the template stopped
-   before each of N/3 runs of the Wasm hello (the ``start`` that finds no template runs the
-   action itself and launches a new template in the background).
+   before each of N/2 runs of the Wasm hello, each right after a runc busybox run (the ratio is
+   given against the warm runc median and as the median of these per-round ratios); the
+   ``start`` that finds no template launches one and waits for it, as on a node after boot.
 2. PSS per pod: 10 pods started with ``ctr run -d`` (each its own shim server), runwasm running
    ``sleep.wasm``, runc running busybox ``sleep``; PSS (``/proc/<pid>/smaps_rollup``) summed over
    every process started for the daemon (shims, zygotes, workloads; found by their
@@ -127,12 +128,17 @@ def bench_daemon(label: str, flavour: str, n: int, tpl_dir: str) -> list[str]:
                 if dt is not None and i >= 2:
                     samples[name].append(dt)
         cold: list[float] = []
-        for _ in range(max(3, n // 3)):
+        paired: list[float] = []  # each cold run over a runc run of the same round (load drifts)
+        for _ in range(max(3, n // 2)):
+            seq += 1
+            runc_dt = _timed(d.ctr_argv(*d.run_args(bb_ref, f"c{seq}", "/bin/true", runtime=RUNC_RUNTIME)), env, "")
             process.stop_templates(tpl_dir)
             seq += 1
             dt = _timed(d.ctr_argv(*d.run_args(wasm_ref, f"c{seq}")), env, "hello from wasm\n")
             if dt is not None:
                 cold.append(dt)
+                if runc_dt:
+                    paired.append(dt / runc_dt)
             _wait_for(lambda: bool(template_pids(tpl_dir)), 30)
             time.sleep(1.0)  # let the new template finish its imports before the next sample
         med = {k: statistics.median(v) * 1000 if v else float("nan") for k, v in samples.items()}
@@ -141,8 +147,10 @@ def bench_daemon(label: str, flavour: str, n: int, tpl_dir: str) -> list[str]:
         for name in samples:
             out.append(f"  {name:<34} {med[name]:7.1f}   ratio to runc {med[name] / runc:.2f}x")
         c = statistics.median(cold) * 1000 if cold else float("nan")
+        pr = statistics.median(paired) if paired else float("nan")
         out.append(f"  {'runwasm hello.wasm, no template':<34} {c:7.1f}   ratio to runc {c / runc:.2f}x"
-                   f"   (first container after boot; n={len(cold)})")
+                   f"   (first container after boot; n={len(cold)}; median of per-round ratios to a"
+                   f" runc run just before: {pr:.2f}x)")
 
         # --- PSS per pod -------------------------------------------------------------------
         _wait_for(lambda: bool(template_pids(tpl_dir)), 30)
