@@ -61,11 +61,10 @@ PRELOAD_FIRST = ("json", "runwasm.shim.__main__", "runwasm.shim.entry.start", "r
 PRELOAD = (
     *PRELOAD_FIRST, "asyncio", "logging", "ctypes",
     "google.protobuf.empty_pb2", "google.protobuf.any_pb2", "google.protobuf.timestamp_pb2",
-    "runwasm.shim.__main__", "runwasm.shim.entry.start",
     "runwasm.shim.server.server_main", "runwasm.shim.server.task", "runwasm.shim.server.task_rpc", "runwasm.shim.ttrpc.server",
     "runwasm.shim.server.events", "runwasm.shim.server.backends", "runwasm.shim.server.reaper",
     "runwasm.shim.spawn.zygote", "runwasm.shim.common.tracing", "runwasm.shim.server.logs",
-    "runwasm.shim.server.router", "runwasm.shim.template.server", "runwasm.shim.server.group",
+    "runwasm.shim.server.router", "runwasm.shim.server.group",
     "runwasm.shim.server.group_logs", "runwasm.shim.server.node", "runwasm.shim.common.node_handoff",
     "runwasm.shim.server.process", "runwasm.shim.server.preopens",
     "runwasm.shim.server.private_rootfs", "runwasm.shim.server.events_factory", "runwasm.shim.server.stdio",

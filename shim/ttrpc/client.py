@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 
 from runwasm.shim.api.ttrpc import ttrpc_pb2
 from runwasm.shim.ttrpc.frame import Decoder, Event, MessageType, Oversized, encode_frame, oversized_text
+from runwasm.shim.ttrpc.sockio import send_now
 from runwasm.shim.ttrpc.status import Code, RpcError
 
 __all__ = ["Client", "ClientClosedError", "Metadata"]
@@ -40,15 +41,6 @@ _RECV_SIZE = 256 * 1024
 
 Metadata = Mapping[str, str | Sequence[str]]
 """Call metadata: one entry per value is sent, keys lower-cased (``containerd-namespace-ttrpc``)."""
-
-
-def _send_now(sock: socket.socket, frame: bytes) -> int:
-    """Write what a non-blocking ``sock`` takes of ``frame`` now; 0 on any error (the writer
-    task, which gets the rest, meets the error again and handles it)."""
-    try:
-        return sock.send(frame)
-    except OSError:
-        return 0
 
 
 class ClientClosedError(ConnectionError):
@@ -136,7 +128,7 @@ class Client:
         self._pending[stream_id] = future
         if self._writer_idle and self._outbox.empty():
             # the writer has nothing older: write now what the socket takes, instead of waking it
-            frame = frame[_send_now(self._sock, frame):]
+            frame = frame[send_now(self._sock, frame):]
         if frame:
             self._writer_idle = False
             self._outbox.put_nowait(frame)

@@ -45,6 +45,7 @@ from google.rpc import status_pb2
 
 from runwasm.shim.api.ttrpc import ttrpc_pb2
 from runwasm.shim.ttrpc.frame import Decoder, MessageType, OversizedMessageError, encode_frame
+from runwasm.shim.ttrpc.sockio import send_now
 from runwasm.shim.ttrpc.status import Code, RpcError
 from runwasm.shim.ttrpc.streams import Dispatch, Reject, ServerStreams
 
@@ -262,15 +263,6 @@ class Server:
 _MORE = 1  # the decoder needs more bytes
 _FULL = 2  # a bound is reached: wait for room before taking more
 _STOP = 3  # the connection ends
-
-
-def _send_now(sock: socket.socket, frame: bytes) -> int:
-    """Write what a non-blocking ``sock`` takes of ``frame`` now; 0 on any error (the writer
-    task, which gets the rest, meets the error again and handles it)."""
-    try:
-        return sock.send(frame)
-    except OSError:
-        return 0
 
 
 def _check_peer(sock: socket.socket) -> Peer | None:
@@ -526,7 +518,7 @@ class _Connection:
             # nothing queued or being sent: write now, as far as the socket takes it, instead of
             # waking the writer task (one loop iteration per response; order is kept, since the
             # writer has nothing older). What the socket does not take goes to the writer.
-            frame = frame[_send_now(self.sock, frame):]
+            frame = frame[send_now(self.sock, frame):]
             if not frame:
                 return
         self._queued_bytes += len(frame)

@@ -252,12 +252,18 @@ async def _cancelled_spawn_scenario() -> dict[str, Any]:
         reaper.reap()
 
 
-def test_cancelled_spawn_does_not_hand_its_pid_to_the_next_spawn() -> None:
-    code = ("import asyncio, json; from tests.shim.spawn.test_zygote import _cancelled_spawn_scenario; "
-            "print(json.dumps(asyncio.run(_cancelled_spawn_scenario())))")
+def _scenario_in_fresh_process(name: str) -> Any:
+    """Run ``asyncio.run(<name>())`` of this module in a fresh interpreter (its zygote and reaper
+    are its own) and return what it returned, through JSON."""
+    code = (f"import asyncio, json; from tests.shim.spawn.test_zygote import {name}; "
+            f"print(json.dumps(asyncio.run({name}())))")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr.decode()
-    res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    return json.loads(p.stdout.decode().strip().splitlines()[-1])
+
+
+def test_cancelled_spawn_does_not_hand_its_pid_to_the_next_spawn() -> None:
+    res = _scenario_in_fresh_process("_cancelled_spawn_scenario")
     assert res["pid"] == res["report_pid"]
     assert res["status"] == 5
 
@@ -342,11 +348,7 @@ async def _zygote_dies_scenario() -> dict[str, Any]:
 
 
 def test_a_spawn_waiting_when_the_zygote_dies_fails_and_so_do_later_ones() -> None:
-    code = ("import asyncio, json; from tests.shim.spawn.test_zygote import _zygote_dies_scenario; "
-            "print(json.dumps(asyncio.run(_zygote_dies_scenario())))")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
-    assert p.returncode == 0, p.stderr.decode()
-    res = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    res = _scenario_in_fresh_process("_zygote_dies_scenario")
     assert res["waiting"] is True
     for which in ("first", "second"):  # EOF, or ECONNRESET when the zygote left our request unread
         assert res[which] == "zygote exited" or res[which].startswith("zygote unreachable: "), res
@@ -385,8 +387,4 @@ def test_a_spawn_request_is_served_before_the_later_imports() -> None:
     """``later`` modules (the Linux init, for the server) are imported only while no request
     waits: the first Wasm container after boot does not wait for them; workloads spawned after
     they are in inherit them."""
-    code = ("import asyncio, json; from tests.shim.spawn.test_zygote import _later_scenario; "
-            "print(json.dumps(asyncio.run(_later_scenario())))")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
-    assert p.returncode == 0, p.stderr.decode()
-    assert json.loads(p.stdout.decode().strip().splitlines()[-1]) == [False, True]
+    assert _scenario_in_fresh_process("_later_scenario") == [False, True]
