@@ -14,6 +14,12 @@ cannot kill the workload with SIGPIPE) as soon as the step ends:
 process was spawned under); times are ``time.time_ns()``. The server reads the pipe until EOF
 (process exit or ``execve``) and creates the spans (``runwasm.shim.common.spanpipe``). Without a
 ``trace`` fd (tracing off) every call here is a no-op that allocates nothing.
+
+Two uses, told apart by ``install``'s ``spans``: with tracing on the steps become spans, and
+``traced()`` is true: a Wasm task then runs where its runtime's steps (``wasm.instantiate``,
+``wasm.run``) can be recorded. With only the debug log or the metrics on, the steps feed those
+(compile cache hits and misses, step times) and the task takes its usual route: a log level
+must not change how a container runs, nor cost it wasmtime-py.
 """
 
 from __future__ import annotations
@@ -26,21 +32,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+CACHE_HIT_ATTR = "runwasm.wasm.cache.hit"
+"""A step attribute: true when nothing was compiled (counted as a compile cache lookup)."""
+
 _fd: int | None = None
+_spans = False
 _stack: list[int] = []
 _next = 1
 
 
-def install(fd: int | None) -> None:
-    """Send steps to ``fd`` (None: record nothing). Called once in the workload process."""
-    global _fd, _next
+def install(fd: int | None, spans: bool = True) -> None:
+    """Send steps to ``fd`` (None: record nothing). Called once in the workload process.
+    ``spans``: the server makes spans of them (tracing on), not only log lines and metrics."""
+    global _fd, _next, _spans
     _fd = fd
+    _spans = fd is not None and spans
     _stack.clear()
     _next = 1
 
 
 def active() -> bool:
+    """Steps are recorded (tracing, metrics or the debug log wants them)."""
     return _fd is not None
+
+
+def traced() -> bool:
+    """Steps are recorded and become spans: the workload is traced."""
+    return _fd is not None and _spans
 
 
 def _write(record: dict[str, Any]) -> None:

@@ -18,6 +18,9 @@ def _write(data: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    from runwasm.shim.common import lazy_imports
+
+    lazy_imports.install()  # before anything imports protobuf: the template's boot, the server
     if args == ["_runwasm_template"]:  # as client.launch spawns it: before `flags` (dataclasses),
         import gc  # which its dccache speeds up
 

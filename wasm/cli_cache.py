@@ -2,7 +2,7 @@
 compiled once per machine with the CLI's own ``wasmtime compile``, kept next to runwasm's
 compile cache, handed to the CLI only if runwasm wrote them.
 
-Stdlib and ``node_key`` only (its directory checks, key and lock). Layout, in the compile cache directory (``runwasm.wasm.cache``)::
+Stdlib, ``node_key`` and ``runwasm.oci.steps`` only (its directory checks, key and lock). Layout, in the compile cache directory (``runwasm.wasm.cache``)::
 
     <dir>/hmac.key                              the node's key (``runwasm.wasm.node_key``)
     <dir>/wasmtime-cli/<key>.cwasm              ``wasmtime compile`` output
@@ -45,6 +45,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from runwasm.oci import steps
+from runwasm.oci.steps import CACHE_HIT_ATTR
 from runwasm.wasm.node_key import KEY_FILE, exclusive, node_key, usable_dir, write_atomic
 
 log = logging.getLogger(__name__)
@@ -105,31 +107,45 @@ def _verified(path: Path, mac_key: bytes, key: str) -> int | None:
 
 def load(cli: Path, wflags: Sequence[str], data: bytes, cache_dir: Path, runner: Path | None = None) -> int | None:
     """An O_RDONLY fd (O_CLOEXEC) of the verified artifact of ``data`` compiled by ``cli`` with
-    ``wflags`` for ``runner`` (default: ``cli`` itself), or None (see module doc)."""
+    ``wflags`` for ``runner`` (default: ``cli`` itself), or None (see module doc). Recorded as the
+    step ``wasm.cli_artifact`` (``runwasm.oci.steps``): a hit when the artifact was there, a miss
+    when it was compiled now; neither when the cache is unusable."""
+    with steps.step("wasm.cli_artifact", **{"runwasm.wasm.cli": cli.name}) as attrs:
+        fd, hit = _load(cli, wflags, data, cache_dir, runner)
+        if hit is not None:
+            attrs[CACHE_HIT_ATTR] = hit
+        return fd
+
+
+def _load(cli: Path, wflags: Sequence[str], data: bytes, cache_dir: Path,
+          runner: Path | None) -> tuple[int | None, bool | None]:
+    """``load``'s fd, and whether it was a cache hit (None: no artifact, the cache unusable)."""
     sub = cache_dir / SUBDIR
     if not (cache_dir / KEY_FILE).is_file():  # the compile cache makes the key; the CLI routes never do
-        return None
+        return None, None
     if not usable_dir(cache_dir, sub):
-        return None
+        return None, None
     mac_key = node_key(cache_dir)
     if mac_key is None:
-        return None
+        return None, None
     try:
         key = cache_key(cli, wflags, data, runner)
         entry = sub / f"{key}.cwasm"
         got = _verified(entry, mac_key, key)
         if got is not None:
-            return got
+            return got, True
         with exclusive(sub / f"{key}.lock", LOCK_TIMEOUT) as locked:
             if not locked:
-                return None
+                return None, None
             got = _verified(entry, mac_key, key)  # another start may have stored it meanwhile
-            if got is None and _compile(cli, wflags, data, sub, key, mac_key):
+            if got is not None:
+                return got, True
+            if _compile(cli, wflags, data, sub, key, mac_key):
                 got = _verified(entry, mac_key, key)
-            return got
+            return got, False if got is not None else None
     except (OSError, subprocess.SubprocessError) as err:
         log.warning("wasmtime-cli cache in %s unusable (%s): running without it", cache_dir, err)
-        return None
+        return None, None
 
 
 def _compile(cli: Path, wflags: Sequence[str], data: bytes, sub: Path, key: str, mac_key: bytes) -> bool:

@@ -11,7 +11,8 @@ verified by its HMAC) and the credential drop.
 
 It returns None, having changed nothing but the confinement's check, whenever it cannot vouch
 for the task: no verdict (then the full check runs and set-up errors stay Create errors), the
-task is traced, a networked sandbox, a reason in
+task is traced (``steps.traced``; steps recorded for the debug log or the metrics only do not
+count), a networked sandbox, a reason in
 ``min_run.why_in_process`` that the sandbox alone gives, seccomp denying the exec, no artifact.
 An image's wasmtime-py artifact (``precompiled_file``) is not looked at: it serves the in-process
 route only, and ``task.prepare`` falls back to compiling when it is unusable (never an error).
@@ -69,7 +70,7 @@ def prepare_fast(p: WasmTaskPayload, confinement: Confinement | None = None) -> 
     module, or the confinement's errors; on success the confinement has dropped to the guest."""
     conf = confinement if confinement is not None else NoConfinement()
     conf.check()
-    if steps.active():
+    if steps.traced():  # its wasm.instantiate/wasm.run spans come from the in-process route
         return None
     sandbox = Sandbox.from_json(p.sandbox) if p.sandbox else Sandbox()
     path, export = parse_entrypoint(p.args[0])
@@ -78,7 +79,9 @@ def prepare_fast(p: WasmTaskPayload, confinement: Confinement | None = None) -> 
     cache_dir = cache_dir_from(p.cache_dir)
     preopens = open_preopens(p, sandbox)
     try:
-        data, where = _read(p, path, conf, preopens[0].fd)
+        with steps.step("wasm.resolve", **{"runwasm.wasm.module": p.args[0]}) as attrs:
+            data, where = _read(p, path, conf, preopens[0].fd)
+            attrs["runwasm.wasm.module.size"] = len(data)
         if classify_bytes(data[:SNIFF_BYTES]) != "module":  # components and WAT: the full path
             return None
         key = module_key(data, sandbox, export, cache_dir)

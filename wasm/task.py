@@ -271,7 +271,7 @@ def prepare(p: WasmTaskPayload, confinement: Confinement | None = None) -> Prepa
             attrs["runwasm.wasm.cache.source"] = loaded.source
             if loaded.source != "uncached":
                 # nothing compiled: the on-disk cache's entry, or the content store's artifact
-                attrs["runwasm.wasm.cache.hit"] = loaded.source in ("hit", "precompiled")
+                attrs[steps.CACHE_HIT_ATTR] = loaded.source in ("hit", "precompiled")
         log.debug("loaded %s %r (%s)", loaded.flavour, where, loaded.source)
         if sandbox.network:
             _check_network_route(loaded.artifact, export, where)
@@ -345,7 +345,7 @@ def _plan_min(p: WasmTaskPayload, engine: wasmtime.Engine, module: wasmtime.Modu
     for the in-process route, before any artifact is made."""
     reason = why_in_process(sandbox, False, export, _returns_values(module, export or "_start"),
                             _wasi_without_memory(module))
-    if reason is None and steps.active():
+    if reason is None and steps.traced():
         reason = "the task is traced (its wasm.instantiate/wasm.run spans come from the in-process runtime)"
     if reason is None:
         with steps.step("wasm.link"):
@@ -376,7 +376,7 @@ def _plan_component(p: WasmTaskPayload, engine: wasmtime.Engine, comp: wc.Compon
     errors are raised here first, as for the in-process route."""
     _prepare_component(engine, comp, export, where, sandbox.unknown_imports)  # ExportNotFoundError, LinkError
     reason = why_in_process(sandbox, True, export)
-    if reason is None and steps.active():
+    if reason is None and steps.traced():
         reason = "the task is traced (its wasm.instantiate/wasm.run spans come from the in-process runtime)"
     if reason is None:
         missing = conf.unmet_exec()

@@ -1,11 +1,13 @@
 """Server side of ``runwasm.oci.steps``: read a workload's steps and turn them into spans.
 
 ``open_pipe()`` is called right before a spawn while OTEL_* is configured or the log is at debug
-level; one end of a stream
-socket pair goes to the workload as the ``trace`` fd, ours is drained on the event loop. At EOF (the process
-exited or called ``execve``) every step becomes a span, children of the span current at spawn
-time (the Create/Exec RPC), with the workload's own timestamps. Steps also feed the metrics
-(compile cache hits/misses) and the debug log (cache hit or miss, per step).
+level; one end of a stream socket pair goes to the workload (named ``trace`` when tracing is on,
+``steps`` when only the metrics or the debug log want them: ``runwasm.oci.steps.traced``), ours
+is drained on the event loop. At EOF (the process exited or called ``execve``) with tracing on,
+every step becomes a span, children of the span current at spawn time (the Create/Exec RPC),
+with the workload's own timestamps. Steps also feed the metrics (compile cache hits/misses: the
+wasmtime-py cache's, ``wasm.compile``, and the CLI artifacts', ``wasm.cli_artifact``) and the
+debug log (cache hit or miss, per step).
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import os
 import socket
 from typing import Any
 
+from runwasm.oci.steps import CACHE_HIT_ATTR
 from runwasm.shim.common import tracing
 from runwasm.shim.server import otel_metrics
 
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 1 << 20  # a workload that writes more than this is not sending steps: stop reading
-CACHE_HIT_ATTR = "runwasm.wasm.cache.hit"
 
 
 def open_pipe(what: str) -> int | None:

@@ -5,7 +5,8 @@ Instruments (all no-ops, nothing imported, until ``setup`` ran with ``config.met
 - ``runwasm.task.start.duration`` (histogram, s, ``runwasm.executor``): Create received to the
   init process started (Start answered), per container;
 - ``runwasm.tasks.live`` (up-down counter, ``runwasm.executor``): containers hosted;
-- ``runwasm.wasm.compile_cache.lookups`` (counter, ``runwasm.cache.result`` = hit|miss);
+- ``runwasm.wasm.compile_cache.lookups`` (counter, ``runwasm.cache.result`` = hit|miss; the
+  workload's lookups in wasmtime-py's cache and in the CLI artifacts', ``runwasm.wasm.cli_cache``);
 - ``runwasm.events.publish.retries`` / ``runwasm.events.publish.drops`` (counters, ``topic``);
 - ``rpc.server.duration`` (histogram, ms, ``rpc.system``/``rpc.service``/``rpc.method``, as the
   RPC semantic conventions name it).

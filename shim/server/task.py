@@ -171,8 +171,8 @@ class TaskService:
                 named = {"control": theirs.fileno(), **fds, "log": 2, **launch.extra_fds}
                 if private is not None:
                     named[ROOTNS_FD] = private.ns_fd
-                if steps_fd is not None:
-                    named["trace"] = steps_fd
+                if steps_fd is not None:  # "trace": spans wanted; "steps": the debug log or metrics only
+                    named["trace" if tracing.active() else "steps"] = steps_fd
                 with self._reaper.spawning():  # its exit may be reaped before the watch below
                     spawned = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:

@@ -102,10 +102,11 @@ def _become_workload(req: dict[str, Any], fds: list[int]) -> None:
             log_fd = named.pop("log")
             os.dup2(log_fd, 2)
             os.close(log_fd)
-        if "trace" in named:  # tracing on: the workload's steps go to this pipe (runwasm.oci.steps)
-            from runwasm.oci import steps
+        for name, spans in (("trace", True), ("steps", False)):  # the workload's steps (runwasm.oci.steps)
+            if name in named:  # "trace": they become spans; "steps": only log lines and metrics
+                from runwasm.oci import steps
 
-            steps.install(named.pop("trace"))
+                steps.install(named.pop(name), spans)
         module, _, func = str(req["entry"]).partition(":")
         target = getattr(importlib.import_module(module), func)
         target(req["payload"], named)

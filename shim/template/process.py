@@ -70,7 +70,7 @@ PRELOAD = (
     "runwasm.shim.server.private_rootfs", "runwasm.shim.server.events_factory", "runwasm.shim.server.stdio",
     "runwasm.shim.common.rootfs_plan", "runwasm.shim.common.mounts",
     "runwasm.linux.cgroups", "runwasm.linux.task_cgroup",
-    "runwasm.oci.runtime_spec",
+    "runwasm.oci.runtime_spec", "runwasm.wasm.payload",
 )
 # imported one at a time between requests once listening: `delete` (the first container's comes
 # ~0.1 s after the socket appears), what the zygotes and workloads need (a server forked before

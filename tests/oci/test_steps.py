@@ -74,3 +74,20 @@ def test_a_closed_reader_stops_recording_without_a_sigpipe() -> None:
     a.close()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_steps_for_the_log_or_metrics_only_are_not_traced(pipe: tuple[int, int]) -> None:
+    """``spans=False`` (the server's ``steps`` fd: debug log or metrics, no tracing): recorded,
+    but ``traced()`` is false, so the task keeps its route (``runwasm.wasm.fast_min``)."""
+    r, w = pipe
+    steps.install(w, spans=False)
+    assert steps.active()
+    assert not steps.traced()
+    steps.point("x")
+    steps.install(w)
+    assert steps.active()
+    assert steps.traced()
+    steps.install(None, spans=True)
+    assert not steps.active()
+    assert not steps.traced()
+    assert [x["name"] for x in _records(r, w)] == ["x"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runwasm.oci import steps
 from runwasm.wasm import cli_cache
 from runwasm.wasm.http_serve import find_cli
 from tests.conftest import built_fixture
@@ -46,6 +47,33 @@ def test_compiles_once_then_loads(setup: tuple[Path, Path, bytes], monkeypatch: 
     assert _read(second) == artifact
     for f in (first, second):
         os.close(f)
+
+
+def test_each_load_is_a_step_that_says_hit_or_miss(setup: tuple[Path, Path, bytes]) -> None:
+    """``wasm.cli_artifact``: a miss when it compiled, a hit when the artifact was there (what the
+    debug log and the compile cache metric count); no verdict when the cache is unusable."""
+    import json
+
+    cli, cache, data = setup
+    r, w = os.pipe()
+    try:
+        steps.install(w, spans=False)
+        fds = [cli_cache.load(cli, [], data, cache), cli_cache.load(cli, [], data, cache)]
+        os.unlink(cache / "hmac.key")
+        fds.append(cli_cache.load(cli, [], data, cache))
+    finally:
+        steps.install(None)
+        os.close(w)
+    with os.fdopen(r, "rb") as f:
+        recs = [json.loads(line) for line in f.read().splitlines()]
+    assert fds[0] is not None
+    assert fds[1] is not None
+    assert fds[2] is None
+    for fd in fds[:2]:
+        assert fd is not None
+        os.close(fd)
+    assert [(x["name"], x["attrs"].get(steps.CACHE_HIT_ATTR)) for x in recs] == [
+        ("wasm.cli_artifact", False), ("wasm.cli_artifact", True), ("wasm.cli_artifact", None)]
 
 
 def test_other_flags_are_another_entry(setup: tuple[Path, Path, bytes]) -> None:

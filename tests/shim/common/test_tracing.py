@@ -251,7 +251,10 @@ def test_linux_init_steps_and_exec_span_arrive(monkeypatch: pytest.MonkeyPatch) 
 def test_debug_log_has_request_details_routing_and_cache(legacy: bool, monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
     """At debug level (bootstrap log_level DEBUG, or -debug): the Create request's fields (rootfs
-    mounts and options), the routing decision and the workload's compile cache miss then hit."""
+    mounts and options), the routing decision and the workload's compile cache miss then hit; and
+    the debug level does not change the route: the second task, whose link-check verdict the first
+    left, runs under ``wasmtime-min`` without wasmtime-py (``runwasm.wasm.fast_min``) and nothing
+    runs in process for being "traced"."""
     _clear_otel(monkeypatch)
     monkeypatch.setenv("RUNWASM_WASM_CACHE", str(tmp_path / "cache"))
 
@@ -285,7 +288,10 @@ def test_debug_log_has_request_details_routing_and_cache(legacy: bool, monkeypat
                 await asyncio.sleep(0.05)
 
     needles = ("level=debug", "Create dbg1 bundle=", "rootfs=(bind:", "[rbind,ro])", "container dbg1 routed to wasm",
-               "dbg1: compile cache miss", "dbg2: compile cache hit")
+               "dbg1: compile cache miss", "dbg2: compile cache hit", "dbg2: step wasm.cli_artifact took")
     log = asyncio.run(main())
     for needle in needles:
         assert needle in log
+    assert "runs in process (wasmtime-py)" not in log
+    assert "dbg1: step wasm.compile took" in log
+    assert "dbg2: step wasm.compile" not in log
