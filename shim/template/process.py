@@ -10,9 +10,10 @@ Launched in the background by the first ``start`` on a node that finds none (its
    ``gc.freeze()`` so the children's garbage collections do not write to the shared pages;
    then import the rest of ``PRELOAD`` (what a server needs) one module at a time, accepting
    between them: the first container's ``start`` runs in its child meanwhile, and its server
-   fork is served once they are all in (freeze again, collections on). Then, between requests
-   and at the lowest CPU priority (``LATER_NICE``: the first container, forked as soon as the
-   template is warm, does not share the CPUs with these imports), import what the zygotes,
+   fork is served once they are all in (freeze again, collections on). Then, between requests,
+   not within ``QUIET_AFTER_FORK`` of a server fork, and at the lowest CPU priority
+   (``LATER_NICE``: the first container, forked as soon as the template is warm, does not share
+   the CPUs with these imports), import what the zygotes,
    workloads and rarer requests need (``PRELOAD_LATER``: the Wasm and Linux workload entries,
    ``delete``, the Linux executor...) and freeze again, so the first container on a node waits
    only for the imports of its own path;
@@ -90,6 +91,13 @@ own priority before it accepts or forks anything): the first container, forked a
 template listens, keeps the CPUs (it needs no wasmtime-py when its link-check verdict is cached,
 ``runwasm.wasm.fast_min``)."""
 _base_nice: int | None = None  # the template's priority, while lowered for a PRELOAD_LATER import
+QUIET_AFTER_FORK = 0.5
+"""Seconds without a ``PRELOAD_LATER`` import after the template forked a server. Even at
+``LATER_NICE`` those imports slowed the start-up of the server just forked (the first container
+after boot: its server and zygote start while the template has them all still to do): from
+the server's fork to containerd's Create arriving 20.5 and 29.3 ms against 14.7 and 15.0 with
+this pause (containerd 2.3.4, ``tests.bench_phases``, docs/design.md "The first container after
+boot, fourth pass")."""
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
 CHILD_POLL = 0.05  # seconds between PRELOAD_LATER checks while a child is alive
 IDLE_POLL = 2.0
@@ -287,10 +295,17 @@ def _serve(sock_path: str, lock: int) -> int:
     poller = select.poll()
     poller.register(lst, select.POLLIN)
     channels: dict[int, socket.socket] = {}  # our end of each live child's channel, by fd
+    quiet_until = 0.0  # no PRELOAD_LATER import before this (QUIET_AFTER_FORK)
     try:
         while True:
-            # no PRELOAD_LATER import while a child may ask for a server fork: it would wait
-            timeout = 0.0 if warming else (CHILD_POLL if channels else 0.0) if pending else IDLE_POLL
+            # no PRELOAD_LATER import while a child may ask for a server fork (it would wait),
+            # nor while a server forked just now starts (QUIET_AFTER_FORK)
+            if warming:
+                timeout = 0.0
+            elif pending:
+                timeout = CHILD_POLL if channels else max(0.0, quiet_until - time.monotonic())
+            else:
+                timeout = IDLE_POLL
             events = poller.poll(timeout * 1000)
             conn = None
             for fd, _mask in events:
@@ -301,9 +316,12 @@ def _serve(sock_path: str, lock: int) -> int:
                         pass
                 elif warming:
                     pass  # a server fork waits until every PRELOAD module is in
-                elif fd in channels and not _serve_channel(channels[fd], [lst.fileno(), lock, *channels]):
-                    poller.unregister(fd)
-                    channels.pop(fd).close()
+                elif fd in channels:
+                    if _serve_channel(channels[fd], [lst.fileno(), lock, *channels]):
+                        quiet_until = time.monotonic() + QUIET_AFTER_FORK
+                    else:
+                        poller.unregister(fd)
+                        channels.pop(fd).close()
             if conn is not None:
                 with conn:
                     if _peer_uid(conn) != os.geteuid():
@@ -327,6 +345,8 @@ def _serve(sock_path: str, lock: int) -> int:
                     gc.enable()
                 continue
             if conn is None and (events or (pending and channels)):
+                continue
+            if conn is None and pending and time.monotonic() < quiet_until:
                 continue
             if conn is None and pending:
                 _lower_priority()  # back before anything is accepted or forked: see LATER_NICE

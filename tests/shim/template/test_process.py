@@ -118,3 +118,82 @@ def test_the_template_listens_before_the_servers_imports_and_forks_servers_only_
     assert events[served]["missing"] == []
     assert events[served]["collecting"] is True
     assert "import" not in kinds[served:]
+
+
+_QUIET_PROBE = """
+import json, os, sys, time
+from runwasm.shim.template import process, server
+
+record = os.environ["PROBE_RECORD"]
+
+def note(**kv):
+    with open(record, "a") as f:
+        f.write(json.dumps({**kv, "at": time.monotonic()}) + "\\n")
+
+real_preload = process._preload
+
+def preload(names):
+    if names and names[0] in process.PRELOAD_LATER:
+        note(event="later import", name=names[0])
+    elif len(names) == 1:  # the warm-up after listening, slowed down: the request surely comes meanwhile
+        time.sleep(0.02)
+    real_preload(names)
+
+def serve(channel, close):  # the template serving a child's server fork (answered, not forked)
+    if not channel.recv(256):
+        return False
+    note(event="fork request served")
+    channel.send(b"pid 0")
+    return True
+
+def child(conn, install, lock, channel, close):  # a start child: one server fork, then done
+    channel.send(b"fork")
+    channel.recv(256)
+    os._exit(0)
+
+process._preload, server.serve_fork_request, process._child = preload, serve, child
+sys.exit(process.template_main())
+"""
+
+
+def test_no_later_import_while_a_server_forked_just_now_starts(tmp_path: Path) -> None:
+    """``PRELOAD_LATER`` waits ``QUIET_AFTER_FORK`` after a server fork (they slowed the start-up
+    of the first container's server even at nice 19), and is imported afterwards."""
+    import json
+    import os
+    import socket
+    import time
+
+    from runwasm.shim.template import key, process
+
+    directory = tmp_path / "tpl"
+    record = tmp_path / "record"
+    env = {**os.environ, key.ENV_DIR: str(directory), "PROBE_RECORD": str(record)}
+    proc = subprocess.Popen([sys.executable, "-c", _QUIET_PROBE], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+
+    def events() -> list[dict[str, object]]:
+        return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+    try:
+        sock_path = key.socket_path(env)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sock_path):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no template socket"
+            time.sleep(0.001)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.connect(sock_path)
+            while len([e for e in events() if e["event"] == "later import"]) < len(process.PRELOAD_LATER):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, f"PRELOAD_LATER was not imported: {events()}"
+                time.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    got = events()
+    served = [e for e in got if e["event"] == "fork request served"]
+    assert len(served) == 1
+    later = [e for e in got if e["event"] == "later import"]
+    assert got.index(served[0]) < got.index(later[0]), "the request came after the later imports: the test proved nothing"
+    first = min(float(str(e["at"])) for e in later)
+    assert first >= float(str(served[0]["at"])) + process.QUIET_AFTER_FORK, (served, later)
