@@ -2,7 +2,7 @@
 compiled once per machine with the CLI's own ``wasmtime compile``, kept next to runwasm's
 compile cache, handed to the CLI only if runwasm wrote them.
 
-Stdlib, ``node_key`` and ``runwasm.oci.steps`` only (its directory checks, key and lock). Layout, in the compile cache directory (``runwasm.wasm.cache``)::
+Stdlib, ``node_key`` (its directory checks, key and lock) and ``runwasm.oci.steps`` only. Layout, in the compile cache directory (``runwasm.wasm.cache``)::
 
     <dir>/hmac.key                              the node's key (``runwasm.wasm.node_key``)
     <dir>/wasmtime-cli/<key>.cwasm              ``wasmtime compile`` output
@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runwasm.oci import steps
-from runwasm.oci.steps import CACHE_HIT_ATTR
 from runwasm.wasm.node_key import KEY_FILE, exclusive, node_key, usable_dir, write_atomic
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ def load(cli: Path, wflags: Sequence[str], data: bytes, cache_dir: Path, runner:
     with steps.step("wasm.cli_artifact", **{"runwasm.wasm.cli": cli.name}) as attrs:
         fd, hit = _load(cli, wflags, data, cache_dir, runner)
         if hit is not None:
-            attrs[CACHE_HIT_ATTR] = hit
+            attrs[steps.CACHE_HIT_ATTR] = hit
         return fd
 
 
