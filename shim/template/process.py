@@ -11,7 +11,7 @@ Launched in the background by the first ``start`` on a node that finds none (its
    then import the rest of ``PRELOAD`` (what a server needs) one module at a time, accepting
    between them: the first container's ``start`` runs in its child meanwhile, and its server
    fork is served once they are all in (freeze again, collections on). Then, between requests,
-   not within ``QUIET_AFTER_FORK`` of a server fork, and at the lowest CPU priority
+   not within ``QUIET_AFTER_FORK`` of the first server fork, and at the lowest CPU priority
    (``LATER_NICE``: the first container, forked as soon as the template is warm, does not share
    the CPUs with these imports), import what the zygotes,
    workloads and rarer requests need (``PRELOAD_LATER``: the Wasm and Linux workload entries,
@@ -92,12 +92,14 @@ template listens, keeps the CPUs (it needs no wasmtime-py when its link-check ve
 ``runwasm.wasm.fast_min``)."""
 _base_nice: int | None = None  # the template's priority, while lowered for a PRELOAD_LATER import
 QUIET_AFTER_FORK = 0.5
-"""Seconds without a ``PRELOAD_LATER`` import after the template forked a server. Even at
-``LATER_NICE`` those imports slowed the start-up of the server just forked (the first container
-after boot: its server and zygote start while the template has them all still to do): from
-the server's fork to containerd's Create arriving 20.5 and 29.3 ms against 14.7 and 15.0 with
-this pause (containerd 2.3.4, ``tests.bench_phases``, docs/design.md "The first container after
-boot, fourth pass")."""
+"""Seconds without a ``PRELOAD_LATER`` import after the template forked its first server. Even
+at ``LATER_NICE`` those imports slowed the start-up of the server just forked (the first
+container after boot: its server and zygote start while the template has them all still to
+do): from the server's fork to containerd's Create arriving 20.5 and 29.3 ms against 14.7 and
+15.0 with this pause (containerd 2.3.4, ``tests.bench_phases``, docs/design.md "The first
+container after boot, fourth pass"). Only after the first: servers forked back to back (a
+server per container on containerd 1.6) would otherwise put the imports off for as long as
+they keep coming, and every server forked meanwhile would import them itself."""
 IDENTITY_EVERY = 1.0  # seconds between code checks while requests arrive
 CHILD_POLL = 0.05  # seconds between PRELOAD_LATER checks while a child is alive
 IDLE_POLL = 2.0
@@ -296,10 +298,11 @@ def _serve(sock_path: str, lock: int) -> int:
     poller.register(lst, select.POLLIN)
     channels: dict[int, socket.socket] = {}  # our end of each live child's channel, by fd
     quiet_until = 0.0  # no PRELOAD_LATER import before this (QUIET_AFTER_FORK)
+    forked = False  # a server fork was served
     try:
         while True:
             # no PRELOAD_LATER import while a child may ask for a server fork (it would wait),
-            # nor while a server forked just now starts (QUIET_AFTER_FORK)
+            # nor while the first server forked starts (QUIET_AFTER_FORK)
             if warming:
                 timeout = 0.0
             elif pending:
@@ -318,7 +321,9 @@ def _serve(sock_path: str, lock: int) -> int:
                     pass  # a server fork waits until every PRELOAD module is in
                 elif fd in channels:
                     if _serve_channel(channels[fd], [lst.fileno(), lock, *channels]):
-                        quiet_until = time.monotonic() + QUIET_AFTER_FORK
+                        if not forked:
+                            quiet_until = time.monotonic() + QUIET_AFTER_FORK
+                        forked = True
                     else:
                         poller.unregister(fd)
                         channels.pop(fd).close()

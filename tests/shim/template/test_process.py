@@ -157,8 +157,8 @@ sys.exit(process.template_main())
 
 
 def test_no_later_import_while_a_server_forked_just_now_starts(tmp_path: Path) -> None:
-    """``PRELOAD_LATER`` waits ``QUIET_AFTER_FORK`` after a server fork (they slowed the start-up
-    of the first container's server even at nice 19), and is imported afterwards."""
+    """``PRELOAD_LATER`` waits ``QUIET_AFTER_FORK`` after the first server fork (they slowed the
+    start-up of the first container's server even at nice 19), and is imported afterwards."""
     import json
     import os
     import socket
