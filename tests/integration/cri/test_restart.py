@@ -38,8 +38,11 @@ def _pid(cri: CriContainerd, cid: str) -> int:
 def _wait_gone(pid: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while os.path.exists(f"/proc/{pid}"):
-        stat = Path(f"/proc/{pid}/stat").read_text() if os.path.exists(f"/proc/{pid}/stat") else ""
-        if stat and stat.rsplit(")", 1)[1].split()[0] == "Z":
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # reaped between the two looks: gone
+            return
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return  # exited, not yet reaped by its shim
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} did not exit in {timeout}s")
@@ -85,16 +88,18 @@ def test_containerd_restart_mid_pod(cri: CriContainerd) -> None:
     pids = {cid: _pid(cri, cid) for cid in (app, victim, side, quitter, r_victim, r_quitter)}
 
     cri.stop()  # SIGTERM: containerd goes away, its shims and their workloads stay
-    # while containerd is down: a Wasm container is killed, a Linux one exits on its own with 3
-    for cid in (victim, r_victim):
-        os.kill(pids[cid], signal.SIGKILL)
-    for cid in (quitter, r_quitter):
-        Path(f"/proc/{pids[cid]}/root/tmp/go").write_text("")
-    for cid in (victim, r_victim, quitter, r_quitter):
-        _wait_gone(pids[cid])
-    for cid in (app, side):
-        assert os.path.exists(f"/proc/{pids[cid]}"), f"container {cid} did not survive containerd's stop"
-    cri.start()
+    try:
+        # while containerd is down: a Wasm container is killed, a Linux one exits on its own with 3
+        for cid in (victim, r_victim):
+            os.kill(pids[cid], signal.SIGKILL)
+        for cid in (quitter, r_quitter):
+            Path(f"/proc/{pids[cid]}/root/tmp/go").write_text("")
+        for cid in (victim, r_victim, quitter, r_quitter):
+            _wait_gone(pids[cid])
+        for cid in (app, side):
+            assert os.path.exists(f"/proc/{pids[cid]}"), f"container {cid} did not survive containerd's stop"
+    finally:
+        cri.start()  # also after a failure here: the daemon is shared by the session's other CRI tests
 
     # the exits that happened while containerd was down are reported as runc's are; 1.6 has the
     # real codes, 2.3.4 reports such exits as 255/"Unknown" for runc too
