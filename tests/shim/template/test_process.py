@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def _run_probe(probe: str, tmp_path: Path, done: Callable[[list[dict[str, Any]]], bool], what: str) -> list[dict[str, Any]]:
+    """Run ``probe`` (a patched ``template_main``) with a private template directory, connect to
+    its socket once (a `start` child is forked), wait until ``done`` holds for the events it
+    recorded (JSON lines in ``PROBE_RECORD``), stop it and return them. ``what``: the failure
+    message when ``done`` never holds."""
+    from runwasm.shim.template import key
+
+    record = tmp_path / "record"
+    env = {**os.environ, key.ENV_DIR: str(tmp_path / "tpl"), "PROBE_RECORD": str(record)}
+
+    def events() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+    proc = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        sock_path = key.socket_path(env)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sock_path):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no template socket"
+            time.sleep(0.001)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.connect(sock_path)
+            while not done(events()):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, f"{what}: {events()}"
+                time.sleep(0.01)
+    finally:
+        proc.terminate()  # SIGTERM: the template removes its socket and exits
+        proc.wait(30)
+    return events()
 
 
 def test_asyncio_is_imported_without_ssl_which_stays_importable() -> None:
@@ -79,34 +118,8 @@ def test_the_template_listens_before_the_servers_imports_and_forks_servers_only_
     """The first `start` after boot runs in a template child while the template imports what a
     server needs; that start's server fork waits for the end of those imports (every server is
     forked from a complete template, with collections back on)."""
-    import json
-    import os
-    import socket
-    import time
-
-    from runwasm.shim.template import key
-
-    directory = tmp_path / "tpl"
-    record = tmp_path / "record"
-    env = {**os.environ, key.ENV_DIR: str(directory), "PROBE_RECORD": str(record)}
-    proc = subprocess.Popen([sys.executable, "-c", _WARMUP_PROBE], cwd=ROOT, env=env, stderr=subprocess.PIPE)
-    try:
-        sock_path = key.socket_path(env)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(sock_path):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no template socket"
-            time.sleep(0.001)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
-            s.connect(sock_path)
-            while '"fork request served"' not in (record.read_text() if record.exists() else ""):
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the fork request was not served"
-                time.sleep(0.01)
-    finally:
-        proc.terminate()  # SIGTERM: the template removes its socket and exits
-        proc.wait(30)
-    events = [json.loads(line) for line in record.read_text().splitlines()]
+    events = _run_probe(_WARMUP_PROBE, tmp_path, lambda got: any(e["event"] == "fork request served" for e in got),
+                        "the fork request was not served")
     kinds = [e["event"] for e in events]
     listen = events[0]
     assert listen["event"] == "listen"
@@ -159,38 +172,11 @@ sys.exit(process.template_main())
 def test_no_later_import_while_a_server_forked_just_now_starts(tmp_path: Path) -> None:
     """``PRELOAD_LATER`` waits ``QUIET_AFTER_FORK`` after the first server fork (they slowed the
     start-up of the first container's server even at nice 19), and is imported afterwards."""
-    import json
-    import os
-    import socket
-    import time
+    from runwasm.shim.template import process
 
-    from runwasm.shim.template import key, process
-
-    directory = tmp_path / "tpl"
-    record = tmp_path / "record"
-    env = {**os.environ, key.ENV_DIR: str(directory), "PROBE_RECORD": str(record)}
-    proc = subprocess.Popen([sys.executable, "-c", _QUIET_PROBE], cwd=ROOT, env=env, stderr=subprocess.PIPE)
-
-    def events() -> list[dict[str, object]]:
-        return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-
-    try:
-        sock_path = key.socket_path(env)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(sock_path):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no template socket"
-            time.sleep(0.001)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
-            s.connect(sock_path)
-            while len([e for e in events() if e["event"] == "later import"]) < len(process.PRELOAD_LATER):
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, f"PRELOAD_LATER was not imported: {events()}"
-                time.sleep(0.01)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    got = events()
+    got = _run_probe(_QUIET_PROBE, tmp_path,
+                     lambda got: sum(e["event"] == "later import" for e in got) >= len(process.PRELOAD_LATER),
+                     "PRELOAD_LATER was not imported")
     served = [e for e in got if e["event"] == "fork request served"]
     assert len(served) == 1
     later = [e for e in got if e["event"] == "later import"]
