@@ -37,6 +37,9 @@ import tempfile
 SHIM_BINARY = "containerd-shim-runwasm-v1"
 SUBPACKAGES = ("shim", "wasm", "oci", "linux")
 NATIVE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.c")
+WASM_EXEC = "runwasm-wasm-exec"
+WASM_EXEC_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shim", "spawn",
+                                "wasm_exec.c")
 
 
 def render(python: str, site_packages: str, package_path: list[str]) -> str:
@@ -85,13 +88,24 @@ def _c_string(text: str) -> str:
 
 def build_native(dest: str, script: str, install_key: str, template_dir: str) -> str | None:
     """Compile the native front into ``dest`` (atomically); the compiler's complaint, or None."""
+    return _compile(dest, [f"-DPY_LAUNCHER={_c_string(script)}", f"-DINSTALL_KEY={_c_string(install_key)}",
+                           f"-DTEMPLATE_DIR={_c_string(template_dir)}", NATIVE_SOURCE])
+
+
+def build_wasm_exec(dest: str) -> str | None:
+    """Compile ``runwasm-wasm-exec`` (``shim/spawn/wasm_exec.c``: the workload of a Wasm task the
+    server planned itself, ``shim/spawn/native.py``) into ``dest``; the compiler's complaint, or
+    None. Without it the zygote forks every Wasm task, as before."""
+    return _compile(dest, [WASM_EXEC_SOURCE])
+
+
+def _compile(dest: str, args: list[str]) -> str | None:
     cc = os.environ.get("CC", "cc")
-    fd, tmp = tempfile.mkstemp(prefix=".launcher-", dir=os.path.dirname(dest) or ".")
+    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", dir=os.path.dirname(dest) or ".")
     os.close(fd)
     try:
-        res = subprocess.run([cc, "-O2", "-Wall", "-Werror", f"-DPY_LAUNCHER={_c_string(script)}",
-                              f"-DINSTALL_KEY={_c_string(install_key)}", f"-DTEMPLATE_DIR={_c_string(template_dir)}",
-                              "-o", tmp, NATIVE_SOURCE], capture_output=True, text=True)
+        res = subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", tmp, *args], capture_output=True, text=True)
     except OSError as err:
         os.unlink(tmp)
         return f"{cc}: {err}"
@@ -141,6 +155,10 @@ def main(argv: list[str]) -> int:
     from runwasm.shim.template import key
 
     _write_script(script, text)
+    helper = os.path.join(env_dir, "libexec", "runwasm", WASM_EXEC)
+    problem = build_wasm_exec(helper)
+    print(f"wasm exec helper: {helper}" if problem is None
+          else f"wasm exec helper: not built ({problem.splitlines()[0]}): the zygote forks every Wasm task")
     problem = build_native(dest, os.path.abspath(script), key.install_key(), key.DEFAULT_DIR)
     if problem is not None:  # no compiler: the Python launcher is the binary, as before
         _write_script(dest, text)

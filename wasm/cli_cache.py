@@ -104,20 +104,22 @@ def _verified(path: Path, mac_key: bytes, key: str) -> int | None:
     return None
 
 
-def load(cli: Path, wflags: Sequence[str], data: bytes, cache_dir: Path, runner: Path | None = None) -> int | None:
+def load(cli: Path, wflags: Sequence[str], data: bytes, cache_dir: Path, runner: Path | None = None,
+         compile: bool = True) -> int | None:
     """An O_RDONLY fd (O_CLOEXEC) of the verified artifact of ``data`` compiled by ``cli`` with
     ``wflags`` for ``runner`` (default: ``cli`` itself), or None (see module doc). Recorded as the
     step ``wasm.cli_artifact`` (``runwasm.oci.steps``): a hit when the artifact was there, a miss
-    when it was compiled now; neither when the cache is unusable."""
+    when it was compiled now; neither when the cache is unusable. ``compile=False``: look only,
+    never run the CLI (the shim server, which runs no subprocess: ``runwasm.shim.spawn.native``)."""
     with steps.step("wasm.cli_artifact", **{"runwasm.wasm.cli": cli.name}) as attrs:
-        fd, hit = _load(cli, wflags, data, cache_dir, runner)
+        fd, hit = _load(cli, wflags, data, cache_dir, runner, compile)
         if hit is not None:
             attrs[steps.CACHE_HIT_ATTR] = hit
         return fd
 
 
 def _load(cli: Path, wflags: Sequence[str], data: bytes, cache_dir: Path,
-          runner: Path | None) -> tuple[int | None, bool | None]:
+          runner: Path | None, compile: bool = True) -> tuple[int | None, bool | None]:
     """``load``'s fd, and whether it was a cache hit (None: no artifact, the cache unusable)."""
     sub = cache_dir / SUBDIR
     if not (cache_dir / KEY_FILE).is_file():  # the compile cache makes the key; the CLI routes never do
@@ -133,6 +135,8 @@ def _load(cli: Path, wflags: Sequence[str], data: bytes, cache_dir: Path,
         got = _verified(entry, mac_key, key)
         if got is not None:
             return got, True
+        if not compile:
+            return None, None
         with exclusive(sub / f"{key}.lock", LOCK_TIMEOUT) as locked:
             if not locked:
                 return None, None

@@ -232,14 +232,15 @@ def prepare_serve(data: bytes, args: tuple[str, ...], env: tuple[tuple[str, str]
 def prepare_cli(data: bytes, build: ArgvBuilder, dirs: Iterable[DirHandle], sandbox: Sandbox, where: str,
                 cache_dir: Path, confinement: DirConfinement, memfd_name: str,
                 stop_signal: int | None = STOP_SIGNAL, runner: str | None = None,
-                compile_flags: Sequence[str] = ()) -> ServePlan:
+                compile_flags: Sequence[str] = (), compile: bool = True) -> ServePlan:
     """Everything the exec of the CLI needs, made with the workload's (pre-drop) credentials: the
     CLI opened, each preopen duplicated (read-only ones as ``readonly_dir`` views), the module: an
     fd of the verified artifact ``runwasm.wasm.cli_cache`` keeps (compiled by the full CLI with
     ``compile_flags`` and the task's ``-W`` flags), else (full CLI only) the module in a memfd.
     ``build`` makes the argv (its refusals come before any compile). ``runner``: the CLI that
     runs the task when it is not the full one (``MIN_CLI``: precompiled artifacts only, so
-    ``NoArtifactError`` when there is none)."""
+    ``NoArtifactError`` when there is none). ``compile=False``: an artifact not in the cache yet
+    is not compiled now (``cli_cache.load``), which with a ``runner`` is ``NoArtifactError``."""
     cli = find_cli(cache_dir)
     exe = find_cli(cache_dir, runner) if runner is not None else cli
     keep: list[int] = []
@@ -251,7 +252,7 @@ def prepare_cli(data: bytes, build: ArgvBuilder, dirs: Iterable[DirHandle], sand
             serve_dirs.append(ServeDir(fd, d.guest))
         build(-1, serve_dirs, False)  # refusals before any compile
         module = cli_cache.load(cli, [*compile_flags, *wasm_flags(sandbox)], data, cache_dir,
-                                exe if runner is not None else None)
+                                exe if runner is not None else None, compile)
         if module is None and runner is not None:
             raise NoArtifactError(f"no precompiled artifact of {where!r} for {runner} (see the log)")
         precompiled = module is not None

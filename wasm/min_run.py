@@ -82,10 +82,11 @@ def min_argv(module_fd: int, args: tuple[str, ...], env: tuple[tuple[str, str], 
 
 def prepare_min(data: bytes, args: tuple[str, ...], env: tuple[tuple[str, str], ...], cwd: str,
                 dirs: Iterable[DirHandle], sandbox: Sandbox, export: str | None, where: str, cache_dir: Path,
-                confinement: DirConfinement) -> ServePlan:
+                confinement: DirConfinement, compile: bool = True) -> ServePlan:
     """``http_serve.prepare_cli`` for ``wasmtime-min run``: the plan ``exec_serve`` execs. Raises
-    ``NoArtifactError`` (no precompiled artifact) or ``WasiSetupError`` (a preopen view)."""
+    ``NoArtifactError`` (no precompiled artifact; with ``compile=False`` also one not compiled
+    yet) or ``WasiSetupError`` (a preopen view)."""
     def build(fd: int, run_dirs: list[ServeDir], precompiled: bool) -> list[str]:
         return min_argv(fd, args, env, cwd, run_dirs, sandbox, export, precompiled)
     return prepare_cli(data, build, dirs, sandbox, where, cache_dir, confinement, "runwasm-wasm-module",
-                       stop_signal=None, runner=MIN_CLI, compile_flags=MIN_COMPILE_FLAGS)
+                       stop_signal=None, runner=MIN_CLI, compile_flags=MIN_COMPILE_FLAGS, compile=compile)

@@ -182,13 +182,19 @@ async def _run(module: Path, tasks: int, inflight: int, full: bool, expect_statu
 
 
 DEFAULT_EXECUTOR = "default: one process per task (zygote fork, then wasmtime-min after Start)"
+NATIVE_EXECUTOR = ("default: one process per task (runwasm-wasm-exec spawned by the server, then wasmtime-min "
+                   "after Start; a module's first task: zygote fork)")
 IN_PROCESS_MARK = " runs in process (wasmtime-py): "
 
 
 def executor_of(log_files: list[Path]) -> str:
     """How the shim ran the tasks, from its log: the default route (a workload process that execs
-    ``wasmtime-min``), unless it logged that a task runs in process (``runwasm.wasm.task``
-    logs one line at Create with the reason)."""
+    ``wasmtime-min``: spawned natively when the server logged ``NATIVE_MARK``, else forked by the
+    zygote), unless it logged that a task runs in process (``runwasm.wasm.task`` logs one line at
+    Create with the reason)."""
+    from runwasm.shim.spawn.native import NATIVE_MARK
+
+    native = False
     for path in log_files:
         try:
             text = path.read_text(errors="replace")
@@ -198,7 +204,9 @@ def executor_of(log_files: list[Path]) -> str:
             if IN_PROCESS_MARK in line:  # the reason ends where the logfmt msg="..." does
                 reason = re.split(r'(?<!\\)"', line.split(IN_PROCESS_MARK, 1)[1], maxsplit=1)[0]
                 return f"in process (wasmtime-py), one process per task: {reason.strip()}"
-    return DEFAULT_EXECUTOR
+            if NATIVE_MARK in line:
+                native = True
+    return NATIVE_EXECUTOR if native else DEFAULT_EXECUTOR
 
 
 def _ticks(pid: int) -> tuple[int, int]:

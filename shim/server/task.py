@@ -45,6 +45,7 @@ from runwasm.shim.server.process import Proc
 from runwasm.shim.server.reaper import Reaper
 from runwasm.shim.server.state import Op, State, transition
 from runwasm.shim.server.stdio import StdioPaths, give_to, opened
+from runwasm.shim.spawn import native as native_spawn
 from runwasm.shim.spawn.zygote import Zygote
 
 if TYPE_CHECKING:
@@ -173,8 +174,12 @@ class TaskService:
                     named[ROOTNS_FD] = private.ns_fd
                 if steps_fd is not None:  # "trace": spans wanted; "steps": the debug log or metrics only
                     named["trace" if tracing.active() else "steps"] = steps_fd
+                native = native_spawn.plan(launch.entry, launch.payload, named, pidns=launch.pidns, pty=launch.pty)
                 with self._reaper.spawning():  # its exit may be reaped before the watch below
-                    spawned = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
+                    if native is not None:  # no zygote: the server made the plan (shim/spawn/native.py)
+                        spawned = native_spawn.spawn(native, named)
+                    else:
+                        spawned = await self._zygote.spawn(launch.entry, launch.payload, named, pidns=launch.pidns)
         except BaseException:
             ours.close()
             raise

@@ -277,3 +277,85 @@ def test_seccomp_allowlist_decides_between_wasmtime_min_and_in_process(with_exec
             await e.log_with(bundle / "shim.log", "runs in process (wasmtime-py): linux.seccomp denies execveat")
 
     run(False, body)
+
+
+def test_a_module_with_a_verdict_is_spawned_without_the_zygote_and_confined_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a task of a module has left its link-check verdict, the next one is planned by the
+    server and spawned as ``runwasm-wasm-exec`` (``shim/spawn/native.py``; a wrapper counts its
+    spawns): that guest has the spec's user, groups, umask, capabilities, noNewPrivileges,
+    oomScoreAdj and rlimits, and a module its user cannot read still fails Create with
+    PERMISSION_DENIED, as on the zygote's route."""
+    from runwasm.shim.spawn import native
+
+    helper = native.helper_path()
+    assert helper is not None, "make setup builds runwasm-wasm-exec"
+    mark = tmp_path / "spawned"
+    wrapper = tmp_path / "wasm-exec"
+    wrapper.write_text(f'#!/bin/sh\necho "$$" >> {mark}\nexec {helper} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(native.HELPER_ENV, str(wrapper))
+
+    def spawned() -> int:
+        return len(mark.read_text().splitlines()) if mark.exists() else 0
+
+    async def body(h: Harness) -> None:
+        first = _bundle(h, "first", _config(["/sleep.wasm"], ROOT), "sleep.wasm")
+        async with e.shim(h, "first", first) as t:  # leaves the verdict (if no earlier test did)
+            io = e.stdio(h, "first")
+            await e.create(t, "first", first, io)
+            waiter = asyncio.create_task(e.wait(t, "first"))
+            await e.start(t, "first")
+            await io.wait_output("sleeping\n")
+            await e.kill(t, "first", 9)
+            assert (await asyncio.wait_for(waiter, 15)).exit_status == 137
+            await io.finish()
+            await e.delete(t, "first")
+            await e.shutdown(t, "first")
+
+        before = spawned()
+        caps = {"bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "effective": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+                "permitted": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "inheritable": ["CAP_NET_BIND_SERVICE"],
+                "ambient": ["CAP_NET_BIND_SERVICE"]}
+        config = _config(["/sleep.wasm"], {"uid": NOBODY, "gid": NOBODY, "additionalGids": [4321], "umask": 0o027},
+                         capabilities=caps, noNewPrivileges=True, oomScoreAdj=321,
+                         rlimits=[{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}])
+        bundle = _bundle(h, "native", config, "sleep.wasm")
+        async with e.shim(h, "native", bundle) as t:
+            io = e.stdio(h, "native")
+            pid = await e.create(t, "native", bundle, io)
+            assert spawned() == before + 1
+            waiter = asyncio.create_task(e.wait(t, "native"))
+            await e.start(t, "native")
+            await io.wait_output("sleeping\n")
+            st = _status(pid)
+            assert Path(f"/proc/{pid}/exe").resolve().name.startswith("wasmtime-min")
+            assert st["Uid"].split() == [str(NOBODY)] * 4
+            assert st["Gid"].split() == [str(NOBODY)] * 4
+            assert st["Groups"].split() == ["4321"]
+            assert st["Umask"] == "0027"
+            assert st["NoNewPrivs"] == "1"
+            for key in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
+                assert int(st[key], 16) == 1 << 10, (key, st[key])
+            assert int(st["CapBnd"], 16) == (1 << 10) | (1 << 5)
+            assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "321"
+            limits = [x for x in Path(f"/proc/{pid}/limits").read_text().splitlines() if x.startswith("Max open files")]
+            assert limits[0].split()[3:5] == ["77", "88"]
+            await e.kill(t, "native", 9)
+            assert (await asyncio.wait_for(waiter, 15)).exit_status == 137
+            await io.finish()
+            await e.delete(t, "native")
+            await e.shutdown(t, "native")
+
+        denied = _bundle(h, "denied", _config(["/sleep.wasm"], NOBODY_USER), "sleep.wasm")
+        os.chmod(denied / "rootfs" / "sleep.wasm", 0o600)
+        async with e.shim(h, "denied", denied) as t:
+            with pytest.raises(RpcError) as err:
+                await e.create(t, "denied", denied)
+            assert spawned() == before + 2
+            assert err.value.code == Code.PERMISSION_DENIED, err.value.message
+            assert "sleep.wasm" in err.value.message
+            assert f"uid {NOBODY}" in err.value.message
+            await e.shutdown(t, "denied")
+
+    run(False, body)

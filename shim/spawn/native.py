@@ -1,0 +1,254 @@
+"""Plain Wasm tasks spawned without the zygote: the server plans, ``runwasm-wasm-exec`` confines.
+
+Runs in the shim server. A Wasm task whose ``wasmtime-min`` plan an earlier task of the same
+module and configuration vouched for (``runwasm.wasm.fast_min``: its cached link-check verdict and
+precompiled artifact) needs no Python in its own process: the server makes that plan itself
+(``plan``: the module read and checked, the verdict, the artifact fd, the preopens, the argv) and
+``posix_spawn``\\s the small C program ``runwasm-wasm-exec`` (``wasm_exec.c`` next to this file,
+built by ``make setup`` into ``<venv>/libexec/runwasm/``), which joins the task cgroup, checks
+that the container's user may open the module, drops to the spec's credentials, reports
+``ready``, waits for ``start`` and execs ``wasmtime-min`` (``spawn``). The zygote's fork of a
+~25 MiB Python process and the workload's ~12 ms of Python before its exec (mostly copy-on-write
+faults) are gone from every such task; what the task runs, with which credentials, limits and
+stdio, and what Create reports on failure, are the same as on the zygote's route
+(``runwasm.shim.spawn.wasm_workload``, ``runwasm.wasm.child``).
+
+``plan`` returns None, having kept nothing open, for anything it cannot vouch for, and the task
+takes the zygote's route, which makes the same decisions and reports the errors: no helper
+(``$RUNWASM_WASM_EXEC`` = ``off``, or not built: no C compiler at install), a server that is not
+root, a step pipe (tracing, OTel metrics or the debug log want the workload's steps), a private
+rootfs namespace, a pid namespace, a pty, ``linux.seccomp``, ``linux.memoryPolicy``,
+``process.scheduler``/``ioPriority``/``apparmorProfile``/``selinuxLabel``, an rlimit type or a
+capability this server does not know, a read-only preopen (a mount view), the module not
+readable by the server or not a core module, no verdict, no artifact, a networked sandbox or
+any reason of ``min_run.why_in_process``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runwasm.shim.common.statefile import process_start_time
+from runwasm.shim.spawn.zygote import Spawned, SpawnError
+
+log = logging.getLogger(__name__)
+
+HELPER = "runwasm-wasm-exec"
+HELPER_ENV = "RUNWASM_WASM_EXEC"
+"""A path to the helper instead of the installed one; ``off``: never spawn natively."""
+WASM_ENTRY = "runwasm.shim.spawn.wasm_workload:main"
+NATIVE_MARK = "spawned by runwasm-wasm-exec"
+"""In the one log line a server writes the first time it spawns a task natively (``runwasm stress``
+names the executor from it)."""
+STDIO = (("stdin", "-0"), ("stdout", "-1"), ("stderr", "-2"))
+_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+
+_helper: tuple[str | None] | None = None  # looked up once per server
+_cli_env: dict[str, str] | None = None  # the server's environment does not change
+_announced = False
+
+
+def helper_path() -> str | None:
+    """The helper to spawn, or None: ``$RUNWASM_WASM_EXEC`` (``off``: None), else
+    ``<venv>/libexec/runwasm/runwasm-wasm-exec`` next to the interpreter when it is executable."""
+    global _helper
+    if _helper is None:
+        env = os.environ.get(HELPER_ENV)
+        if env == "off":
+            found = None
+        elif env:
+            found = env if os.access(env, os.X_OK) else None
+            if found is None:
+                log.warning("%s=%r is not an executable file: Wasm tasks are forked by the zygote", HELPER_ENV, env)
+        else:
+            path = os.path.join(os.path.dirname(os.path.dirname(sys.executable)), "libexec", "runwasm", HELPER)
+            found = path if os.access(path, os.X_OK) else None
+        _helper = (found,)
+    return _helper[0]
+
+
+@dataclass
+class NativePlan:
+    """What ``spawn`` hands to the helper: its argv (up to ``--``, then ``wasmtime-min``'s) and
+    environment (``http_serve.cli_environ``), the fds of the plan it must have at their own
+    numbers (the CLI, the module's artifact, the preopens, the rootfs for the open check), all
+    owned by the plan and closed by the server after the spawn."""
+
+    argv: list[str]
+    env: dict[str, str]
+    owned: list[int]
+    where: str
+
+    def close(self) -> None:
+        for fd in self.owned:
+            os.close(fd)
+
+
+def plan(entry: str, payload: Mapping[str, Any], named: Mapping[str, int], *, pidns: str | None = None,
+         pty: bool = False) -> NativePlan | None:
+    """The native spawn of this workload, or None when the zygote's route must take it (see module
+    doc). Never raises for the task's own faults: those are the zygote route's to report."""
+    if entry != WASM_ENTRY or pidns or pty or os.geteuid() != 0 or helper_path() is None:
+        return None
+    if any(name in named for name in ("trace", "steps", "rootns")):
+        return None
+    if payload.get("seccomp") is not None or payload.get("memoryPolicy") is not None:
+        return None
+    try:
+        return _plan(payload, named)
+    except Exception as err:  # noqa: BLE001 - the zygote's route makes the same checks and reports them
+        log.debug("native spawn not planned (%s: %s): the zygote forks the workload", type(err).__name__, err)
+        return None
+
+
+def _confinement_args(proc: Any) -> list[str] | None:
+    """The helper's credential options for ``proc`` (``runwasm.oci.runtime_spec.Process``), as
+    ``wasm_workload.LinuxConfinement`` applies them; None for what only the zygote's route does."""
+    from runwasm.linux import capabilities
+    from runwasm.linux.limits import _NAMES as RLIMITS
+    from runwasm.shim.spawn.wasm_workload import after_exec_sets
+
+    if proc.scheduler is not None or proc.io_priority is not None or proc.apparmor_profile or proc.selinux_label:
+        return None
+    user = proc.user
+    args = ["-u", str(user.uid), "-g", str(user.gid), "-G", ",".join(str(g) for g in user.additional_gids),
+            "-m", f"{user.umask if user.umask is not None else 0o022:o}"]
+    for i, rl in enumerate(proc.rlimits):
+        if rl.type not in RLIMITS:
+            return None
+        soft = "inf" if rl.soft >= 2**63 - 1 else str(rl.soft)
+        hard = "inf" if rl.hard >= 2**63 - 1 else str(rl.hard)
+        args += ["-r", f"{i}:{rl.type}:{RLIMITS[rl.type]}:{soft}:{hard}"]
+    if proc.oom_score_adj is not None:
+        args += ["-s", str(proc.oom_score_adj)]
+    caps = proc.capabilities
+    if caps is not None:
+        args += ["-E", f"{capabilities.mask_of(caps.effective, 'effective'):x}",
+                 "-b", f"{capabilities.mask_of(caps.bounding, 'bounding'):x}"]
+        for name in caps.ambient:
+            args += ["-A", str(capabilities.NUMBERS[name])]
+        if not caps.ambient:
+            args += ["-A", ""]  # the ambient set is cleared all the same
+    sets = after_exec_sets(proc)
+    if sets is not None:
+        args += ["-S", f"{sets[0]:x}:{sets[1]:x}:{sets[2]:x}"]
+    if proc.no_new_privileges:
+        args += ["-n", "1"]
+    return args
+
+
+def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | None:
+    from runwasm.oci.runtime_spec import parse_process
+    from runwasm.wasm import verdict
+    from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
+    from runwasm.wasm.fast_min import module_key
+    from runwasm.wasm.http_serve import DirHandle, cli_environ
+    from runwasm.wasm.min_run import prepare_min, why_in_process
+    from runwasm.wasm.node_key import cache_dir_from
+    from runwasm.wasm.payload import WasmTaskPayload
+    from runwasm.wasm.preopen import close_preopens, guest_env, open_preopens
+    from runwasm.wasm.resolve import read_module, resolve_module_path
+    from runwasm.wasm.sandbox import Sandbox
+
+    proc = parse_process(payload["process"], source="<wasm payload>")
+    confine = _confinement_args(proc)
+    if confine is None:
+        return None
+    p = WasmTaskPayload.from_json(payload["task"])
+    sandbox = Sandbox.from_json(p.sandbox) if p.sandbox else Sandbox()
+    path, export = parse_entrypoint(p.args[0])
+    if sandbox.network or why_in_process(sandbox, False, export) is not None:
+        return None
+    cache_dir = cache_dir_from(p.cache_dir)
+    preopens = open_preopens(p, sandbox)
+    owned: list[int] = []
+    try:
+        if not all(x.mutable for x in preopens):  # a read-only view is a mount the workload makes
+            return None
+        check: list[str] = []
+        if p.module_file is not None:  # the image's Wasm layer: read as the server, as the workload does
+            with open(p.module_file, "rb") as f:
+                data = f.read()
+            where = p.module_name or p.module_file
+        else:
+            host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
+            rel = os.path.relpath(host, os.path.realpath(p.rootfs))
+            fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=preopens[0].fd)
+            st = os.fstat(fd)
+            data = read_module(p.rootfs, host, fd)  # closes fd
+            where = f"{path} (host {host})"
+            root = os.dup(preopens[0].fd)
+            owned.append(root)
+            check = ["-o", f"{root}:{st.st_dev}:{st.st_ino}", "-P", rel, "-H", str(host)]
+        if classify_bytes(data[:SNIFF_BYTES]) != "module":
+            return None
+        key = module_key(data, sandbox, export, cache_dir)
+        if key is None or not verdict.known(cache_dir, key):
+            return None
+        serve = prepare_min(data, p.args, tuple(guest_env(p)), p.cwd,
+                            [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox, export,
+                            where, cache_dir, _NoViews(), compile=False)
+        owned += [serve.cli_fd, *serve.fds]
+        argv = [HELPER, "-c", str(named["control"]), "-x", str(serve.cli_fd), "-w", where, *confine, *check]
+        for fd in serve.fds:  # the module's artifact, the preopens: wasmtime-min inherits them
+            argv += ["-k", str(fd)]
+        for procs in payload.get("cgroup_procs") or ():
+            from runwasm.linux.cgroup_join import self_join_file
+
+            argv += ["-j", self_join_file(procs)]
+        for name, opt in STDIO:
+            if name in named:
+                argv += [opt, str(named[name])]
+        argv += ["--", serve.program, *serve.argv]
+        global _cli_env
+        if _cli_env is None:
+            _cli_env = cli_environ(os.environ)
+        native, owned = NativePlan(argv, _cli_env, owned, where), []
+        return native
+    finally:
+        for fd in owned:
+            os.close(fd)
+        close_preopens(preopens)
+
+
+class _NoViews:
+    """``DirConfinement`` for ``prepare_min``: ``_plan`` takes only mutable preopens."""
+
+    def readonly_dir(self, fd: int, where: str) -> int:
+        raise AssertionError("a read-only preopen on the native route")
+
+
+def spawn(native: NativePlan, named: Mapping[str, int]) -> Spawned:
+    """``posix_spawn`` the helper as ``native`` says: a new session, default signal dispositions,
+    an empty mask; fd 2 the workload's ``log`` (as the zygote gives it), the control socket, the
+    stdio and the plan's fds at their own numbers (which clears their close-on-exec). Closes what
+    the plan owned. Raises SpawnError when the kernel refuses."""
+    helper = helper_path()
+    assert helper is not None
+    actions: list[tuple[int, ...]] = []
+    if "log" in named and named["log"] != 2:
+        actions.append((os.POSIX_SPAWN_DUP2, named["log"], 2))
+    keep = {named["control"], *(named[n] for n, _ in STDIO if n in named), *native.owned}
+    for fd in sorted(keep):
+        actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
+    try:
+        pid = os.posix_spawn(helper, native.argv, native.env,
+                             file_actions=actions, setsid=True, setsigmask=(), setsigdef=_SIGNALS)
+    except OSError as err:
+        raise SpawnError(f"failed to spawn {helper}: {err}") from err
+    finally:
+        native.close()
+    start_time = process_start_time(pid)  # our own child: not reaped before the loop runs again
+    if not start_time:
+        raise SpawnError(f"workload process {pid} vanished before its start time could be read")
+    global _announced
+    if not _announced:
+        _announced = True
+        log.info("Wasm tasks whose plan the server makes are %s (%s), without a zygote fork", NATIVE_MARK, helper)
+    return Spawned(pid, start_time)
