@@ -19,8 +19,7 @@ takes the zygote's route, which makes the same decisions and reports the errors:
 root, a step pipe (tracing, OTel metrics or the debug log want the workload's steps), a private
 rootfs namespace, a pid namespace, a pty, ``linux.seccomp``, ``linux.memoryPolicy``,
 ``process.scheduler``/``ioPriority``/``apparmorProfile``/``selinuxLabel``, an rlimit type or a
-capability this server does not know, a read-only preopen (a mount view), the module not
-readable by the server or not a core module, no verdict, no artifact, a networked sandbox or
+capability this server does not know, the module not readable by the server or not a core module, no verdict, no artifact, a networked sandbox or
 any reason of ``min_run.why_in_process``.
 """
 
@@ -169,8 +168,6 @@ def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | 
     preopens = open_preopens(p, sandbox)
     owned: list[int] = []
     try:
-        if not all(x.mutable for x in preopens):  # a read-only view is a mount the workload makes
-            return None
         check: list[str] = []
         if p.module_file is not None:  # the image's Wasm layer: read as the server, as the workload does
             with open(p.module_file, "rb") as f:
@@ -193,7 +190,7 @@ def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | 
             return None
         serve = prepare_min(data, p.args, tuple(guest_env(p)), p.cwd,
                             [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox, export,
-                            where, cache_dir, _NoViews(), compile=False)
+                            where, cache_dir, _Views(), compile=False)
         owned += [serve.cli_fd, *serve.fds]
         argv = [HELPER, "-c", str(named["control"]), "-x", str(serve.cli_fd), "-w", where, *confine, *check]
         for fd in serve.fds:  # the module's artifact, the preopens: wasmtime-min inherits them
@@ -217,11 +214,16 @@ def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | 
         close_preopens(preopens)
 
 
-class _NoViews:
-    """``DirConfinement`` for ``prepare_min``: ``_plan`` takes only mutable preopens."""
+class _Views:
+    """``DirConfinement`` for ``prepare_min``: a read-only preopen (a read-only rootfs, a ``ro``
+    bind mount) is a detached read-only clone of its mount (``runwasm.linux.task_net``), made here
+    as the workload makes it, in the same mount namespace (a private rootfs namespace never takes
+    this route), with root's credentials."""
 
     def readonly_dir(self, fd: int, where: str) -> int:
-        raise AssertionError("a read-only preopen on the native route")
+        from runwasm.linux.task_net import readonly_clone
+
+        return readonly_clone(fd, where)
 
 
 def spawn(native: NativePlan, named: Mapping[str, int]) -> Spawned:

@@ -359,3 +359,37 @@ def test_a_module_with_a_verdict_is_spawned_without_the_zygote_and_confined_the_
             await e.shutdown(t, "denied")
 
     run(False, body)
+
+
+def test_a_read_only_rootfs_stays_read_only_on_the_native_route(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``root.readonly``: the server makes the rootfs preopen a read-only mount clone for a
+    natively spawned task, as the Python workload does; a writable root still takes writes."""
+    from runwasm.shim.spawn import native
+
+    helper = native.helper_path()
+    assert helper is not None, "make setup builds runwasm-wasm-exec"
+    mark = tmp_path / "spawned"
+    wrapper = tmp_path / "wasm-exec"
+    wrapper.write_text(f'#!/bin/sh\necho "$$" >> {mark}\nexec {helper} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(native.HELPER_ENV, str(wrapper))
+
+    def spawned() -> int:
+        return len(mark.read_text().splitlines()) if mark.exists() else 0
+
+    async def body(h: Harness) -> None:
+        results = []
+        for cid, readonly in (("ro1", True), ("ro2", True), ("rw", False)):
+            config = _config(["/writefile.wasm", "/tmp/out"], ROOT)
+            config["root"]["readonly"] = readonly
+            before = spawned()
+            bundle = _bundle(h, cid, config, "writefile.wasm")
+            status, _, _ = await _run(h, cid, bundle)
+            # a refused write exits 100 + WASI's EROFS, which wasmtime-min reports as 1 (min_run)
+            results.append((cid, status != 0, (bundle / "rootfs" / "tmp" / "out").exists(), spawned() - before))
+        # ro1 may be the module's first task (the zygote's route, which leaves the verdict)
+        assert results[0][1:3] == (True, False)
+        assert results[1:] == [("ro2", True, False, 1), ("rw", False, True, 1)]
+
+    run(False, body)
