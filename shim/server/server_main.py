@@ -108,6 +108,7 @@ def serve_main() -> int:
     import time
 
     from runwasm.shim.common import nsutil
+    from runwasm.shim.spawn import native as native_spawn
     from runwasm.shim.spawn.zygote import Zygote
 
     started_ns = time.time_ns()
@@ -127,9 +128,11 @@ def serve_main() -> int:
     # (runwasm.wasm.fast_min), and a long-lived copy costs every pod memory (template/process.py)
     # the Linux init only once idle: the first Wasm container after boot, whose spawn request may
     # come before the zygote's imports are done, does not wait for it (~3 ms)
+    # forked at the first spawn only: Wasm tasks whose plan the server makes need none
+    # (shim/spawn/native.py), and a server that hosts only those keeps no zygote
     zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload"),
                  close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]),
-                 later=("runwasm.linux.init",))
+                 later=("runwasm.linux.init",), lazy=native_spawn.helper_path() is not None)
     # what the zygote shares with us is never walked (and so never written) by our collections
     gc.freeze()
     defaults, options_error = defaults_of(settings)

@@ -295,6 +295,75 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str], later: Sequence[st
         sock.send(json.dumps(reply).encode())
 
 
+_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+
+
+def _single_threaded() -> bool:
+    """This process has one thread (C threads included: a gRPC channel's are not Python's)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _reset_signals() -> None:
+    """In a zygote forked from a running server: the loop's signal handlers and wakeup fd are
+    not ours; back to what an interpreter starts with (SIGPIPE and SIGXFSZ ignored), as in a
+    zygote forked at the server's start."""
+    signal.set_wakeup_fd(-1)
+    for sig in _SIGNALS:
+        try:
+            if signal.getsignal(sig) not in (signal.SIG_DFL, signal.SIG_IGN, None, signal.default_int_handler):
+                signal.signal(sig, signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+
+def _package_dirs() -> list[str]:
+    """The directories holding ``runwasm``'s subpackages (``shim``, ``wasm``, ``oci``, ``linux``):
+    the ``__path__`` a fresh ``python -I -S`` gives its ``runwasm`` package, as the shim's
+    launcher does (an editable install maps them with an import hook ``-S`` does not load)."""
+    import importlib.util
+
+    dirs: list[str] = []
+    for sub in ("shim", "wasm", "oci", "linux"):
+        spec = importlib.util.find_spec(f"runwasm.{sub}")
+        for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+            parent = os.path.dirname(loc)
+            if parent not in dirs:
+                dirs.append(parent)
+    return dirs
+
+
+def _reset_logging() -> None:
+    """In a zygote forked from a running server: the server's logging set-up (its handlers, lean
+    records without process fields: ``server/logs.py``, errors not raised) is not what a workload
+    expects to start from (the Wasm child's formatter prints ``%(process)d``: with the server's
+    settings its every line was lost); back to an interpreter's defaults, as in a zygote forked at
+    the server's start."""
+    import logging
+
+    logging._srcfile = os.path.normcase(logging.addLevelName.__code__.co_filename)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = True
+    logging.raiseExceptions = True
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.filters.clear()
+    root.setLevel(logging.WARNING)
+
+
+def exec_main(fd: int, preload: Sequence[str], later: Sequence[str]) -> None:
+    """Entry of an exec'd zygote (``Zygote._exec_zygote``): serve on the inherited socket ``fd``."""
+    os.closerange(3, fd)  # whatever the server had inheritable: not the zygote's to keep
+    os.closerange(fd + 1, 65536)
+    sock = socket.socket(fileno=fd)
+    os.set_inheritable(fd, False)
+    try:
+        _zygote_main(sock, preload, later)
+    finally:
+        os._exit(0)
+
+
 def _kill_abandoned(reply: bytes) -> None:
     """The spawn was cancelled: SIGKILL the workload the zygote made anyway (the reaper collects it)."""
     try:
@@ -320,19 +389,41 @@ class Zygote:
         # caller's stays, so that its reply is not taken for the next spawn's
         self._waiters: list[asyncio.Future[bytes]] = []
         self._reader: asyncio.AbstractEventLoop | None = None  # the loop the socket is registered with
+        self._lazy: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # (preload, later) of a lazy start
 
-    def start(self, preload: Sequence[str] = (), close: Sequence[int] = (), later: Sequence[str] = ()) -> None:
+    def start(self, preload: Sequence[str] = (), close: Sequence[int] = (), later: Sequence[str] = (),
+              *, lazy: bool = False) -> None:
         """Fork the zygote, which imports ``preload`` before it serves any request (not
         wasmtime-py: a workload that needs it imports it, see server_main), then ``later`` one
         module at a time while no request waits (a workload spawned before imports its entry
         itself). ``close``: fds of the server the zygote must not keep (the node socket and its
-        lock: a copy would keep the lock held after the server released it)."""
+        lock: a copy would keep the lock held after the server released it).
+
+        ``lazy``: not now, at the first ``spawn`` (a server whose Wasm tasks are all spawned
+        natively, ``shim/spawn/native.py``, never has one: ~3.6 MiB less private memory). Then
+        the server may run threads (a gRPC channel for an image's Wasm layer, ``to_thread``
+        workers), which a fork must not copy: the zygote is forked only while this process has
+        a single thread, else exec'd as a fresh interpreter (``_exec_zygote``: ~0.1 s once,
+        instead of a fork's ~3 ms); either way it keeps no fd of the server's but its socket and
+        fds 0-2."""
+        if lazy:
+            self._lazy = (tuple(preload), tuple(later))
+            return
+        self._fork(preload, close, later)
+
+    def _fork(self, preload: Sequence[str], close: Sequence[int], later: Sequence[str], *,
+              close_all: bool = False) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             parent.close()
             for fd in close:
                 os.close(fd)
+            if close_all:  # forked from a running server: nothing of its loop, logging, sockets or FIFOs
+                _reset_signals()
+                _reset_logging()
+                os.closerange(3, child.fileno())
+                os.closerange(child.fileno() + 1, 65536)
             try:
                 _zygote_main(child, preload, later)
             finally:
@@ -342,9 +433,47 @@ class Zygote:
         self._sock = parent
         self.pid = pid
 
+    def _start_late(self) -> None:
+        assert self._lazy is not None
+        preload, later = self._lazy
+        self._lazy = None
+        if _single_threaded():
+            self._fork(preload, (), later, close_all=True)
+        else:
+            self._exec_zygote(preload, later)
+
+    def _exec_zygote(self, preload: Sequence[str], later: Sequence[str]) -> None:
+        """The zygote as a fresh interpreter (this process runs threads): the same ``sys.path``
+        and ``runwasm`` package path as this one, the socket its only fd but 0-2."""
+        import sys
+
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        package = _package_dirs()
+        code = ("import sys, types\n"
+                f"sys.path[:0] = {list(sys.path)!r}\n"
+                "m = types.ModuleType('runwasm')\n"
+                f"m.__path__ = {list(package)!r}\n"
+                "sys.modules['runwasm'] = m\n"
+                "from runwasm.shim.spawn.zygote import exec_main\n"
+                f"exec_main({child.fileno()}, {tuple(preload)!r}, {tuple(later)!r})\n")
+        try:
+            pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", code], dict(os.environ),
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, child.fileno(), child.fileno())],
+                                 setsigdef=_SIGNALS, setsigmask=())
+        except OSError as err:
+            parent.close()
+            raise SpawnError(f"failed to start the zygote: {err}") from err
+        finally:
+            child.close()
+        parent.setblocking(False)
+        self._sock = parent
+        self.pid = pid
+
     async def spawn(self, entry: str, payload: Mapping[str, Any], fds: Mapping[str, int],
                     *, pidns: str | None = None) -> Spawned:
         """Create a workload process; returns its host pid and start time. Raises SpawnError."""
+        if self._sock is None and self._lazy is not None:
+            self._start_late()
         if self._sock is None:
             raise SpawnError("zygote not started")
         if len(fds) > MAX_FDS:

@@ -13,12 +13,12 @@ from runwasm.shim.server.reaper import Reaper
 from runwasm.shim.spawn.zygote import Zygote
 
 
-def server_side(preload: tuple[str, ...] = (), later: tuple[str, ...] = ()) -> tuple[Zygote, Reaper]:
-    """Subreaper + started zygote (importing ``preload``, then ``later`` when idle) + a reaper
-    installed on the running loop, as server_main does."""
+def server_side(preload: tuple[str, ...] = (), later: tuple[str, ...] = (), lazy: bool = False) -> tuple[Zygote, Reaper]:
+    """Subreaper + started zygote (importing ``preload``, then ``later`` when idle; ``lazy``: at
+    its first spawn) + a reaper installed on the running loop, as server_main does."""
     nsutil.set_child_subreaper()
     zygote = Zygote()
-    zygote.start(preload, later=later)
+    zygote.start(preload, later=later, lazy=lazy)
     reaper = Reaper()
     reaper.install(asyncio.get_running_loop())
     return zygote, reaper

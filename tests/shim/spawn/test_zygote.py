@@ -40,6 +40,7 @@ def _entry(payload: dict[str, Any], fds: dict[str, int]) -> None:
         "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
         "extra": os.read(fds["extra"], 100).decode() if "extra" in fds else "",
         "start_time": process_start_time(int(os.readlink("/proc/self"))),
+        "log_processes": __import__("logging").logProcesses,
     }
     os.write(out, json.dumps(report).encode())
     os.close(out)
@@ -388,3 +389,66 @@ def test_a_spawn_request_is_served_before_the_later_imports() -> None:
     waits: the first Wasm container after boot does not wait for them; workloads spawned after
     they are in inherit them."""
     assert _scenario_in_fresh_process("_later_scenario") == [False, True]
+
+
+async def _lazy_scenario(thread: bool) -> dict[str, Any]:
+    """A lazily started zygote: none before the first spawn; forked then (or exec'd while this
+    process runs a thread); it holds no fd of the server's but its socket and 0-2."""
+    import threading
+
+    from tests.shim.serverside import server_side
+
+    held = os.open("/dev/null", os.O_RDONLY)  # a server fd (close-on-exec or not, a fork copies it)
+    os.set_inheritable(held, True)
+    zygote, reaper = server_side(lazy=True)
+    from runwasm.shim.server import logs
+
+    logs.lean_records()  # the server's logging set-up, which a workload must not start from
+    before = zygote.pid
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait) if thread else None
+    if worker is not None:
+        worker.start()
+    r, w = os.pipe()
+    try:
+        with reaper.spawning():
+            pid, start_time = await zygote.spawn(ENTRY, {}, {"out": w})
+        os.close(w)
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[int] = loop.create_future()
+        reaper.watch(pid, start_time, lambda p, s, t: exited.set_result(s))
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+        status = await asyncio.wait_for(exited, 20)
+        zfds = sorted(int(n) for n in os.listdir(f"/proc/{zygote.pid}/fd"))
+        cmdline = Path(f"/proc/{zygote.pid}/cmdline").read_bytes().decode(errors="replace")
+        return {"before": before, "zygote_pid": zygote.pid, "zygote_ppid": int(Path(f"/proc/{zygote.pid}/stat").read_text().rpartition(")")[2].split()[1]),
+                "server_pid": os.getpid(), "held": held, "zygote_fds": zfds, "exec": "exec_main" in cmdline,
+                "status": status, "report": json.loads(b"".join(chunks))}
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join()
+        os.close(r)
+        zygote.close()
+        await asyncio.sleep(0.05)
+        reaper.reap()
+
+
+@pytest.mark.parametrize("thread", [False, True], ids=["single-threaded-fork", "threaded-exec"])
+def test_a_lazy_zygote_starts_at_the_first_spawn_and_keeps_no_server_fd(thread: bool) -> None:
+    code = ("import asyncio, json; from tests.shim.spawn.test_zygote import _lazy_scenario; "
+            f"print(json.dumps(asyncio.run(_lazy_scenario({thread!r}))))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    out = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert out["before"] == 0  # nothing forked at start
+    assert out["zygote_ppid"] == out["server_pid"]
+    assert out["exec"] is thread  # a process running threads is never forked
+    assert out["held"] not in out["zygote_fds"]
+    assert len(out["zygote_fds"]) == 4  # 0-2 and its socket
+    assert out["status"] == 0
+    assert out["report"]["ppid"] == out["server_pid"]  # the workload is the server's child either way
+    assert out["report"]["sigint"] is True
+    assert out["report"]["log_processes"] is True
