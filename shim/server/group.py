@@ -67,6 +67,9 @@ class GroupZygote(Zygote):
             fds = {**fds, LOG_FD_NAME: self._log_fd}
         return await self._shared.spawn(entry, payload, fds, pidns=pidns)
 
+    def prestart(self) -> None:
+        self._shared.prestart()
+
     def close(self) -> None:
         """The shared zygote outlives a group: nothing to close."""
 

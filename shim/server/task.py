@@ -120,6 +120,14 @@ def _own_pid_namespace(spec: RuntimeSpec) -> bool:
     return ns is not None and not ns.path
 
 
+def _looks_wasm(spec: RuntimeSpec) -> bool:
+    """Whether ``process.args[0]`` names a Wasm module by its looks (``.wasm``/``.wat``, with or
+    without ``#export``) or nothing (an image's Wasm layer): only a hint for
+    ``Zygote.prestart``; the router decides."""
+    args = spec.process.args if spec.process is not None else ()
+    return not args or not args[0] or args[0].partition("#")[0].endswith((".wasm", ".wat"))
+
+
 class TaskService:
     def __init__(self, namespace: str, zygote: Zygote, reaper: Reaper, publish: Publish,
                  backend_factory: BackendFactory, defaults: RuntimeOptions | None = None,
@@ -244,6 +252,8 @@ class TaskService:
         parsed = parse_options(req.options, source=f"runtime options of container {req.id!r}")
         opts = self.defaults.merged(parsed.options, parsed.given) if parsed else self.defaults
         spec = RuntimeSpec.load(bundle)
+        if not _looks_wasm(spec):  # a hint: a Linux container's zygote starts while its rootfs is mounted
+            self._zygote.prestart()
         made: list[str] = []
         private: PrivateRootfs | None = None
         if req.rootfs:

@@ -433,10 +433,20 @@ class Zygote:
         self._sock = parent
         self.pid = pid
 
-    def _start_late(self) -> None:
+    def prestart(self) -> None:
+        """Start a lazy zygote now, for a spawn that will probably need it (a Linux container's
+        Create, before its rootfs is mounted: the zygote's start overlaps with that); its
+        preload then comes after the first request."""
+        if self._sock is None and self._lazy is not None:
+            self._start_late("")
+
+    def _start_late(self, entry: str) -> None:
         assert self._lazy is not None
         preload, later = self._lazy
         self._lazy = None
+        head = entry.partition(":")[0]
+        if head not in preload:  # e.g. a Linux init first: its spawn does not wait for the Wasm preload
+            preload, later = (), (*preload, *later)
         if _single_threaded():
             self._fork(preload, (), later, close_all=True)
         else:
@@ -473,7 +483,7 @@ class Zygote:
                     *, pidns: str | None = None) -> Spawned:
         """Create a workload process; returns its host pid and start time. Raises SpawnError."""
         if self._sock is None and self._lazy is not None:
-            self._start_late()
+            self._start_late(entry)
         if self._sock is None:
             raise SpawnError("zygote not started")
         if len(fds) > MAX_FDS:

@@ -329,3 +329,15 @@ def test_erofs_rootfs_cannot_join_an_existing_mount_namespace(tmp_path: Path) ->
     with pytest.raises(InvalidArgumentError, match="cannot join an existing mount namespace"):
         service._mount_private(req, spec, tmp_path, tmp_path / "rootfs")
     assert not (tmp_path / "layers").exists()
+
+
+@pytest.mark.parametrize(("args", "wasm"), [
+    (["/hello.wasm"], True), (["/app.wat", "x"], True), (["/m.wasm#run"], True), ([""], True), ([], True),
+    (["/bin/true"], False), (["sh", "-c", "x.wasm"], False),
+])
+def test_only_a_task_that_does_not_look_like_wasm_prestarts_the_zygote(args: list[str], wasm: bool) -> None:
+    from runwasm.oci.runtime_spec import RuntimeSpec
+    from runwasm.shim.server.task import _looks_wasm
+
+    spec = RuntimeSpec.from_json({"ociVersion": "1.0.2", "process": {"args": args, "cwd": "/"}})
+    assert _looks_wasm(spec) is wasm

@@ -391,7 +391,7 @@ def test_a_spawn_request_is_served_before_the_later_imports() -> None:
     assert _scenario_in_fresh_process("_later_scenario") == [False, True]
 
 
-async def _lazy_scenario(thread: bool) -> dict[str, Any]:
+async def _lazy_scenario(thread: bool, prestart: bool = False) -> dict[str, Any]:
     """A lazily started zygote: none before the first spawn; forked then (or exec'd while this
     process runs a thread); it holds no fd of the server's but its socket and 0-2."""
     import threading
@@ -405,6 +405,11 @@ async def _lazy_scenario(thread: bool) -> dict[str, Any]:
 
     logs.lean_records()  # the server's logging set-up, which a workload must not start from
     before = zygote.pid
+    if prestart:  # a Linux container's Create: started before the spawn asks for it
+        zygote.prestart()
+        prestarted = zygote.pid
+        zygote.prestart()  # once only
+        assert zygote.pid == prestarted
     stop = threading.Event()
     worker = threading.Thread(target=stop.wait) if thread else None
     if worker is not None:
@@ -423,7 +428,7 @@ async def _lazy_scenario(thread: bool) -> dict[str, Any]:
         status = await asyncio.wait_for(exited, 20)
         zfds = sorted(int(n) for n in os.listdir(f"/proc/{zygote.pid}/fd"))
         cmdline = Path(f"/proc/{zygote.pid}/cmdline").read_bytes().decode(errors="replace")
-        return {"before": before, "zygote_pid": zygote.pid, "zygote_ppid": int(Path(f"/proc/{zygote.pid}/stat").read_text().rpartition(")")[2].split()[1]),
+        return {"before": before, "prestarted": prestarted if prestart else None, "zygote_pid": zygote.pid, "zygote_ppid": int(Path(f"/proc/{zygote.pid}/stat").read_text().rpartition(")")[2].split()[1]),
                 "server_pid": os.getpid(), "held": held, "zygote_fds": zfds, "exec": "exec_main" in cmdline,
                 "status": status, "report": json.loads(b"".join(chunks))}
     finally:
@@ -436,14 +441,17 @@ async def _lazy_scenario(thread: bool) -> dict[str, Any]:
         reaper.reap()
 
 
-@pytest.mark.parametrize("thread", [False, True], ids=["single-threaded-fork", "threaded-exec"])
-def test_a_lazy_zygote_starts_at_the_first_spawn_and_keeps_no_server_fd(thread: bool) -> None:
+@pytest.mark.parametrize(("thread", "prestart"), [(False, False), (True, False), (False, True)],
+                         ids=["single-threaded-fork", "threaded-exec", "prestarted"])
+def test_a_lazy_zygote_starts_at_the_first_spawn_and_keeps_no_server_fd(thread: bool, prestart: bool) -> None:
     code = ("import asyncio, json; from tests.shim.spawn.test_zygote import _lazy_scenario; "
-            f"print(json.dumps(asyncio.run(_lazy_scenario({thread!r}))))")
+            f"print(json.dumps(asyncio.run(_lazy_scenario({thread!r}, {prestart!r}))))")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr.decode()
     out = json.loads(p.stdout.decode().strip().splitlines()[-1])
     assert out["before"] == 0  # nothing forked at start
+    if prestart:
+        assert out["prestarted"] == out["zygote_pid"] != 0
     assert out["zygote_ppid"] == out["server_pid"]
     assert out["exec"] is thread  # a process running threads is never forked
     assert out["held"] not in out["zygote_fds"]
