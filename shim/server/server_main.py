@@ -129,10 +129,12 @@ def serve_main() -> int:
     # the Linux init only once idle: the first Wasm container after boot, whose spawn request may
     # come before the zygote's imports are done, does not wait for it (~3 ms)
     # forked at the first spawn only: Wasm tasks whose plan the server makes need none
-    # (shim/spawn/native.py), and a server that hosts only those keeps no zygote
+    # (shim/spawn/native.py), and a server that hosts only those keeps no zygote; now, while
+    # containerd still prepares the Create, when the first container does not look like Wasm
+    lazy = native_spawn.helper_path() is not None and native_spawn.bundle_looks_wasm(settings.bundle)
     zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload"),
                  close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]),
-                 later=("runwasm.linux.init",), lazy=native_spawn.helper_path() is not None)
+                 later=("runwasm.linux.init",), lazy=lazy)
     # what the zygote shares with us is never walked (and so never written) by our collections
     gc.freeze()
     defaults, options_error = defaults_of(settings)

@@ -121,11 +121,9 @@ def _own_pid_namespace(spec: RuntimeSpec) -> bool:
 
 
 def _looks_wasm(spec: RuntimeSpec) -> bool:
-    """Whether ``process.args[0]`` names a Wasm module by its looks (``.wasm``/``.wat``, with or
-    without ``#export``) or nothing (an image's Wasm layer): only a hint for
+    """``native_spawn.looks_wasm`` of the spec's ``process.args``: only a hint for
     ``Zygote.prestart``; the router decides."""
-    args = spec.process.args if spec.process is not None else ()
-    return not args or not args[0] or args[0].partition("#")[0].endswith((".wasm", ".wat"))
+    return native_spawn.looks_wasm(spec.process.args if spec.process is not None else ())
 
 
 class TaskService:

@@ -29,7 +29,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,26 @@ def helper_path() -> str | None:
             found = path if os.access(path, os.X_OK) else None
         _helper = (found,)
     return _helper[0]
+
+
+def looks_wasm(args: Sequence[str]) -> bool:
+    """Whether a container with ``process.args`` ``args`` looks like a Wasm task (``args[0]``
+    names a ``.wasm``/``.wat`` file, with or without ``#export``, or nothing: an image's Wasm
+    layer). Only a hint for when to start the zygote (``Zygote.prestart``); the router decides."""
+    return not args or not args[0] or args[0].partition("#")[0].endswith((".wasm", ".wat"))
+
+
+def bundle_looks_wasm(bundle: str) -> bool:
+    """``looks_wasm`` of ``<bundle>/config.json``; True when it cannot be read (the zygote then
+    starts at the first spawn that needs it, as for any Wasm server)."""
+    import json
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            args = json.load(f).get("process", {}).get("args") or []
+        return looks_wasm([str(a) for a in args])
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 @dataclass

@@ -247,3 +247,16 @@ def test_other_workloads_and_a_disabled_helper_take_the_zygotes_route(monkeypatc
     monkeypatch.delenv(native.HELPER_ENV)
     assert native.helper_path() is not None
     assert stat.S_ISREG(os.stat(native.helper_path() or "").st_mode)
+
+
+@pytest.mark.parametrize(("config", "wasm"), [
+    ({"process": {"args": ["/hello.wasm"]}}, True), ({"process": {"args": ["/bin/sh"]}}, False),
+    ({"process": {"args": []}}, True), ({}, True), (None, True), ("{not json", True),
+], ids=["wasm", "linux", "no-args", "no-process", "no-config", "bad-json"])
+def test_the_first_container_decides_whether_the_zygote_starts_with_the_server(
+        tmp_path: Path, config: Any, wasm: bool) -> None:
+    if isinstance(config, str):
+        (tmp_path / "config.json").write_text(config)
+    elif config is not None:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    assert native.bundle_looks_wasm(str(tmp_path)) is wasm
