@@ -19,8 +19,9 @@ takes the zygote's route, which makes the same decisions and reports the errors:
 root, a step pipe (tracing, OTel metrics or the debug log want the workload's steps), a private
 rootfs namespace, a pid namespace, a pty, ``linux.seccomp``, ``linux.memoryPolicy``,
 ``process.scheduler``/``ioPriority``/``apparmorProfile``/``selinuxLabel``, an rlimit type or a
-capability this server does not know, the module not readable by the server or not a core module, no verdict, no artifact, a networked sandbox or
-any reason of ``min_run.why_in_process``.
+capability this server does not know, the module not a regular file readable by the server or
+not a core module, no verdict, no artifact, a networked sandbox or any reason of
+``min_run.why_in_process``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -196,8 +198,16 @@ def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | 
         else:
             host = resolve_module_path(p.rootfs, path, p.env, p.cwd)
             rel = os.path.relpath(host, os.path.realpath(p.rootfs))
-            fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=preopens[0].fd)
-            st = os.fstat(fd)
+            # O_PATH first: the server (root) opens for reading only a regular file, never a
+            # device or FIFO a rootfs may hold; anything else is the zygote route's to refuse
+            path_fd = os.open(rel, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=preopens[0].fd)
+            try:
+                st = os.fstat(path_fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return None
+                fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            finally:
+                os.close(path_fd)
             data = read_module(p.rootfs, host, fd)  # closes fd
             where = f"{path} (host {host})"
             root = os.dup(preopens[0].fd)

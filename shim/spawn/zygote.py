@@ -438,19 +438,27 @@ class Zygote:
         Create, before its rootfs is mounted: the zygote's start overlaps with that); its
         preload then comes after the first request."""
         if self._sock is None and self._lazy is not None:
-            self._start_late("")
+            try:
+                self._start_late("")
+            except SpawnError as err:  # only a hint: the spawn tries again and reports
+                log.warning("%s", err)
 
     def _start_late(self, entry: str) -> None:
+        """Start the lazy zygote (see ``start``); SpawnError when the kernel refuses (the next
+        spawn tries again)."""
         assert self._lazy is not None
         preload, later = self._lazy
-        self._lazy = None
         head = entry.partition(":")[0]
         if head not in preload:  # e.g. a Linux init first: its spawn does not wait for the Wasm preload
             preload, later = (), (*preload, *later)
-        if _single_threaded():
-            self._fork(preload, (), later, close_all=True)
-        else:
-            self._exec_zygote(preload, later)
+        try:
+            if _single_threaded():
+                self._fork(preload, (), later, close_all=True)
+            else:
+                self._exec_zygote(preload, later)
+        except OSError as err:
+            raise SpawnError(f"failed to start the zygote: {err}") from err
+        self._lazy = None
 
     def _exec_zygote(self, preload: Sequence[str], later: Sequence[str]) -> None:
         """The zygote as a fresh interpreter (this process runs threads): the same ``sys.path``
