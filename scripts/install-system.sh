@@ -11,7 +11,8 @@
 # 127.0.0.1 (a private instance per test session, never the packaged service), and the one `make critest`
 # serves critest's stand-in images from; iptables for the CNI portmap plugin critest's host-port specs use.
 # curl is the HTTP client the wasi:http tests reach served components with (inside their netns).
-# gcc and libc6-dev build the shim's native launcher front (scripts/launcher.c) and the C fixtures.
+# gcc and libc6-dev build the shim's native launcher front (scripts/launcher.c), the Wasm task helper
+# runwasm-wasm-exec (shim/spawn/wasm_exec.c) and the C fixtures.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 pkgs=(containerd runc busybox-static erofs-utils cryptsetup-bin libseccomp2 hyperfine util-linux iproute2 psmisc

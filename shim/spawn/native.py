@@ -82,15 +82,16 @@ def looks_wasm(args: Sequence[str]) -> bool:
 
 
 def bundle_looks_wasm(bundle: str) -> bool:
-    """``looks_wasm`` of ``<bundle>/config.json``; True when it cannot be read (the zygote then
-    starts at the first spawn that needs it, as for any Wasm server)."""
+    """``looks_wasm`` of ``<bundle>/config.json``; True when it cannot be read or parsed (the
+    zygote then starts at the first spawn that needs it, as for any Wasm server; Create reports
+    what is wrong with the spec). Never raises: the server calls it before it serves anything."""
     import json
 
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             args = json.load(f).get("process", {}).get("args") or []
         return looks_wasm([str(a) for a in args])
-    except (OSError, ValueError, AttributeError):
+    except Exception:  # noqa: BLE001 - only a hint (a spec nested too deeply is a RecursionError)
         return True
 
 

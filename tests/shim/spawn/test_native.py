@@ -252,7 +252,8 @@ def test_other_workloads_and_a_disabled_helper_take_the_zygotes_route(monkeypatc
 @pytest.mark.parametrize(("config", "wasm"), [
     ({"process": {"args": ["/hello.wasm"]}}, True), ({"process": {"args": ["/bin/sh"]}}, False),
     ({"process": {"args": []}}, True), ({}, True), (None, True), ("{not json", True),
-], ids=["wasm", "linux", "no-args", "no-process", "no-config", "bad-json"])
+    ("[" * 100_000 + "]" * 100_000, True), ({"process": {"args": "/bin/sh"}}, False), ([1], True),
+], ids=["wasm", "linux", "no-args", "no-process", "no-config", "bad-json", "deep-json", "args-a-string", "a-list"])
 def test_the_first_container_decides_whether_the_zygote_starts_with_the_server(
         tmp_path: Path, config: Any, wasm: bool) -> None:
     if isinstance(config, str):
