@@ -17,7 +17,9 @@ stdio, and what Create reports on failure, are the same as on the zygote's route
 takes the zygote's route, which makes the same decisions and reports the errors: no helper
 (``$RUNWASM_WASM_EXEC`` = ``off``, or not built: no C compiler at install), a server that is not
 root, a step pipe (tracing, OTel metrics or the debug log want the workload's steps), a private
-rootfs namespace, a pid namespace, a pty, ``linux.seccomp``, ``linux.memoryPolicy``,
+rootfs namespace, a pid namespace, a pty, a ``linux.seccomp`` profile that denies what
+``wasmtime-min`` or its exec needs (the zygote's route fails Create or runs the task in
+process, naming the syscalls), ``linux.memoryPolicy``,
 ``process.scheduler``/``ioPriority``/``apparmorProfile``/``selinuxLabel``, an rlimit type or a
 capability this server does not know, the module not a regular file readable by the server or
 not a core module, no verdict, no artifact, a networked sandbox or any reason of
@@ -120,7 +122,7 @@ def plan(entry: str, payload: Mapping[str, Any], named: Mapping[str, int], *, pi
         return None
     if any(name in named for name in ("trace", "steps", "rootns")):
         return None
-    if payload.get("seccomp") is not None or payload.get("memoryPolicy") is not None:
+    if payload.get("memoryPolicy") is not None:
         return None
     try:
         return _plan(payload, named)
@@ -192,6 +194,9 @@ def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | 
     owned: list[int] = []
     try:
         check: list[str] = []
+        filter_args = _filter(payload.get("seccomp"), proc, owned)
+        if filter_args is None:
+            return None
         if p.module_file is not None:  # the image's Wasm layer: read as the server, as the workload does
             with open(p.module_file, "rb") as f:
                 data = f.read()
@@ -223,7 +228,8 @@ def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | 
                             [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox, export,
                             where, cache_dir, _Views(), compile=False)
         owned += [serve.cli_fd, *serve.fds]
-        argv = [HELPER, "-c", str(named["control"]), "-x", str(serve.cli_fd), "-w", where, *confine, *check]
+        argv = [HELPER, "-c", str(named["control"]), "-x", str(serve.cli_fd), "-w", where, *confine, *check,
+                *filter_args]
         for fd in serve.fds:  # the module's artifact, the preopens: wasmtime-min inherits them
             argv += ["-k", str(fd)]
         for procs in payload.get("cgroup_procs") or ():
@@ -243,6 +249,29 @@ def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | 
         for fd in owned:
             os.close(fd)
         close_preopens(preopens)
+
+
+def _filter(doc: Any, proc: Any, owned: list[int]) -> list[str] | None:
+    """The helper's options for ``linux.seccomp`` (``doc``): the filter compiled as the workload
+    compiles it (``runwasm.linux.seccomp``), exported as its BPF program into a memfd (added to
+    ``owned``), loaded by the helper right before the exec; without noNewPrivileges
+    CAP_SYS_ADMIN is kept until then (``-a 1``), as ``LinuxConfinement`` does. None when the
+    profile denies what the runtime or the exec needs (``LinuxConfinement.check``/
+    ``unmet_exec``): the zygote's route fails Create or runs the task in process, saying why."""
+    if doc is None:
+        return []
+    from runwasm.linux import seccomp as seccomp_step
+    from runwasm.wasm.confine import CAPSET_NEED, EXEC_SYSCALLS
+
+    drops_later = not proc.no_new_privileges and (proc.capabilities is not None or proc.user.uid != 0)
+    if seccomp_step.unmet(doc, [*EXEC_SYSCALLS, *((CAPSET_NEED,) if drops_later else ())]):  # EXEC_ has RUNTIME_
+        return None
+    flt = seccomp_step.compile_filter(doc)
+    fd = os.memfd_create("runwasm-seccomp", os.MFD_CLOEXEC)
+    owned.append(fd)
+    with os.fdopen(fd, "wb", closefd=False) as f:
+        flt.export_bpf(f)
+    return ["-F", str(fd), *(("-a", "1") if not proc.no_new_privileges else ())]
 
 
 class _Views:

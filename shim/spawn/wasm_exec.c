@@ -14,13 +14,16 @@
  *      (-A, after a clear), KEEPCAPS off, noNewPrivileges (-n);
  *   4. report {"type": "ready"} on the control socket (-c), then block until {"type": "start"}
  *      (anything else, or EOF: exit 1 without running anything);
- *   5. stdin/stdout/stderr (-0/-1/-2) onto fds 0-2, blocking again; execveat() the CLI (-x, an
- *      O_PATH fd) with the argv after "--" and this process's environment.
+ *   5. stdin/stdout/stderr (-0/-1/-2) onto fds 0-2, blocking again; the seccomp filter (-F: an
+ *      fd holding the BPF program the server compiled from linux.seccomp), then, without
+ *      noNewPrivileges, the final capability sets (-a 1: CAP_SYS_ADMIN was kept until the filter
+ *      was loaded); execveat() the CLI (-x, an O_PATH fd) with the argv after "--" and this
+ *      process's environment.
  *
  * A failure before `ready` is reported on the control socket as runwasm's workloads report it
  * ({"type": "error", "kind", "status", "message"}, runwasm.oci.control) and the process exits 1;
- * a failed exec after `start` writes the reason to the task's stderr and exits 127. No seccomp
- * filter, scheduler, I/O priority or memory policy: tasks with one take the Python workload.
+ * a failed filter load or exec after `start` writes the reason to the task's stderr and exits
+ * 127. No scheduler, I/O priority or memory policy: tasks with one take the Python workload.
  * Every fd but stdio, the ones named here and the plan's (-k: the module's artifact, the
  * preopens, which wasmtime-min inherits) is closed first, as the zygote closes them.
  */
@@ -30,6 +33,8 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -207,7 +212,7 @@ int main(int argc, char **argv)
     long long uid = -1, gid = -1, oom = LLONG_MIN, umask_value = 022;
     int bounding_given = 0, sets_given = 0, nnp = 0, guest_caps_given = 0;
     uint64_t bounding = 0, set_e = 0, set_p = 0, set_i = 0, guest_eff = 0;
-    int stdio_fd[3] = {-1, -1, -1}, cli_fd = -1, check_fd = -1;
+    int stdio_fd[3] = {-1, -1, -1}, cli_fd = -1, check_fd = -1, filter_fd = -1, hold_admin = 0;
     int keep[MAX_KEEP + 8];
     int nkeep = 0;
     char *check = NULL;
@@ -265,6 +270,8 @@ int main(int argc, char **argv)
         else if (!strcmp(opt, "-1")) stdio_fd[1] = (int)number(val, 10, "-1");
         else if (!strcmp(opt, "-2")) stdio_fd[2] = (int)number(val, 10, "-2");
         else if (!strcmp(opt, "-x")) cli_fd = (int)number(val, 10, "-x");
+        else if (!strcmp(opt, "-F")) filter_fd = (int)number(val, 10, "-F");
+        else if (!strcmp(opt, "-a")) hold_admin = (int)number(val, 10, "-a");
         else if (!strcmp(opt, "-k")) { if (nkeep == MAX_KEEP) usage("-k"); keep[nkeep++] = (int)number(val, 10, "-k"); }
         else if (!strcmp(opt, "-w")) where = val;
         else usage(opt);
@@ -274,13 +281,13 @@ int main(int argc, char **argv)
     if (check) check_fd = atoi(check);
 
     /* every fd but stdio, the ones named here and the plan's (-k) is closed, as the zygote does */
-    keep[nkeep++] = control_fd; keep[nkeep++] = cli_fd; keep[nkeep++] = check_fd;
+    keep[nkeep++] = control_fd; keep[nkeep++] = cli_fd; keep[nkeep++] = check_fd; keep[nkeep++] = filter_fd;
     for (int k = 0; k < 3; k++) keep[nkeep++] = stdio_fd[k];
     close_others(keep, nkeep);
 
     /* the fds this process needs stay close-on-exec; the plan's (module, preopens) are the only
      * ones wasmtime-min inherits (the server dup2'd them here, which cleared close-on-exec) */
-    int own[] = {control_fd, cli_fd, stdio_fd[0], stdio_fd[1], stdio_fd[2]};
+    int own[] = {control_fd, cli_fd, stdio_fd[0], stdio_fd[1], stdio_fd[2], filter_fd};
     for (size_t k = 0; k < sizeof own / sizeof own[0]; k++)
         if (own[k] > 2 && fcntl(own[k], F_SETFD, FD_CLOEXEC) < 0)
             fail("SetupError", "internal", "fd %d of the spawn is not open: %s", own[k], strerror(errno));
@@ -339,6 +346,23 @@ int main(int argc, char **argv)
         close(root_fd);
     }
 
+    /* the filter's program, read now, loaded after start */
+    struct sock_filter *program_bpf = NULL;
+    unsigned short program_len = 0;
+    if (filter_fd >= 0) {
+        struct stat st;
+        if (fstat(filter_fd, &st) < 0 || st.st_size <= 0 || st.st_size % (off_t)sizeof(struct sock_filter)
+                || st.st_size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS)
+            fail("SetupError", "internal", "the seccomp program handed over is not a BPF program (%lld bytes)",
+                 (long long)st.st_size);
+        program_bpf = malloc((size_t)st.st_size);
+        if (!program_bpf || pread(filter_fd, program_bpf, (size_t)st.st_size, 0) != st.st_size)
+            fail("SetupError", "internal", "failed to read the seccomp program: %s", strerror(errno));
+        program_len = (unsigned short)(st.st_size / (off_t)sizeof(struct sock_filter));
+        close(filter_fd);
+    }
+    uint64_t admin = hold_admin ? 1ULL << CAP_SYS_ADMIN : 0;
+
     /* 3. drop to the guest's credentials */
     for (int k = 0; k < nrl; k++) {
         struct rlimit r = {(rlim_t)rl[k].soft, (rlim_t)rl[k].hard};
@@ -377,7 +401,7 @@ int main(int argc, char **argv)
              uid, gid, glist, e, strerror(e));
     }
     umask((mode_t)umask_value);
-    if (sets_given && capset3(set_e, set_p, set_i) < 0) {
+    if (sets_given && capset3(set_e | admin, set_p | admin, set_i) < 0) {
         int e = errno;
         fail("SetupError", "internal", "failed to set capabilities (effective=%#llx permitted=%#llx inheritable=%#llx): [errno %d] %s",
              (unsigned long long)set_e, (unsigned long long)set_p, (unsigned long long)set_i, e, strerror(e));
@@ -419,6 +443,22 @@ int main(int argc, char **argv)
         }
         int flags = fcntl(k, F_GETFL);
         if (flags >= 0 && (flags & O_NONBLOCK)) fcntl(k, F_SETFL, flags & ~O_NONBLOCK);
+    }
+    if (program_bpf) {  /* nothing of the guest's has run: say why on the task's stderr */
+        struct sock_fprog prog = {program_len, program_bpf};
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0) {
+            int e = errno;
+            dprintf(2, "runwasm: failed to confine the wasm task: failed to load the seccomp filter: [errno %d] %s\n",
+                    e, strerror(e));
+            _exit(127);
+        }
+        if (sets_given && admin && capset3(set_e, set_p, set_i) < 0) {
+            int e = errno;
+            dprintf(2, "runwasm: failed to confine the wasm task: failed to set capabilities (effective=%#llx "
+                    "permitted=%#llx inheritable=%#llx): [errno %d] %s\n", (unsigned long long)set_e,
+                    (unsigned long long)set_p, (unsigned long long)set_i, e, strerror(e));
+            _exit(127);
+        }
     }
     syscall(SYS_execveat, cli_fd, "", program, environ, AT_EMPTY_PATH);
     int e = errno;

@@ -279,12 +279,14 @@ def test_seccomp_allowlist_decides_between_wasmtime_min_and_in_process(with_exec
     run(False, body)
 
 
+@pytest.mark.parametrize("nnp", [True, False], ids=["noNewPrivileges", "no-noNewPrivileges"])
 def test_a_module_with_a_verdict_is_spawned_without_the_zygote_and_confined_the_same(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nnp: bool) -> None:
     """Once a task of a module has left its link-check verdict, the next one is planned by the
     server and spawned as ``runwasm-wasm-exec`` (``shim/spawn/native.py``; a wrapper counts its
-    spawns): that guest has the spec's user, groups, umask, capabilities, noNewPrivileges,
-    oomScoreAdj and rlimits, and a module its user cannot read still fails Create with
+    spawns): that guest has the spec's user, groups, umask, capabilities (CAP_SYS_ADMIN, held for
+    the filter without noNewPrivileges, is gone), noNewPrivileges, oomScoreAdj, rlimits and
+    seccomp filter, and a module its user cannot read still fails Create with
     PERMISSION_DENIED, as on the zygote's route."""
     from runwasm.shim.spawn import native
 
@@ -317,9 +319,11 @@ def test_a_module_with_a_verdict_is_spawned_without_the_zygote_and_confined_the_
         caps = {"bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "effective": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
                 "permitted": ["CAP_NET_BIND_SERVICE", "CAP_KILL"], "inheritable": ["CAP_NET_BIND_SERVICE"],
                 "ambient": ["CAP_NET_BIND_SERVICE"]}
+        seccomp = {"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
         config = _config(["/sleep.wasm"], {"uid": NOBODY, "gid": NOBODY, "additionalGids": [4321], "umask": 0o027},
-                         capabilities=caps, noNewPrivileges=True, oomScoreAdj=321,
-                         rlimits=[{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}])
+                         capabilities=caps, noNewPrivileges=nnp, oomScoreAdj=321,
+                         rlimits=[{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}], linux={"seccomp": seccomp})
         bundle = _bundle(h, "native", config, "sleep.wasm")
         async with e.shim(h, "native", bundle) as t:
             io = e.stdio(h, "native")
@@ -334,7 +338,8 @@ def test_a_module_with_a_verdict_is_spawned_without_the_zygote_and_confined_the_
             assert st["Gid"].split() == [str(NOBODY)] * 4
             assert st["Groups"].split() == ["4321"]
             assert st["Umask"] == "0027"
-            assert st["NoNewPrivs"] == "1"
+            assert st["NoNewPrivs"] == ("1" if nnp else "0")
+            assert st["Seccomp"] == "2"
             for key in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
                 assert int(st[key], 16) == 1 << 10, (key, st[key])
             assert int(st["CapBnd"], 16) == (1 << 10) | (1 << 5)

@@ -144,6 +144,31 @@ def test_helper_confines_then_execs_only_after_start(user: dict[str, Any], caps:
     assert fds == ["0", "1", "2", "3"], out  # 3: ls's own directory
 
 
+@pytest.mark.parametrize("nnp", [True, False], ids=["noNewPrivileges", "no-noNewPrivileges"])
+def test_the_seccomp_filter_is_loaded_last_and_admin_is_not_kept(nnp: bool) -> None:
+    """``linux.seccomp`` compiled by the server (``_filter``) is loaded after ``start``, right
+    before the exec; without noNewPrivileges CAP_SYS_ADMIN is held until then and dropped after."""
+    proc = _proc(user={"uid": NOBODY, "gid": NOBODY}, noNewPrivileges=nnp,
+                 capabilities={**CAPS, "ambient": ["CAP_NET_BIND_SERVICE"]})
+    doc = {"defaultAction": "SCMP_ACT_ALLOW",
+           "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    owned: list[int] = []
+    extra = native._filter(doc, proc, owned)
+    assert extra is not None and extra[:2] == ["-F", str(owned[0])]
+    assert ("-a" in extra) is not nnp
+    s = Spawned("mkdir /tmp/runwasm-native-seccomp-$$ 2>&1; echo rc=$?; cat /proc/self/status",
+                [*(native._confinement_args(proc) or []), *extra], owned=tuple(owned))
+    assert s.message()["type"] == "ready"
+    s.start()
+    code, out, err = s.finish()
+    assert (code, err) == (0, "")
+    assert "Operation not permitted" in out and "rc=1" in out
+    st = _status(out)
+    assert st["Seccomp"] == "2"
+    for key in ("CapEff", "CapPrm", "CapAmb"):  # no CAP_SYS_ADMIN left: only the ambient set
+        assert int(st[key], 16) == 1 << 10, (key, st[key])
+
+
 def test_eof_before_start_exits_without_running_anything() -> None:
     s = Spawned("echo ran", native._confinement_args(_proc()) or [])
     assert s.message()["type"] == "ready"
@@ -215,7 +240,9 @@ WASM = {"task": {"rootfs": "/nonexistent", "args": ["/x.wasm"]}, "process": {"ar
 
 
 @pytest.mark.parametrize(("change", "named", "kw"), [
-    ({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}}, {}, {}),
+    # a profile that denies what wasmtime-min's exec needs: the zygote's route decides (in process)
+    ({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                  "syscalls": [{"names": ["execve", "execveat"], "action": "SCMP_ACT_ERRNO"}]}}, {}, {}),
     ({"memoryPolicy": {"mode": "MPOL_BIND", "nodes": "0"}}, {}, {}),
     ({}, {"steps": 9}, {}),
     ({}, {"trace": 9}, {}),
@@ -227,7 +254,7 @@ WASM = {"task": {"rootfs": "/nonexistent", "args": ["/x.wasm"]}, "process": {"ar
     ({"process": {"args": ["/x.wasm"], "cwd": "/", "apparmorProfile": "p"}}, {}, {}),
     ({"process": {"args": ["/x.wasm"], "cwd": "/", "rlimits": [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]}}, {}, {}),
     ({}, {}, {}),  # the module cannot be read: the zygote's route reports that
-], ids=["seccomp", "memoryPolicy", "steps", "trace", "private-rootfs", "pidns", "pty", "scheduler", "ioPriority",
+], ids=["seccomp-denying-the-exec", "memoryPolicy", "steps", "trace", "private-rootfs", "pidns", "pty", "scheduler", "ioPriority",
         "apparmor", "unknown-rlimit", "no-module"])
 def test_what_the_helper_does_not_do_takes_the_zygotes_route(change: Mapping[str, Any], named: Mapping[str, int],
                                                               kw: Mapping[str, Any]) -> None:
