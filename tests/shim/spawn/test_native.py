@@ -154,7 +154,8 @@ def test_the_seccomp_filter_is_loaded_last_and_admin_is_not_kept(nnp: bool) -> N
            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
     owned: list[int] = []
     extra = native._filter(doc, proc, owned)
-    assert extra is not None and extra[:2] == ["-F", str(owned[0])]
+    assert extra is not None
+    assert extra[:2] == ["-F", str(owned[0])]
     assert ("-a" in extra) is not nnp
     s = Spawned("mkdir /tmp/runwasm-native-seccomp-$$ 2>&1; echo rc=$?; cat /proc/self/status",
                 [*(native._confinement_args(proc) or []), *extra], owned=tuple(owned))
@@ -162,7 +163,8 @@ def test_the_seccomp_filter_is_loaded_last_and_admin_is_not_kept(nnp: bool) -> N
     s.start()
     code, out, err = s.finish()
     assert (code, err) == (0, "")
-    assert "Operation not permitted" in out and "rc=1" in out
+    assert "Operation not permitted" in out
+    assert "rc=1" in out
     st = _status(out)
     assert st["Seccomp"] == "2"
     for key in ("CapEff", "CapPrm", "CapAmb"):  # no CAP_SYS_ADMIN left: only the ambient set
