@@ -51,6 +51,26 @@ def module_key(data: bytes, sandbox: Sandbox, export: str | None, cache_dir: Pat
         return None
 
 
+def min_route(p: WasmTaskPayload) -> tuple[Sandbox, str, str | None] | None:
+    """(sandbox, module path, export) of a task whose sandbox lets it take ``wasmtime-min``, or
+    None (a networked sandbox, a reason of ``min_run.why_in_process``). Raises what
+    ``parse_entrypoint`` raises. Shared with the server's native plan (``shim/spawn/native.py``)."""
+    sandbox = Sandbox.from_json(p.sandbox) if p.sandbox else Sandbox()
+    path, export = parse_entrypoint(p.args[0])
+    if sandbox.network or why_in_process(sandbox, False, export) is not None:
+        return None
+    return sandbox, path, export
+
+
+def vouched(data: bytes, sandbox: Sandbox, export: str | None, cache_dir: Path) -> bool:
+    """``data`` is a core module (components and WAT take the full path) and a link-check
+    verdict for it and this configuration is cached."""
+    if classify_bytes(data[:SNIFF_BYTES]) != "module":
+        return False
+    key = module_key(data, sandbox, export, cache_dir)
+    return key is not None and verdict.known(cache_dir, key)
+
+
 def _read(p: WasmTaskPayload, path: str, conf: Confinement, root_fd: int) -> tuple[bytes, str]:
     if p.module_file is not None:
         try:
@@ -72,20 +92,17 @@ def prepare_fast(p: WasmTaskPayload, confinement: Confinement | None = None) -> 
     conf.check()
     if steps.traced():  # its wasm.instantiate/wasm.run spans come from the in-process route
         return None
-    sandbox = Sandbox.from_json(p.sandbox) if p.sandbox else Sandbox()
-    path, export = parse_entrypoint(p.args[0])
-    if sandbox.network or why_in_process(sandbox, False, export) is not None:
+    route = min_route(p)
+    if route is None:
         return None
+    sandbox, path, export = route
     cache_dir = cache_dir_from(p.cache_dir)
     preopens = open_preopens(p, sandbox)
     try:
         with steps.step("wasm.resolve", **{"runwasm.wasm.module": p.args[0]}) as attrs:
             data, where = _read(p, path, conf, preopens[0].fd)
             attrs["runwasm.wasm.module.size"] = len(data)
-        if classify_bytes(data[:SNIFF_BYTES]) != "module":  # components and WAT: the full path
-            return None
-        key = module_key(data, sandbox, export, cache_dir)
-        if key is None or not verdict.known(cache_dir, key) or conf.unmet_exec():
+        if not vouched(data, sandbox, export, cache_dir) or conf.unmet_exec():
             return None
         try:
             plan = prepare_min(data, p.args, tuple(guest_env(p)), p.cwd,

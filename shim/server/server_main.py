@@ -125,12 +125,12 @@ def serve_main() -> int:
     # after the fork is copied, and a forked server shares its heap with the template too.
     zygote = Zygote()
     # not wasmtime-py: a task with a cached link-check verdict never needs it
-    # (runwasm.wasm.fast_min), and a long-lived copy costs every pod memory (template/process.py)
+    # (runwasm.wasm.fast_min), and a long-lived copy costs every pod memory (template/process.py);
     # the Linux init only once idle: the first Wasm container after boot, whose spawn request may
-    # come before the zygote's imports are done, does not wait for it (~3 ms)
-    # forked at the first spawn only: Wasm tasks whose plan the server makes need none
-    # (shim/spawn/native.py), and a server that hosts only those keeps no zygote; now, while
-    # containerd still prepares the Create, when the first container does not look like Wasm
+    # come before the zygote's imports are done, does not wait for it (~3 ms).
+    # With the native spawn helper it is forked at the first spawn that needs it (Wasm tasks whose
+    # plan the server makes need none: shim/spawn/native.py), or now, while containerd still
+    # prepares the Create, when the first container does not look like Wasm
     lazy = native_spawn.helper_path() is not None and native_spawn.bundle_looks_wasm(settings.bundle)
     zygote.start(preload=("runwasm.wasm.child", "runwasm.wasm.fast_min", "runwasm.shim.spawn.wasm_workload"),
                  close=() if node_claimed is None else (node_claimed[0].fileno(), node_claimed[1]),

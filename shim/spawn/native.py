@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import stat
 import sys
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runwasm.shim.common.statefile import process_start_time
-from runwasm.shim.spawn.zygote import Spawned, SpawnError
+from runwasm.shim.spawn.zygote import RESET_SIGNALS, Spawned, SpawnError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,6 @@ NATIVE_MARK = "spawned by runwasm-wasm-exec"
 """In the one log line a server writes the first time it spawns a task natively (``runwasm stress``
 names the executor from it)."""
 STDIO = (("stdin", "-0"), ("stdout", "-1"), ("stderr", "-2"))
-_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
 
 _helper: tuple[str | None] | None = None  # looked up once per server
 _cli_env: dict[str, str] | None = None  # the server's environment does not change
@@ -169,26 +167,23 @@ def _confinement_args(proc: Any) -> list[str] | None:
 
 def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | None:
     from runwasm.oci.runtime_spec import parse_process
-    from runwasm.wasm import verdict
-    from runwasm.wasm.detect import SNIFF_BYTES, classify_bytes, parse_entrypoint
-    from runwasm.wasm.fast_min import module_key
+    from runwasm.wasm.fast_min import min_route, vouched
     from runwasm.wasm.http_serve import DirHandle, cli_environ
-    from runwasm.wasm.min_run import prepare_min, why_in_process
+    from runwasm.wasm.min_run import prepare_min
     from runwasm.wasm.node_key import cache_dir_from
     from runwasm.wasm.payload import WasmTaskPayload
     from runwasm.wasm.preopen import close_preopens, guest_env, open_preopens
     from runwasm.wasm.resolve import read_module, resolve_module_path
-    from runwasm.wasm.sandbox import Sandbox
 
     proc = parse_process(payload["process"], source="<wasm payload>")
     confine = _confinement_args(proc)
     if confine is None:
         return None
     p = WasmTaskPayload.from_json(payload["task"])
-    sandbox = Sandbox.from_json(p.sandbox) if p.sandbox else Sandbox()
-    path, export = parse_entrypoint(p.args[0])
-    if sandbox.network or why_in_process(sandbox, False, export) is not None:
+    route = min_route(p)
+    if route is None:
         return None
+    sandbox, path, export = route
     cache_dir = cache_dir_from(p.cache_dir)
     preopens = open_preopens(p, sandbox)
     owned: list[int] = []
@@ -219,10 +214,7 @@ def _plan(payload: Mapping[str, Any], named: Mapping[str, int]) -> NativePlan | 
             root = os.dup(preopens[0].fd)
             owned.append(root)
             check = ["-o", f"{root}:{st.st_dev}:{st.st_ino}", "-P", rel, "-H", str(host)]
-        if classify_bytes(data[:SNIFF_BYTES]) != "module":
-            return None
-        key = module_key(data, sandbox, export, cache_dir)
-        if key is None or not verdict.known(cache_dir, key):
+        if not vouched(data, sandbox, export, cache_dir):
             return None
         serve = prepare_min(data, p.args, tuple(guest_env(p)), p.cwd,
                             [DirHandle(x.host, x.guest, x.mutable, x.fd) for x in preopens], sandbox, export,
@@ -301,7 +293,7 @@ def spawn(native: NativePlan, named: Mapping[str, int]) -> Spawned:
         actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
     try:
         pid = os.posix_spawn(helper, native.argv, native.env,
-                             file_actions=actions, setsid=True, setsigmask=(), setsigdef=_SIGNALS)
+                             file_actions=actions, setsid=True, setsigmask=(), setsigdef=RESET_SIGNALS)
     except OSError as err:
         raise SpawnError(f"failed to spawn {helper}: {err}") from err
     finally:

@@ -295,7 +295,8 @@ def _zygote_main(sock: socket.socket, preload: Sequence[str], later: Sequence[st
         sock.send(json.dumps(reply).encode())
 
 
-_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+RESET_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+"""Every signal whose disposition can be set: what a spawned process gets back to its default."""
 
 
 def _single_threaded() -> bool:
@@ -311,7 +312,7 @@ def _reset_signals() -> None:
     not ours; back to what an interpreter starts with (SIGPIPE and SIGXFSZ ignored), as in a
     zygote forked at the server's start."""
     signal.set_wakeup_fd(-1)
-    for sig in _SIGNALS:
+    for sig in RESET_SIGNALS:
         try:
             if signal.getsignal(sig) not in (signal.SIG_DFL, signal.SIG_IGN, None, signal.default_int_handler):
                 signal.signal(sig, signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else signal.SIG_DFL)
@@ -477,7 +478,7 @@ class Zygote:
         try:
             pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", code], dict(os.environ),
                                  file_actions=[(os.POSIX_SPAWN_DUP2, child.fileno(), child.fileno())],
-                                 setsigdef=_SIGNALS, setsigmask=())
+                                 setsigdef=RESET_SIGNALS, setsigmask=())
         except OSError as err:
             parent.close()
             raise SpawnError(f"failed to start the zygote: {err}") from err

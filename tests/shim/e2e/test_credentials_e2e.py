@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -279,15 +280,9 @@ def test_seccomp_allowlist_decides_between_wasmtime_min_and_in_process(with_exec
     run(False, body)
 
 
-@pytest.mark.parametrize("nnp", [True, False], ids=["noNewPrivileges", "no-noNewPrivileges"])
-def test_a_module_with_a_verdict_is_spawned_without_the_zygote_and_confined_the_same(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nnp: bool) -> None:
-    """Once a task of a module has left its link-check verdict, the next one is planned by the
-    server and spawned as ``runwasm-wasm-exec`` (``shim/spawn/native.py``; a wrapper counts its
-    spawns): that guest has the spec's user, groups, umask, capabilities (CAP_SYS_ADMIN, held for
-    the filter without noNewPrivileges, is gone), noNewPrivileges, oomScoreAdj, rlimits and
-    seccomp filter, and a module its user cannot read still fails Create with
-    PERMISSION_DENIED, as on the zygote's route."""
+def _count_native_spawns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Point the shims this test starts at a wrapper of the real ``runwasm-wasm-exec`` that counts
+    its spawns; returns the counter."""
     from runwasm.shim.spawn import native
 
     helper = native.helper_path()
@@ -297,9 +292,19 @@ def test_a_module_with_a_verdict_is_spawned_without_the_zygote_and_confined_the_
     wrapper.write_text(f'#!/bin/sh\necho "$$" >> {mark}\nexec {helper} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv(native.HELPER_ENV, str(wrapper))
+    return lambda: len(mark.read_text().splitlines()) if mark.exists() else 0
 
-    def spawned() -> int:
-        return len(mark.read_text().splitlines()) if mark.exists() else 0
+
+@pytest.mark.parametrize("nnp", [True, False], ids=["noNewPrivileges", "no-noNewPrivileges"])
+def test_a_module_with_a_verdict_is_spawned_without_the_zygote_and_confined_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nnp: bool) -> None:
+    """Once a task of a module has left its link-check verdict, the next one is planned by the
+    server and spawned as ``runwasm-wasm-exec`` (``shim/spawn/native.py``; a wrapper counts its
+    spawns): that guest has the spec's user, groups, umask, capabilities (CAP_SYS_ADMIN, held for
+    the filter without noNewPrivileges, is gone), noNewPrivileges, oomScoreAdj, rlimits and
+    seccomp filter, and a module its user cannot read still fails Create with
+    PERMISSION_DENIED, as on the zygote's route."""
+    spawned = _count_native_spawns(tmp_path, monkeypatch)
 
     async def body(h: Harness) -> None:
         first = _bundle(h, "first", _config(["/sleep.wasm"], ROOT), "sleep.wasm")
@@ -370,18 +375,7 @@ def test_a_read_only_rootfs_stays_read_only_on_the_native_route(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """``root.readonly``: the server makes the rootfs preopen a read-only mount clone for a
     natively spawned task, as the Python workload does; a writable root still takes writes."""
-    from runwasm.shim.spawn import native
-
-    helper = native.helper_path()
-    assert helper is not None, "make setup builds runwasm-wasm-exec"
-    mark = tmp_path / "spawned"
-    wrapper = tmp_path / "wasm-exec"
-    wrapper.write_text(f'#!/bin/sh\necho "$$" >> {mark}\nexec {helper} "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv(native.HELPER_ENV, str(wrapper))
-
-    def spawned() -> int:
-        return len(mark.read_text().splitlines()) if mark.exists() else 0
+    spawned = _count_native_spawns(tmp_path, monkeypatch)
 
     async def body(h: Harness) -> None:
         results = []
